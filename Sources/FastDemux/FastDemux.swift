@@ -1,0 +1,3 @@
+/// FastDemux: the NetBSD "fast protocol and port demultiplexing" design on
+/// top of SMPPrimitives.
+public enum FastDemuxModule {}

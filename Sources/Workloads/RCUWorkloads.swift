@@ -1,0 +1,2 @@
+// rcu-lookup and rcu-churn (BENCHMARKS.md). Filled in with the RCU table.
+let rcuWorkloads: [Workload] = []

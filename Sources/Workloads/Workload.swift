@@ -1,0 +1,50 @@
+/// Sizes and knobs shared by all workloads. Defaults are the sizes
+/// BENCHMARKS.md defines; tests pass smaller ones.
+public struct WorkloadOptions: Sendable {
+    /// Overrides the workload's operation count N (items, lookups, messages,
+    /// schedules or passes, as the workload defines N). nil = BENCHMARKS.md.
+    public var n: Int?
+    /// Per-implementation wall-clock cap in seconds; a capped run reports
+    /// `complete:false` and checks only what it did.
+    public var capSeconds: Double
+    /// Optional generic size knob (e.g. number of keys or flows); nil = default.
+    public var size: Int?
+
+    public init(n: Int? = nil, capSeconds: Double = 30, size: Int? = nil) {
+        self.n = n
+        self.capSeconds = capSeconds
+        self.size = size
+    }
+}
+
+/// A benchmark workload: a name from BENCHMARKS.md and its implementations,
+/// the project's own first, then the in-process baselines.
+public struct Workload: Sendable {
+    public typealias Run = @Sendable (WorkloadOptions) -> BenchResult
+
+    public let name: String
+    public let summary: String
+    /// (impl name, runner); the first is the project's implementation.
+    public let impls: [(name: String, run: Run)]
+
+    public init(name: String, summary: String, impls: [(name: String, run: Run)]) {
+        self.name = name
+        self.summary = summary
+        self.impls = impls
+    }
+}
+
+/// Every workload `fastdemux bench` knows, in BENCHMARKS.md order.
+public enum WorkloadRegistry {
+    public static var all: [Workload] {
+        var w: [Workload] = []
+        // Each workload file contributes its entries here.
+        w += pcqWorkloads
+        w += rcuWorkloads
+        return w
+    }
+
+    public static func named(_ name: String) -> Workload? {
+        all.first { $0.name == name }
+    }
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+import Workloads
+
+@main
+struct FastDemuxCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fastdemux",
+        abstract: "SMP packet demultiplexing in user space: benchmarks, replay and classification.",
+        subcommands: [BenchCommand.self]
+    )
+}

@@ -1,0 +1,3 @@
+import Testing
+@testable import FastDemux
+@Suite struct FastDemuxSmokeTests {}
