@@ -172,6 +172,19 @@ final class TimerWheel {
         }
     }
 
+    /// Moves every filed entry to the expired list (shutdown).
+    func expireAll() {
+        for slot in 0..<TimerWheel.slotCount {
+            var node = detach(slot)
+            while let n = node {
+                let next = n._withUnsafeGuaranteedRef { $0.wheelNext }
+                count -= 1
+                appendExpired(n)
+                node = next
+            }
+        }
+    }
+
     private func refile(_ slot: Int) {
         var node = detach(slot)
         while let n = node {
