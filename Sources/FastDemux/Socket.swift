@@ -1,0 +1,357 @@
+import Synchronization
+import SMPPrimitives
+
+/// Errors of the socket control operations.
+public enum SocketError: Error, Equatable, Sendable {
+    /// Another socket already owns this (protocol, address, port) or 5-tuple.
+    case addressInUse
+    /// The operation does not fit the socket's state or protocol
+    /// (listen on UDP, connect a listening socket, ...).
+    case invalidState
+    /// The socket is closed.
+    case closed
+    /// The local and remote addresses are of different families.
+    case familyMismatch
+}
+
+/// The life cycle of a socket.
+public enum SocketState: UInt8, Sendable {
+    case unbound = 0, bound, listening, connected, closed
+}
+
+/// A UDP or TCP socket of a ``Demux``: a receive queue (a ``PCQ`` of
+/// packet words), a reader wake-up, per-socket counters and, for TCP, the
+/// minimal receive state the fast path needs.
+///
+/// Control (``bind(_:)``, ``connect(to:from:initialReceiveSequence:)``,
+/// ``listen()``, ``close()``) may be called from any thread at any time,
+/// also while traffic flows; it serializes on the owning table's control
+/// lock. ``close()`` blocks for one RCU grace period (must not be called
+/// inside a read section).
+///
+/// Receiving is single-reader: at most one thread or task at a time may
+/// call the receive methods (they take a small per-socket lock per call,
+/// one per batch, which also keeps the final drain of a closed socket from
+/// racing with the reader). Packets received belong to the caller (free
+/// pool buffers with ``PacketPool/free(_:)`` or a ``PacketPool/Cache``).
+///
+/// Tables and ready sets refer to sockets as `Unmanaged` bits: the input
+/// path never retains or releases a socket. A closed socket is released by
+/// its table only after a grace period, so an input thread that looked it
+/// up inside a read section never touches freed memory.
+public final class Socket: @unchecked Sendable {
+    // @unchecked Sendable: mutable state is either atomic (`stateWord`,
+    // counters), guarded by `control` / `receiveLock` / `tcpLock` (see each
+    // field), or written once before the socket is published to input
+    // threads (`readySetBits`, `readySlot`, `readerCPU`).
+
+    public let proto: TransportProtocol
+    /// A process-unique number, for logs and tests.
+    public let id: Int
+    /// The receive queue; input threads put, the single reader gets.
+    @usableFromInline let queue: PCQ<PacketRef>
+    @usableFromInline let stateWord = Atomic<UInt8>(SocketState.unbound.rawValue)
+    /// Parks a blocking or async reader; rung by input threads.
+    @usableFromInline let readerWakeup = ReaderWakeup()
+    @usableFromInline let tcpLock = TCPLock()
+    /// Guarded by `tcpLock`.
+    @usableFromInline let tcp: UnsafeMutablePointer<TCPReceiveState>
+    /// Set when the fast path could not take `tcpLock` for an ACK it owed.
+    @usableFromInline let ackOwed = Atomic<Bool>(false)
+
+    // Counters. Shared writes only on rare paths (drops, wake-ups); the
+    // delivered count is written by the reader under `receiveLock` (plain
+    // load + store, no RMW).
+    @usableFromInline let droppedQueueFullCount = Atomic<Int>(0)
+    @usableFromInline let droppedClosedCount = Atomic<Int>(0)
+    @usableFromInline let deliveredCount = Atomic<Int>(0)
+    @usableFromInline let wakeupCount = Atomic<Int>(0)
+
+    /// Unmanaged bits of the ready set this socket belongs to (0 = none) and
+    /// the slot in it; written once by ``SocketReadySet/add(_:)`` before
+    /// traffic.
+    @usableFromInline nonisolated(unsafe) var readySetBits: UInt = 0
+    @usableFromInline nonisolated(unsafe) var readySlot: Int = -1
+    /// The CPU the reader runs on, if known (for cross-core hand-off counts).
+    public nonisolated(unsafe) var readerCPU: Int = -1
+
+    private let control: any SocketTableControl
+    /// Binding, guarded by the table's control lock (and this mutex for readers).
+    private let binding = Mutex<(local: InetEndpoint?, remote: InetEndpoint?)>((nil, nil))
+    private let receiveLock = Mutex<Void>(())
+
+    private static let nextID = Atomic<Int>(1)
+
+    init(proto: TransportProtocol, queueCapacity: Int, control: any SocketTableControl) {
+        self.proto = proto
+        self.id = Self.nextID.add(1, ordering: .relaxed).oldValue
+        self.queue = PCQ(capacity: queueCapacity)
+        self.control = control
+        tcp = .allocate(capacity: 1)
+        tcp.initialize(to: TCPReceiveState())
+    }
+
+    deinit {
+        tcp.deinitialize(count: 1)
+        tcp.deallocate()
+    }
+
+    // MARK: State and counters
+
+    /// The current state (racy snapshot from other threads).
+    public var state: SocketState { SocketState(rawValue: stateWord.load(ordering: .acquiring))! }
+
+    @usableFromInline func setState(_ s: SocketState) {
+        // Release: the binding and table entries set up before are visible
+        // to whoever observes the new state.
+        stateWord.store(s.rawValue, ordering: .releasing)
+    }
+
+    /// Local endpoint (after bind/connect).
+    public var localEndpoint: InetEndpoint? { binding.withLock { $0.local } }
+    /// Remote endpoint (after connect).
+    public var remoteEndpoint: InetEndpoint? { binding.withLock { $0.remote } }
+
+    func setBinding(local: InetEndpoint?, remote: InetEndpoint?) {
+        binding.withLock { $0 = (local, remote) }
+    }
+
+    /// The receive queue's capacity.
+    public var queueCapacity: Int { queue.capacity }
+    /// Packets waiting in the receive queue (racy snapshot).
+    public var queuedCount: Int { queue.approximateCount }
+
+    /// Per-socket counters (racy snapshot while traffic flows; exact after).
+    public struct Counters: Sendable, Equatable {
+        /// Packets taken by the reader.
+        public var delivered: Int
+        /// Packets dropped because the receive queue was full.
+        public var droppedQueueFull: Int
+        /// Packets dropped because the socket was closed (still queued at
+        /// teardown, or arriving after close).
+        public var droppedClosed: Int
+        /// Reader wake-ups and readiness notifications for this socket.
+        public var wakeups: Int
+        /// Packets currently queued.
+        public var queued: Int
+        /// TCP: ACKs sent for this connection.
+        public var acksSent: Int
+        /// TCP: out-of-sequence segments seen.
+        public var outOfSequence: Int
+
+        /// Packets that entered the queue: delivered + queued + drained at close.
+        public var enqueued: Int { delivered + queued + drainedAtClose }
+        /// Part of `droppedClosed` that had been queued (vs. refused at input).
+        public var drainedAtClose: Int
+    }
+
+    public var counters: Counters {
+        var acks = 0, ooo = 0
+        if proto == .tcp {
+            tcpLock.lock()
+            acks = tcp.pointee.acksSent
+            ooo = tcp.pointee.outOfSequence
+            tcpLock.unlock()
+        }
+        return Counters(
+            delivered: deliveredCount.load(ordering: .relaxed),
+            droppedQueueFull: droppedQueueFullCount.load(ordering: .relaxed),
+            droppedClosed: droppedClosedCount.load(ordering: .relaxed),
+            wakeups: wakeupCount.load(ordering: .relaxed),
+            queued: queue.approximateCount,
+            acksSent: acks, outOfSequence: ooo,
+            drainedAtClose: drainedAtCloseCount.load(ordering: .relaxed))
+    }
+    private let drainedAtCloseCount = Atomic<Int>(0)
+
+    // MARK: Control
+
+    /// Binds to a local endpoint. UDP: the socket starts receiving datagrams
+    /// addressed to it (the wildcard address receives for every local
+    /// address without a more specific binding). TCP: reserves the endpoint
+    /// for ``listen()`` or ``connect(to:from:initialReceiveSequence:)``.
+    public func bind(_ local: InetEndpoint) throws(SocketError) {
+        try control.bind(self, local)
+    }
+
+    /// TCP: starts receiving segments for the bound endpoint that match no
+    /// connection (SYNs, in a full stack).
+    public func listen() throws(SocketError) {
+        try control.listen(self)
+    }
+
+    /// Connects to `remote`. The socket then receives exactly the packets of
+    /// that 5-tuple. `from` gives the local endpoint (required unless the
+    /// socket is bound). TCP: the connection is considered established
+    /// (no handshake here); `initialReceiveSequence` is the peer's next
+    /// sequence number, or nil to take it from the first segment.
+    public func connect(to remote: InetEndpoint, from local: InetEndpoint? = nil,
+                        initialReceiveSequence: UInt32? = nil) throws(SocketError) {
+        if proto == .tcp {
+            tcpLock.lock()
+            if let isn = initialReceiveSequence {
+                tcp.pointee.nextExpected = isn
+                tcp.pointee.synchronized = true
+            }
+            tcpLock.unlock()
+        }
+        try control.connect(self, remote: remote, local: local)
+    }
+
+    /// Closes the socket: removes it from the tables, wakes its reader, waits
+    /// one RCU grace period, then returns every packet still queued to the
+    /// pool (counted as dropped, reason `socket_closed`). Idempotent; any
+    /// thread, never inside a read section.
+    public func close() {
+        control.close(self)
+    }
+
+    // MARK: Receiving (single reader)
+
+    @inlinable
+    var isClosed: Bool { stateWord.load(ordering: .acquiring) == SocketState.closed.rawValue }
+
+    /// Takes up to `maxCount` packets without blocking; returns how many.
+    /// One lock per call, no allocation.
+    @discardableResult
+    public func receive(upTo maxCount: Int, _ body: (PacketRef) throws -> Void) rethrows -> Int {
+        try receiveLock.withLock { _ in
+            let n = try queue.drain(max: maxCount, body)
+            if n > 0 {
+                // Single writer (under receiveLock): load + store, no RMW.
+                deliveredCount.store(deliveredCount.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+            }
+            return n
+        }
+    }
+
+    /// Takes one packet without blocking; nil if the queue is empty.
+    public func tryReceive() -> PacketRef? {
+        var p: PacketRef?
+        receive(upTo: 1) { p = $0 }
+        return p
+    }
+
+    /// Takes one packet, blocking while the queue is empty; nil once the
+    /// socket is closed and its queue empty.
+    public func receive() -> PacketRef? {
+        var p: PacketRef?
+        receiveBlocking(upTo: 1) { p = $0 }
+        return p
+    }
+
+    /// Takes up to `maxCount` packets, blocking until at least one is there;
+    /// returns 0 only once the socket is closed and its queue empty.
+    @discardableResult
+    public func receiveBlocking(upTo maxCount: Int, _ body: (PacketRef) throws -> Void) rethrows -> Int {
+        while true {
+            let n = try receive(upTo: maxCount, body)
+            if n > 0 { return n }
+            if isClosed { return 0 }
+            readerWakeup.prepareToPark()
+            // Re-check after announcing (see ReaderWakeup): either we see the
+            // packet or the input thread sees the announcement.
+            if queue.approximateCount > 0 || isClosed {
+                readerWakeup.cancelPark()
+                continue
+            }
+            readerWakeup.park()
+        }
+    }
+
+    /// Takes one packet, suspending while the queue is empty; nil once the
+    /// socket is closed and its queue empty. Never call it while holding an
+    /// RCU read section.
+    public func receiveAsync() async -> PacketRef? {
+        while true {
+            if let p = tryReceive() { return p }
+            if isClosed { return nil }
+            readerWakeup.prepareToPark()
+            if queue.approximateCount > 0 || isClosed {
+                readerWakeup.cancelPark()
+                continue
+            }
+            await readerWakeup.parkAsync()
+        }
+    }
+
+    /// The received packets as an `AsyncSequence` that ends when the socket
+    /// is closed and drained. Single reader: iterate it from one task.
+    public var packets: Packets { Packets(socket: self) }
+
+    public struct Packets: AsyncSequence, Sendable {
+        public typealias Element = PacketRef
+        let socket: Socket
+
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            let socket: Socket
+            public mutating func next() async -> PacketRef? { await socket.receiveAsync() }
+        }
+
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
+    }
+
+    // MARK: Teardown (after the grace period)
+
+    /// Drains what is left after a grace period: no input thread can still
+    /// hold this socket, and `receiveLock` excludes the reader.
+    func drainAtTeardown(pool: PacketPool?) -> Int {
+        receiveLock.withLock { _ in
+            var n = 0
+            while let p = queue.get() {
+                pool?.free(p)
+                n += 1
+            }
+            if n > 0 {
+                droppedClosedCount.add(n, ordering: .relaxed)
+                drainedAtCloseCount.add(n, ordering: .relaxed)
+            }
+            return n
+        }
+    }
+
+    /// Wakes a parked reader so it observes `closed`.
+    func wakeReaderForClose() { readerWakeup.ringAlways() }
+
+    // MARK: TCP (reader / worker side)
+
+    /// If the fast path owed an ACK it could not send (try-lock failed),
+    /// sends it now through `emit`. Returns true if an ACK was sent. Any
+    /// thread (takes the TCP lock, spinning briefly).
+    @discardableResult
+    public func sendOwedACK(key: FlowKey, _ emit: (TCPAck) -> Void) -> Bool {
+        guard proto == .tcp, ackOwed.load(ordering: .relaxed),
+              ackOwed.exchange(false, ordering: .acquiring) else { return false }
+        tcpLock.lock()
+        let ack = TCPAck(key: key, ackNumber: tcp.pointee.nextExpected, duplicate: false)
+        tcp.pointee.didSendAck()
+        tcpLock.unlock()
+        emit(ack)
+        return true
+    }
+
+    /// Runs `body` on the TCP receive state under the TCP lock (tests,
+    /// worker). Spins while an input thread holds it (a few instructions).
+    public func withTCPState<R>(_ body: (inout TCPReceiveState) throws -> R) rethrows -> R {
+        tcpLock.lock()
+        defer { tcpLock.unlock() }
+        return try body(&tcp.pointee)
+    }
+
+    /// Whether the fast path left an ACK to the worker.
+    public var owesACK: Bool { ackOwed.load(ordering: .relaxed) }
+
+    /// Attaches to a ready set (see ``SocketReadySet/add(_:)``).
+    func attach(readySet: SocketReadySet, slot: Int) {
+        readySetBits = UInt(bitPattern: Unmanaged.passUnretained(readySet).toOpaque())
+        readySlot = slot
+    }
+}
+
+/// The control operations a socket delegates to the table that owns it.
+protocol SocketTableControl: AnyObject, Sendable {
+    func bind(_ s: Socket, _ local: InetEndpoint) throws(SocketError)
+    func listen(_ s: Socket) throws(SocketError)
+    func connect(_ s: Socket, remote: InetEndpoint, local: InetEndpoint?) throws(SocketError)
+    func close(_ s: Socket)
+}
