@@ -332,6 +332,7 @@ public final class Socket: @unchecked Sendable {
 
     /// Runs `body` on the TCP receive state under the TCP lock (tests,
     /// worker). Spins while an input thread holds it (a few instructions).
+    @discardableResult
     public func withTCPState<R>(_ body: (inout TCPReceiveState) throws -> R) rethrows -> R {
         tcpLock.lock()
         defer { tcpLock.unlock() }
