@@ -92,7 +92,8 @@ public enum DemuxVerdict: Sendable, Equatable {
 /// hand it to its thread at start and read ``stats`` after that thread stops).
 public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     // @unchecked Sendable: created on one thread and then owned by the input
-    // thread it is handed to; nothing in it is shared while in use.
+    // thread it is handed to; nothing in it is shared while in use (hence
+    // also `@exclusivity(unchecked)`: its vars have a single user).
 
     public static var burstCapacity: Int { 64 }
 
@@ -105,14 +106,15 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     /// against the previous entry, with the run length of each.
     @usableFromInline let touched: UnsafeMutablePointer<UInt>
     @usableFromInline let touchedRuns: UnsafeMutablePointer<Int>
-    @usableFromInline var touchedCount = 0
+    @exclusivity(unchecked) @usableFromInline var touchedCount = 0
     @usableFromInline let acks: UnsafeMutablePointer<TCPAck>
-    @usableFromInline var ackCount = 0
-    @usableFromInline var untilDepthSample: Int
-    @usableFromInline var inBurst = false
+    @exclusivity(unchecked) @usableFromInline var ackCount = 0
+    @exclusivity(unchecked) @usableFromInline var untilDepthSample: Int
+    @exclusivity(unchecked) @usableFromInline var inBurst = false
 
-    /// This thread's statistics (plain counters).
-    public var stats = DemuxStats()
+    /// This thread's statistics (plain counters). Owned by the input
+    /// thread: no dynamic exclusivity checks on the hot path.
+    @exclusivity(unchecked) public var stats = DemuxStats()
 
     init(demux: Demux<Flavor>, cpu: Int, ackSink: (@Sendable (UnsafeBufferPointer<TCPAck>) -> Void)?) {
         table = demux.table

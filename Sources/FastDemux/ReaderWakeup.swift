@@ -20,18 +20,24 @@ import Synchronization
 /// Concurrency contract: one waiter at a time (``prepareToPark()``,
 /// ``cancelPark()``, ``park()``, ``parkAsync()``); any number of threads may
 /// call ``ringIfArmed()`` (after their own fence).
-public final class ReaderWakeup: @unchecked Sendable {
+///
+/// A `~Copyable` struct so that the `armed` word lives inline in its owner
+/// (a ``Socket``'s hot cache line): producers check it without touching
+/// another object.
+public struct ReaderWakeup: ~Copyable, @unchecked Sendable {
     // @unchecked Sendable: `mutex`/`cond` are pthread objects in stable heap
-    // memory used only through pthread calls; `asyncWaiter` is read and
-    // written only while holding `mutex`.
-    private let armed = Atomic<Int>(0)
+    // memory used only through pthread calls; `asyncWaiter` points to a slot
+    // read and written only while holding `mutex`.
+    @usableFromInline let armed = Atomic<Int>(0)
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>
-    private var asyncWaiter: CheckedContinuation<Void, Never>?
+    private let asyncWaiter: UnsafeMutablePointer<CheckedContinuation<Void, Never>?>
 
     public init() {
         mutex = .allocate(capacity: 1)
         cond = .allocate(capacity: 1)
+        asyncWaiter = .allocate(capacity: 1)
+        asyncWaiter.initialize(to: nil)
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(cond, nil)
     }
@@ -41,6 +47,8 @@ public final class ReaderWakeup: @unchecked Sendable {
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
         cond.deallocate()
+        asyncWaiter.deinitialize(count: 1)
+        asyncWaiter.deallocate()
     }
 
     /// Waiter: announce the intent to park. Must be followed by a re-check
@@ -59,10 +67,7 @@ public final class ReaderWakeup: @unchecked Sendable {
     /// True when the waiter has announced that it parks (a cheap load;
     /// producers call it after their fence).
     @inlinable
-    public var isArmed: Bool { armedLoad() }
-
-    @usableFromInline
-    func armedLoad() -> Bool { armed.load(ordering: .relaxed) != 0 }
+    public var isArmed: Bool { armed.load(ordering: .relaxed) != 0 }
 
     /// Waiter: blocks until rung (returns at once if already rung).
     public func park() {
@@ -94,13 +99,16 @@ public final class ReaderWakeup: @unchecked Sendable {
     /// Waiter (async): suspends until rung. Never hold an RCU read section
     /// across this call.
     public func parkAsync() async {
+        // Copies of the pointers: the closure must not capture `self`
+        // (a noncopyable value) across the suspension.
+        let mutex = self.mutex, slot = self.asyncWaiter
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             pthread_mutex_lock(mutex)
             if armed.load(ordering: .acquiring) == 0 {
                 pthread_mutex_unlock(mutex)
                 c.resume()
             } else {
-                asyncWaiter = c
+                slot.pointee = c
                 pthread_mutex_unlock(mutex)
             }
         }
@@ -112,7 +120,7 @@ public final class ReaderWakeup: @unchecked Sendable {
     @inlinable
     @discardableResult
     public func ringIfArmed() -> Bool {
-        guard armedLoad() else { return false }
+        guard isArmed else { return false }
         return ring()
     }
 
@@ -121,8 +129,8 @@ public final class ReaderWakeup: @unchecked Sendable {
         // The exchange makes exactly one ringer do the (expensive) signal.
         guard armed.exchange(0, ordering: .acquiringAndReleasing) != 0 else { return false }
         pthread_mutex_lock(mutex)
-        let waiter = asyncWaiter
-        asyncWaiter = nil
+        let waiter = asyncWaiter.pointee
+        asyncWaiter.pointee = nil
         pthread_cond_signal(cond)
         pthread_mutex_unlock(mutex)
         waiter?.resume()

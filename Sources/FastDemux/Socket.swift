@@ -45,19 +45,30 @@ public final class Socket: @unchecked Sendable {
     // field), or written once before the socket is published to input
     // threads (`readySetBits`, `readySlot`, `readerCPU`).
 
-    public let proto: TransportProtocol
-    /// A process-unique number, for logs and tests.
-    public let id: Int
-    /// The receive queue; input threads put, the single reader gets.
-    @usableFromInline let queue: PCQ<PacketRef>
+    // Hot fields first: what an input thread reads per packet (state, queue,
+    // TCP lock, ready-set slot, reader wake-up flag) sits in the first
+    // lines of the object.
     @usableFromInline let stateWord = Atomic<UInt8>(SocketState.unbound.rawValue)
-    /// Parks a blocking or async reader; rung by input threads.
-    @usableFromInline let readerWakeup = ReaderWakeup()
     @usableFromInline let tcpLock = TCPLock()
-    /// Guarded by `tcpLock`.
-    @usableFromInline let tcp: UnsafeMutablePointer<TCPReceiveState>
     /// Set when the fast path could not take `tcpLock` for an ACK it owed.
     @usableFromInline let ackOwed = Atomic<Bool>(false)
+    public let proto: TransportProtocol
+    /// The receive queue; input threads put, the single reader gets.
+    @usableFromInline let queue: PCQ<PacketRef>
+    /// Unmanaged bits of the ready set this socket belongs to (0 = none) and
+    /// the slot in it; written once by ``SocketReadySet/add(_:)`` before
+    /// traffic, read-only afterwards (hence no exclusivity checks).
+    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) var readySetBits: UInt = 0
+    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) var readySlot: Int = -1
+    /// The CPU the reader runs on, if known (for cross-core hand-off
+    /// counts). Set before traffic.
+    @exclusivity(unchecked) public nonisolated(unsafe) var readerCPU: Int = -1
+    /// Parks a blocking or async reader; rung by input threads.
+    @usableFromInline let readerWakeup = ReaderWakeup()
+    /// Guarded by `tcpLock`.
+    @usableFromInline let tcp: UnsafeMutablePointer<TCPReceiveState>
+    /// A process-unique number, for logs and tests.
+    public let id: Int
 
     // Counters. Shared writes only on rare paths (drops, wake-ups); the
     // delivered count is written by the reader under `receiveLock` (plain
@@ -66,14 +77,6 @@ public final class Socket: @unchecked Sendable {
     @usableFromInline let droppedClosedCount = Atomic<Int>(0)
     @usableFromInline let deliveredCount = Atomic<Int>(0)
     @usableFromInline let wakeupCount = Atomic<Int>(0)
-
-    /// Unmanaged bits of the ready set this socket belongs to (0 = none) and
-    /// the slot in it; written once by ``SocketReadySet/add(_:)`` before
-    /// traffic.
-    @usableFromInline nonisolated(unsafe) var readySetBits: UInt = 0
-    @usableFromInline nonisolated(unsafe) var readySlot: Int = -1
-    /// The CPU the reader runs on, if known (for cross-core hand-off counts).
-    public nonisolated(unsafe) var readerCPU: Int = -1
 
     private let control: any SocketTableControl
     /// Binding, guarded by the table's control lock (and this mutex for readers).
