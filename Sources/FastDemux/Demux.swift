@@ -63,7 +63,8 @@ public final class Demux<Flavor: RCUFlavor>: @unchecked Sendable {
 
     /// A new, unbound socket.
     public func makeSocket(_ proto: TransportProtocol, queueCapacity: Int? = nil) -> Socket {
-        Socket(proto: proto, queueCapacity: queueCapacity ?? configuration.queueCapacity, control: table)
+        Socket(proto: proto, queueCapacity: queueCapacity ?? configuration.queueCapacity,
+               ackPolicy: configuration.ackPolicy, control: table)
     }
 
     /// An input context for one input thread.
@@ -98,7 +99,6 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     public static var burstCapacity: Int { 64 }
 
     @usableFromInline let table: PCBTable<Flavor>
-    @usableFromInline let ackPolicy: TCPAckPolicy
     @usableFromInline let depthSampleInterval: Int
     @usableFromInline let cpu: Int
     @usableFromInline let ackSink: (@Sendable (UnsafeBufferPointer<TCPAck>) -> Void)?
@@ -118,7 +118,6 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
 
     init(demux: Demux<Flavor>, cpu: Int, ackSink: (@Sendable (UnsafeBufferPointer<TCPAck>) -> Void)?) {
         table = demux.table
-        ackPolicy = demux.configuration.ackPolicy
         depthSampleInterval = demux.configuration.depthSampleInterval
         untilDepthSample = max(1, depthSampleInterval)
         self.cpu = cpu
@@ -254,32 +253,44 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     }
 
     /// TCP: in-sequence bookkeeping and the immediate ACK via try-lock.
+    /// If another thread holds the TCP state, the segment goes to the
+    /// socket's backlog, which the holder processes before releasing (the
+    /// input never waits).
     @inlinable
     func tcpInput(_ s: Socket, key: FlowKey, seg: TCPSegmentInfo, payloadLength: Int) {
         guard s.stateWord.load(ordering: .relaxed) == SocketState.connected.rawValue else { return }
         stats.sync.atomicRMWs &+= 1
-        guard s.tcpLock.tryLock() else {
-            // The worker (or reader) holds the state: leave the ACK to it.
+        var inSequence = true
+        var ack: UInt32?
+        if s.tcpLock.tryLock() {
+            stats.sync.lockAcquisitions &+= 1
+            let r = s.tcp.pointee.receive(seg, payloadLength: payloadLength, policy: s.ackPolicy)
+            inSequence = r.inSequence
+            ack = s.releaseTCPLock(ackDue: r.ackNow, sendNow: true)
+        } else {
             stats.sync.contendedAcquisitions &+= 1
-            stats.deferredACKs &+= 1
-            if !s.ackOwed.load(ordering: .relaxed) {
-                s.ackOwed.store(true, ordering: .releasing)
+            stats.sync.atomicRMWs &+= 1
+            guard let backlog = s.tcpBacklog, backlog.put(Socket.backlogWord(seg, payloadLength: payloadLength)) else {
+                stats.tcpBacklogOverflows &+= 1
+                return
             }
-            return
+            // Put, fence, try again: pairs with the holder's unlock, fence,
+            // re-check in releaseTCPLock, so the segment cannot be stranded.
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            stats.sync.atomicRMWs &+= 1
+            if s.tcpLock.tryLock() {
+                stats.sync.lockAcquisitions &+= 1
+                ack = s.releaseTCPLock(ackDue: false, sendNow: true)
+            } else {
+                stats.sync.contendedAcquisitions &+= 1
+                stats.deferredACKs &+= 1
+            }
         }
-        stats.sync.lockAcquisitions &+= 1
-        let r = s.tcp.pointee.receive(seg, payloadLength: payloadLength, policy: ackPolicy)
-        var ack: UInt32 = 0
-        if r.ackNow {
-            ack = s.tcp.pointee.nextExpected
-            s.tcp.pointee.didSendAck()
-        }
-        s.tcpLock.unlock()
-        if !r.inSequence { stats.outOfSequence &+= 1 }
-        if r.ackNow {
+        if !inSequence { stats.outOfSequence &+= 1 }
+        if let ack {
             stats.immediateACKs &+= 1
             if ackCount == DemuxInput.burstCapacity { flushACKs() }
-            acks[ackCount] = TCPAck(key: key, ackNumber: ack, duplicate: !r.inSequence)
+            acks[ackCount] = TCPAck(key: key, ackNumber: ack, duplicate: !inSequence)
             ackCount &+= 1
         }
     }
@@ -320,6 +331,9 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
                         }
                     lastSet = s.readySetBits
                 }
+                if s.workerBits != 0 && !s.workerScheduled.load(ordering: .relaxed) {
+                    scheduleWorker(s)
+                }
                 if s.readerWakeup.isArmed {
                     if s.readerWakeup.ring() {
                         stats.sync.atomicRMWs &+= 1
@@ -337,6 +351,18 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
             }
         }
         touchedCount = 0
+    }
+
+    /// The seed's `kcont_schedule` with a small delay, coalesced by the
+    /// socket's `workerScheduled` flag (checked after the burst's fence).
+    @inlinable
+    func scheduleWorker(_ s: Socket) {
+        s.workerScheduled.store(true, ordering: .relaxed)
+        let delay = s.ackOwed.load(ordering: .relaxed) || (s.tcpBacklog?.approximateCount ?? 0) > 0 ? 0 : s.workerDelay
+        Unmanaged<Continuation>.fromOpaque(UnsafeRawPointer(bitPattern: s.workerBits)!)._withUnsafeGuaranteedRef { c in
+            if c.schedule(afterMilliseconds: delay) { stats.sync.atomicRMWs &+= 2 }
+        }
+        stats.workerSchedules &+= 1
     }
 
     @inlinable

@@ -65,8 +65,20 @@ public final class Socket: @unchecked Sendable {
     @exclusivity(unchecked) public nonisolated(unsafe) var readerCPU: Int = -1
     /// Parks a blocking or async reader; rung by input threads.
     @usableFromInline let readerWakeup = ReaderWakeup()
+    /// Unmanaged bits of the worker continuation (0 = none); set once by
+    /// ``attachWorker(on:delayMilliseconds:_:)`` before traffic.
+    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) var workerBits: UInt = 0
+    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) var workerDelay: Int = 100
+    /// True from the input's schedule until the worker starts running:
+    /// coalesces schedules without touching the continuation's line.
+    @usableFromInline let workerScheduled = Atomic<Bool>(false)
     /// Guarded by `tcpLock`.
     @usableFromInline let tcp: UnsafeMutablePointer<TCPReceiveState>
+    /// TCP segments that arrived while another thread held `tcpLock` (the
+    /// Linux socket backlog): whoever holds the lock processes them before
+    /// releasing it. Consumed only under `tcpLock` (so one consumer at a time).
+    @usableFromInline let tcpBacklog: PCQ<UInt>?
+    @usableFromInline let ackPolicy: TCPAckPolicy
     /// A process-unique number, for logs and tests.
     public let id: Int
 
@@ -85,19 +97,62 @@ public final class Socket: @unchecked Sendable {
 
     private static let nextID = Atomic<Int>(1)
 
-    init(proto: TransportProtocol, queueCapacity: Int, control: any SocketTableControl) {
+    init(proto: TransportProtocol, queueCapacity: Int, ackPolicy: TCPAckPolicy, control: any SocketTableControl) {
         self.proto = proto
         self.id = Self.nextID.add(1, ordering: .relaxed).oldValue
         self.queue = PCQ(capacity: queueCapacity)
         self.control = control
+        self.ackPolicy = ackPolicy
+        tcpBacklog = proto == .tcp ? PCQ(capacity: 64) : nil
         tcp = .allocate(capacity: 1)
         tcp.initialize(to: TCPReceiveState())
     }
 
+    private nonisolated(unsafe) var worker: Continuation?
+
     deinit {
+        if workerBits != 0 { Unmanaged<Continuation>.fromOpaque(UnsafeRawPointer(bitPattern: workerBits)!).release() }
         tcp.deinitialize(count: 1)
         tcp.deallocate()
     }
+
+    /// Gives the socket a worker continuation (the seed's kcont): input
+    /// threads schedule it, with `delayMilliseconds` of coalescing delay,
+    /// after a burst put packets on this socket (with no delay when the
+    /// fast path left a TCP ACK to it). The worker runs `body(socket)` on
+    /// `executor`'s thread and then sends an owed ACK through `emitACK`.
+    ///
+    /// Call once, before traffic reaches the socket. The continuation holds
+    /// the socket weakly; closing the socket cancels it.
+    public func attachWorker(on executor: CoreExecutor, delayMilliseconds: Int = 100,
+                             emitACK: (@Sendable (TCPAck) -> Void)? = nil,
+                             _ body: @escaping @Sendable (Socket) -> Void) {
+        precondition(workerBits == 0, "attachWorker called twice")
+        let c = Continuation(on: executor) { [weak self] in
+            guard let self else { return }
+            // Clear first, then look for work: an input that put after our
+            // clear sees `false` after its burst fence and schedules again
+            // (the same flag/fence/re-check handshake as the reader wake-up).
+            self.workerScheduled.store(false, ordering: .sequentiallyConsistent)
+            body(self)
+            if let emitACK, let key = self.receiveKey {
+                self.sendOwedACK(key: key, emitACK)
+            }
+        }
+        worker = c
+        workerDelay = delayMilliseconds
+        workerBits = UInt(bitPattern: Unmanaged.passRetained(c).toOpaque())
+    }
+
+    /// The key of the packets a connected socket receives.
+    public var receiveKey: FlowKey? {
+        binding.withLock { b in
+            guard let l = b.local, let r = b.remote else { return nil }
+            return .connected(proto, local: l, remote: r)
+        }
+    }
+
+    func cancelWorker() { worker?.cancel() }
 
     // MARK: State and counters
 
@@ -151,10 +206,10 @@ public final class Socket: @unchecked Sendable {
     public var counters: Counters {
         var acks = 0, ooo = 0
         if proto == .tcp {
-            tcpLock.lock()
-            acks = tcp.pointee.acksSent
-            ooo = tcp.pointee.outOfSequence
-            tcpLock.unlock()
+            withTCPState { st in
+                acks = st.acksSent
+                ooo = st.outOfSequence
+            }
         }
         return Counters(
             delivered: deliveredCount.load(ordering: .relaxed),
@@ -313,33 +368,101 @@ public final class Socket: @unchecked Sendable {
         }
     }
 
-    /// Wakes a parked reader so it observes `closed`.
-    func wakeReaderForClose() { readerWakeup.ringAlways() }
+    /// Wakes a parked reader so it observes `closed`, and withdraws a
+    /// pending worker run.
+    func wakeReaderForClose() {
+        readerWakeup.ringAlways()
+        cancelWorker()
+    }
 
     // MARK: TCP (reader / worker side)
 
-    /// If the fast path owed an ACK it could not send (try-lock failed),
-    /// sends it now through `emit`. Returns true if an ACK was sent. Any
-    /// thread (takes the TCP lock, spinning briefly).
+    /// Packs a segment for the backlog: sequence, payload length (≤ 65535)
+    /// and flags in one word.
+    @inlinable
+    static func backlogWord(_ seg: TCPSegmentInfo, payloadLength: Int) -> UInt {
+        UInt(seg.sequenceNumber) << 32 | UInt(min(payloadLength, 0xffff)) << 16 | UInt(seg.flags.rawValue)
+    }
+
+    /// Under `tcpLock`: runs the backlogged segments through the receive
+    /// state; returns true if one of them wants an ACK now.
+    @inlinable
+    func processBacklogLocked() -> Bool {
+        guard let backlog = tcpBacklog else { return false }
+        var due = false
+        _ = backlog.drain(max: backlog.capacity) { w in
+            let seg = TCPSegmentInfo(sequenceNumber: UInt32(truncatingIfNeeded: w >> 32), acknowledgmentNumber: 0,
+                                     flags: TCPFlags(rawValue: UInt16(truncatingIfNeeded: w)), window: 0)
+            if tcp.pointee.receive(seg, payloadLength: Int((w >> 16) & 0xffff), policy: ackPolicy).ackNow { due = true }
+        }
+        return due
+    }
+
+    /// Releases `tcpLock` after emptying the backlog, and takes it back if a
+    /// segment was backlogged meanwhile (an input that failed its try-lock
+    /// puts, fences, and tries again; we unlock, fence, and look again: one
+    /// of us sees the other). `ackDue` says an ACK is already due. With
+    /// `sendNow`, a due ACK is recorded as sent and its number returned;
+    /// otherwise it is left to the worker (`ackOwed`).
+    @inlinable
+    func releaseTCPLock(ackDue: Bool, sendNow: Bool) -> UInt32? {
+        var due = ackDue
+        var ack: UInt32?
+        while true {
+            if processBacklogLocked() { due = true }
+            if due {
+                if sendNow {
+                    tcp.pointee.didSendAck()
+                    ack = tcp.pointee.nextExpected
+                } else {
+                    ackOwed.store(true, ordering: .relaxed)
+                }
+                due = false
+            }
+            tcpLock.unlock()
+            guard let backlog = tcpBacklog else { return ack }
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if backlog.approximateCount == 0 || !tcpLock.tryLock() { return ack }
+        }
+    }
+
+    /// Sends the ACK the fast path left to the worker (its try-lock failed
+    /// and the lock holder could not send), through `emit`. Returns true if
+    /// an ACK was sent. Any thread (takes the TCP lock, spinning briefly).
     @discardableResult
     public func sendOwedACK(key: FlowKey, _ emit: (TCPAck) -> Void) -> Bool {
-        guard proto == .tcp, ackOwed.load(ordering: .relaxed),
-              ackOwed.exchange(false, ordering: .acquiring) else { return false }
+        guard proto == .tcp else { return false }
+        let owed = ackOwed.load(ordering: .relaxed) && ackOwed.exchange(false, ordering: .acquiring)
+        let backlogged = (tcpBacklog?.approximateCount ?? 0) > 0
+        guard owed || backlogged else { return false }
         tcpLock.lock()
-        let ack = TCPAck(key: key, ackNumber: tcp.pointee.nextExpected, duplicate: false)
-        tcp.pointee.didSendAck()
-        tcpLock.unlock()
-        emit(ack)
-        return true
+        let due = processBacklogLocked() || owed
+        if let ack = releaseTCPLock(ackDue: due, sendNow: true) {
+            emit(TCPAck(key: key, ackNumber: ack, duplicate: false))
+            return true
+        }
+        return false
     }
 
     /// Runs `body` on the TCP receive state under the TCP lock (tests,
     /// worker). Spins while an input thread holds it (a few instructions).
+    /// Segments backlogged meanwhile are processed on release; an ACK they
+    /// need is left to the worker (``owesACK``).
     @discardableResult
     public func withTCPState<R>(_ body: (inout TCPReceiveState) throws -> R) rethrows -> R {
         tcpLock.lock()
-        defer { tcpLock.unlock() }
+        defer {
+            _ = releaseTCPLock(ackDue: false, sendNow: false)
+            if ackOwed.load(ordering: .relaxed) { scheduleWorkerNow() }
+        }
         return try body(&tcp.pointee)
+    }
+
+    /// Schedules the worker without delay (control path).
+    func scheduleWorkerNow() {
+        guard let worker else { return }
+        workerScheduled.store(true, ordering: .relaxed)
+        worker.schedule(afterMilliseconds: 0)
     }
 
     /// Whether the fast path left an ACK to the worker.

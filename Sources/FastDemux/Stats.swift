@@ -201,12 +201,18 @@ public struct DemuxStats: Sendable {
     public var sync = SyncStats()
     /// TCP: ACKs emitted from the fast path after a successful try-lock.
     public var immediateACKs = 0
-    /// TCP: ACKs left to the socket's worker because the try-lock failed.
+    /// TCP: segments left to the lock holder (backlogged) because the
+    /// try-lock failed twice; the holder or the worker ACKs them.
     public var deferredACKs = 0
+    /// TCP: segments whose backlog was full (their sequence space is lost
+    /// to the receive state; counted, the packet is still queued).
+    public var tcpBacklogOverflows = 0
     /// TCP: segments that were not the next expected sequence number.
     public var outOfSequence = 0
     /// Read sections entered (one per burst).
     public var readSections = 0
+    /// Worker continuation schedules issued (after coalescing).
+    public var workerSchedules = 0
     /// Parser drops by ``DropReason`` (indexed by raw value); their sum is
     /// included in `drops[.malformed] + drops[.unsupported]`.
     public var parseDrops = InlineArray<32, Int>(repeating: 0)
@@ -229,8 +235,10 @@ public struct DemuxStats: Sendable {
         sync.merge(o.sync)
         immediateACKs += o.immediateACKs
         deferredACKs += o.deferredACKs
+        tcpBacklogOverflows += o.tcpBacklogOverflows
         outOfSequence += o.outOfSequence
         readSections += o.readSections
+        workerSchedules += o.workerSchedules
         for i in 0..<32 { parseDrops[i] += o.parseDrops[i] }
     }
 

@@ -203,7 +203,6 @@ struct DemuxStressTests {
         #expect(offered == delivered + drops + drained, "round \(round): \(offered) != \(delivered) + \(drops) + \(drained)")
         #expect(pool.globalFreeCount == pool.bufferCount, "round \(round): buffers lost")
         #expect(control.churnCloses.load(ordering: .relaxed) > 0)
-        print("stress round \(round): inputs \(inputs) offered \(offered) delivered \(delivered) drops \(drops) drained \(drained) closes \(control.churnCloses.load(ordering: .relaxed)) acks \(control.acksEmitted.load(ordering: .relaxed))")
         #expect(demux.table.connectedCount == 0 && demux.table.boundCount == 0)
     }
 }
