@@ -4,28 +4,66 @@ import SMPPrimitives
 /// The fast protocol and port demultiplexer (NetBSD "fast protocol and port
 /// demultiplexing", seeds/004): input threads look the socket up inside an
 /// RCU read section without locking it, put the packet on the socket's
-/// receive PCQ, wake the reader only if it is parked, and ACK in-sequence
-/// TCP segments from the input path when the socket's TCP state can be
-/// try-locked.
+/// receive PCQ, schedule the socket's worker (coalesced), wake the reader
+/// only if it is parked, and ACK in-sequence TCP segments from the input
+/// path when the socket's TCP state can be try-locked.
 ///
-/// Typical use:
+/// ## Using it (e.g. from a pcap replay, a TUN device, a generator)
 ///
+///     let pool = PacketPool(bufferCount: 65_536)             // 2 KiB buffers
 ///     let demux = Demux<QSBR>(configuration: .init(pool: pool))
-///     let s = demux.makeSocket(.udp)
-///     try s.bind(InetEndpoint(.anyIPv4, 5353))
-///     // input thread (registered with QSBR):
-///     let input = demux.makeInput(cpu: 0)
-///     input.burst { b in
-///         for each frame: b.deliver(packet, key: key, tcp: tcpInfo)   // or b.drop(packet, .malformed)
-///     }                                 // publishes readiness, emits ACKs
-///     input.quiescent()                 // QSBR: now and then, outside bursts
-///     // reader thread:
-///     while let p = s.receive() { ...; pool.free(p) }
+///
+///     // Sockets (any thread, also while traffic flows):
+///     let dns = demux.makeSocket(.udp)
+///     try dns.bind(InetEndpoint(IPAddress(ipv4: 0), 53))     // wildcard
+///     let web = demux.makeSocket(.tcp)
+///     try web.bind(InetEndpoint(IPAddress("10.0.0.1")!, 80)); try web.listen()
+///     let conn = demux.makeSocket(.tcp)
+///     try conn.connect(to: InetEndpoint(IPAddress("192.0.2.7")!, 40000),
+///                      from: InetEndpoint(IPAddress("10.0.0.1")!, 80))
+///
+///     // Optional: one reader for many sockets (an epoll in miniature).
+///     let ready = SocketReadySet(capacity: 1024); ready.add(dns); ready.add(conn)
+///
+///     // Input thread (a dedicated thread, registered with QSBR):
+///     QSBR.registerThread()
+///     let input = demux.makeInput(cpu: 0, ackSink: { acks in /* send them */ })
+///     var cache = PacketPool.Cache(pool: pool)
+///     let parser = PacketParser()
+///     while running {
+///         input.burst { b in                                  // one read section
+///             for _ in 0..<32 {
+///                 guard let p = cache.allocate() else { break }
+///                 let n = readFrame(into: pool.buffer(p)); pool.setLength(n, of: p)
+///                 if b.input(p, frame: pool.bytes(p), parser: parser) != .queued {
+///                     cache.free(p)                           // dropped: counted by reason
+///                 }
+///             }
+///         }                                                   // readiness, ACKs published
+///         input.quiescent()                                   // QSBR: between bursts
+///     }
+///     QSBR.unregisterThread()
+///     let stats = input.stats                                  // after the thread stopped
+///
+///     // Reader (single reader per socket): blocking, non-blocking, batch, async.
+///     while let p = dns.receive() { handle(pool.bytes(p)); pool.free(p) }
+///     for await p in conn.packets { ... }
+///
+///     dns.close()            // one grace period; queued packets back to the pool
+///
+/// `DemuxInput.deliver(_:key:tcp:payloadLength:)` is the parser-free entry
+/// (a `FlowKey` from elsewhere); `drop(_:)` / `drop(parseReason:)` count
+/// packets rejected before lookup, so that for every input
+/// `stats.offered == stats.enqueued + stats.drops.total`. Packets still
+/// queued at close are counted per socket (`counters.droppedClosed`) and in
+/// `table.packetsDrainedAtTeardown`.
 ///
 /// Concurrency contract: ``makeSocket(_:queueCapacity:)`` and the socket
 /// control operations from any thread; each ``DemuxInput`` from exactly one
-/// thread (registered with `Flavor` when it is QSBR); per-flow order holds
-/// when each flow enters through one input (RSS-style steering).
+/// thread (registered with `Flavor`; QSBR threads call
+/// ``DemuxInput/quiescent()`` between bursts and go offline before
+/// blocking); per-flow order holds when each flow enters through one input
+/// (RSS-style steering), which the TCP state also assumes.
 public final class Demux<Flavor: RCUFlavor>: @unchecked Sendable {
     // @unchecked Sendable: immutable after init; the table is thread-safe.
 
