@@ -139,7 +139,8 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     @usableFromInline let table: PCBTable<Flavor>
     @usableFromInline let depthSampleInterval: Int
     @usableFromInline let cpu: Int
-    @usableFromInline let ackSink: (@Sendable (UnsafeBufferPointer<TCPAck>) -> Void)?
+    /// A no-op when none was given (non-optional: no retain to unwrap it).
+    @usableFromInline let ackSink: @Sendable (UnsafeBufferPointer<TCPAck>) -> Void
     /// Sockets (Unmanaged bits) that got packets in this burst, deduplicated
     /// against the previous entry, with the run length of each.
     @usableFromInline let touched: UnsafeMutablePointer<UInt>
@@ -159,7 +160,7 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
         depthSampleInterval = demux.configuration.depthSampleInterval
         untilDepthSample = max(1, depthSampleInterval)
         self.cpu = cpu
-        self.ackSink = ackSink
+        self.ackSink = ackSink ?? { _ in }
         touched = .allocate(capacity: Self.burstCapacity)
         touchedRuns = .allocate(capacity: Self.burstCapacity)
         acks = .allocate(capacity: Self.burstCapacity)
@@ -308,7 +309,7 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
         } else {
             stats.sync.contendedAcquisitions &+= 1
             stats.sync.atomicRMWs &+= 1
-            guard let backlog = s.tcpBacklog, backlog.put(Socket.backlogWord(seg, payloadLength: payloadLength)) else {
+            guard s.tcpBacklog.put(Socket.backlogWord(seg, payloadLength: payloadLength)) else {
                 stats.tcpBacklogOverflows &+= 1
                 return
             }
@@ -343,7 +344,7 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
 
     @inlinable
     func flushACKs() {
-        if let ackSink { ackSink(UnsafeBufferPointer(start: acks, count: ackCount)) }
+        ackSink(UnsafeBufferPointer(start: acks, count: ackCount))
         ackCount = 0
     }
 
@@ -396,7 +397,7 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     @inlinable
     func scheduleWorker(_ s: Socket) {
         s.workerScheduled.store(true, ordering: .relaxed)
-        let delay = s.ackOwed.load(ordering: .relaxed) || (s.tcpBacklog?.approximateCount ?? 0) > 0 ? 0 : s.workerDelay
+        let delay = s.ackOwed.load(ordering: .relaxed) || s.tcpBacklog.approximateCount > 0 ? 0 : s.workerDelay
         Unmanaged<Continuation>.fromOpaque(UnsafeRawPointer(bitPattern: s.workerBits)!)._withUnsafeGuaranteedRef { c in
             if c.schedule(afterMilliseconds: delay) { stats.sync.atomicRMWs &+= 2 }
         }

@@ -77,7 +77,7 @@ public final class Socket: @unchecked Sendable {
     /// TCP segments that arrived while another thread held `tcpLock` (the
     /// Linux socket backlog): whoever holds the lock processes them before
     /// releasing it. Consumed only under `tcpLock` (so one consumer at a time).
-    @usableFromInline let tcpBacklog: PCQ<UInt>?
+    @usableFromInline let tcpBacklog: PCQ<UInt>   // capacity 1 and unused for UDP (non-optional: no retain to unwrap it)
     @usableFromInline let ackPolicy: TCPAckPolicy
     /// A process-unique number, for logs and tests.
     public let id: Int
@@ -128,7 +128,7 @@ public final class Socket: @unchecked Sendable {
         self.queue = PCQ(capacity: queueCapacity)
         self.control = control
         self.ackPolicy = ackPolicy
-        tcpBacklog = proto == .tcp ? PCQ(capacity: 64) : nil
+        tcpBacklog = PCQ(capacity: proto == .tcp ? 64 : 1)
         let raw = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)
         readerSide = raw.bindMemory(to: ReaderSide.self, capacity: 1)
         readerSide.initialize(to: ReaderSide())
@@ -422,9 +422,8 @@ public final class Socket: @unchecked Sendable {
     /// state; returns true if one of them wants an ACK now.
     @inlinable
     func processBacklogLocked() -> Bool {
-        guard let backlog = tcpBacklog else { return false }
         var due = false
-        _ = backlog.drain(max: backlog.capacity) { w in
+        _ = tcpBacklog.drain(max: tcpBacklog.capacity) { w in
             let seg = TCPSegmentInfo(sequenceNumber: UInt32(truncatingIfNeeded: w >> 32), acknowledgmentNumber: 0,
                                      flags: TCPFlags(rawValue: UInt16(truncatingIfNeeded: w)), window: 0)
             if tcp.pointee.receive(seg, payloadLength: Int((w >> 16) & 0xffff), policy: ackPolicy).ackNow { due = true }
@@ -454,9 +453,8 @@ public final class Socket: @unchecked Sendable {
                 due = false
             }
             tcpLock.unlock()
-            guard let backlog = tcpBacklog else { return ack }
             atomicMemoryFence(ordering: .sequentiallyConsistent)
-            if backlog.approximateCount == 0 || !tcpLock.tryLock() { return ack }
+            if tcpBacklog.approximateCount == 0 || !tcpLock.tryLock() { return ack }
         }
     }
 
@@ -467,7 +465,7 @@ public final class Socket: @unchecked Sendable {
     public func sendOwedACK(key: FlowKey, _ emit: (TCPAck) -> Void) -> Bool {
         guard proto == .tcp else { return false }
         let owed = ackOwed.load(ordering: .relaxed) && ackOwed.exchange(false, ordering: .acquiring)
-        let backlogged = (tcpBacklog?.approximateCount ?? 0) > 0
+        let backlogged = tcpBacklog.approximateCount > 0
         guard owed || backlogged else { return false }
         tcpLock.lock()
         let due = processBacklogLocked() || owed
