@@ -99,6 +99,11 @@ public final class Demux<Flavor: RCUFlavor>: @unchecked Sendable {
         table = PCBTable(expectedConnections: configuration.expectedConnections, pool: configuration.pool)
     }
 
+    /// Waits until every deferred close (``Socket/closeDeferred()``) issued
+    /// before has finished its teardown (`rcu_barrier`). Not inside a read
+    /// section.
+    public func barrier() { Flavor.barrier() }
+
     /// A new, unbound socket.
     public func makeSocket(_ proto: TransportProtocol, queueCapacity: Int? = nil) -> Socket {
         Socket(proto: proto, queueCapacity: queueCapacity ?? configuration.queueCapacity,

@@ -294,6 +294,14 @@ public final class Socket: @unchecked Sendable {
         control.close(self)
     }
 
+    /// Closes the socket without waiting: the teardown (drain to the pool,
+    /// release) runs on liburcu's call_rcu thread after the grace period.
+    /// Never blocks; may be called from any registered or unregistered
+    /// thread outside a read section.
+    public func closeDeferred() {
+        control.closeDeferred(self)
+    }
+
     // MARK: Receiving (single reader)
 
     @inlinable
@@ -513,4 +521,5 @@ protocol SocketTableControl: AnyObject, Sendable {
     func listen(_ s: Socket) throws(SocketError)
     func connect(_ s: Socket, remote: InetEndpoint, local: InetEndpoint?) throws(SocketError)
     func close(_ s: Socket)
+    func closeDeferred(_ s: Socket)
 }

@@ -29,9 +29,13 @@
 // Impls:
 //   fastpath          Demux<QSBR>: RCUHashTable PCB tables, PCQ socket queues,
 //                     SocketReadySet readiness.
-//   mutex_dictionary  the same pipeline with Mutex<[FlowKey: Int]> tables
-//                     (exact, then specific local, then wildcard) and a
-//                     Mutex<Deque<UInt>> per socket queue (no TCP state).
+//   mutex_dictionary  the same pipeline with mutex-protected [FlowKey: Int]
+//                     tables (exact, then specific local, then wildcard) and a
+//                     mutex + Deque<UInt> per socket queue (no TCP state). The
+//                     mutex is a pthread mutex (PthreadLocked): the thread
+//                     sanitizer cannot see Synchronization.Mutex's contended
+//                     path (futex in the uninstrumented stdlib) and would
+//                     report false races; both are futex locks of equal cost.
 import DequeModule
 import FastDemux
 import Glibc
@@ -96,11 +100,52 @@ final class DemuxRunReport: @unchecked Sendable {
 func runDemuxBench(impl: DemuxBenchImpl, options: WorkloadOptions) -> BenchResult {
     let traffic = demuxTraffic(frameCount: demuxFrameCount(options: options))
     let report = DemuxRunReport()
+    let load0 = CPULoadSample()
     switch impl {
     case .fastpath: runFastPath(traffic, report: report, capSeconds: options.capSeconds)
     case .mutexDictionary: runMutexDictionary(traffic, report: report, capSeconds: options.capSeconds)
     }
-    return demuxResult(impl: impl, traffic: traffic, report: report)
+    var result = demuxResult(impl: impl, traffic: traffic, report: report)
+    if let other = CPULoadSample().otherLoad(since: load0) {
+        result.extra.append(("other_load", .double((other * 100).rounded() / 100)))
+    }
+    return result
+}
+
+/// CPUs kept busy by other processes (as the C peers report `other_load`):
+/// all-CPU busy time from /proc/stat minus this process's CPU time, over
+/// the wall time between two samples. 0 = quiet, up to the CPU count.
+struct CPULoadSample {
+    var busyTicks: Double?
+    var selfTicks: Double?
+    var time = monotonicSeconds()
+
+    init() {
+        if let line = Self.firstLine("/proc/stat") {
+            let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+            if v.count >= 8 { busyTicks = v[0] + v[1] + v[2] + v[5] + v[6] + v[7] }
+        }
+        if let line = Self.firstLine("/proc/self/stat"), let close = line.lastIndex(of: ")") {
+            let f = line[line.index(after: close)...].split(separator: " ")
+            // Fields after the command: state is 0; utime/stime are 11 and 12.
+            if f.count > 12, let u = Double(f[11]), let s = Double(f[12]) { selfTicks = u + s }
+        }
+    }
+
+    func otherLoad(since s: CPULoadSample) -> Double? {
+        guard let b1 = busyTicks, let b0 = s.busyTicks, let s1 = selfTicks, let s0 = s.selfTicks,
+              time > s.time else { return nil }
+        let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return max(0, ((b1 - b0) - (s1 - s0)) / hz / (time - s.time))
+    }
+
+    static func firstLine(_ path: String) -> String? {
+        guard let f = fopen(path, "r") else { return nil }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 1024)
+        guard fgets(&buf, Int32(buf.count), f) != nil else { return nil }
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 }
 
 private func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, report r: DemuxRunReport) -> BenchResult {
@@ -167,7 +212,7 @@ private func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, r
     case .fastpath:
         notes.append("Demux<QSBR>: PacketParser, RCUHashTable exact 5-tuple then specific/wildcard bound table, PCQ(256) per socket, SocketReadySet + fence per burst of 32; TCP receive state + try-lock ACK per in-sequence segment; packet word = frame index|pass into the frame slab")
     case .mutexDictionary:
-        notes.append("same pipeline: PacketParser, Mutex<[FlowKey: Int]> exact/specific/wildcard lookups (one lock each), Mutex<Deque<UInt>> per socket (256 max), same ready set; no TCP state")
+        notes.append("same pipeline: PacketParser, mutex-protected [FlowKey: Int] exact/specific/wildcard lookups (one lock each), mutex + Deque<UInt> per socket (256 max), same ready set; no TCP state")
     }
     if let pin = pinningNote(requiredCPUs: 2) { notes.append(pin) }
     if r.timedOut { notes.append("stopped at the wall-clock cap") }
@@ -359,8 +404,34 @@ private func demuxConsume(
 
 /// A socket queue of the baseline: a mutex around a deque, bounded at 256.
 private final class MutexDequeSocket: Sendable {
-    let queue = Mutex<Deque<UInt>>(Deque(minimumCapacity: demuxQueueCapacity))
+    let queue = PthreadLocked<Deque<UInt>>(Deque(minimumCapacity: demuxQueueCapacity))
     let droppedFull = Atomic<Int>(0)
+}
+
+/// A value behind a pthread mutex (see the file header for why not
+/// Synchronization.Mutex here).
+final class PthreadLocked<Value>: @unchecked Sendable {
+    // @unchecked Sendable: `value` is only touched between lock and unlock.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var value: Value
+
+    init(_ value: Value) {
+        self.value = value
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    @inline(__always)
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
+    }
 }
 
 private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxRunReport, capSeconds: Double) {
@@ -374,23 +445,33 @@ private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxR
         boundTable[.bound(.udp, local: .wildcard(.ipv4), port: p)] =
             DemuxBenchmarkTraffic.flowCount + DemuxBenchmarkTraffic.listenCount + j
     }
-    let exactTable = Mutex(exact)
-    let bound = Mutex(boundTable)
+    let exactTable = PthreadLocked(exact)
+    let bound = PthreadLocked(boundTable)
     let sockets = (0..<DemuxBenchmarkTraffic.socketCount).map { _ in MutexDequeSocket() }
     let readySet = SocketReadySet(capacity: DemuxBenchmarkTraffic.socketCount)
     let control = DemuxControl()
     let frames = traffic.frameCount
+    // Only the consumer thread uses it (allocated once, freed after the join).
+    nonisolated(unsafe) let drainBuffer = UnsafeMutablePointer<UInt>.allocate(capacity: demuxQueueCapacity)
+    defer { drainBuffer.deallocate() }
 
     let consumer = PinnedThread(cpu: 1, name: "demux-consumer") {
         demuxConsume(traffic, report: report, control: control, capSeconds: capSeconds,
                      readySet: readySet,
                      drain: { slot, body in
-                         let items = sockets[slot].queue.withLock { q -> Deque<UInt> in
-                             defer { q.removeAll(keepingCapacity: true) }
-                             return q
+                         // Move the items out under the lock into the
+                         // consumer's own buffer, check them after it.
+                         let buffer = drainBuffer
+                         let k = sockets[slot].queue.withLock { q -> Int in
+                             var k = 0
+                             while let v = q.popFirst() {
+                                 buffer[k] = v
+                                 k += 1
+                             }
+                             return k
                          }
-                         for w in items { body(w) }
-                         return items.count
+                         for i in 0..<k { body(buffer[i]) }
+                         return k
                      })
     }
     let input = PinnedThread(cpu: 0, name: "demux-input") {

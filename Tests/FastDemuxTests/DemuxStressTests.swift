@@ -119,7 +119,8 @@ struct DemuxStressTests {
                 if (try? s.bind(InetEndpoint(addr, port))) != nil {
                     for _ in 0..<4 { sched_yield() }
                 }
-                s.close()
+                // Blocking and deferred (call_rcu) closes.
+                if k % 3 == 2 { s.closeDeferred() } else { s.close() }
                 control.churnCloses.add(1, ordering: .relaxed)
                 k += 1
             }
@@ -193,6 +194,7 @@ struct DemuxStressTests {
         churn.join()
         reader.join()
         demux.table.close(sockets)
+        demux.barrier()   // deferred closes have finished their teardown
 
         let offered = control.offered.load(ordering: .relaxed)
         let delivered = control.delivered.load(ordering: .relaxed)
