@@ -310,23 +310,23 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
             stats.sync.lockAcquisitions &+= 1
             let r = s.tcp.pointee.receive(seg, payloadLength: payloadLength, policy: s.ackPolicy)
             inSequence = r.inSequence
+            stats.sync.atomicRMWs &+= 1    // the release CAS
             ack = s.releaseTCPLock(ackDue: r.ackNow, sendNow: true)
         } else {
             stats.sync.contendedAcquisitions &+= 1
-            stats.sync.atomicRMWs &+= 1
+            stats.sync.atomicRMWs &+= 2    // the backlog put, the announcement
             guard s.tcpBacklog.put(Socket.backlogWord(seg, payloadLength: payloadLength)) else {
                 stats.tcpBacklogOverflows &+= 1
                 return
             }
-            // Put, fence, try again: pairs with the holder's unlock, fence,
-            // re-check in releaseTCPLock, so the segment cannot be stranded.
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
-            stats.sync.atomicRMWs &+= 1
-            if s.tcpLock.tryLock() {
+            // Announce it in the lock word: the holder cannot release before
+            // it has processed it. If the holder released just before, take
+            // the lock ourselves and process the backlog.
+            if s.tcpLock.announceBacklogged() && s.tcpLock.tryLock() {
+                stats.sync.atomicRMWs &+= 1
                 stats.sync.lockAcquisitions &+= 1
                 ack = s.releaseTCPLock(ackDue: false, sendNow: true)
             } else {
-                stats.sync.contendedAcquisitions &+= 1
                 stats.deferredACKs &+= 1
             }
         }
@@ -402,7 +402,7 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     @inlinable
     func scheduleWorker(_ s: Socket) {
         s.workerScheduled.store(true, ordering: .relaxed)
-        let delay = s.ackOwed.load(ordering: .relaxed) || s.tcpBacklog.approximateCount > 0 ? 0 : s.workerDelay
+        let delay = s.ackOwed.load(ordering: .relaxed) || s.tcpLock.backlogged > 0 ? 0 : s.workerDelay
         Unmanaged<Continuation>.fromOpaque(UnsafeRawPointer(bitPattern: s.workerBits)!)._withUnsafeGuaranteedRef { c in
             if c.schedule(afterMilliseconds: delay) { stats.sync.atomicRMWs &+= 2 }
         }
