@@ -86,6 +86,9 @@ final class DemuxRunReport: @unchecked Sendable {
     // @unchecked Sendable: each field is written by exactly one thread before
     // it is joined, and read by the driver after the joins.
     var inputStart = 0.0, inputEnd = 0.0, consumerStart = 0.0, consumerEnd = 0.0
+    /// CPU time the input / consumer thread used (not counting time it was
+    /// preempted): comparable across runs on a busy machine.
+    var inputCPUSeconds = 0.0, consumerCPUSeconds = 0.0
     var stats = DemuxStats()
     var input = 0
     var delivered = [Int](repeating: 0, count: DemuxBenchmarkTraffic.socketCount)
@@ -173,6 +176,8 @@ private func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, r
     var extra: [(String, JSONValue)] = [
         ("complete", .bool(complete)),
         ("input_mops", .double(Double(offered) / (r.inputEnd - r.inputStart) / 1e6)),
+        ("input_cpu_ns_per_packet", .double(r.inputCPUSeconds * 1e9 / Double(max(offered, 1)))),
+        ("consumer_cpu_ns_per_delivered", .double(r.consumerCPUSeconds * 1e9 / Double(delivered))),
         ("delivered", .int(r.deliveredTotal)),
         ("dropped", .int(dropped)),
         ("dropped_by_reason", .object(s.drops.byReason.map { ($0.0, .int($0.1)) })),
@@ -273,30 +278,38 @@ private func runFastPath(_ traffic: DemuxBenchmarkTraffic, report: DemuxRunRepor
         QSBR.registerThread()
         let parser = PacketParser()
         let ctx = demux.makeInput(cpu: 0, ackSink: { acks in ackCount.add(acks.count, ordering: .relaxed) })
+        let batch = UnsafeMutablePointer<DemuxPacket>.allocate(capacity: demuxBurst)
+        defer { batch.deallocate() }
         let start = monotonicSeconds()
         let deadline = start + capSeconds
         control.barrier.wait()
         let t0 = monotonicSeconds()
+        let cpu0 = threadCPUSeconds()
         var input = 0
         passes: for pass in 0..<demuxPasses {
             for base in stride(from: 0, to: frames, by: demuxBurst) {
                 ctx.burst { b in
+                    // Parse the burst, then deliver it as a batch (lookups,
+                    // socket touches and enqueues in separate passes).
+                    var m = 0
                     for i in base..<(base + demuxBurst) {
                         input &+= 1
                         let word = PacketRef(word: DemuxBenchmarkTraffic.packetWord(frame: i, pass: pass))
                         switch parser.parse(traffic.frame(i), linkType: .ethernet) {
                         case .packet(let p):
-                            if var tcp = p.tcp {
+                            var tcp = p.tcp
+                            if tcp != nil {
                                 // Replay as if re-stamped: advance by the flow's bytes per pass.
-                                tcp.sequenceNumber &+= UInt32(truncatingIfNeeded: pass) &* traffic.sequenceAdvance[Int(traffic.truth[i])]
-                                b.deliver(word, key: p.flow, tcp: tcp, payloadLength: p.payloadLength)
-                            } else {
-                                b.deliver(word, key: p.flow, payloadLength: p.payloadLength)
+                                tcp!.sequenceNumber &+= UInt32(truncatingIfNeeded: pass)
+                                    &* traffic.sequenceAdvance[Int(traffic.truth[i])]
                             }
+                            batch[m] = DemuxPacket(packet: word, key: p.flow, tcp: tcp, payloadLength: p.payloadLength)
+                            m += 1
                         case .dropped(let reason):
                             b.drop(parseReason: reason)
                         }
                     }
+                    b.deliver(batch: UnsafeBufferPointer(start: batch, count: m)) { _, _ in }
                 }
                 if base & 1023 == 0 {
                     ctx.quiescent()
@@ -308,6 +321,7 @@ private func runFastPath(_ traffic: DemuxBenchmarkTraffic, report: DemuxRunRepor
             }
         }
         let t1 = monotonicSeconds()
+        report.inputCPUSeconds = threadCPUSeconds() - cpu0
         // Release: everything enqueued happens-before the consumer's final scan.
         control.done.store(true, ordering: .releasing)
         readySet.wakeReader()
@@ -345,6 +359,7 @@ private func demuxConsume(
     let frames = traffic.frameCount
     control.barrier.wait()
     let t0 = monotonicSeconds()
+    let cpu0 = threadCPUSeconds()
     lastSeq.withUnsafeMutableBufferPointer { last in
         delivered.withUnsafeMutableBufferPointer { del in
             while true {
@@ -389,6 +404,7 @@ private func demuxConsume(
         }
     }
     let t1 = monotonicSeconds()
+    report.consumerCPUSeconds = threadCPUSeconds() - cpu0
     report.consumerStart = t0
     report.consumerEnd = t1
     report.delivered = delivered
@@ -481,6 +497,7 @@ private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxR
         let deadline = monotonicSeconds() + capSeconds
         control.barrier.wait()
         let t0 = monotonicSeconds()
+        let cpu0 = threadCPUSeconds()
         var input = 0
         passes: for pass in 0..<demuxPasses {
             for base in stride(from: 0, to: frames, by: demuxBurst) {
@@ -543,6 +560,7 @@ private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxR
             }
         }
         let t1 = monotonicSeconds()
+        report.inputCPUSeconds = threadCPUSeconds() - cpu0
         control.done.store(true, ordering: .releasing)
         readySet.wakeReader()
         // Each Mutex lock/unlock is at least one atomic RMW.
@@ -556,4 +574,11 @@ private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxR
     consumer.join()
     report.timedOut = control.abort.load(ordering: .relaxed)
     for (i, s) in sockets.enumerated() { report.dropFull[i] = s.droppedFull.load(ordering: .relaxed) }
+}
+
+/// CPU time used by the calling thread (CLOCK_THREAD_CPUTIME_ID).
+func threadCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }

@@ -130,6 +130,35 @@ struct DemuxTests {
         #expect(t.perSocketPerPass.reduce(0, +) == t.frameCount)
     }
 
+    @Test func batchDeliveryMatchesSingleDelivery() throws {
+        let demux = Demux<Memb>()
+        let a = demux.makeSocket(.udp, queueCapacity: 3)
+        try a.bind(InetEndpoint(v4("10.0.0.1"), 1))
+        let b = demux.makeSocket(.udp)
+        try b.bind(InetEndpoint(.wildcard(.ipv4), 2))
+        let ka = packetKey(.udp, from: "192.0.2.1", 9, to: "10.0.0.1", 1)
+        let kb = packetKey(.udp, from: "192.0.2.1", 9, to: "10.0.0.7", 2)
+        let kx = packetKey(.udp, from: "192.0.2.1", 9, to: "10.0.0.1", 3)
+        let keys = [ka, kb, kx, ka, ka, kb, ka]   // a holds 3: the 4th a is dropped
+        let batch = keys.enumerated().map { DemuxPacket(packet: PacketRef(word: UInt($0.offset + 1)), key: $0.element) }
+        var drops: [(Int, DemuxDropReason)] = []
+        let input = demux.makeInput()
+        Memb.withRegisteredThread {
+            input.burst { bi in
+                batch.withUnsafeBufferPointer { bi.deliver(batch: $0) { drops.append(($0, $1)) } }
+            }
+        }
+        #expect(drops.map(\.0) == [2, 6] && drops.map(\.1) == [.noSocket, .queueFull])
+        var got: [UInt] = []
+        a.receive(upTo: 10) { got.append($0.word) }
+        #expect(got == [1, 4, 5])
+        got = []
+        b.receive(upTo: 10) { got.append($0.word) }
+        #expect(got == [2, 6])
+        #expect(input.stats.offered == 7 && input.stats.enqueued == 5 && input.stats.drops.total == 2)
+        demux.table.close([a, b])
+    }
+
     @Test func readySetMarksOnceAndWakesTheReader() throws {
         let demux = Demux<Memb>()
         let set = SocketReadySet(capacity: 4)
