@@ -36,6 +36,8 @@ private func pcqImpls(producers: Int) -> [(name: String, run: Workload.Run)] {
 
 /// The queue capacity every implementation gets (BENCHMARKS.md).
 let pcqBenchCapacity = 1024
+let expMax = Int(String(cString: getenv("PCQ_MAX") ?? strdup("256"))) ?? 256
+let expBackoff = Int(String(cString: getenv("PCQ_BACKOFF") ?? strdup("1"))) ?? 1
 /// Values carry the producer id above this bit and the sequence number below.
 private let tagShift: UInt = 48
 private let sequenceMask: UInt = (1 << tagShift) - 1
@@ -183,7 +185,7 @@ private func consume<Q: BenchQueue>(_ queue: Q, control: BenchControl, barrier: 
             }
         }
         seen &+= k
-        if k == 0 { spinLoopHint() }
+        if k == 0 { for _ in 0..<expBackoff { curcu_cpu_relax() } }
         loops &+= 1
         if loops & 4095 == 0 {
             let now = monotonicSeconds()
@@ -228,7 +230,7 @@ final class PCQBenchQueue: BenchQueue {
     func tryPut(_ value: UInt, producer: Int) -> Bool { queue.put(value) }
 
     @inline(__always)
-    func take(_ body: (UInt) -> Void) -> Int { queue.drain(max: 256, body) }
+    func take(_ body: (UInt) -> Void) -> Int { queue.drain(max: expMax, body) }
 
     static var note: String { "SMPPrimitives.PCQ<UInt>, capacity 1024 (exact), consumer drain(max: 256)" }
 }
