@@ -100,8 +100,8 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
         }
     }
 
-    /// The exact usable capacity, as a word for the index arithmetic.
-    @usableFromInline let limit: UInt
+    /// The exact number of items the queue can hold (what was asked for).
+    public let capacity: Int
     /// Slot count minus one (slot count = capacity rounded up to 2^k).
     @usableFromInline let mask: UInt
     /// k: `ticket >> lapShift` is the ticket's lap.
@@ -131,7 +131,7 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
         var shift: UInt = 0
         while (1 << shift) < capacity { shift += 1 }
         let slots = 1 << Int(shift)
-        limit = UInt(capacity)
+        self.capacity = capacity
         mask = UInt(slots - 1)
         lapShift = shift
 
@@ -163,9 +163,6 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
         indexRegion.deallocate()
     }
 
-    /// The exact number of items the queue can hold (what was asked for).
-    public var capacity: Int { Int(limit) }
-
     // MARK: Producers
 
     /// Appends `item` if the queue is not full. Any thread; never blocks.
@@ -190,6 +187,7 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
     @inlinable
     internal func reserve() -> UInt? {
         let p = producer
+        let capacity = self.capacity
         // Relaxed: the tail value is only a candidate ticket, validated by
         // the compare-and-swap below; no data is published through `tail`.
         var t = p.pointee.tail.load(ordering: .relaxed)
@@ -200,9 +198,9 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
             // overwrite of it in `publish`.
             let cached = p.pointee.cachedHead.load(ordering: .acquiring)
             // Signed: a stale `t` can be behind `cached`; the CAS then fails.
-            if Int(bitPattern: t &- cached) >= Int(limit) {
+            if Int(bitPattern: t &- cached) >= capacity {
                 let fresh = refreshHead(ticket: t)
-                if Int(bitPattern: t &- fresh) >= Int(limit) {
+                if Int(bitPattern: t &- fresh) >= capacity {
                     // `t` was the tail before `fresh` was read, and the tail
                     // never decreases: `capacity` tickets were outstanding
                     // when we read `head`. Really full.
@@ -335,15 +333,18 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
     @discardableResult
     public func drain(max maxCount: Int, _ body: (Element) throws -> Void) rethrows -> Int {
         guard maxCount > 0 else { return 0 }
-        let c = consumer
-        let start = c.pointee.head.load(ordering: .relaxed)  // own variable
+        // Copies of the immutable layout: the acquiring loads below would
+        // otherwise make the compiler reload them from the object each item.
+        let flags = self.flags, values = self.values, mask = self.mask, shift = self.lapShift
+        let start = consumer.pointee.head.load(ordering: .relaxed)  // own variable
         let end = start &+ UInt(maxCount)
         var h = start
         defer { if h != start { finishBatch(from: start, to: h) } }
         while h != end {
             let i = Int(bitPattern: h & mask)
             // Acquiring: pairs with the producer's releasing flag store.
-            guard flags[i].load(ordering: .acquiring) == lapFlag(h) else { break }
+            // (The expected flag is `lapFlag(h)`, spelled out on the local shift.)
+            guard flags[i].load(ordering: .acquiring) == UInt8(truncatingIfNeeded: h &>> shift) &+ 1 else { break }
             let word = values[i]
             h &+= 1
             try body(Element(pcqWord: word))

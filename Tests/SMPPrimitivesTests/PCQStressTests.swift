@@ -24,14 +24,16 @@ import Workloads
         }
     }
 
+    // Sized so the whole suite stays within a few seconds in debug and
+    // about ten under the thread sanitizer.
     static let configs: [Config] = [
-        Config(producers: 2, capacity: 2, itemsPerProducer: 1_000, rounds: 30, stallEvery: 0),
-        Config(producers: 2, capacity: 64, itemsPerProducer: 3_000, rounds: 20, stallEvery: 0),
-        Config(producers: 3, capacity: 4, itemsPerProducer: 600, rounds: 30, stallEvery: 16),
-        Config(producers: 4, capacity: 64, itemsPerProducer: 1_000, rounds: 20, stallEvery: 64),
-        Config(producers: 8, capacity: 2, itemsPerProducer: 200, rounds: 20, stallEvery: 8),
-        Config(producers: 8, capacity: 4, itemsPerProducer: 300, rounds: 20, stallEvery: 0),
-        Config(producers: 5, capacity: 1, itemsPerProducer: 200, rounds: 20, stallEvery: 4),
+        Config(producers: 2, capacity: 2, itemsPerProducer: 300, rounds: 30, stallEvery: 0),
+        Config(producers: 2, capacity: 64, itemsPerProducer: 1_000, rounds: 20, stallEvery: 0),
+        Config(producers: 3, capacity: 4, itemsPerProducer: 300, rounds: 20, stallEvery: 16),
+        Config(producers: 4, capacity: 64, itemsPerProducer: 300, rounds: 20, stallEvery: 64),
+        Config(producers: 8, capacity: 2, itemsPerProducer: 60, rounds: 15, stallEvery: 8),
+        Config(producers: 8, capacity: 4, itemsPerProducer: 100, rounds: 15, stallEvery: 0),
+        Config(producers: 5, capacity: 1, itemsPerProducer: 60, rounds: 15, stallEvery: 4),
     ]
 
     @Test(arguments: configs)
