@@ -34,17 +34,17 @@ private func pcqImpls(producers: Int) -> [(name: String, run: Workload.Run)] {
 }
 
 /// The queue capacity every implementation gets (BENCHMARKS.md).
-let pcqBenchCapacity = 1024
+private let pcqBenchCapacity = 1024
 /// Items the `pcq` consumer takes per drain call (one consumer-position
 /// store per call).
-let pcqBenchDrainBatch = 256
+private let pcqBenchDrainBatch = 256
 /// PAUSEs the consumer of every implementation waits after finding its
 /// queue empty (PAUSE takes about 60 ns on these VMs, so about 4 µs).
 /// Polling the slot a producer is about to write steals that cache line
 /// from it on every poll; backing off lets a batch accumulate. Measured on
 /// pcq-1p1c: 1 pause collapses every queue (pcq and mutex_deque alike),
 /// 16 to 128 are much faster. The same policy for all implementations.
-let pcqBenchEmptyBackoff = 64
+private let pcqBenchEmptyBackoff = 64
 /// Values carry the producer id above this bit and the sequence number below.
 private let tagShift: UInt = 48
 private let sequenceMask: UInt = (1 << tagShift) - 1
@@ -52,7 +52,7 @@ private let sequenceMask: UInt = (1 << tagShift) - 1
 /// What the harness needs from a queue. Implementations are final classes
 /// and the harness is generic, so each is specialized with no dynamic
 /// dispatch per item.
-protocol BenchQueue: AnyObject, Sendable {
+private protocol PCQBenchSubject: AnyObject, Sendable {
     init(producers: Int)
     /// Producer `producer` (0..<P) offers one value; false if full.
     func tryPut(_ value: UInt, producer: Int) -> Bool
@@ -90,7 +90,7 @@ private struct ConsumerOutcome: Sendable {
     var timedOut: Bool
 }
 
-private func runQueueBench<Q: BenchQueue>(
+private func runQueueBench<Q: PCQBenchSubject>(
     _ type: Q.Type, workload: String, impl: String, producers: Int, options: WorkloadOptions
 ) -> BenchResult {
     let requested = options.n ?? 20_000_000
@@ -146,7 +146,7 @@ private func runQueueBench<Q: BenchQueue>(
                        checked: checked, note: notes.joined(separator: "; "), extra: extra)
 }
 
-private func produce<Q: BenchQueue>(_ queue: Q, control: BenchControl, barrier: SpinBarrier,
+private func produce<Q: PCQBenchSubject>(_ queue: Q, control: BenchControl, barrier: SpinBarrier,
                                     id: Int, count: Int) {
     let tag = UInt(id) << tagShift
     var sent = 0
@@ -166,7 +166,7 @@ private func produce<Q: BenchQueue>(_ queue: Q, control: BenchControl, barrier: 
     control.producers[id].done.store(true, ordering: .releasing)
 }
 
-private func consume<Q: BenchQueue>(_ queue: Q, control: BenchControl, barrier: SpinBarrier,
+private func consume<Q: PCQBenchSubject>(_ queue: Q, control: BenchControl, barrier: SpinBarrier,
                                     producers: Int, target n: Int, capSeconds: Double) -> ConsumerOutcome {
     let expect = UnsafeMutablePointer<UInt>.allocate(capacity: producers)
     expect.initialize(repeating: 1, count: producers)
@@ -229,7 +229,7 @@ private func consume<Q: BenchQueue>(_ queue: Q, control: BenchControl, barrier: 
 
 // MARK: - pcq: the project's queue
 
-final class PCQBenchQueue: BenchQueue {
+private final class PCQBenchQueue: PCQBenchSubject {
     let queue = PCQ<UInt>(capacity: pcqBenchCapacity)
     init(producers: Int) {}
 
@@ -244,7 +244,7 @@ final class PCQBenchQueue: BenchQueue {
 
 // MARK: - mutex_deque: a lock around a bounded Deque
 
-final class MutexDequeBenchQueue: BenchQueue, @unchecked Sendable {
+private final class MutexDequeBenchQueue: PCQBenchSubject, @unchecked Sendable {
     private let deque: Mutex<Deque<UInt>>
     /// Makes the lock's happens-before edges visible to the thread
     /// sanitizer: a contended `Mutex` is handed over inside the
@@ -310,7 +310,7 @@ final class MutexDequeBenchQueue: BenchQueue, @unchecked Sendable {
 /// that the hand-off is also visible to the thread sanitizer, which cannot
 /// see liburcu's own barriers. Each producer's cursor is touched only by
 /// that producer.
-final class WFCQBenchQueue: BenchQueue, @unchecked Sendable {
+private final class WFCQBenchQueue: PCQBenchSubject, @unchecked Sendable {
     private static let nodeSize = 64
     private static let valueOffset = 8  // after the cds_wfcq_node (one pointer)
     private static let busyOffset = 16
