@@ -33,7 +33,7 @@ public typealias RCUCallback = @convention(c) (UnsafeMutablePointer<rcu_head>?) 
 /// All requirements are static: a flavour is a namespace, chosen at compile
 /// time (``RCUHashTable`` is generic over it so that a table's grace periods
 /// cover exactly the readers of that flavour).
-public protocol RCUFlavor {
+public protocol RCUFlavor: Sendable {
     /// A short name for diagnostics ("qsbr", "memb").
     static var name: String { get }
 
