@@ -285,6 +285,10 @@ public enum QSBR: RCUFlavor {
     }
 
     public static func deferFree(_ head: UnsafeMutablePointer<rcu_head>, _ callback: RCUCallback) {
+        // call_rcu orders the caller's past before the callback, through
+        // liburcu's queue (invisible to TSan): release for the callback's
+        // gracePeriodDidEnd().
+        curcu_qsbr_tsan_release()
         let s = _rcuThreadState()
         if s.pointee.qsbr_registered == 0 {
             // liburcu requires call_rcu callers to be registered (it reads
@@ -401,6 +405,7 @@ public enum Memb: RCUFlavor {
     }
 
     public static func deferFree(_ head: UnsafeMutablePointer<rcu_head>, _ callback: RCUCallback) {
+        curcu_memb_tsan_release()  // see QSBR.deferFree
         if _rcuThreadState().pointee.memb_registered == 0 {
             registerThread()
             urcu_memb_call_rcu(head, callback)

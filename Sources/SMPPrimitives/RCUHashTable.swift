@@ -110,8 +110,10 @@ struct _RCUBucketArrayHeader: ~Copyable {
 }
 
 /// Counters updated by writers and by call_rcu callbacks. Allocated apart
-/// from the table object because callbacks may run after the table is gone
-/// (its deinit waits for them only when some are pending).
+/// from the table object because callbacks may run after the table is
+/// gone: `pending` counts one extra reference held by the table itself, and
+/// whoever drops it to zero (the table's deinit or the last callback) frees
+/// this block.
 @usableFromInline
 struct _RCUTableShared: ~Copyable {
     // Writers' counters, updated under stripe locks (so by several writers).
@@ -121,7 +123,7 @@ struct _RCUTableShared: ~Copyable {
     // another cache line than `count` (padding below) to limit ping-pong.
     let _pad: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
     let liveNodes = Atomic<Int>(0)
-    let pending = Atomic<Int>(0)
+    let pending = Atomic<Int>(1)  // + 1 for the table
     let peakPending = Atomic<Int>(0)
     let nodeSize: Int
 
@@ -183,8 +185,17 @@ private let rcuFreeNodeCallback: RCUCallback = { head in
     let shared = rcuNodeHeader(node).pointee.shared
     rcuReleaseNode(node, size: shared.pointee.nodeSize)
     shared.pointee.liveNodes.subtract(1, ordering: .relaxed)
-    // Last access to `shared`: the table's deinit frees it once pending is 0.
-    shared.pointee.pending.subtract(1, ordering: .releasing)
+    rcuDropPending(shared, 1)
+}
+
+/// Drops `n` pending references; the last one frees the counters block.
+private func rcuDropPending(_ shared: UnsafeMutablePointer<_RCUTableShared>, _ n: Int) {
+    // Acquiring-and-releasing: every earlier access to `shared` (by other
+    // callbacks and by the table) happens before the free below.
+    if shared.pointee.pending.subtract(n, ordering: .acquiringAndReleasing).newValue == 0 {
+        shared.deinitialize(count: 1)
+        shared.deallocate()
+    }
 }
 
 /// Frees a bucket array replaced by a resize, with every node in it, after
@@ -200,7 +211,7 @@ private let rcuFreeArrayCallback: RCUCallback = { head in
     header.deinitialize(count: 1)
     array.deallocate()
     shared.pointee.liveNodes.subtract(freed, ordering: .relaxed)
-    shared.pointee.pending.subtract(freed, ordering: .releasing)
+    rcuDropPending(shared, freed)
 }
 
 /// Frees every node of every chain of `array` (no concurrent access).
@@ -251,9 +262,9 @@ private func rcuReleaseNode(_ node: UnsafeMutableRawPointer, size: Int) {
 ///   present or absent; a key present before and throughout the lookup is
 ///   always found, also while the table grows.
 /// - Removed nodes are freed after a grace period of `Flavor`. Dropping the
-///   table frees its nodes at once; it must not be dropped while a lookup
-///   on it may be running (which holding a reference prevents), and waits
-///   (`Flavor.barrier()`) if reclamation is still pending.
+///   table frees its current nodes at once (no lookup can be running: it
+///   would hold a reference) and never waits; nodes already queued are
+///   freed by their callbacks.
 public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked Sendable {
     // @unchecked Sendable: all mutable state is behind raw pointers, with
     // readers synchronized by acquire/release publication and RCU grace
@@ -305,12 +316,8 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
         shared.pointee.liveNodes.subtract(freed, ordering: .relaxed)
         _RCUBucketArray.header(array).deinitialize(count: 1)
         array.deallocate()
-        // Callbacks already queued still update `shared`.
-        if shared.pointee.pending.load(ordering: .acquiring) != 0 {
-            Flavor.barrier()
-        }
-        shared.deinitialize(count: 1)
-        shared.deallocate()
+        // Callbacks still queued update `shared`: the last one frees it.
+        rcuDropPending(shared, 1)
         stripes.deinitialize(count: Self.stripeCount * Self.stripeStride)
         stripes.deallocate()
     }
@@ -428,6 +435,11 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
 
     /// Removes every key (each node freed after a grace period). Any thread.
     public func removeAll() {
+        // Registered once for the whole batch of deferFree calls below.
+        Flavor.withRegisteredThread { removeAllLocked() }
+    }
+
+    private func removeAllLocked() {
         lockAllStripes()
         let array = current.load(ordering: .acquiring)
         let mask = _RCUBucketArray.header(array).pointee.mask
@@ -465,8 +477,8 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
         return RCUHashTableStatistics(
             count: s.pointee.count.load(ordering: .relaxed),
             bucketCount: bucketCount,
-            pendingReclaim: s.pointee.pending.load(ordering: .relaxed),
-            peakPendingReclaim: s.pointee.peakPending.load(ordering: .relaxed),
+            pendingReclaim: s.pointee.pending.load(ordering: .relaxed) - 1,
+            peakPendingReclaim: max(0, s.pointee.peakPending.load(ordering: .relaxed) - 1),
             liveNodes: s.pointee.liveNodes.load(ordering: .relaxed),
             resizes: s.pointee.resizes.load(ordering: .relaxed))
     }
