@@ -10,6 +10,9 @@
 // All three hash with the same keyed mix (rcuHashMix) so hashing costs the
 // same; the writer's call_rcu worker is pinned to CPU 1 (the writer's CPU)
 // for both RCU tables, as the C peers do.
+//
+// The lookup loop is generic over an adapter protocol and specialized, so
+// the hot loop calls the table directly (RCUHashTable.lookup is @inlinable).
 import CURCU
 import Glibc
 import SMPPrimitives
@@ -186,27 +189,33 @@ protocol RCUBenchTable: AnyObject, Sendable {
     func destroy()
 }
 
-/// Pins liburcu's call_rcu worker of the calling (writer) thread to `cpu`.
-private func pinCallRCUWorker(to cpu: Int) -> OpaquePointer? {
-    let crdp = urcu_qsbr_create_call_rcu_data(0, Int32(cpu % onlineCPUCount))
-    urcu_qsbr_set_thread_call_rcu_data(crdp)
-    return crdp
+/// A QSBR call_rcu worker pinned to CPU 1 (the writer's CPU), created once
+/// per process and never freed: liburcu's call_rcu_data_free stops the
+/// worker without joining it (a leaked thread), so benchmark runs share one.
+private struct PinnedCallRCUWorker: @unchecked Sendable {
+    // @unchecked Sendable: an opaque liburcu handle, immutable once created;
+    // liburcu synchronizes its use.
+    let crdp: OpaquePointer?
 }
 
-private func releaseCallRCUWorker(_ crdp: OpaquePointer?) {
+private let writerCallRCUWorker = PinnedCallRCUWorker(
+    crdp: urcu_qsbr_create_call_rcu_data(0, Int32(1 % onlineCPUCount)))
+
+/// Sends the calling (writer) thread's call_rcu callbacks to the pinned worker.
+private func useWriterCallRCUWorker() {
+    urcu_qsbr_set_thread_call_rcu_data(writerCallRCUWorker.crdp)
+}
+
+private func stopUsingWriterCallRCUWorker() {
     urcu_qsbr_set_thread_call_rcu_data(nil)
-    QSBR.withThreadOffline { urcu_qsbr_call_rcu_data_free(crdp) }
 }
 
-final class RCUHashBench: RCUBenchTable, @unchecked Sendable {
-    // @unchecked Sendable: `table` is Sendable; `crdp` is touched only by
-    // the writer thread between writerEnter and writerLeave.
+final class RCUHashBench: RCUBenchTable, Sendable {
     static var note: String {
         "RCUHashTable<BenchFlowKey, QSBR>, 65,536 buckets, QSBR.quiescentState every 1024 lookups; "
             + "writer frees via call_rcu (worker pinned to CPU 1), barrier at end"
     }
     let table = RCUHashTable<BenchFlowKey, QSBR>(initialBucketCount: rcuBenchKeyCount)
-    nonisolated(unsafe) var crdp: OpaquePointer?
 
     init(keys: UnsafeMutableBufferPointer<BenchFlowKey>) {
         for i in 0..<keys.count { precondition(table.insert(keys[i], value: rcuBenchValue(i))) }
@@ -221,7 +230,7 @@ final class RCUHashBench: RCUBenchTable, @unchecked Sendable {
     @inline(__always) func lookup(_ key: BenchFlowKey) -> UInt { table.lookup(key) ?? 0 }
     func writerEnter() {
         QSBR.registerThread()
-        crdp = pinCallRCUWorker(to: 1)
+        useWriterCallRCUWorker()
     }
     @inline(__always) func replace(_ i: Int, _ key: BenchFlowKey) -> Bool {
         let removed = table.remove(key)
@@ -231,7 +240,7 @@ final class RCUHashBench: RCUBenchTable, @unchecked Sendable {
     }
     func writerLeave() {
         QSBR.barrier()
-        releaseCallRCUWorker(crdp)
+        stopUsingWriterCallRCUWorker()
         QSBR.unregisterThread()
     }
     var pendingReclaimPeak: Int { table.statistics.peakPendingReclaim }
@@ -282,13 +291,13 @@ private let lfhtSeed: UInt64 = 0x9e37_79b9
 
 final class LFHTBench: RCUBenchTable, @unchecked Sendable {
     // @unchecked Sendable: cds_lfht is a concurrent table (its own
-    // synchronization); `crdp`/`peak` are touched only by the writer thread.
+    // synchronization); `peak` is touched only by the writer thread (and
+    // read after it is joined).
     static var note: String {
         "liburcu cds_lfht QSBR (cds_lfht_new_flavor), 65,536 buckets, no auto-resize, quiescent state every 1024 "
             + "lookups; writer frees via call_rcu (worker pinned to CPU 1), barrier at end"
     }
     nonisolated(unsafe) let ht: OpaquePointer
-    nonisolated(unsafe) var crdp: OpaquePointer?
     nonisolated(unsafe) var peak = 0
 
     init(keys: UnsafeMutableBufferPointer<BenchFlowKey>) {
@@ -337,7 +346,7 @@ final class LFHTBench: RCUBenchTable, @unchecked Sendable {
     @inline(__always) func lookup(_ key: BenchFlowKey) -> UInt { find(key)?.pointee.value ?? 0 }
     func writerEnter() {
         QSBR.registerThread()
-        crdp = pinCallRCUWorker(to: 1)
+        useWriterCallRCUWorker()
     }
     func replace(_ i: Int, _ key: BenchFlowKey) -> Bool {
         var ok = true
@@ -356,7 +365,7 @@ final class LFHTBench: RCUBenchTable, @unchecked Sendable {
     }
     func writerLeave() {
         QSBR.barrier()
-        releaseCallRCUWorker(crdp)
+        stopUsingWriterCallRCUWorker()
         QSBR.unregisterThread()
     }
     var pendingReclaimPeak: Int { peak }
@@ -406,17 +415,27 @@ final class MutexDictionaryBench: RCUBenchTable, Sendable {
     func readerLeave() {}
     func beginBatch() {}
     func endBatch() {}
-    @inline(__always) func lookup(_ key: BenchFlowKey) -> UInt { dict.withLock { $0[key] ?? 0 } }
+    // Synchronization.Mutex hands a contended lock over in the kernel
+    // (FUTEX_LOCK_PI), which ThreadSanitizer cannot see: the object
+    // annotations (no-ops without TSan) tell it what the lock guarantees.
+    @inline(__always) func locked<R>(_ body: (inout [BenchFlowKey: UInt]) -> R) -> R {
+        dict.withLock { d in
+            curcu_tsan_acquire_object(Unmanaged.passUnretained(self).toOpaque())
+            defer { curcu_tsan_release_object(Unmanaged.passUnretained(self).toOpaque()) }
+            return body(&d)
+        }
+    }
+    @inline(__always) func lookup(_ key: BenchFlowKey) -> UInt { locked { $0[key] ?? 0 } }
     func writerEnter() {}
     func replace(_ i: Int, _ key: BenchFlowKey) -> Bool {
-        let removed = dict.withLock { $0.removeValue(forKey: key) }
-        let inserted = dict.withLock { $0.updateValue(rcuBenchValue(i), forKey: key) == nil }
+        let removed = locked { $0.removeValue(forKey: key) }
+        let inserted = locked { $0.updateValue(rcuBenchValue(i), forKey: key) == nil }
         return removed == rcuBenchValue(i) && inserted
     }
     func writerLeave() {}
     var pendingReclaimPeak: Int { 0 }
     func verify(keys: UnsafeMutableBufferPointer<BenchFlowKey>) -> Int {
-        dict.withLock { d in
+        locked { d in
             (0..<keys.count).reduce(d.count == keys.count ? 0 : 1) { $0 + (d[keys[$1]] == rcuBenchValue($1) ? 0 : 1) }
         }
     }
