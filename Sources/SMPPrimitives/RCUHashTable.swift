@@ -81,7 +81,7 @@ public struct RCUHashTableStatistics: Sendable, Equatable {
 /// call_rcu callback gets its address and frees that address.
 @usableFromInline
 struct _RCUNodeHeader: ~Copyable {
-    var rcuHead: rcu_head
+    @usableFromInline var rcuHead: rcu_head
     /// The next node in the bucket chain. Written (releasing) only under the
     /// bucket's stripe lock; read (acquiring) by lock-free readers.
     @usableFromInline let next: Atomic<UnsafeMutableRawPointer?>
@@ -89,8 +89,9 @@ struct _RCUNodeHeader: ~Copyable {
     @usableFromInline let hash: UInt64
     @usableFromInline let value: UInt
     /// The table's shared counters, for the call_rcu callback.
-    let shared: UnsafeMutablePointer<_RCUTableShared>
+    @usableFromInline let shared: UnsafeMutablePointer<_RCUTableShared>
 
+    @inlinable
     init(next: UnsafeMutableRawPointer?, hash: UInt64, value: UInt, shared: UnsafeMutablePointer<_RCUTableShared>) {
         self.rcuHead = rcu_head()
         self.next = Atomic(next)
@@ -104,7 +105,7 @@ struct _RCUNodeHeader: ~Copyable {
 /// ``_RCUBucketArray/bucketsOffset``.
 @usableFromInline
 struct _RCUBucketArrayHeader: ~Copyable {
-    var rcuHead: rcu_head
+    @usableFromInline var rcuHead: rcu_head
     @usableFromInline let mask: Int
     let shared: UnsafeMutablePointer<_RCUTableShared>
 }
@@ -117,18 +118,19 @@ struct _RCUBucketArrayHeader: ~Copyable {
 @usableFromInline
 struct _RCUTableShared: ~Copyable {
     // Writers' counters, updated under stripe locks (so by several writers).
-    let count = Atomic<Int>(0)
+    @usableFromInline let count = Atomic<Int>(0)
     let resizes = Atomic<Int>(0)
     // Reclamation counters, also updated by the call_rcu worker: kept on
     // another cache line than `count` (padding below) to limit ping-pong.
     let _pad: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
-    let liveNodes = Atomic<Int>(0)
+    @usableFromInline let liveNodes = Atomic<Int>(0)
     let pending = Atomic<Int>(1)  // + 1 for the table
     let peakPending = Atomic<Int>(0)
     let nodeSize: Int
 
     init(nodeSize: Int) { self.nodeSize = nodeSize }
 
+    @usableFromInline
     func addPending(_ n: Int) {
         let now = pending.add(n, ordering: .relaxed).newValue
         var peak = peakPending.load(ordering: .relaxed)
@@ -170,13 +172,14 @@ enum _RCUBucketArray {
 /// nobody's, and a `next` that faults.
 let rcuPoisonByte: UInt8 = 0xA5
 
-@inline(__always)
+@inlinable @inline(__always)
 func rcuNodeHeader(_ n: UnsafeMutableRawPointer) -> UnsafeMutablePointer<_RCUNodeHeader> {
     n.assumingMemoryBound(to: _RCUNodeHeader.self)
 }
 
 /// Frees one node after a grace period (call_rcu callback, any flavour).
-private let rcuFreeNodeCallback: RCUCallback = { head in
+@usableFromInline
+let rcuFreeNodeCallback: RCUCallback = { head in
     // The grace period ordered every reader's accesses before this point;
     // tell TSan (for whichever flavour queued us).
     QSBR.gracePeriodDidEnd()
@@ -276,14 +279,14 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
     @usableFromInline let current: Atomic<UnsafeMutableRawPointer>
     @usableFromInline let seed: UInt64
     @usableFromInline let keyOffset: Int
-    let nodeSize: Int
+    @usableFromInline let nodeSize: Int
     @usableFromInline let shared: UnsafeMutablePointer<_RCUTableShared>
     /// Striped update locks, one per 64-byte line. A bucket's stripe is
     /// `hash & (stripeCount - 1)`; since there are never fewer buckets than
     /// stripes, all keys of a bucket share its stripe, in every array size.
-    let stripes: UnsafeMutablePointer<Atomic<UInt32>>
-    static var stripeCount: Int { 64 }
-    static var stripeStride: Int { 16 }  // 16 x UInt32 = 64 bytes
+    @usableFromInline let stripes: UnsafeMutablePointer<Atomic<UInt32>>
+    @inlinable static var stripeCount: Int { 64 }
+    @inlinable static var stripeStride: Int { 16 }  // 16 x UInt32 = 64 bytes
 
     /// Creates an empty table.
     ///
@@ -365,7 +368,7 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
     /// key is present. Any thread; takes the key's stripe lock; allocates
     /// one node; may grow the table (which copies every node while other
     /// updates wait, never blocking readers).
-    @discardableResult
+    @inlinable @discardableResult
     public func insert(_ key: Key, value: UInt) -> Bool {
         let h = key.rcuHash(seed: seed)
         // Allocate and fill the node before taking the lock.
@@ -402,7 +405,7 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
     /// Removes `key` and returns its value, or nil if it was absent. Any
     /// thread; takes the key's stripe lock. The node is freed after a grace
     /// period: lookups that already reached it finish safely.
-    @discardableResult
+    @inlinable @discardableResult
     public func remove(_ key: Key) -> UInt? {
         let h = key.rcuHash(seed: seed)
         let stripe = lockStripe(h)
@@ -485,7 +488,8 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
 
     // MARK: Internals
 
-    private func findNode(_ key: Key, hash h: UInt64, from first: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    @inlinable
+    func findNode(_ key: Key, hash h: UInt64, from first: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
         var p = first
         while let n = p {
             let node = rcuNodeHeader(n)
@@ -497,7 +501,8 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
 
     /// Doubles the bucket array until it has more buckets than keys, unless
     /// another thread already grew it past `oldBucketCount`.
-    private func grow(beyond oldBucketCount: Int) {
+    @usableFromInline
+    func grow(beyond oldBucketCount: Int) {
         lockAllStripes()
         defer { unlockAllStripes() }
         let old = current.load(ordering: .acquiring)
@@ -538,13 +543,15 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
         Flavor.deferFree(old.assumingMemoryBound(to: rcu_head.self), rcuFreeArrayCallback)
     }
 
-    private func lockStripe(_ h: UInt64) -> UnsafeMutablePointer<Atomic<UInt32>> {
+    @inlinable
+    func lockStripe(_ h: UInt64) -> UnsafeMutablePointer<Atomic<UInt32>> {
         let s = stripes + (Int(truncatingIfNeeded: h) & (Self.stripeCount - 1)) * Self.stripeStride
         lock(s)
         return s
     }
 
-    private func lock(_ s: UnsafeMutablePointer<Atomic<UInt32>>) {
+    @inlinable
+    func lock(_ s: UnsafeMutablePointer<Atomic<UInt32>>) {
         var spins = 0
         // Acquire on success: the previous holder's writes (released by
         // its unlock) are visible in the critical section.
@@ -557,7 +564,8 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
         }
     }
 
-    private func unlockStripe(_ s: UnsafeMutablePointer<Atomic<UInt32>>) {
+    @inlinable
+    func unlockStripe(_ s: UnsafeMutablePointer<Atomic<UInt32>>) {
         // Release: the critical section's writes happen before the next
         // holder's acquire.
         s.pointee.store(0, ordering: .releasing)
