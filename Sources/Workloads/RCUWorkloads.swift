@@ -260,23 +260,23 @@ final class RCUHashBench: RCUBenchTable, Sendable {
 }
 
 /// liburcu's cds_lfht node for the benchmark: the lfht node at offset 0 (so
-/// the match function can cast), the rcu_head for call_rcu, key, value.
+/// the match function can cast), the rcu_head for call_rcu, key, value, and
+/// the owning table's pending-reclaim counter (64 bytes in all).
 private struct LFHTNode {
     var node = cds_lfht_node()
     var rcuHead = rcu_head()
     var key: BenchFlowKey
     var value: UInt
+    var pending: UnsafePointer<Atomic<Int>>
 }
-
-/// Removed nodes awaiting call_rcu, and their peak (writer + worker).
-private let lfhtPending = Atomic<Int>(0)
 
 private let lfhtFreeNode: RCUCallback = { head in
     QSBR.gracePeriodDidEnd()
     let raw = UnsafeMutableRawPointer(head!) - MemoryLayout<LFHTNode>.offset(of: \LFHTNode.rcuHead)!
+    let pending = raw.assumingMemoryBound(to: LFHTNode.self).pointee.pending
     raw.assumingMemoryBound(to: LFHTNode.self).deinitialize(count: 1)
     raw.deallocate()
-    lfhtPending.subtract(1, ordering: .relaxed)
+    pending.pointee.subtract(1, ordering: .relaxed)
 }
 
 private let lfhtMatch: @convention(c) (UnsafeMutablePointer<cds_lfht_node>?, UnsafeRawPointer?) -> Int32 = { node, key in
@@ -298,6 +298,9 @@ final class LFHTBench: RCUBenchTable, @unchecked Sendable {
             + "lookups; writer frees via call_rcu (worker pinned to CPU 1), barrier at end"
     }
     nonisolated(unsafe) let ht: OpaquePointer
+    /// Removed nodes awaiting call_rcu (writer + call_rcu worker). Freed by
+    /// `destroy()`, after the writer's barrier.
+    let pending: UnsafeMutablePointer<Atomic<Int>>
     nonisolated(unsafe) var peak = 0
 
     init(keys: UnsafeMutableBufferPointer<BenchFlowKey>) {
@@ -306,15 +309,16 @@ final class LFHTBench: RCUBenchTable, @unchecked Sendable {
             fatalError("cds_lfht_new_flavor failed")
         }
         self.ht = ht
-        lfhtPending.store(0, ordering: .relaxed)
+        pending = .allocate(capacity: 1)
+        pending.initialize(to: Atomic(0))
         QSBR.withRegisteredThread {
-            for i in 0..<keys.count { precondition(Self.add(ht, i, keys[i])) }
+            for i in 0..<keys.count { precondition(add(i, keys[i])) }
         }
     }
 
-    private static func add(_ ht: OpaquePointer, _ i: Int, _ key: BenchFlowKey) -> Bool {
+    private func add(_ i: Int, _ key: BenchFlowKey) -> Bool {
         let n = UnsafeMutablePointer<LFHTNode>.allocate(capacity: 1)
-        n.initialize(to: LFHTNode(key: key, value: rcuBenchValue(i)))
+        n.initialize(to: LFHTNode(key: key, value: rcuBenchValue(i), pending: pending))
         curcu_tsan_release_object(n)
         let node = UnsafeMutableRawPointer(n).assumingMemoryBound(to: cds_lfht_node.self)
         var k = key
@@ -354,12 +358,12 @@ final class LFHTBench: RCUBenchTable, @unchecked Sendable {
             guard let n = find(key), n.pointee.value == rcuBenchValue(i),
                   cds_lfht_del(ht, UnsafeMutableRawPointer(n).assumingMemoryBound(to: cds_lfht_node.self)) == 0
             else { ok = false; return }
-            let p = lfhtPending.add(1, ordering: .relaxed).newValue
+            let p = pending.pointee.add(1, ordering: .relaxed).newValue
             if p > peak { peak = p }
             let head = UnsafeMutableRawPointer(n) + MemoryLayout<LFHTNode>.offset(of: \LFHTNode.rcuHead)!
             QSBR.deferFree(head.assumingMemoryBound(to: rcu_head.self), lfhtFreeNode)
         }
-        if !Self.add(ht, i, key) { ok = false }
+        if !add(i, key) { ok = false }
         QSBR.quiescentState()
         return ok
     }
@@ -378,7 +382,7 @@ final class LFHTBench: RCUBenchTable, @unchecked Sendable {
             var count: UInt = 0
             QSBR.withReadSection { cds_lfht_count_nodes(ht, &before, &count, &after) }
             if count != UInt(keys.count) { bad += 1 }
-            if lfhtPending.load(ordering: .relaxed) != 0 { bad += 1 }
+            if pending.pointee.load(ordering: .relaxed) != 0 { bad += 1 }
             return bad
         }
     }
@@ -399,6 +403,8 @@ final class LFHTBench: RCUBenchTable, @unchecked Sendable {
             }
         }
         _ = cds_lfht_destroy(ht, nil)
+        pending.deinitialize(count: 1)
+        pending.deallocate()
     }
 }
 
