@@ -230,6 +230,15 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
         #expect(p.flow.destinationPort == 53)
     }
 
+    @Test func atomicFragmentIsAWholeDatagram() throws {
+        let frame = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 44, payload: P.fragmentHeader(next: 17, offset: 0, more: false) + P.udp(payload: [1, 2])))
+        let p = try #require(delivered(P.parse(frame)))
+        #expect(!p.isFirstFragment && p.payloadLength == 2)
+        // ... so its UDP length is checked in full.
+        let bad = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 44, payload: P.fragmentHeader(next: 17, offset: 0, more: false) + P.udp(length: 50, payload: [1, 2])))
+        #expect(P.parse(bad).dropReason == .badUDPLength)
+    }
+
     @Test func laterFragmentHasNoPorts() {
         let frame = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 44, payload: P.fragmentHeader(next: 6, offset: 185, more: false) + P.tcp()))
         #expect(P.parse(frame).dropReason == .fragmentNoPorts)
