@@ -18,25 +18,46 @@ public enum TransportProtocol: UInt8, Sendable, BitwiseCopyable, Hashable, Custo
 /// connection's packets in both directions together.
 @frozen
 public struct FlowKey: Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
-    public var source: IPAddress
-    public var destination: IPAddress
+    // Flattened rather than two `IPAddress` fields (each 17 bytes, padded
+    // to 24): 38 bytes in a 40-byte stride, one family tag for both.
+    @usableFromInline var sourceHigh: UInt64
+    @usableFromInline var sourceLow: UInt64
+    @usableFromInline var destinationHigh: UInt64
+    @usableFromInline var destinationLow: UInt64
     public var sourcePort: UInt16
     public var destinationPort: UInt16
     public var transport: TransportProtocol
+    /// The address family of both endpoints.
+    public var family: AddressFamily
 
+    /// A key for the given endpoints. Both addresses must have the same
+    /// family (the destination's family is taken from the source).
     @inlinable
     public init(transport: TransportProtocol, source: IPAddress, sourcePort: UInt16,
                 destination: IPAddress, destinationPort: UInt16) {
-        self.transport = transport
-        self.source = source
+        self.sourceHigh = source.high
+        self.sourceLow = source.low
+        self.destinationHigh = destination.high
+        self.destinationLow = destination.low
         self.sourcePort = sourcePort
-        self.destination = destination
         self.destinationPort = destinationPort
+        self.transport = transport
+        self.family = source.family
     }
 
-    /// The address family of both endpoints.
+    /// The sender's address.
     @inlinable
-    public var family: AddressFamily { source.family }
+    public var source: IPAddress {
+        get { IPAddress(high: sourceHigh, low: sourceLow, family: family) }
+        set { sourceHigh = newValue.high; sourceLow = newValue.low; family = newValue.family }
+    }
+
+    /// The receiver's address.
+    @inlinable
+    public var destination: IPAddress {
+        get { IPAddress(high: destinationHigh, low: destinationLow, family: family) }
+        set { destinationHigh = newValue.high; destinationLow = newValue.low; family = newValue.family }
+    }
 
     /// The same flow seen from the other end.
     @inlinable
@@ -50,8 +71,8 @@ public struct FlowKey: Hashable, Sendable, BitwiseCopyable, CustomStringConverti
     /// directions of a connection have the same canonical key.
     @inlinable
     public var canonical: FlowKey {
-        let s = (source.high, source.low, sourcePort)
-        let d = (destination.high, destination.low, destinationPort)
+        let s = (sourceHigh, sourceLow, sourcePort)
+        let d = (destinationHigh, destinationLow, destinationPort)
         return d < s ? reversed : self
     }
 

@@ -45,6 +45,13 @@ public struct IPAddress: Hashable, Sendable, BitwiseCopyable, Comparable, Custom
         self.family = .ipv6
     }
 
+    @inlinable
+    init(high: UInt64, low: UInt64, family: AddressFamily) {
+        self.high = high
+        self.low = low
+        self.family = family
+    }
+
     /// Reads an address of the given family from network-order bytes at
     /// `offset`. The caller guarantees 4 (IPv4) or 16 (IPv6) readable bytes.
     @inlinable

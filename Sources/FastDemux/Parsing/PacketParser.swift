@@ -272,8 +272,11 @@ struct Cursor {
                 let length = next == 44 ? 8 : (Int(u8(offset + 1)) + 1) * 8
                 guard offset + length <= wireEnd else { return .dropped(.badIPv6Extension) }
                 if next == 44 {
-                    if u16(offset + 2) >> 3 != 0 { return .dropped(.fragmentNoPorts) }
-                    firstFragment = true
+                    let word = u16(offset + 2)
+                    if word >> 3 != 0 { return .dropped(.fragmentNoPorts) }
+                    // Offset 0 without "more fragments" is an atomic
+                    // fragment (RFC 6946): the whole datagram.
+                    firstFragment = word & 1 != 0
                 } else if next == 43 && options.verifyChecksums {
                     guard offset + length <= frame.count else { return .dropped(.truncatedIPv6) }
                     if let d = routingFinalDestination(at: offset, length: length) { finalDestination = d }
