@@ -156,6 +156,20 @@ struct DemuxTests {
         b.receive(upTo: 10) { got.append($0.word) }
         #expect(got == [2, 6])
         #expect(input.stats.offered == 7 && input.stats.enqueued == 5 && input.stats.drops.total == 2)
+
+        // Longer than a chunk: every packet is accounted for, in order.
+        let many = (0..<150).map { DemuxPacket(packet: PacketRef(word: UInt($0 + 100)), key: $0 % 2 == 0 ? kb : kx) }
+        var dropped = 0
+        Memb.withRegisteredThread {
+            input.burst { bi in many.withUnsafeBufferPointer { bi.deliver(batch: $0) { i, _ in
+                #expect(i % 2 == 1 || i >= 2 * 256)
+                dropped += 1
+            } } }
+        }
+        #expect(dropped == 75 && input.stats.offered == 157)
+        got = []
+        b.receive(upTo: 1000) { got.append($0.word) }
+        #expect(got == stride(from: 100, to: 250, by: 2).map { UInt($0) })
         demux.table.close([a, b])
     }
 
