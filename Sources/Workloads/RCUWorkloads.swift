@@ -166,6 +166,8 @@ struct RCUBenchInputs: @unchecked Sendable {
 /// specialized, so the hot loops call the table directly.
 protocol RCUBenchTable: AnyObject, Sendable {
     static var note: String { get }
+    /// How the churn writer updates and reclaims.
+    static var writerNote: String { get }
     init(keys: UnsafeMutableBufferPointer<BenchFlowKey>)
     /// Reader thread set-up and tear-down (registration).
     func readerEnter()
@@ -212,8 +214,10 @@ private func stopUsingWriterCallRCUWorker() {
 
 final class RCUHashBench: RCUBenchTable, Sendable {
     static var note: String {
-        "RCUHashTable<BenchFlowKey, QSBR>, 65,536 buckets, QSBR.quiescentState every 1024 lookups; "
-            + "writer frees via call_rcu (worker pinned to CPU 1), barrier at end"
+        "RCUHashTable<BenchFlowKey, QSBR>, 65,536 buckets, QSBR.quiescentState every 1024 lookups"
+    }
+    static var writerNote: String {
+        "remove + insert, call_rcu reclamation (worker pinned to CPU 1, nodes recycled), QSBR.barrier at end"
     }
     let table = RCUHashTable<BenchFlowKey, QSBR>(initialBucketCount: rcuBenchKeyCount)
 
@@ -295,7 +299,10 @@ final class LFHTBench: RCUBenchTable, @unchecked Sendable {
     // read after it is joined).
     static var note: String {
         "liburcu cds_lfht QSBR (cds_lfht_new_flavor), 65,536 buckets, no auto-resize, quiescent state every 1024 "
-            + "lookups; writer frees via call_rcu (worker pinned to CPU 1), barrier at end"
+            + "lookups"
+    }
+    static var writerNote: String {
+        "cds_lfht_lookup + cds_lfht_del + call_rcu free (worker pinned to CPU 1) + cds_lfht_add_unique, barrier at end"
     }
     nonisolated(unsafe) let ht: OpaquePointer
     /// Removed nodes awaiting call_rcu (writer + call_rcu worker). Freed by
@@ -410,6 +417,7 @@ final class LFHTBench: RCUBenchTable, @unchecked Sendable {
 
 final class MutexDictionaryBench: RCUBenchTable, Sendable {
     static var note: String { "Synchronization.Mutex around [BenchFlowKey: UInt], locked per lookup and per update" }
+    static var writerNote: String { "removeValue + updateValue, one lock each; nothing to reclaim" }
     let dict: Mutex<[BenchFlowKey: UInt]>
 
     init(keys: UnsafeMutableBufferPointer<BenchFlowKey>) {
@@ -575,7 +583,7 @@ func runRCUChurn<T: RCUBenchTable>(_: T.Type, _ options: WorkloadOptions) -> Ben
     let bad = table.verify(keys: inputs.keys)
     let peak = table.pendingReclaimPeak
     table.destroy()
-    var note = T.note + "; update = one remove or one insert"
+    var note = T.note + "; writer: " + T.writerNote + "; update = one remove or one insert"
     if let p = pinningNote(requiredCPUs: 2) { note += "; " + p }
     if rr.truncated { note += "; stopped at the \(cap) s cap (all lookups done were checked)" }
     return .throughput(

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs, only those that are missing.
+#   liburcu-dev   RCU (SMPPrimitives)          libpcap-dev  capture replay (FastDemux)
+#   tshark        the independent oracle        iproute2     network namespaces (TUN test)
+#   python3       oracle scripts
+set -euo pipefail
+want=(liburcu-dev libpcap-dev tshark iproute2 python3 pkg-config)
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    # tshark asks whether non-root users may capture: answer no, non-interactively.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
+fi

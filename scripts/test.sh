@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One command on a fresh Debian machine: install what is missing, then
+#   1. release build, which must print no warnings;
+#   2. the whole test suite (debug);
+#   3. the whole test suite under ThreadSanitizer (judged by exit code:
+#      the TSan runtime reports races by failing the process).
+# SMP_TEST_ASAN=1 adds an AddressSanitizer pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+echo "== release build (no warnings allowed)"
+log=$(mktemp)
+swift build -c release 2>&1 | tee "$log"
+if grep -E "warning:" "$log" | grep -v "^warning: 'smp-networking'" >/dev/null; then
+    echo "test.sh: the release build printed warnings" >&2
+    exit 1
+fi
+
+echo "== swift test"
+swift test
+
+echo "== swift test --sanitize=thread"
+TSAN_OPTIONS="history_size=7 halt_on_error=1" \
+    swift test --sanitize=thread --scratch-path .build-tsan
+
+if [ "${SMP_TEST_ASAN:-0}" = 1 ]; then
+    echo "== swift test --sanitize=address"
+    # --disable-xctest: XCTest's own runner leaks 144 bytes, which LeakSanitizer
+    # would report; every test here is a Swift Testing test.
+    swift test --sanitize=address --scratch-path .build-asan --disable-xctest
+fi
+echo "test.sh: all passes succeeded"
