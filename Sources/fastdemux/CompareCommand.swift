@@ -35,10 +35,10 @@ struct CompareCommand: ParsableCommand {
     var coreThreads: Int = onlineCPUCount
 
     @Option(help: "Packets offered per run.")
-    var packets: Int = 400_000
+    var packets: Int = 1_000_000
 
     @Option(help: "Socket receive-queue capacity.")
-    var queueCapacity: Int = 1024
+    var queueCapacity: Int = 256
 
     @Flag(help: "Also run each configuration with statistics off and report the throughput overhead of counting.")
     var overhead = false
@@ -81,7 +81,7 @@ struct CompareCommand: ParsableCommand {
         var rows: [(OrganizationRunResult, Double?)] = []
         var failed = false
         if !json {
-            print(CompareTable.header)
+            print(CompareTable.header(overhead: overhead))
         }
         for n in conns {
             for kind in kinds {
@@ -127,7 +127,12 @@ struct CompareCommand: ParsableCommand {
 
 /// Rendering of compare results.
 enum CompareTable {
-    static let header = pad("organization", 18) + pad("grp", 5) + pad("conns", 7) + pad("Mpps", 7)
+    static func header(overhead: Bool) -> String {
+        pad("organization", 18) + pad("grp", 5) + pad("conns", 7) + pad(overhead ? "Mpps on/off" : "Mpps", overhead ? 12 : 7)
+            + pad("stack", 7) + rest
+    }
+
+    static let rest = ""
         + pad("rmw/p", 7) + pad("lock/p", 7) + pad("cont/p", 8) + pad("cont%", 7) + pad("wake/p", 8)
         + pad("csw/p", 8) + pad("xcore/p", 8) + pad("coreQ hw", 9) + pad("coreQ bat", 10) + pad("sockQ bat", 10)
         + pad("drops", 7) + "checked"
@@ -158,7 +163,7 @@ enum CompareTable {
         var mpps = f(r.mpps, 2)
         if let off = statsOffMpps { mpps += "/" + f(off, 2) }
         return pad(name(r), 18) + pad(String(r.groupCount), 5) + pad(String(r.configuration.connections), 7)
-            + pad(mpps, statsOffMpps == nil ? 7 : 12)
+            + pad(mpps, statsOffMpps == nil ? 7 : 12) + pad(f(r.stackMpps, 2), 7)
             + pad(f(r.perDelivered(y.atomicRMWs), 2), 7) + pad(f(r.perDelivered(y.lockAcquisitions), 2), 7)
             + pad(f(r.perDelivered(y.contendedAcquisitions), 4), 8) + pad(f(cont, 1), 7)
             + pad(f(r.perDelivered(y.wakeups), 4), 8) + pad(f(r.perDelivered(s.contextSwitches), 4), 8)
@@ -196,6 +201,8 @@ enum CompareTable {
             ("packets", .int(r.offered)),
             ("seconds", .double(r.seconds)),
             ("mpps", .double(r.mpps)),
+            ("stack_seconds", .double(r.stackSeconds)),
+            ("stack_mpps", .double(r.stackMpps)),
             ("checked", .bool(r.checked)),
             ("statistics", .bool(r.configuration.statistics)),
             ("delivered", .int(r.delivered)),

@@ -28,6 +28,9 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
     let lifecycle: CoreThreadsControl
     nonisolated(unsafe) var threads: [PinnedThread] = []
     nonisolated(unsafe) var results: [OrganizationStats]
+    /// Attachments made before ``start()``, per core thread: applied by the
+    /// core thread when it starts (the thread start orders them).
+    nonisolated(unsafe) var pending: [[(FlowKey, UInt)]]
 
     init(setup: OrganizationSetup) {
         self.setup = setup
@@ -35,6 +38,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         controls = (0..<setup.coreThreads).map { _ in PCQ(capacity: 256) }
         lifecycle = CoreThreadsControl(threads: setup.coreThreads)
         results = Array(repeating: OrganizationStats(), count: setup.coreThreads)
+        pending = Array(repeating: [], count: setup.coreThreads)
     }
 
     @inline(__always)
@@ -66,9 +70,8 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         let k = owner(of: key)
         let r = OwnerControlRequest(op, key: key, socketBits: UInt(bitPattern: Unmanaged.passUnretained(socket).toOpaque()))
         if threads.isEmpty {
-            // Not started yet (setup before traffic): apply on the caller's
-            // thread; the thread start orders it before the owner's reads.
-            _ = controls[k].put(UInt(bitPattern: Unmanaged.passRetained(r).toOpaque()))
+            // Not started yet (setup before traffic, on the driver thread).
+            if op == .attach { pending[k].append((key, r.socketBits)) } else { pending[k].removeAll { $0.0 == key } }
             return
         }
         r.submit(to: controls[k]) { mesh.doorbell(of: role(ofCore: k)).ring() }
@@ -103,6 +106,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         let delivery = SocketDelivery(cpu: cpu, counting: counting)
         var table = FlowMap(capacity: max(16, setup.maxConnections / setup.coreThreads * 2))
         defer { table.deallocate() }
+        for (key, bits) in pending[k] { _ = table.insert(key, bits) }
         let control = controls[k]
         let decode = setup.decode
         let switches = ThreadContextSwitches.now()
