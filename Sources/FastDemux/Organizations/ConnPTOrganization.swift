@@ -27,7 +27,10 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
     let controls: [PCQ<UInt>]
     let lifecycle: CoreThreadsControl
     nonisolated(unsafe) var threads: [PinnedThread] = []
-    nonisolated(unsafe) var results: [OrganizationStats]
+    /// Slot k is written by core thread k before it is joined (distinct
+    /// memory per thread: no access to a shared array variable).
+    let results: UnsafeMutablePointer<OrganizationStats>
+    let resultCount: Int
     /// Attachments made before ``start()``, per core thread: applied by the
     /// core thread when it starts (the thread start orders them).
     nonisolated(unsafe) var pending: [[(FlowKey, UInt)]]
@@ -37,8 +40,15 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         mesh = MailboxMesh(cores: setup.inputThreads + setup.coreThreads, capacity: 1024)
         controls = (0..<setup.coreThreads).map { _ in PCQ(capacity: 256) }
         lifecycle = CoreThreadsControl(threads: setup.coreThreads)
-        results = Array(repeating: OrganizationStats(), count: setup.coreThreads)
+        resultCount = setup.coreThreads
+        results = .allocate(capacity: resultCount)
+        results.initialize(repeating: OrganizationStats(), count: resultCount)
         pending = Array(repeating: [], count: setup.coreThreads)
+    }
+
+    deinit {
+        results.deinitialize(count: resultCount)
+        results.deallocate()
     }
 
     @inline(__always)
@@ -86,7 +96,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         for k in 0..<setup.coreThreads { mesh.doorbell(of: role(ofCore: k)).ring() }
         for t in threads { t.join() }
         var total = OrganizationStats()
-        for r in results { total.merge(r) }
+        for k in 0..<resultCount { total.merge(results[k]) }
         // Doorbells the inputs rang that found a core parked: thread wake-ups.
         if setup.statistics {
             let m = mesh.totalStatistics

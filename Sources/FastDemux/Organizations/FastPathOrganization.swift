@@ -28,7 +28,10 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
     let doorbells: [Doorbell]
     let lifecycle: CoreThreadsControl
     nonisolated(unsafe) var threads: [PinnedThread] = []
-    nonisolated(unsafe) var results: [OrganizationStats]
+    /// Slot k is written by core thread k before it is joined (distinct
+    /// memory per thread: no access to a shared array variable).
+    let results: UnsafeMutablePointer<OrganizationStats>
+    let resultCount: Int
     static let workerBatch = 64
 
     init(setup: OrganizationSetup, deferred: Bool) {
@@ -39,7 +42,14 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
         queues = (0..<workers).map { _ in PCQ(capacity: 4096) }
         doorbells = (0..<workers).map { _ in Doorbell() }
         lifecycle = CoreThreadsControl(threads: workers)
-        results = Array(repeating: OrganizationStats(), count: workers)
+        resultCount = workers
+        results = .allocate(capacity: max(1, workers))
+        results.initialize(repeating: OrganizationStats(), count: workers)
+    }
+
+    deinit {
+        results.deinitialize(count: resultCount)
+        results.deallocate()
     }
 
     @inline(__always)
@@ -72,7 +82,7 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
         for d in doorbells { d.ring() }
         for t in threads { t.join() }
         var total = OrganizationStats()
-        for r in results { total.merge(r) }
+        for k in 0..<resultCount { total.merge(results[k]) }
         return total
     }
 
