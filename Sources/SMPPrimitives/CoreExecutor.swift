@@ -350,7 +350,7 @@ public final class CoreExecutor: @unchecked Sendable {
 
     private func handle(_ m: MailboxMessage, from sender: Int) {
         if let f = m.function {
-            f(m.a, m.b, m.c)
+            f(m.a, m.b)
         } else if let h = messageHandler {
             h(sender, m)
         }
@@ -685,12 +685,12 @@ final class CallBox<R: Sendable>: @unchecked Sendable {
     func takeResult() -> R { result! }
 }
 
-let runClosureMessage: MailboxMessage.Function = { a, _, _ in
+let runClosureMessage: MailboxMessage.Function = { a, _ in
     let box = Unmanaged<ClosureBox>.fromOpaque(UnsafeMutableRawPointer(bitPattern: a)!).takeRetainedValue()
     box.body()
 }
 
-let runTaskJobMessage: MailboxMessage.Function = { a, b, _ in
+let runTaskJobMessage: MailboxMessage.Function = { a, b in
     let job = unsafeBitCast(a, to: UnownedJob.self)
     let exe = Unmanaged<CoreExecutor>.fromOpaque(UnsafeMutableRawPointer(bitPattern: b)!)
     exe._withUnsafeGuaranteedRef { job.runSynchronously(on: $0.asUnownedTaskExecutor()) }
