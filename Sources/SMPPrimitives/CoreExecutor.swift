@@ -164,7 +164,9 @@ public final class CoreExecutor: @unchecked Sendable {
     /// caller. On the executor itself it runs inline. From another executor
     /// the caller keeps handling its own incoming mailboxes while it waits
     /// (never its timers or pollers); from a foreign thread it blocks on a
-    /// futex. Must not be used during shutdown.
+    /// futex (from async code use the async overload instead: blocking a
+    /// cooperative-pool thread can starve the tasks it waits for). Must not
+    /// be used during shutdown.
     public func call<R: Sendable>(_ body: @escaping @Sendable () -> R) -> R {
         if isCurrent { return body() }
         let box = CallBox(body, waiter: currentPeer)
@@ -736,6 +738,18 @@ public final class CoreExecutorGroup: Sendable {
 
     /// The executor of core `core` (modulo the group size).
     public func executor(for core: Int) -> CoreExecutor { executors[core % executors.count] }
+
+    /// Runs `body` on core `core` and returns its result, blocking the
+    /// caller (see ``CoreExecutor``'s `call`; from async code prefer
+    /// the async overload, which does not block a cooperative thread).
+    public func call<R: Sendable>(on core: Int, _ body: @escaping @Sendable () -> R) -> R {
+        executor(for: core).call(body)
+    }
+
+    /// Runs `body` on core `core` and resumes the caller with its result.
+    public func call<R: Sendable>(on core: Int, _ body: @escaping @Sendable () -> R) async -> R {
+        await executor(for: core).call(body)
+    }
 
     /// Stops every executor and joins its thread. Messages and jobs already
     /// queued run; pending continuations run once now (`runPending`) or are

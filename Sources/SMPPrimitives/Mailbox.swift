@@ -71,21 +71,22 @@ public struct MailboxStatistics: Sendable, Equatable {
 /// rings `s -> *`; only core r may receive from the rings `* -> r` and park
 /// on doorbell r. Statistics may be read from any thread (racy snapshots).
 ///
-/// Ring layout: Vyukov-style per-slot sequence numbers, so that sender and
-/// receiver share no index cache line. Slot `i` of a ring holds a sequence
-/// word and a message. The slot at position `t` is free for the sender when
-/// its sequence is `t`; the sender writes the message and releases sequence
-/// `t + 1`; the receiver at position `h` takes it when it acquires sequence
-/// `h + 1`, copies the message and releases `h + capacity` (free for the
-/// next lap). Only slot lines travel between the cores, each once per lap;
-/// a receiver that polls an empty ring reads the next slot's line, which the
-/// sender writes anyway.
+/// Ring layout. Readiness travels in the slots, space in an index: slot `i`
+/// holds a sequence word and a message. The sender writes the message at
+/// position `t` and releases sequence `t + 1` in the same slot; the receiver
+/// at position `h` takes the slot when it acquires sequence `h + 1`, so it
+/// never polls the sender's index line (a receiver that finds nothing reads
+/// the next slot's line, which the sender writes anyway). The receiver
+/// publishes its position once per batch; the sender keeps a cached copy
+/// and re-reads it only when the ring looks full (about once per lap).
+/// Receivers never write into slots, so each slot line travels once per lap,
+/// sender to receiver.
 ///
-/// Cost: a send is one acquire load and two stores into the slot, a relaxed
-/// store of the sender's own position, and (unless `post`) the doorbell
-/// check — one load behind a compiler barrier (see ``Doorbell``). Receiving
-/// is one acquire load and one release store per message, and one store of
-/// the receiver's position per batch.
+/// Cost: a send is a slot copy, a release store of the slot's sequence, a
+/// relaxed store of the sender's own position, and (unless `post`) the
+/// doorbell check — one load behind a compiler barrier (see ``Doorbell``).
+/// Receiving is one acquire load per message and one release store of the
+/// receiver's position per batch.
 public final class MailboxMesh: @unchecked Sendable {
     // @unchecked: all shared state is in memory this object owns; each ring
     // word is either atomic or touched only by its single owner role, as the
@@ -99,10 +100,11 @@ public final class MailboxMesh: @unchecked Sendable {
     /// Per ring: 256 bytes of control words followed by the slots.
     ///
     /// Sender line (words 0..<16, only the sender writes):
-    ///   0 position (= sent), 2 full events, 3 doorbells rung,
-    ///   4 doorbells avoided, 5 high water (sampled every 64 sends).
+    ///   0 position (= sent), 1 cached receiver position, 2 full events,
+    ///   3 doorbells rung, 4 doorbells avoided, 5 high water (sampled every
+    ///   64 sends).
     /// Receiver line (words 16..<32, only the receiver writes):
-    ///   16 position (= received; stored once per batch).
+    ///   16 position (= received; released once per batch).
     /// Every word is an `Atomic<Int>`; single-writer words are updated with
     /// relaxed load + store (plain moves) so that readers on other threads
     /// are race-free.
@@ -112,6 +114,7 @@ public final class MailboxMesh: @unchecked Sendable {
     @usableFromInline static let controlBytes = 256
     @usableFromInline static let slotBytes = 32
     @usableFromInline static let tailWord = 0
+    @usableFromInline static let cachedHeadWord = 1
     @usableFromInline static let fullWord = 2
     @usableFromInline static let rungWord = 3
     @usableFromInline static let avoidedWord = 4
@@ -137,7 +140,8 @@ public final class MailboxMesh: @unchecked Sendable {
             for w in 0..<32 { (words + w).initialize(to: Atomic(0)) }
             for slot in 0..<cap {
                 let p = raw + MailboxMesh.controlBytes + slot * MailboxMesh.slotBytes
-                p.bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(slot))
+                // 0 never equals a ready sequence (position + 1 >= 1).
+                p.bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
                 (p + 8).bindMemory(to: MailboxMessage.self, capacity: 1).initialize(to: MailboxMessage(0))
             }
             rings[i] = raw
@@ -192,22 +196,28 @@ public final class MailboxMesh: @unchecked Sendable {
     public func post(_ message: MailboxMessage, from sender: Int, to receiver: Int) -> Bool {
         let ctl = control(sender, receiver)
         let tail = ctl[MailboxMesh.tailWord].load(ordering: .relaxed)   // own word
-        let s = slot(sender, receiver, tail)
-        // Acquire pairs with the receiver's release of `tail` (one lap ago):
-        // its read of the old message is done before we overwrite it.
-        if MailboxMesh.sequence(s).pointee.load(ordering: .acquiring) != tail {
-            let f = ctl[MailboxMesh.fullWord].load(ordering: .relaxed)
-            ctl[MailboxMesh.fullWord].store(f &+ 1, ordering: .relaxed)
-            ctl[MailboxMesh.highWaterWord].store(capacity, ordering: .relaxed)
-            return false
+        var head = ctl[MailboxMesh.cachedHeadWord].load(ordering: .relaxed)
+        if tail &- head > mask {
+            // Acquire pairs with the receiver's release of its position: its
+            // reads of the slots it passed are done before we overwrite them.
+            head = ctl[MailboxMesh.headWord].load(ordering: .acquiring)
+            ctl[MailboxMesh.cachedHeadWord].store(head, ordering: .relaxed)
+            if tail &- head > mask {
+                let f = ctl[MailboxMesh.fullWord].load(ordering: .relaxed)
+                ctl[MailboxMesh.fullWord].store(f &+ 1, ordering: .relaxed)
+                ctl[MailboxMesh.highWaterWord].store(capacity, ordering: .relaxed)
+                return false
+            }
         }
+        let s = slot(sender, receiver, tail)
         MailboxMesh.message(s).pointee = message
         // Release publishes the message to the receiver's acquire.
         MailboxMesh.sequence(s).pointee.store(tail &+ 1, ordering: .releasing)
         ctl[MailboxMesh.tailWord].store(tail &+ 1, ordering: .relaxed)
         if tail & 63 == 0 {
-            // Sample the depth (reads the receiver's line once per 64 sends).
-            let depth = tail &+ 1 &- ctl[MailboxMesh.headWord].load(ordering: .relaxed)
+            // Sampled depth, against the cached receiver position (an upper
+            // bound; no extra cross-core read).
+            let depth = Swift.min(capacity, tail &+ 1 &- head)
             if depth > ctl[MailboxMesh.highWaterWord].load(ordering: .relaxed) {
                 ctl[MailboxMesh.highWaterWord].store(depth, ordering: .relaxed)
             }
@@ -273,13 +283,12 @@ public final class MailboxMesh: @unchecked Sendable {
             // Acquire pairs with the sender's release of the sequence.
             if MailboxMesh.sequence(s).pointee.load(ordering: .acquiring) != position &+ 1 { break }
             buffer[n] = MailboxMesh.message(s).pointee
-            // Release: our read happens before the sender reuses the slot.
-            MailboxMesh.sequence(s).pointee.store(position &+ capacity, ordering: .releasing)
             n &+= 1
         }
         if n > 0 {
-            // Statistics only (the slots carry the synchronization).
-            ctl[MailboxMesh.headWord].store(head &+ n, ordering: .relaxed)
+            // Release: our reads of these slots happen before the sender,
+            // which acquires this position, reuses them.
+            ctl[MailboxMesh.headWord].store(head &+ n, ordering: .releasing)
         }
         return n
     }
