@@ -167,7 +167,7 @@ private func pingpongMailbox(_ options: WorkloadOptions) -> BenchResult {
     a.join()
     b.join()
     let s = mesh.totalStatistics
-    var note = "MailboxMesh 1024-slot SPSC ring per direction, trySend + doorbell; receivers poll (spin 100k) then park; \(pingpongWarmup) warm-up round trips not timed; clock_gettime per round trip"
+    var note = "MailboxMesh 1024-slot SPSC ring per direction, trySend + doorbell (compiler barrier + load); receivers poll (spin 100k) then park; \(pingpongWarmup) warm-up round trips not timed; clock_gettime per round trip"
     note += "; doorbells rung \(s.doorbellsRung), avoided \(s.doorbellsAvoided)"
     if let pin = pinningNote(requiredCPUs: 2) { note += "; " + pin }
     return pingpongResult(impl: "mailbox", samples: samples, planned: n,
@@ -242,7 +242,7 @@ private func streamMailbox(_ options: WorkloadOptions) -> BenchResult {
     let got = flags.count.load(ordering: .relaxed)
     let s = mesh.totalStatistics
     let nb = batches.load(ordering: .relaxed)
-    var note = "MailboxMesh 1024-slot SPSC ring, one trySend (slot copy, release store, doorbell fence+load) per message; receiver copies batches of up to 256 and publishes its head once per batch"
+    var note = "MailboxMesh 1024-slot SPSC ring, one trySend (slot copy, release store, doorbell check = compiler barrier + load) per message; receiver copies batches of up to 256, releases its position once per batch, and backs off 32 pauses after an empty poll"
     if let pin = pinningNote(requiredCPUs: 2) { note += "; " + pin }
     return streamResult(impl: "mailbox", received: got, planned: n,
                         seconds: Double(flags.seconds.load(ordering: .relaxed)) / 1e9,
