@@ -301,12 +301,15 @@ public final class MailboxMesh: @unchecked Sendable {
     @inlinable @discardableResult
     public func receive(at receiver: Int, max: Int = 256,
                         _ body: (_ sender: Int, _ message: MailboxMessage) -> Void) -> Int {
-        withUnsafeTemporaryAllocation(of: MailboxMessage.self, capacity: 64) { buf in
+        // 32 messages = 768 bytes: withUnsafeTemporaryAllocation uses the
+        // stack only up to 1 KiB and calls malloc above that, which would put
+        // an allocation on every call of this hot path.
+        withUnsafeTemporaryAllocation(of: MailboxMessage.self, capacity: 32) { buf in
             let base = buf.baseAddress!
             var total = 0
             for sender in 0..<cores {
                 while total < max {
-                    let n = receive(from: sender, at: receiver, into: base, max: Swift.min(64, max - total))
+                    let n = receive(from: sender, at: receiver, into: base, max: Swift.min(32, max - total))
                     if n == 0 { break }
                     for i in 0..<n { body(sender, base[i]) }
                     total += n
