@@ -4,7 +4,8 @@
 #   2. the whole test suite (debug);
 #   3. the whole test suite under ThreadSanitizer (judged by exit code:
 #      the TSan runtime reports races by failing the process).
-# SMP_TEST_ASAN=1 adds an AddressSanitizer pass.
+# SMP_TEST_ASAN=1 adds an AddressSanitizer pass; SMP_TEST_BENCH=1 adds the
+# Benchmarks/ malloc gate (every hot-path microbenchmark: 0 mallocs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -29,5 +30,9 @@ if [ "${SMP_TEST_ASAN:-0}" = 1 ]; then
     # --disable-xctest: XCTest's own runner leaks 144 bytes, which LeakSanitizer
     # would report; every test here is a Swift Testing test.
     swift test --sanitize=address --scratch-path .build-asan --disable-xctest
+fi
+if [ "${SMP_TEST_BENCH:-0}" = 1 ]; then
+    echo "== Benchmarks: hot paths allocate nothing (mallocCountTotal thresholds of 0)"
+    (cd Benchmarks && swift package benchmark thresholds check --no-progress)
 fi
 echo "test.sh: all passes succeeded"

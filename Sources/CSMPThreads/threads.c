@@ -54,3 +54,14 @@ static _Thread_local void *smp_current_executor_slot;
 
 void *smp_current_executor(void) { return smp_current_executor_slot; }
 void smp_set_current_executor(void *executor) { smp_current_executor_slot = executor; }
+
+// ---- asymmetric fences (membarrier) for the doorbell ----
+#include <linux/membarrier.h>
+
+int smp_membarrier_register(void) {
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : errno;
+}
+
+int smp_membarrier(void) {
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : errno;
+}

@@ -1,7 +1,7 @@
 /// xoshiro256** seeded through splitmix64: the generator of the C peer
 /// harness (shared/peers/common.h), so the same seed gives the same frames.
 public struct Xoshiro256StarStar: Sendable {
-    var s0: UInt64, s1: UInt64, s2: UInt64, s3: UInt64
+    @usableFromInline var s0: UInt64, s1: UInt64, s2: UInt64, s3: UInt64
 
     public init(seed: UInt64) {
         var x = seed
@@ -21,6 +21,7 @@ public struct Xoshiro256StarStar: Sendable {
     @inlinable
     static func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 
+    @inlinable
     public mutating func next() -> UInt64 {
         let result = Self.rotl(s1 &* 5, 7) &* 9
         let t = s1 << 17
@@ -34,6 +35,7 @@ public struct Xoshiro256StarStar: Sendable {
     }
 
     /// Uniform in `0..<n` (Lemire's multiply-shift on the high 32 bits).
+    @inlinable
     public mutating func below(_ n: UInt32) -> UInt32 {
         UInt32(truncatingIfNeeded: ((next() >> 32) &* UInt64(n)) >> 32)
     }

@@ -128,7 +128,7 @@ public final class Continuation: @unchecked Sendable {
                                                       ordering: .sequentiallyConsistent)
                 guard ok else { s = cur; continue }
                 if s & Continuation.queued == 0 {
-                    executor.handOff(self)
+                    executor.handOff(self, delay: d)
                 }
                 return true
             default: // running

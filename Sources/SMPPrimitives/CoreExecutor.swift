@@ -45,6 +45,8 @@ public final class CoreExecutor: @unchecked Sendable {
     /// 0 running, 1 stop (run pending continuations once), 2 stop (cancel them).
     private let stopRequest = Atomic<Int>(0)
     private let finished = Atomic<Bool>(false)
+    /// True while the executor is parked for at most one timer tick.
+    private let tickParked = Atomic<Bool>(false)
     private let thread = Mutex<PinnedThread?>(nil)
     private let report = Mutex(CoreExecutorShutdownReport())
 
@@ -162,7 +164,9 @@ public final class CoreExecutor: @unchecked Sendable {
     /// caller. On the executor itself it runs inline. From another executor
     /// the caller keeps handling its own incoming mailboxes while it waits
     /// (never its timers or pollers); from a foreign thread it blocks on a
-    /// futex. Must not be used during shutdown.
+    /// futex (from async code use the async overload instead: blocking a
+    /// cooperative-pool thread can starve the tasks it waits for). Must not
+    /// be used during shutdown.
     public func call<R: Sendable>(_ body: @escaping @Sendable () -> R) -> R {
         if isCurrent { return body() }
         let box = CallBox(body, waiter: currentPeer)
@@ -201,7 +205,7 @@ public final class CoreExecutor: @unchecked Sendable {
 
     /// Pushes a continuation (whose `queued` bit the caller just set) onto
     /// the hand-off stack with a retain, then rings the doorbell.
-    func handOff(_ c: Continuation) {
+    func handOff(_ c: Continuation, delay: Int) {
         let raw = Unmanaged.passRetained(c).toOpaque()
         var head = handoffHead.load(ordering: .relaxed)
         while true {
@@ -214,6 +218,10 @@ public final class CoreExecutor: @unchecked Sendable {
             if ok { break }
             head = cur
         }
+        // An executor parked for at most one tick wakes by itself before a
+        // continuation delayed by a tick or more is due (it files it then,
+        // at most one tick late): no wake-up system call. Otherwise ring.
+        if delay > 0 && tickParked.load(ordering: .sequentiallyConsistent) { return }
         doorbell.ring()
     }
 
@@ -254,8 +262,13 @@ public final class CoreExecutor: @unchecked Sendable {
 
     private func parkIdle() {
         var timeout: Int? = nil
+        var tickPark = false
         if let next = wheel.nextEventTick() {
-            timeout = max(0, next - TimerWheel.nowTick()) * 1_000_000
+            // Timers pending: sleep at most one tick, so that schedulers with
+            // a delay of at least one tick need not ring (see handOff).
+            let untilNext = max(0, next &* 1_000_000 &- TimerWheel.nowNanoseconds())
+            timeout = min(untilNext, 1_000_000)
+            tickPark = true
         }
         if !localPollers.isEmpty {
             timeout = min(timeout ?? Int.max, configuration.pollerParkNanoseconds)
@@ -263,6 +276,10 @@ public final class CoreExecutor: @unchecked Sendable {
         if timeout == 0 { return }
         statParks.store(statParks.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
         QSBR.threadOffline()
+        // Sequentially consistent, before the doorbell's parked store: a
+        // scheduler that reads `true` here (and skips ringing) is ordered
+        // before the re-check below, which then sees its hand-off.
+        tickParked.store(tickPark, ordering: .sequentiallyConsistent)
         mesh.park(core, timeoutNanoseconds: timeout) {
             // The load half of the doorbell protocol: sequentially
             // consistent loads of every source a ringer publishes to.
@@ -272,6 +289,7 @@ public final class CoreExecutor: @unchecked Sendable {
                 || pollersVersion.load(ordering: .sequentiallyConsistent) != localPollersVersion
                 || wheel.hasExpired
         }
+        tickParked.store(false, ordering: .relaxed)
         QSBR.threadOnline()
     }
 
@@ -334,7 +352,7 @@ public final class CoreExecutor: @unchecked Sendable {
 
     private func handle(_ m: MailboxMessage, from sender: Int) {
         if let f = m.function {
-            f(m.a, m.b, m.c)
+            f(m.a, m.b)
         } else if let h = messageHandler {
             h(sender, m)
         }
@@ -377,13 +395,11 @@ public final class CoreExecutor: @unchecked Sendable {
     private func runContinuations() -> Int {
         let hasHandoff = handoffHead.load(ordering: .relaxed) != nil
         if !hasHandoff && wheel.count == 0 && !wheel.hasExpired { return 0 }
-        let now = TimerWheel.nowTick()
-        // File hand-offs before advancing: the expired list is empty here
-        // (runExpired drains it), so a popped node is never on it. An empty
-        // wheel first jumps to `now` so delays count from the present.
-        if wheel.count == 0 { wheel.advance(to: now) }
+        // Advance first, so that hand-offs are filed relative to the
+        // present tick (a popped node already on the expired list is
+        // unlinked from it and filed again by its new delay).
+        wheel.advance(to: TimerWheel.nowTick())
         if hasHandoff { takeHandoffs() }
-        wheel.advance(to: now)
         return runExpired()
     }
 
@@ -413,7 +429,6 @@ public final class CoreExecutor: @unchecked Sendable {
                 c.ownerHoldsReference = true
             }
             wheel.remove(u)
-            assert(c.wheelSlot == TimerWheel.unlinked, "a handed-off node is on the expired list")
             if s & Continuation.phaseMask == Continuation.pending {
                 wheel.insert(u, expires: wheel.currentTick + (s >> Continuation.delayShift))
             } else {
@@ -431,15 +446,10 @@ public final class CoreExecutor: @unchecked Sendable {
 
     private func runExpired() -> Int {
         var ran = 0
-        while wheel.hasExpired {
-            var node = wheel.takeExpired()
-            while let u = node {
-                let c = u._withUnsafeGuaranteedRef { $0 }
-                node = c.wheelNext
-                c.wheelNext = nil
-                c.wheelSlot = TimerWheel.unlinked
-                if runIfPending(u) { ran += 1 }
-            }
+        // One at a time: a body may re-file itself (delay 0 appends it to
+        // this same list again, to run after the others).
+        while let u = wheel.popExpired() {
+            if runIfPending(u) { ran += 1 }
         }
         if ran > 0 { statContinuations.store(statContinuations.load(ordering: .relaxed) &+ ran, ordering: .relaxed) }
         return ran
@@ -517,12 +527,8 @@ public final class CoreExecutor: @unchecked Sendable {
         // Whatever is still pending (rescheduled by a body just run, or all
         // of them with the cancel policy) is cancelled and reported.
         wheel.expireAll()
-        var node = wheel.takeExpired()
-        while let u = node {
+        while let u = wheel.popExpired() {
             let c = u._withUnsafeGuaranteedRef { $0 }
-            node = c.wheelNext
-            c.wheelNext = nil
-            c.wheelSlot = TimerWheel.unlinked
             if c.cancel() { r.continuationsCancelled += 1 }
             dropOwnership(u)
         }
@@ -681,12 +687,12 @@ final class CallBox<R: Sendable>: @unchecked Sendable {
     func takeResult() -> R { result! }
 }
 
-let runClosureMessage: MailboxMessage.Function = { a, _, _ in
+let runClosureMessage: MailboxMessage.Function = { a, _ in
     let box = Unmanaged<ClosureBox>.fromOpaque(UnsafeMutableRawPointer(bitPattern: a)!).takeRetainedValue()
     box.body()
 }
 
-let runTaskJobMessage: MailboxMessage.Function = { a, b, _ in
+let runTaskJobMessage: MailboxMessage.Function = { a, b in
     let job = unsafeBitCast(a, to: UnownedJob.self)
     let exe = Unmanaged<CoreExecutor>.fromOpaque(UnsafeMutableRawPointer(bitPattern: b)!)
     exe._withUnsafeGuaranteedRef { job.runSynchronously(on: $0.asUnownedTaskExecutor()) }
@@ -732,6 +738,18 @@ public final class CoreExecutorGroup: Sendable {
 
     /// The executor of core `core` (modulo the group size).
     public func executor(for core: Int) -> CoreExecutor { executors[core % executors.count] }
+
+    /// Runs `body` on core `core` and returns its result, blocking the
+    /// caller (see ``CoreExecutor``'s `call`; from async code prefer
+    /// the async overload, which does not block a cooperative thread).
+    public func call<R: Sendable>(on core: Int, _ body: @escaping @Sendable () -> R) -> R {
+        executor(for: core).call(body)
+    }
+
+    /// Runs `body` on core `core` and resumes the caller with its result.
+    public func call<R: Sendable>(on core: Int, _ body: @escaping @Sendable () -> R) async -> R {
+        await executor(for: core).call(body)
+    }
 
     /// Stops every executor and joins its thread. Messages and jobs already
     /// queued run; pending continuations run once now (`runPending`) or are

@@ -23,6 +23,21 @@ import Synchronization
 /// the receiver's re-check and its `futex_wait`, the kernel compares the
 /// word (now `running`) with `parked` and returns at once: no lost wake-up.
 ///
+/// ## Asymmetric fence
+///
+/// A hardware fence per send costs more than the send itself: it waits for
+/// the sender's store buffer to drain, i.e. for the cross-core transfer of
+/// the slot's cache line. Parking is rare, sending is not, so where the
+/// kernel supports it (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`,
+/// Linux 4.14+) the fence moves to the parking side, as liburcu's memb
+/// flavour does for readers: the sender uses a compiler-only barrier, and
+/// the receiver, after storing `parked`, calls `membarrier`, which makes
+/// every other running thread of the process execute a full barrier before
+/// it returns. If a sender's load of the word came before that barrier on
+/// its CPU, so did its (earlier) publication, which is then visible to the
+/// receiver's re-check; if it came after, it sees `parked`. Where
+/// membarrier is unavailable both sides use hardware fences.
+///
 /// Concurrency contract: exactly one thread (the owner) parks; any thread
 /// may ring. The word lives in its own 128-byte region (no false sharing
 /// with the rings).
@@ -34,8 +49,14 @@ public final class Doorbell: @unchecked Sendable {
 
     @usableFromInline let word: UnsafeMutablePointer<Atomic<UInt32>>
     private let region: UnsafeMutableRawPointer
+    /// True when the process registered for expedited membarrier.
+    @usableFromInline let asymmetric: Bool
+
+    /// Whether this process may use the asymmetric fence (registered once).
+    static let membarrierAvailable: Bool = smp_membarrier_register() == 0
 
     public init() {
+        asymmetric = Doorbell.membarrierAvailable
         region = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)
         word = region.bindMemory(to: Atomic<UInt32>.self, capacity: 1)
         word.initialize(to: Atomic(Doorbell.running))
@@ -51,14 +72,20 @@ public final class Doorbell: @unchecked Sendable {
     public var isParked: Bool { word.pointee.load(ordering: .relaxed) == Doorbell.parked }
 
     /// Wakes the owner if (and only if) it announced parking. Call after
-    /// publishing the work the owner must see. Any thread. Costs one fence
-    /// and one load when the owner is running; a `futex_wake` otherwise.
+    /// publishing the work the owner must see. Any thread. Costs one load
+    /// (plus a fence where membarrier is unavailable) when the owner is
+    /// running; a `futex_wake` otherwise.
     /// - Returns: true if this call rang (issued the wake-up).
     @inlinable @discardableResult
     public func ring() -> Bool {
-        // The fence orders the caller's publication (a store) before the
-        // load of the word: the store/load half of the Dekker pair above.
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        // Order the caller's publication (a store) before the load of the
+        // word: the store/load half of the Dekker pair above — a compiler
+        // barrier when the parking side issues membarrier, else a fence.
+        if asymmetric {
+            smp_compiler_barrier()
+        } else {
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+        }
         if word.pointee.load(ordering: .relaxed) != Doorbell.parked { return false }
         return ringSlow()
     }
@@ -80,6 +107,9 @@ public final class Doorbell: @unchecked Sendable {
     public func park(timeoutNanoseconds: Int?, stillIdle: () -> Bool) {
         // Announce first (full fence), then look at the work sources.
         word.pointee.store(Doorbell.parked, ordering: .sequentiallyConsistent)
+        // The heavy side of the asymmetric fence: every sender's earlier
+        // publication is now visible, or that sender will see `parked`.
+        if asymmetric { _ = smp_membarrier() }
         if stillIdle() {
             let raw = UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self)
             _ = smp_futex_wait(raw, Doorbell.parked, Int64(timeoutNanoseconds ?? -1))

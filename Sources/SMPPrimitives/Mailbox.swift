@@ -1,38 +1,36 @@
 import Glibc
 import Synchronization
 
-/// One mailbox message: a small fixed-size record (32 bytes), copied by value
-/// into the ring — no allocation, no reference counting.
+/// One mailbox message: a small fixed-size record (24 bytes; with its slot
+/// sequence number a ring slot is 32 bytes), copied by value into the ring —
+/// no allocation, no reference counting.
 ///
-/// Either a C-convention function plus three word arguments (the receiving
-/// executor calls `function(a, b, c)`), or, with `function == nil`, a plain
-/// tagged record that the receiver interprets itself.
+/// Either a C-convention function plus two word arguments (the receiving
+/// executor calls `function(a, b)`), or, with `function == nil`, a plain
+/// record that the receiver interprets itself.
 public struct MailboxMessage: BitwiseCopyable, @unchecked Sendable {
     // @unchecked: a `@convention(c)` function pointer captures nothing; the
     // words are plain integers.
-    public typealias Function = @convention(c) (UInt, UInt, UInt) -> Void
+    public typealias Function = @convention(c) (UInt, UInt) -> Void
 
     public var function: Function?
     public var a: UInt
     public var b: UInt
-    public var c: UInt
 
     /// A plain record (no function).
     @inlinable
-    public init(_ a: UInt, _ b: UInt = 0, _ c: UInt = 0) {
+    public init(_ a: UInt, _ b: UInt = 0) {
         self.function = nil
         self.a = a
         self.b = b
-        self.c = c
     }
 
-    /// A function call record: the receiver runs `function(a, b, c)`.
+    /// A function call record: the receiver runs `function(a, b)`.
     @inlinable
-    public init(function: Function, _ a: UInt = 0, _ b: UInt = 0, _ c: UInt = 0) {
+    public init(function: Function, _ a: UInt = 0, _ b: UInt = 0) {
         self.function = function
         self.a = a
         self.b = b
-        self.c = c
     }
 }
 
@@ -46,7 +44,8 @@ public struct MailboxStatistics: Sendable, Equatable {
     public var doorbellsAvoided = 0
     /// Sends (or send attempts) that found the ring full.
     public var fullEvents = 0
-    /// The deepest the ring was seen by its receiver.
+    /// The deepest the ring was seen (sampled by the sender every 64 sends,
+    /// and the capacity once it was found full).
     public var highWater = 0
 
     public init() {}
@@ -72,11 +71,22 @@ public struct MailboxStatistics: Sendable, Equatable {
 /// rings `s -> *`; only core r may receive from the rings `* -> r` and park
 /// on doorbell r. Statistics may be read from any thread (racy snapshots).
 ///
-/// Cost: a send is a slot copy, one release store of the ring's tail and
-/// (unless `post`) the doorbell check — one fence and one load — on the
-/// sender's own cache lines. The sender re-reads the receiver's head only
-/// when its cached copy says full; the receiver reads the sender's tail only
-/// when its cached copy says empty, and publishes its head once per batch.
+/// Ring layout. Readiness travels in the slots, space in an index: slot `i`
+/// holds a sequence word and a message. The sender writes the message at
+/// position `t` and releases sequence `t + 1` in the same slot; the receiver
+/// at position `h` takes the slot when it acquires sequence `h + 1`, so it
+/// never polls the sender's index line (a receiver that finds nothing reads
+/// the next slot's line, which the sender writes anyway). The receiver
+/// publishes its position once per batch; the sender keeps a cached copy
+/// and re-reads it only when the ring looks full (about once per lap).
+/// Receivers never write into slots, so each slot line travels once per lap,
+/// sender to receiver.
+///
+/// Cost: a send is a slot copy, a release store of the slot's sequence, a
+/// relaxed store of the sender's own position, and (unless `post`) the
+/// doorbell check — one load behind a compiler barrier (see ``Doorbell``).
+/// Receiving is one acquire load per message and one release store of the
+/// receiver's position per batch.
 public final class MailboxMesh: @unchecked Sendable {
     // @unchecked: all shared state is in memory this object owns; each ring
     // word is either atomic or touched only by its single owner role, as the
@@ -89,11 +99,12 @@ public final class MailboxMesh: @unchecked Sendable {
     @usableFromInline let mask: Int
     /// Per ring: 256 bytes of control words followed by the slots.
     ///
-    /// Producer line (words 0..<16, only the sender writes):
-    ///   0 tail (= sent), 1 cached head, 2 full events, 3 doorbells rung,
-    ///   4 doorbells avoided.
-    /// Consumer line (words 16..<32, only the receiver writes):
-    ///   16 head (= received), 17 cached tail, 18 high water.
+    /// Sender line (words 0..<16, only the sender writes):
+    ///   0 position (= sent), 1 cached receiver position, 2 full events,
+    ///   3 doorbells rung, 4 doorbells avoided, 5 high water (sampled every
+    ///   64 sends).
+    /// Receiver line (words 16..<32, only the receiver writes):
+    ///   16 position (= received; released once per batch).
     /// Every word is an `Atomic<Int>`; single-writer words are updated with
     /// relaxed load + store (plain moves) so that readers on other threads
     /// are race-free.
@@ -101,20 +112,21 @@ public final class MailboxMesh: @unchecked Sendable {
     @usableFromInline let doorbells: [Doorbell]
 
     @usableFromInline static let controlBytes = 256
+    @usableFromInline static let slotBytes = 32
     @usableFromInline static let tailWord = 0
     @usableFromInline static let cachedHeadWord = 1
     @usableFromInline static let fullWord = 2
     @usableFromInline static let rungWord = 3
     @usableFromInline static let avoidedWord = 4
+    @usableFromInline static let highWaterWord = 5
     @usableFromInline static let headWord = 16
-    @usableFromInline static let cachedTailWord = 17
-    @usableFromInline static let highWaterWord = 18
 
     /// - Parameters:
     ///   - cores: number of cores (at least 1).
     ///   - capacity: slots per ring, rounded up to a power of two.
     public init(cores: Int, capacity: Int = 1024) {
         precondition(cores >= 1 && capacity >= 2)
+        precondition(MemoryLayout<MailboxMessage>.stride + 8 <= MailboxMesh.slotBytes)
         self.cores = cores
         var cap = 2
         while cap < capacity { cap <<= 1 }
@@ -122,10 +134,16 @@ public final class MailboxMesh: @unchecked Sendable {
         self.mask = cap - 1
         rings = .allocate(capacity: cores * cores)
         for i in 0..<(cores * cores) {
-            let bytes = MailboxMesh.controlBytes + cap * MemoryLayout<MailboxMessage>.stride
+            let bytes = MailboxMesh.controlBytes + cap * MailboxMesh.slotBytes
             let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 128)
             let words = raw.bindMemory(to: Atomic<Int>.self, capacity: 32)
             for w in 0..<32 { (words + w).initialize(to: Atomic(0)) }
+            for slot in 0..<cap {
+                let p = raw + MailboxMesh.controlBytes + slot * MailboxMesh.slotBytes
+                // 0 never equals a ready sequence (position + 1 >= 1).
+                p.bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+                (p + 8).bindMemory(to: MailboxMessage.self, capacity: 1).initialize(to: MailboxMessage(0))
+            }
             rings[i] = raw
         }
         doorbells = (0..<cores).map { _ in Doorbell() }
@@ -134,6 +152,10 @@ public final class MailboxMesh: @unchecked Sendable {
     deinit {
         for i in 0..<(cores * cores) {
             rings[i].assumingMemoryBound(to: Atomic<Int>.self).deinitialize(count: 32)
+            for slot in 0..<capacity {
+                (rings[i] + MailboxMesh.controlBytes + slot * MailboxMesh.slotBytes)
+                    .assumingMemoryBound(to: Atomic<Int>.self).deinitialize(count: 1)
+            }
             rings[i].deallocate()
         }
         rings.deallocate()
@@ -144,10 +166,21 @@ public final class MailboxMesh: @unchecked Sendable {
         rings[sender &* cores &+ receiver].assumingMemoryBound(to: Atomic<Int>.self)
     }
 
+    /// The slot for position `position` of the (sender, receiver) ring.
     @inlinable @inline(__always)
-    func slots(_ sender: Int, _ receiver: Int) -> UnsafeMutablePointer<MailboxMessage> {
-        (rings[sender &* cores &+ receiver] + MailboxMesh.controlBytes)
-            .assumingMemoryBound(to: MailboxMessage.self)
+    func slot(_ sender: Int, _ receiver: Int, _ position: Int) -> UnsafeMutableRawPointer {
+        rings[sender &* cores &+ receiver] + MailboxMesh.controlBytes
+            + (position & mask) &* MailboxMesh.slotBytes
+    }
+
+    @inlinable @inline(__always)
+    static func sequence(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<Int>> {
+        slot.assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    @inlinable @inline(__always)
+    static func message(_ slot: UnsafeMutableRawPointer) -> UnsafeMutablePointer<MailboxMessage> {
+        (slot + 8).assumingMemoryBound(to: MailboxMessage.self)
     }
 
     /// The doorbell of `core` (its receiver role parks on it).
@@ -165,19 +198,30 @@ public final class MailboxMesh: @unchecked Sendable {
         let tail = ctl[MailboxMesh.tailWord].load(ordering: .relaxed)   // own word
         var head = ctl[MailboxMesh.cachedHeadWord].load(ordering: .relaxed)
         if tail &- head > mask {
-            // Acquire pairs with the receiver's release of its head: the
-            // slots it has finished reading may now be overwritten.
+            // Acquire pairs with the receiver's release of its position: its
+            // reads of the slots it passed are done before we overwrite them.
             head = ctl[MailboxMesh.headWord].load(ordering: .acquiring)
             ctl[MailboxMesh.cachedHeadWord].store(head, ordering: .relaxed)
             if tail &- head > mask {
                 let f = ctl[MailboxMesh.fullWord].load(ordering: .relaxed)
                 ctl[MailboxMesh.fullWord].store(f &+ 1, ordering: .relaxed)
+                ctl[MailboxMesh.highWaterWord].store(capacity, ordering: .relaxed)
                 return false
             }
         }
-        slots(sender, receiver)[tail & mask] = message
-        // Release publishes the slot contents to the receiver's acquire.
-        ctl[MailboxMesh.tailWord].store(tail &+ 1, ordering: .releasing)
+        let s = slot(sender, receiver, tail)
+        MailboxMesh.message(s).pointee = message
+        // Release publishes the message to the receiver's acquire.
+        MailboxMesh.sequence(s).pointee.store(tail &+ 1, ordering: .releasing)
+        ctl[MailboxMesh.tailWord].store(tail &+ 1, ordering: .relaxed)
+        if tail & 63 == 0 {
+            // Sampled depth, against the cached receiver position (an upper
+            // bound; no extra cross-core read).
+            let depth = Swift.min(capacity, tail &+ 1 &- head)
+            if depth > ctl[MailboxMesh.highWaterWord].load(ordering: .relaxed) {
+                ctl[MailboxMesh.highWaterWord].store(depth, ordering: .relaxed)
+            }
+        }
         return true
     }
 
@@ -232,26 +276,20 @@ public final class MailboxMesh: @unchecked Sendable {
                         into buffer: UnsafeMutablePointer<MailboxMessage>, max: Int) -> Int {
         let ctl = control(sender, receiver)
         let head = ctl[MailboxMesh.headWord].load(ordering: .relaxed)   // own word
-        var tail = ctl[MailboxMesh.cachedTailWord].load(ordering: .relaxed)
-        if tail == head {
-            // Acquire pairs with the sender's release of the tail.
-            tail = ctl[MailboxMesh.tailWord].load(ordering: .acquiring)
-            ctl[MailboxMesh.cachedTailWord].store(tail, ordering: .relaxed)
-            if tail == head { return 0 }
-            let depth = tail &- head
-            if depth > ctl[MailboxMesh.highWaterWord].load(ordering: .relaxed) {
-                ctl[MailboxMesh.highWaterWord].store(depth, ordering: .relaxed)
-            }
+        var n = 0
+        while n < max {
+            let position = head &+ n
+            let s = slot(sender, receiver, position)
+            // Acquire pairs with the sender's release of the sequence.
+            if MailboxMesh.sequence(s).pointee.load(ordering: .acquiring) != position &+ 1 { break }
+            buffer[n] = MailboxMesh.message(s).pointee
+            n &+= 1
         }
-        let n = Swift.min(tail &- head, max)
-        let s = slots(sender, receiver)
-        var i = 0
-        while i < n {
-            buffer[i] = s[(head &+ i) & mask]
-            i &+= 1
+        if n > 0 {
+            // Release: our reads of these slots happen before the sender,
+            // which acquires this position, reuses them.
+            ctl[MailboxMesh.headWord].store(head &+ n, ordering: .releasing)
         }
-        // Release: our reads of the slots happen before the sender reuses them.
-        ctl[MailboxMesh.headWord].store(head &+ n, ordering: .releasing)
         return n
     }
 
@@ -263,12 +301,15 @@ public final class MailboxMesh: @unchecked Sendable {
     @inlinable @discardableResult
     public func receive(at receiver: Int, max: Int = 256,
                         _ body: (_ sender: Int, _ message: MailboxMessage) -> Void) -> Int {
-        withUnsafeTemporaryAllocation(of: MailboxMessage.self, capacity: 64) { buf in
+        // 32 messages = 768 bytes: withUnsafeTemporaryAllocation uses the
+        // stack only up to 1 KiB and calls malloc above that, which would put
+        // an allocation on every call of this hot path.
+        withUnsafeTemporaryAllocation(of: MailboxMessage.self, capacity: 32) { buf in
             let base = buf.baseAddress!
             var total = 0
             for sender in 0..<cores {
                 while total < max {
-                    let n = receive(from: sender, at: receiver, into: base, max: Swift.min(64, max - total))
+                    let n = receive(from: sender, at: receiver, into: base, max: Swift.min(32, max - total))
                     if n == 0 { break }
                     for i in 0..<n { body(sender, base[i]) }
                     total += n
@@ -283,9 +324,9 @@ public final class MailboxMesh: @unchecked Sendable {
     /// sequentially consistent, the load half of the Doorbell protocol.
     public func hasIncoming(at receiver: Int) -> Bool {
         for sender in 0..<cores {
-            let ctl = control(sender, receiver)
-            if ctl[MailboxMesh.tailWord].load(ordering: .sequentiallyConsistent)
-                != ctl[MailboxMesh.headWord].load(ordering: .relaxed) {
+            let head = control(sender, receiver)[MailboxMesh.headWord].load(ordering: .relaxed)
+            let s = slot(sender, receiver, head)
+            if MailboxMesh.sequence(s).pointee.load(ordering: .sequentiallyConsistent) == head &+ 1 {
                 return true
             }
         }

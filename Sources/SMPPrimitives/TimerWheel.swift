@@ -64,6 +64,13 @@ final class TimerWheel {
         return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
     }
 
+    /// The monotonic clock in nanoseconds.
+    static func nowNanoseconds() -> Int {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    }
+
     var hasExpired: Bool { expiredHead != nil }
 
     /// Files `node` to expire at tick `expires`. The node must not be linked.
@@ -101,30 +108,38 @@ final class TimerWheel {
         count += 1
     }
 
-    /// Unlinks `node` if it is filed in a slot. Returns true if it was.
-    /// (Nodes on the expired list are not filed; ``takeExpired()`` owns them.)
+    /// Unlinks `node` from its slot or from the expired list, if it is on
+    /// either. O(1). Returns true if it was filed in a slot.
     @discardableResult
     func remove(_ node: Unmanaged<Continuation>) -> Bool {
         let c = node._withUnsafeGuaranteedRef { $0 }
         let slot = c.wheelSlot
-        guard slot >= 0 else { return false }   // unlinked or on the expired list
-        if let prev = c.wheelPrev {
-            prev._withUnsafeGuaranteedRef { $0.wheelNext = c.wheelNext }
+        if slot == TimerWheel.unlinked { return false }
+        let prev = c.wheelPrev
+        let next = c.wheelNext
+        if let prev {
+            prev._withUnsafeGuaranteedRef { $0.wheelNext = next }
+        } else if slot >= 0 {
+            slots[slot] = next
         } else {
-            slots[slot] = c.wheelNext
+            expiredHead = next
         }
-        if let next = c.wheelNext { next._withUnsafeGuaranteedRef { $0.wheelPrev = c.wheelPrev } }
+        if let next {
+            next._withUnsafeGuaranteedRef { $0.wheelPrev = prev }
+        } else if slot < 0 {
+            expiredTail = prev
+        }
         c.wheelSlot = TimerWheel.unlinked
         c.wheelPrev = nil
         c.wheelNext = nil
-        count -= 1
-        return true
+        if slot >= 0 { count -= 1 }
+        return slot >= 0
     }
 
     private func appendExpired(_ node: Unmanaged<Continuation>) {
         let c = node._withUnsafeGuaranteedRef { $0 }
         c.wheelSlot = TimerWheel.onExpiredList
-        c.wheelPrev = nil
+        c.wheelPrev = expiredTail
         c.wheelNext = nil
         if let tail = expiredTail {
             tail._withUnsafeGuaranteedRef { $0.wheelNext = node }
@@ -132,6 +147,13 @@ final class TimerWheel {
             expiredHead = node
         }
         expiredTail = node
+    }
+
+    /// Takes the first entry of the expired list (now unlinked), or nil.
+    func popExpired() -> Unmanaged<Continuation>? {
+        guard let head = expiredHead else { return nil }
+        remove(head)
+        return head
     }
 
     /// Detaches a whole slot's list and returns its head.
@@ -200,15 +222,6 @@ final class TimerWheel {
             insert(n, expires: c.expires)
             node = next
         }
-    }
-
-    /// Takes the expired list (linked through `wheelNext`; read each node's
-    /// next before handing the node to code that may re-insert it).
-    func takeExpired() -> Unmanaged<Continuation>? {
-        let head = expiredHead
-        expiredHead = nil
-        expiredTail = nil
-        return head
     }
 
     /// The earliest tick at which ``advance(to:)`` may have something to do:

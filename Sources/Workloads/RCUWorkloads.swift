@@ -14,6 +14,7 @@
 // The lookup loop is generic over an adapter protocol and specialized, so
 // the hot loop calls the table directly (RCUHashTable.lookup is @inlinable).
 import CURCU
+import FastDemux
 import Glibc
 import SMPPrimitives
 import Synchronization
@@ -73,40 +74,6 @@ struct BenchFlowKey: RCUHashKey, Hashable {
 
 // MARK: - Fixed inputs
 
-/// xoshiro256** seeded through splitmix64: the benchmark's fixed-seed RNG.
-struct BenchRNG {
-    var s: (UInt64, UInt64, UInt64, UInt64)
-
-    init(seed: UInt64) {
-        var x = seed
-        func splitmix(_ x: inout UInt64) -> UInt64 {
-            x &+= 0x9E37_79B9_7F4A_7C15
-            var z = x
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        s = (splitmix(&x), splitmix(&x), splitmix(&x), splitmix(&x))
-    }
-
-    @inline(__always) mutating func next() -> UInt64 {
-        let result = ((s.1 &* 5) << 7 | (s.1 &* 5) >> 57) &* 9
-        let t = s.1 << 17
-        s.2 ^= s.0
-        s.3 ^= s.1
-        s.1 ^= s.2
-        s.0 ^= s.3
-        s.2 ^= t
-        s.3 = s.3 << 45 | s.3 >> 19
-        return result
-    }
-
-    /// Uniform in 0..<n (multiply-shift).
-    @inline(__always) mutating func below(_ n: UInt32) -> UInt32 {
-        UInt32(truncatingIfNeeded: ((next() >> 32) &* UInt64(n)) >> 32)
-    }
-}
-
 let rcuBenchKeyCount = 65_536
 let rcuBenchStableKeys = 1_024
 let rcuBenchDefaultLookups = 10_000_000
@@ -125,7 +92,7 @@ struct RCUBenchInputs: @unchecked Sendable {
     /// sequences of `n` indices below `indexLimit`.
     init(n: Int, sequenceCount: Int, indexLimit: Int) {
         keys = .allocate(capacity: rcuBenchKeyCount)
-        var rng = BenchRNG(seed: 0x5eed_0001)
+        var rng = Xoshiro256StarStar(seed: 0x5eed_0001)
         var seen = Set<BenchFlowKey>(minimumCapacity: rcuBenchKeyCount)
         var i = 0
         while i < rcuBenchKeyCount {
@@ -144,7 +111,7 @@ struct RCUBenchInputs: @unchecked Sendable {
         var seqs: [UnsafeMutableBufferPointer<UInt32>] = []
         for s in 0..<sequenceCount {
             let seq = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: n)
-            var r = BenchRNG(seed: 0x5eed_0100 &+ UInt64(s))
+            var r = Xoshiro256StarStar(seed: 0x5eed_0100 &+ UInt64(s))
             for j in 0..<n { seq[j] = r.below(UInt32(indexLimit)) }
             seqs.append(seq)
         }
@@ -562,7 +529,7 @@ func runRCUChurn<T: RCUBenchTable>(_: T.Type, _ options: WorkloadOptions) -> Ben
     }
     let w = PinnedThread(cpu: 1, name: "rcu-writer") {
         var res = RCUWriterResult()
-        var rng = BenchRNG(seed: 0x5eed_0300)
+        var rng = Xoshiro256StarStar(seed: 0x5eed_0300)
         let keys = inputs.keys
         table.writerEnter()
         barrier.wait()

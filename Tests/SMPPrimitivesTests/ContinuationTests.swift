@@ -134,12 +134,8 @@ func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
             let step = Int.random(in: 1...700, using: &rng)
             t = min(end, t + step)
             wheel.advance(to: t)
-            var node = wheel.takeExpired()
-            while let u = node {
+            while let u = wheel.popExpired() {
                 let c = u.takeUnretainedValue()
-                node = c.wheelNext
-                c.wheelNext = nil
-                c.wheelSlot = TimerWheel.unlinked
                 expiredAt[ObjectIdentifier(c)] = t
                 #expect(c.expires <= t && c.expires > t - step, "expired late/early: \(c.expires) at \(t)")
             }

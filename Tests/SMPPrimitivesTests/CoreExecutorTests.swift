@@ -23,6 +23,7 @@ import Testing
         let a = group.executor(for: 0)
         let b = group.executor(for: 1)
         #expect(b.call { b.isCurrent ? 42 : -1 } == 42)
+        #expect(group.call(on: 1) { CoreExecutor.current?.core ?? -1 } == 1)
         // From executor a to b (a drains its own mailbox while waiting),
         // and b calling back into a while a waits: no deadlock.
         let r = a.call { () -> Int in
@@ -41,6 +42,8 @@ import Testing
         let b = group.executor(for: 1)
         let v = await b.call { b.isCurrent ? 3 : 0 }
         #expect(v == 3)
+        let w = await group.call(on: 0) { CoreExecutor.current?.core ?? -1 }
+        #expect(w == 0)
         let onCore = await withTaskExecutorPreference(b) { () async -> Bool in
             // Suspend and resume a few times: every resumption is on b.
             var ok = b.isCurrent

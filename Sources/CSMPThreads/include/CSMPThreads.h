@@ -24,4 +24,14 @@ int smp_futex_wake(uint32_t *addr, int count);
 void *smp_current_executor(void);
 void smp_set_current_executor(void *executor);
 
+/// membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED): once per process,
+/// before smp_membarrier. Returns 0 or an errno value.
+int smp_membarrier_register(void);
+/// membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED): every other running
+/// thread of the process executes a full memory barrier before this
+/// returns (the heavy side of an asymmetric fence). Returns 0 or errno.
+int smp_membarrier(void);
+/// A compiler-only barrier (the light side of an asymmetric fence).
+static inline void smp_compiler_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
+
 #endif

@@ -1,0 +1,52 @@
+import Benchmark
+import SMPPrimitives
+
+/// Deferred work and mailboxes: the schedule, cancel and send/receive paths.
+func workerBenchmarks() {
+    // The coalesced path: the continuation is already pending (its delay is
+    // long), so every schedule is a fence and a load.
+    Benchmark("Continuation.scheduleCoalesced") { benchmark in
+        let group = CoreExecutorGroup(count: 1)
+        defer { group.shutdown(runPending: false) }
+        let c = Continuation(on: group.executor(for: 0)) {}
+        c.schedule(afterMilliseconds: 60_000)
+        var coalesced = 0
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            if !c.schedule(afterMilliseconds: 60_000) { coalesced &+= 1 }
+        }
+        benchmark.stopMeasurement()
+        blackHole(coalesced)
+    }
+    // A full pending period from another thread: schedule (idle -> pending,
+    // hand-off to the owner) then cancel (pending -> idle).
+    Benchmark("Continuation.scheduleCancel") { benchmark in
+        let group = CoreExecutorGroup(count: 1)
+        defer { group.shutdown(runPending: false) }
+        let c = Continuation(on: group.executor(for: 0)) {}
+        var n = 0
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            if c.schedule(afterMilliseconds: 60_000) { n &+= 1 }
+            if c.cancel() { n &+= 1 }
+        }
+        benchmark.stopMeasurement()
+        blackHole(n)
+    }
+    // One sender, one receiver on the same thread: post, then receive the
+    // batch every 64 messages (no cross-core traffic: the per-message cost).
+    Benchmark("Mailbox.postReceive64") { benchmark in
+        let mesh = MailboxMesh(cores: 2, capacity: 1024)
+        var sum: UInt = 0
+        benchmark.startMeasurement()
+        for i in benchmark.scaledIterations {
+            _ = mesh.post(MailboxMessage(UInt(i)), from: 0, to: 1)
+            if i & 63 == 63 {
+                _ = mesh.receive(at: 1, max: 64) { _, m in sum &+= m.a }
+            }
+        }
+        _ = mesh.receive(at: 1, max: 1024) { _, m in sum &+= m.a }
+        benchmark.stopMeasurement()
+        blackHole(sum)
+    }
+}

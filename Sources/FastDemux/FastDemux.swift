@@ -1,3 +1,0 @@
-/// FastDemux: the NetBSD "fast protocol and port demultiplexing" design on
-/// top of SMPPrimitives.
-public enum FastDemuxModule {}
