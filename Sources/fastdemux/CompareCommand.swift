@@ -40,6 +40,9 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "Socket receive-queue capacity.")
     var queueCapacity: Int = 256
 
+    @Flag(help: "Open loop: no per-connection window; socket queues overflow (queue_full drops) when the reader falls behind.")
+    var openLoop = false
+
     @Flag(help: "Also run each configuration with statistics off and report the throughput overhead of counting.")
     var overhead = false
 
@@ -93,6 +96,7 @@ struct CompareCommand: ParsableCommand {
                     c.packets = packets
                     c.queueCapacity = queueCapacity
                     c.statistics = !noStatistics
+                    c.flowControl = !openLoop
                     let r = runOrganization(c)
                     var off: Double?
                     if overhead {
@@ -129,7 +133,7 @@ struct CompareCommand: ParsableCommand {
 enum CompareTable {
     static func header(overhead: Bool) -> String {
         pad("organization", 18) + pad("grp", 5) + pad("conns", 7) + pad(overhead ? "Mpps on/off" : "Mpps", overhead ? 12 : 7)
-            + pad("stack", 7) + rest
+            + pad("stack", 7) + pad("cpu ns/p", 9) + rest
     }
 
     static let rest = ""
@@ -164,6 +168,7 @@ enum CompareTable {
         if let off = statsOffMpps { mpps += "/" + f(off, 2) }
         return pad(name(r), 18) + pad(String(r.groupCount), 5) + pad(String(r.configuration.connections), 7)
             + pad(mpps, statsOffMpps == nil ? 7 : 12) + pad(f(r.stackMpps, 2), 7)
+            + pad(f(r.stackCPUNanosecondsPerPacket, 0), 9)
             + pad(f(r.perDelivered(y.atomicRMWs), 2), 7) + pad(f(r.perDelivered(y.lockAcquisitions), 2), 7)
             + pad(f(r.perDelivered(y.contendedAcquisitions), 4), 8) + pad(f(cont, 1), 7)
             + pad(f(r.perDelivered(y.wakeups), 4), 8) + pad(f(r.perDelivered(s.contextSwitches), 4), 8)
@@ -204,6 +209,9 @@ enum CompareTable {
             ("stack_seconds", .double(r.stackSeconds)),
             ("stack_mpps", .double(r.stackMpps)),
             ("checked", .bool(r.checked)),
+            ("flow_control", .bool(r.configuration.flowControl)),
+            ("stack_cpu_ns_per_packet", .double(r.stackCPUNanosecondsPerPacket)),
+            ("reader_cpu_ns_per_delivered", .double(r.perDelivered(s.readerCPUNanoseconds))),
             ("statistics", .bool(r.configuration.statistics)),
             ("delivered", .int(r.delivered)),
             ("dropped", .object(s.stack.drops.byReason.map { ($0.0, .int($0.1)) })),

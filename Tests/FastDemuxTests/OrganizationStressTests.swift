@@ -39,6 +39,7 @@ struct OrganizationStressTests {
             c.churnFlows = round.churn
             c.queueCapacity = round.queueCapacity
             c.pinned = round.pinned
+            c.flowControl = round.queueCapacity != 16   // one open-loop round: queue_full drops
             c.packets = 12_000
             c.statistics = i != 2   // one round with counting off: same guarantees
             c.seed = 0x5eed &+ UInt64(i)

@@ -121,6 +121,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         let decode = setup.decode
         let switches = ThreadContextSwitches.now()
         lifecycle.started.wait()
+        let cpu0 = threadCPUNanoseconds()
         var idle = 0
         while true {
             OwnerControlRequest.applyAll(from: control, to: &table)
@@ -156,6 +157,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
             idle = 0
         }
         if counting { ThreadContextSwitches.record(since: switches, into: &delivery.stats) }
+        delivery.stats.stackCPUNanoseconds += threadCPUNanoseconds() - cpu0
         results[k] = delivery.stats
     }
 

@@ -150,6 +150,11 @@ public struct OrganizationStats: Sendable {
     public var parks = 0
     /// TCP ACKs decided by the stack.
     public var acks = 0
+    /// CPU time used by the stack's threads (input and core threads; the
+    /// reader's is kept apart), in nanoseconds: comparable across runs on a
+    /// busy, oversubscribed machine where wall-clock throughput is not.
+    public var stackCPUNanoseconds = 0
+    public var readerCPUNanoseconds = 0
 
     public init() {}
 
@@ -163,6 +168,8 @@ public struct OrganizationStats: Sendable {
         involuntaryContextSwitches += o.involuntaryContextSwitches
         parks += o.parks
         acks += o.acks
+        stackCPUNanoseconds += o.stackCPUNanoseconds
+        readerCPUNanoseconds += o.readerCPUNanoseconds
     }
 
     public var contextSwitches: Int { voluntaryContextSwitches + involuntaryContextSwitches }
@@ -204,6 +211,13 @@ struct ThreadContextSwitches {
         stats.voluntaryContextSwitches += end.voluntary - start.voluntary
         stats.involuntaryContextSwitches += end.involuntary - start.involuntary
     }
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+func threadCPUNanoseconds() -> Int {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 /// A pthread mutex in its own allocation (never moved), taken try-lock

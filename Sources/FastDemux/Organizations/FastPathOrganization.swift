@@ -100,6 +100,7 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
         var stats = OrganizationStats()
         let switches = ThreadContextSwitches.now()
         lifecycle.started.wait()
+        let cpu0 = threadCPUNanoseconds()
         var idle = 0
         while true {
             let stopping = lifecycle.stop.load(ordering: .acquiring)
@@ -136,6 +137,7 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
         if counting { ThreadContextSwitches.record(since: switches, into: &stats) }
         stats.stack.merge(ctx.stats)
         stats.acks += ctx.stats.immediateACKs
+        stats.stackCPUNanoseconds += threadCPUNanoseconds() - cpu0
         results[k] = stats
     }
 

@@ -28,7 +28,16 @@ public struct OrganizationRunConfiguration: Sendable {
     /// Extra connections connected and closed during the traffic.
     public var churnFlows = 0
     /// Socket receive-queue capacity.
-    public var queueCapacity = 1024
+    public var queueCapacity = 256
+    /// Flow control (a TCP receive window in miniature): the traffic source
+    /// does not offer segment n of a connection before the reader has
+    /// taken segment n − window, with window = `queueCapacity`, so socket
+    /// queues never overflow and every run measures delivered throughput
+    /// instead of load shedding. Applied by the source, before the stack,
+    /// identically for every organization. Off: open loop (queue-full drops
+    /// when the reader falls behind). Churn connections are never
+    /// flow-controlled (their packets may be dropped unseen).
+    public var flowControl = true
     public var pinned = true
     public var seed: UInt64 = 0x0c0f_fee5
 
@@ -67,6 +76,10 @@ public struct OrganizationRunResult: Sendable {
     /// Offered packets per second through the stack, in millions
     /// (drops included: a stack that drops at full queues looks fast here).
     public var stackMpps: Double { stackSeconds > 0 ? Double(offered) / stackSeconds / 1e6 : 0 }
+    /// CPU time of the stack's threads per offered packet.
+    public var stackCPUNanosecondsPerPacket: Double {
+        offered > 0 ? Double(stats.stackCPUNanoseconds) / Double(offered) : 0
+    }
     /// `value / delivered`.
     public func perDelivered(_ value: Int) -> Double { DemuxStats.perDelivered(value, delivered: delivered) }
 }
@@ -181,9 +194,11 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
     let barrier = SpinBarrier(parties: parties)
     let done = RunFlag()
     let reader = ReaderReport()
+    // Per flow: segments the reader has taken (reader stores, sources load).
+    let window = FlowWindow(flows: flows)
     let readerThread = PinnedThread(cpu: readerCPU >= 0 ? readerCPU : nil, name: "org-reader") { [slotFlow] in
         readAll(readySet: readySet, sockets: socketRefs, slotFlow: slotFlow, flows: flows,
-                capacity: c.queueCapacity, barrier: barrier, done: done, report: reader)
+                capacity: c.queueCapacity, barrier: barrier, done: done, window: window, report: reader)
     }
     let inputReports = (0..<inputs).map { _ in InputReport() }
     var inputThreads: [PinnedThread] = []
@@ -199,18 +214,38 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
             let burst = UnsafeMutablePointer<DemuxPacket>.allocate(capacity: 32)
             defer { burst.deallocate() }
             let words = traffic.words[t]
+            let limit = c.flowControl ? c.queueCapacity : Int.max
+            let controlled = c.connections
             barrier.wait()
+            let cpu0 = threadCPUNanoseconds()
             ctx.begin()
             var i = 0, bursts = 0
             while i < count {
-                let n = min(32, count - i)
-                for j in 0..<n { burst[j] = decode(words[i + j]) }
-                ctx.deliver(UnsafeBufferPointer(start: burst, count: n))
-                i += n
+                var m = 0
+                let end = min(count, i + 32)
+                while i < end {
+                    let w = words[i]
+                    if limit != Int.max {
+                        let (f, seq) = OrganizationTraffic.decode(w)
+                        if f < controlled && !window.hasRoom(flow: f, segment: Int(seq), window: limit) {
+                            // Hand over what is built so far (the reader may
+                            // be waiting for it), then wait for the window.
+                            if m > 0 { ctx.deliver(UnsafeBufferPointer(start: burst, count: m)) }
+                            m = 0
+                            ctx.quiescent()
+                            window.waitForRoom(flow: f, segment: Int(seq), window: limit)
+                        }
+                    }
+                    burst[m] = decode(w)
+                    m += 1
+                    i += 1
+                }
+                if m > 0 { ctx.deliver(UnsafeBufferPointer(start: burst, count: m)) }
                 bursts &+= 1
                 if bursts & 7 == 0 { ctx.quiescent() }
             }
             rep.stats = ctx.end()
+            rep.stats.stackCPUNanoseconds += threadCPUNanoseconds() - cpu0
             rep.offered = count
         })
     }
@@ -289,6 +324,9 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
     if c.churnFlows == 0 && s.drops.total != s.drops[.queueFull] {
         failures.append("unexpected drops \(s.drops.byReason)")
     }
+    if c.flowControl && s.drops[.queueFull] > 0 {
+        failures.append("flow control on, yet \(s.drops[.queueFull]) queue_full drops")
+    }
     if result.orderErrors > 0 { failures.append("\(result.orderErrors) per-flow order errors at the reader") }
     if result.misdelivered > 0 { failures.append("\(result.misdelivered) packets at the wrong socket") }
     if s.drops[.queueFull] == 0 && outOfSequence > 0 { failures.append("\(outOfSequence) TCP segments out of sequence") }
@@ -309,6 +347,41 @@ private final class InputBox: @unchecked Sendable {
     // @unchecked Sendable: the context moves to one thread and stays there.
     let input: any OrganizationInput
     init(_ input: any OrganizationInput) { self.input = input }
+}
+
+/// The flow-control state: per flow, the number of segments the reader
+/// has taken.
+private final class FlowWindow: @unchecked Sendable {
+    // @unchecked Sendable: raw memory of atomics.
+    let taken: UnsafeMutablePointer<Atomic<Int>>
+    let count: Int
+
+    init(flows: Int) {
+        count = flows
+        taken = .allocate(capacity: flows)
+        for i in 0..<flows { (taken + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        taken.deinitialize(count: count)
+        taken.deallocate()
+    }
+
+    /// Source side: whether segment `segment` of `flow` fits in the window.
+    @inline(__always)
+    func hasRoom(flow: Int, segment: Int, window: Int) -> Bool {
+        // Relaxed: only a pacing decision; no data is read on its strength.
+        segment - taken[flow].load(ordering: .relaxed) < window
+    }
+
+    /// Source side: waits (spinning, then yielding) until it fits.
+    func waitForRoom(flow: Int, segment: Int, window: Int) {
+        var spins = 0
+        while segment - taken[flow].load(ordering: .relaxed) >= window {
+            spins &+= 1
+            if spins & 15 == 0 { sched_yield() } else { spinLoopHint() }
+        }
+    }
 }
 
 private final class RunFlag: Sendable {
@@ -339,13 +412,15 @@ private final class ReaderReport: @unchecked Sendable {
 /// ready socket), checks flow and per-flow order; parks after a spell of
 /// empty scans.
 private func readAll(readySet: SocketReadySet, sockets: [Unmanaged<Socket>], slotFlow: [Int], flows: Int,
-                     capacity: Int, barrier: SpinBarrier, done: RunFlag, report: ReaderReport) {
+                     capacity: Int, barrier: SpinBarrier, done: RunFlag, window: FlowWindow,
+                     report: ReaderReport) {
     var delivered = [Int](repeating: 0, count: flows)
     var last = [Int](repeating: -1, count: flows)
     var stats = OrganizationStats()
     var orderErrors = 0, misdelivered = 0
     barrier.wait()
     let switches = ThreadContextSwitches.now()
+    let cpu0 = threadCPUNanoseconds()
     var idle = 0
     while true {
         let finished = done.value.load(ordering: .acquiring)
@@ -362,6 +437,7 @@ private func readAll(readySet: SocketReadySet, sockets: [Unmanaged<Socket>], slo
                 }
             }
             last[f] = l
+            if got > 0 { window.taken[f].store(l + 1, ordering: .relaxed) }
             delivered[f] &+= got
             found &+= got
             stats.socketQueueConsumer.queueOps &+= 1
@@ -384,6 +460,7 @@ private func readAll(readySet: SocketReadySet, sockets: [Unmanaged<Socket>], slo
     }
     report.endNanos = monotonicNanos()
     ThreadContextSwitches.record(since: switches, into: &stats)
+    stats.readerCPUNanoseconds = threadCPUNanoseconds() - cpu0
     report.stats = stats
     report.delivered = delivered
     report.orderErrors = orderErrors
