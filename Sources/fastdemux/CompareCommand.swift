@@ -40,6 +40,9 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "Socket receive-queue capacity.")
     var queueCapacity: Int = 256
 
+    @Option(help: "Runs per configuration; the run with the median throughput is reported (all must pass their checks).")
+    var `repeat`: Int = 1
+
     @Flag(help: "Open loop: no per-connection window; socket queues overflow (queue_full drops) when the reader falls behind.")
     var openLoop = false
 
@@ -73,6 +76,7 @@ struct CompareCommand: ParsableCommand {
         _ = try parsedList(groups, name: "groups")
         if inputThreads < 1 || inputThreads > 64 { throw ValidationError("--input-threads: 1...64") }
         if coreThreads < 1 || coreThreads > 64 { throw ValidationError("--core-threads: 1...64") }
+        if `repeat` < 1 || `repeat` > 99 { throw ValidationError("--repeat: 1...99") }
         if packets < 1 { throw ValidationError("--packets must be positive") }
         if queueCapacity < 2 { throw ValidationError("--queue-capacity must be at least 2") }
     }
@@ -97,18 +101,24 @@ struct CompareCommand: ParsableCommand {
                     c.queueCapacity = queueCapacity
                     c.statistics = !noStatistics
                     c.flowControl = !openLoop
-                    let r = runOrganization(c)
-                    var off: Double?
-                    if overhead {
-                        var c2 = c
-                        c2.statistics = false
-                        let r2 = runOrganization(c2)
-                        if !r2.checked { failed = true }
-                        off = r2.mpps
+                    // Interleaved (on, off, on, off, ...) so that drifts in
+                    // machine load hit both alike; medians of each.
+                    var on: [OrganizationRunResult] = []
+                    var offRuns: [OrganizationRunResult] = []
+                    for _ in 0..<`repeat` {
+                        on.append(runOrganization(c))
+                        if overhead {
+                            var c2 = c
+                            c2.statistics = false
+                            offRuns.append(runOrganization(c2))
+                        }
                     }
-                    if !r.checked { failed = true }
+                    if on.contains(where: { !$0.checked }) || offRuns.contains(where: { !$0.checked }) { failed = true }
+                    var r = median(on)
+                    if let bad = on.first(where: { !$0.checked }) { r = bad }
+                    let off = offRuns.isEmpty ? nil : median(offRuns).mpps
                     if json {
-                        print(CompareTable.json(r, statsOffMpps: off).rendered)
+                        print(CompareTable.json(r, statsOffMpps: off, runs: `repeat`).rendered)
                     } else {
                         print(CompareTable.row(r, statsOffMpps: off))
                         for f in r.failures { print("  FAILED: \(f)") }
@@ -127,6 +137,11 @@ struct CompareCommand: ParsableCommand {
         }
         if failed { throw ExitCode(1) }
     }
+}
+
+/// The run with the median delivered throughput.
+func median(_ runs: [OrganizationRunResult]) -> OrganizationRunResult {
+    runs.sorted { $0.mpps < $1.mpps }[runs.count / 2]
 }
 
 /// Rendering of compare results.
@@ -194,7 +209,7 @@ enum CompareTable {
         ])
     }
 
-    static func json(_ r: OrganizationRunResult, statsOffMpps: Double?) -> JSONValue {
+    static func json(_ r: OrganizationRunResult, statsOffMpps: Double?, runs: Int = 1) -> JSONValue {
         let s = r.stats, y = s.stack.sync
         func per(_ v: Int) -> JSONValue { .double((r.perDelivered(v) * 10_000).rounded() / 10_000) }
         var o: [(String, JSONValue)] = [
@@ -213,6 +228,7 @@ enum CompareTable {
             ("stack_cpu_ns_per_packet", .double(r.stackCPUNanosecondsPerPacket)),
             ("reader_cpu_ns_per_delivered", .double(r.perDelivered(s.readerCPUNanoseconds))),
             ("statistics", .bool(r.configuration.statistics)),
+            ("runs", .int(runs)),
             ("delivered", .int(r.delivered)),
             ("dropped", .object(s.stack.drops.byReason.map { ($0.0, .int($0.1)) })),
             ("drained_at_close", .int(r.drainedAtClose)),
