@@ -32,6 +32,7 @@ struct OrganizationStressTests {
 
     @Test("conservation, per-flow order and churn", arguments: OrganizationKind.allCases)
     func conservationOrderChurn(kind: OrganizationKind) {
+        var churnDelivered = 0
         for (i, round) in Self.rounds.enumerated() {
             var c = OrganizationRunConfiguration(kind: kind, connections: round.connections)
             c.inputThreads = round.inputs
@@ -51,7 +52,10 @@ struct OrganizationStressTests {
             #expect(r.delivered + r.stats.stack.drops.total + r.drainedAtClose == r.offered)
             // Churn flows get traffic before they connect and after they close.
             #expect(round.churn == 0 || r.stats.stack.drops[.noSocket] > 0)
+            churnDelivered += r.churnDelivered
         }
+        // ... and, while connected, some of it reached them.
+        #expect(churnDelivered > 0)
     }
 
     /// Each organization pays for synchronization where its design says it

@@ -67,6 +67,8 @@ public struct OrganizationRunResult: Sendable {
     public var stats = OrganizationStats()
     public var orderErrors = 0
     public var misdelivered = 0
+    /// Packets the reader received on churn connections (while attached).
+    public var churnDelivered = 0
     /// Violations found by the checks (empty: checked).
     public var failures: [String] = []
 
@@ -301,6 +303,7 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
     demux.table.close(sockets)
     result.drainedAtClose = demux.table.packetsDrainedAtTeardown
     result.delivered = reader.delivered.reduce(0, +)
+    result.churnDelivered = reader.delivered[c.connections...].reduce(0, +)
     result.orderErrors = reader.orderErrors
     result.misdelivered = reader.misdelivered
     result.stats = stats
