@@ -447,6 +447,8 @@ final class SocketDelivery {
             if counting { stats.stack.socketQueue.batchSizes.record(touchedRuns[i]) }
             Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: touched[i])!)._withUnsafeGuaranteedRef { s in
                 if s.readySetBits != 0 {
+                    // Ring a set's reader once per run of sockets of that set.
+                    if lastSet != 0 && lastSet != s.readySetBits { ringSet(lastSet) }
                     Unmanaged<SocketReadySet>.fromOpaque(UnsafeRawPointer(bitPattern: s.readySetBits)!)
                         ._withUnsafeGuaranteedRef { set in
                             if set.markReady(slot: s.readySlot) && counting {
@@ -464,15 +466,18 @@ final class SocketDelivery {
                 }
             }
         }
-        if lastSet != 0 {
-            Unmanaged<SocketReadySet>.fromOpaque(UnsafeRawPointer(bitPattern: lastSet)!)._withUnsafeGuaranteedRef { set in
-                if set.wakeup.isArmed && set.wakeup.ring() && counting {
-                    stats.stack.sync.atomicRMWs &+= 1
-                    stats.stack.sync.lockAcquisitions &+= 1
-                    stats.stack.sync.threadWakeups &+= 1
-                }
+        if lastSet != 0 { ringSet(lastSet) }
+        touchedCount = 0
+    }
+
+    /// Wakes a ready set's reader if it parked.
+    private func ringSet(_ bits: UInt) {
+        Unmanaged<SocketReadySet>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!)._withUnsafeGuaranteedRef { set in
+            if set.wakeup.isArmed && set.wakeup.ring() && counting {
+                stats.stack.sync.atomicRMWs &+= 1
+                stats.stack.sync.lockAcquisitions &+= 1
+                stats.stack.sync.threadWakeups &+= 1
             }
         }
-        touchedCount = 0
     }
 }

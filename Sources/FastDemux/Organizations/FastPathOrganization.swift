@@ -114,8 +114,7 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
                 ctx.quiescent()
                 if counting {
                     stats.coreQueueConsumer.queueOps &+= 1
-                    stats.coreQueueConsumer.batchSizes.record(n)
-                    stats.stack.sync.atomicRMWs &+= 0   // the drain publishes with a store, no RMW
+                    stats.coreQueueConsumer.batchSizes.record(n)   // (the drain publishes with a store: no RMW)
                 }
                 idle = 0
                 continue
