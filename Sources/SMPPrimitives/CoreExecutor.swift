@@ -44,6 +44,11 @@ public final class CoreExecutor: @unchecked Sendable {
     private let pollersVersion = Atomic<Int>(0)
     /// 0 running, 1 stop (run pending continuations once), 2 stop (cancel them).
     private let stopRequest = Atomic<Int>(0)
+    /// Set once the thread has ended and its leftovers were collected: from
+    /// then on nobody will take the hand-off stack, so ``handOff(_:delay:)``
+    /// must not leave a retained continuation on it (a continuation holds
+    /// its executor strongly: that would be a reference cycle).
+    private let closed = Atomic<Bool>(false)
     private let finished = Atomic<Bool>(false)
     /// True while the executor is parked for at most one timer tick.
     private let tickParked = Atomic<Bool>(false)
@@ -221,8 +226,31 @@ public final class CoreExecutor: @unchecked Sendable {
         // An executor parked for at most one tick wakes by itself before a
         // continuation delayed by a tick or more is due (it files it then,
         // at most one tick late): no wake-up system call. Otherwise ring.
+        // Dekker with collectLeftovers: it stores `closed` then empties the
+        // stack; we push (sequentially consistent) then load `closed`. Either
+        // it sees our node, or we see `closed` and empty the stack ourselves.
+        if closed.load(ordering: .sequentiallyConsistent) {
+            _ = releaseHandoffsAfterClose()
+            return
+        }
         if delay > 0 && tickParked.load(ordering: .sequentiallyConsistent) { return }
         doorbell.ring()
+    }
+
+    /// Takes the whole hand-off stack and cancels and releases each
+    /// continuation on it. Only once the executor thread is gone. Concurrent
+    /// callers are fine: the exchange gives each node to exactly one caller.
+    /// - Returns: how many pending runs were cancelled.
+    private func releaseHandoffsAfterClose() -> Int {
+        var cancelled = 0
+        var p = handoffHead.exchange(nil, ordering: .acquiring)
+        while let raw = p {
+            let c = Unmanaged<Continuation>.fromOpaque(raw)
+            p = c._withUnsafeGuaranteedRef { $0.handoffNext }
+            if c._withUnsafeGuaranteedRef({ $0.cancel() }) { cancelled += 1 }
+            c.release()
+        }
+        return cancelled
     }
 
     // MARK: - the loop (executor thread only)
@@ -558,13 +586,8 @@ public final class CoreExecutor: @unchecked Sendable {
             return q
         }
         r.foreignJobsUndelivered += jobs.count
-        var p = handoffHead.exchange(nil, ordering: .acquiring)
-        while let raw = p {
-            let c = Unmanaged<Continuation>.fromOpaque(raw)
-            p = c._withUnsafeGuaranteedRef { $0.handoffNext }
-            if c._withUnsafeGuaranteedRef({ $0.cancel() }) { r.continuationsCancelled += 1 }
-            c.release()
-        }
+        closed.store(true, ordering: .sequentiallyConsistent)
+        r.continuationsCancelled += releaseHandoffsAfterClose()
         report.withLock { $0 = r }
         return r
     }

@@ -1,0 +1,32 @@
+import SMPPrimitives
+import Synchronization
+import Testing
+
+/// The README's "Using SMPPrimitives alone" example, verbatim, so the
+/// documentation cannot drift from the API.
+@Suite struct ReadmeExampleTests {
+    @Test func readmeExampleWorks() {
+        let q = PCQ<UInt>(capacity: 256)
+        _ = q.put(42)
+        var drained: [UInt] = []
+        q.drain(max: 64) { item in drained.append(item) }
+        #expect(drained == [42])
+
+        let table = RCUHashTable<UInt64, Memb>(initialBucketCount: 1024)
+        _ = table.insert(7, value: 700)
+        Memb.registerThread()
+        let v = Memb.withReadSection { table.lookup(7) }
+        _ = table.remove(7)
+        Memb.unregisterThread()
+        #expect(v == 700)
+
+        let ran = Atomic<Int>(0)
+        let cores = CoreExecutorGroup()
+        let flush = Continuation(on: cores.executor(for: 1)) { ran.add(1, ordering: .relaxed) }
+        #expect(flush.schedule(afterMilliseconds: 10))
+        let answer = cores.call(on: 1) { 6 * 7 }
+        cores.shutdown()
+        #expect(answer == 42)
+        #expect(ran.load(ordering: .relaxed) == 1)
+    }
+}
