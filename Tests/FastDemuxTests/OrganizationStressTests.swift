@@ -76,7 +76,7 @@ struct OrganizationStressTests {
             // The table lock and the connection lock for every packet.
             #expect(y.lockAcquisitions >= 2 * offered)
             #expect(s.coreQueue.queueOps == 0)
-        case .connpL:
+        case .connpL, .connpLBatched:
             #expect(y.lockAcquisitions >= offered / 32)   // at least one per group run of a burst
             #expect(y.lockAcquisitions <= offered + y.threadWakeups)
             #expect(s.coreQueue.queueOps == 0)

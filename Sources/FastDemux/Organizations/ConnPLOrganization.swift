@@ -15,15 +15,18 @@ import SMPPrimitives
 final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
     // @unchecked Sendable: group g's table is only touched while holding
     // group g's pthread mutex.
-    let kind = OrganizationKind.connpL
+    let kind: OrganizationKind
+    let batched: Bool
     let groupCount: Int
     var coreThreadCount: Int { 0 }
     let setup: OrganizationSetup
     let locks: UnsafeMutablePointer<pthread_mutex_t>
     let tables: UnsafeMutablePointer<FlowMap>
 
-    init(setup: OrganizationSetup) {
+    init(setup: OrganizationSetup, batched: Bool) {
         self.setup = setup
+        self.batched = batched
+        kind = batched ? .connpLBatched : .connpL
         groupCount = setup.groups
         locks = CountedLock.allocate(count: groupCount)
         tables = .allocate(capacity: groupCount)
@@ -68,16 +71,42 @@ final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
         let delivery: SocketDelivery
         let counting: Bool
         var switches = ThreadContextSwitches()
+        /// Batched mode, per chunk: each packet's group (-1 once delivered)
+        /// and resolved socket bits.
+        static let chunk = 64
+        let groupOf: UnsafeMutablePointer<Int>
+        let resolved: UnsafeMutablePointer<UInt>
+        let members: UnsafeMutablePointer<Int>
+        var warmSink: UInt = 0
 
         init(org: ConnPLOrganization, cpu: Int) {
             self.org = org
             counting = org.setup.statistics
             delivery = SocketDelivery(cpu: cpu, counting: counting)
+            groupOf = .allocate(capacity: Self.chunk)
+            resolved = .allocate(capacity: Self.chunk)
+            members = .allocate(capacity: Self.chunk)
+        }
+
+        deinit {
+            groupOf.deallocate()
+            resolved.deallocate()
+            members.deallocate()
         }
 
         func begin() { if counting { switches = .now() } }
 
         func deliver(_ burst: UnsafeBufferPointer<DemuxPacket>) {
+            if org.batched {
+                var start = 0
+                while start < burst.count {
+                    let n = min(Self.chunk, burst.count - start)
+                    deliverBatched(UnsafeBufferPointer(rebasing: burst[start..<(start + n)]))
+                    start += n
+                }
+                delivery.publishReadiness()
+                return
+            }
             var held = -1
             for p in burst {
                 delivery.stats.stack.offered &+= 1
@@ -97,6 +126,42 @@ final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
             // Outside the lock: the sockets outlive the traffic (the
             // organization's contract), a closed one just has nothing to read.
             delivery.publishReadiness()
+        }
+
+        /// One chunk, group by group in order of first appearance; within a
+        /// group in arrival order (a flow belongs to one group, so per-flow
+        /// order holds). Under the group lock: all lookups, then a touch of
+        /// every socket, then the deliveries, so the misses overlap.
+        func deliverBatched(_ burst: UnsafeBufferPointer<DemuxPacket>) {
+            let n = burst.count
+            for i in 0..<n { groupOf[i] = org.group(of: burst[i].key) }
+            var sink: UInt = 0
+            for i in 0..<n where groupOf[i] >= 0 {
+                let g = groupOf[i]
+                var m = 0
+                for j in i..<n where groupOf[j] == g {
+                    members[m] = j
+                    m += 1
+                    groupOf[j] = -1
+                }
+                CountedLock.lock(org.locks + g, &delivery.stats.stack.sync, counting: counting)
+                for k in 0..<m { resolved[k] = org.tables[g].lookup(burst[members[k]].key) ?? 0 }
+                for k in 0..<m where resolved[k] != 0 {
+                    Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: resolved[k])!)._withUnsafeGuaranteedRef { s in
+                        sink &+= UInt(s.stateWord.load(ordering: .relaxed)) &+ UInt(s.queue.capacity)
+                    }
+                }
+                for k in 0..<m {
+                    delivery.stats.stack.offered &+= 1
+                    if resolved[k] != 0 {
+                        delivery.deliver(burst[members[k]], socketBits: resolved[k])
+                    } else {
+                        delivery.stats.stack.drops.record(.noSocket)
+                    }
+                }
+                release(g)
+            }
+            warmSink &+= sink
         }
 
         @inline(__always)

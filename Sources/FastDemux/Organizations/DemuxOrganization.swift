@@ -27,6 +27,11 @@ public enum OrganizationKind: String, CaseIterable, Sendable, CustomStringConver
     /// Connection-parallel, locks: connections hashed to groups, each with
     /// its own lock; the input thread takes the group lock and does the work.
     case connpL = "connp-l"
+    /// ConnP-L delivering a burst group by group in passes (lock the group,
+    /// look up all its packets of the burst, touch their sockets, then
+    /// enqueue), so that cache misses overlap as in the fast path's batch
+    /// delivery. Not in the paper: the control for the fast path's batching.
+    case connpLBatched = "connp-l-batched"
     /// The lock-free fast path (RCU lookup, PCQ socket queues), run directly
     /// on the input thread.
     case fastpath
@@ -37,7 +42,7 @@ public enum OrganizationKind: String, CaseIterable, Sendable, CustomStringConver
     public var description: String { rawValue }
 
     /// Whether the number of connection groups is a parameter.
-    public var usesGroups: Bool { self == .connpL }
+    public var usesGroups: Bool { self == .connpL || self == .connpLBatched }
 }
 
 /// Turns a packet word into the parsed packet (the "parser" every
@@ -180,7 +185,8 @@ public func makeOrganization(_ kind: OrganizationKind, setup: OrganizationSetup)
     switch kind {
     case .msgp: return MsgPOrganization(setup: setup)
     case .connpT: return ConnPTOrganization(setup: setup)
-    case .connpL: return ConnPLOrganization(setup: setup)
+    case .connpL: return ConnPLOrganization(setup: setup, batched: false)
+    case .connpLBatched: return ConnPLOrganization(setup: setup, batched: true)
     case .fastpath: return FastPathOrganization(setup: setup, deferred: false)
     case .fastpathDeferred: return FastPathOrganization(setup: setup, deferred: true)
     }
