@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <stddef.h>
@@ -42,4 +43,13 @@ int smp_tun_open(const char *name, char *actual_name, int nonblocking) {
         actual_name[IFNAMSIZ - 1] = 0;
     }
     return fd;
+}
+
+int smp_enter_netns(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = setns(fd, CLONE_NEWNET);
+    int e = errno;
+    close(fd);
+    return rc == 0 ? 0 : -e;
 }

@@ -27,5 +27,8 @@ int smp_recvmmsg(int fd, struct smp_mmsghdr *msgs, unsigned int count, int flags
 /// Writes the interface name (16 bytes incl. NUL) to `actual_name` if not
 /// NULL. Returns the file descriptor, or -errno.
 int smp_tun_open(const char *name, char *actual_name, int nonblocking);
+/// Moves the calling thread (only) into the network namespace at `path`
+/// (e.g. /run/netns/NAME). Needs CAP_SYS_ADMIN. Returns 0 or -errno.
+int smp_enter_netns(const char *path);
 
 #endif
