@@ -11,7 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include "CSMPThreads.h"
+#include "CSMPNet.h"
 
 // smp_mmsghdr mirrors struct mmsghdr so the pointer can be passed through.
 _Static_assert(sizeof(struct smp_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr layout");
