@@ -1,0 +1,51 @@
+/// RFC 1071 Internet checksum helpers for optional verification.
+@usableFromInline
+enum Checksum {
+    /// One's-complement partial sum (not yet folded) of `count` bytes from
+    /// `from`, as big-endian 16-bit words; an odd last byte is padded with
+    /// zero. The caller guarantees the range is inside `bytes`.
+    static func sum(_ bytes: UnsafeRawBufferPointer, from: Int, count: Int) -> UInt32 {
+        var total: UInt64 = 0
+        var i = from
+        let end = from + count
+        while i + 2 <= end {
+            total &+= UInt64(bytes.loadUnaligned(fromByteOffset: i, as: UInt16.self).bigEndian)
+            i += 2
+        }
+        if i < end { total &+= UInt64(bytes[i]) << 8 }
+        while total > 0xffff_ffff { total = (total & 0xffff_ffff) &+ (total >> 32) }
+        return partial(UInt32(total))
+    }
+
+    /// Sum of an address's 16-bit words.
+    static func sum(address a: IPAddress) -> UInt32 {
+        @inline(__always)
+        func words(_ w: UInt64) -> UInt32 {
+            UInt32(truncatingIfNeeded: w >> 48) &+ UInt32(truncatingIfNeeded: (w >> 32) & 0xffff)
+                &+ UInt32(truncatingIfNeeded: (w >> 16) & 0xffff) &+ UInt32(truncatingIfNeeded: w & 0xffff)
+        }
+        return words(a.high) &+ words(a.low)
+    }
+
+    /// Keeps a 32-bit partial sum from overflowing later additions.
+    @inline(__always)
+    static func partial(_ x: UInt32) -> UInt32 { (x & 0xffff) &+ (x >> 16) }
+
+    /// The pseudo-header sum: addresses (already summed), protocol and the
+    /// upper-layer length (32 bits, for IPv6 jumbograms).
+    static func pseudoHeader(addressSum: UInt32, protocol proto: UInt8, length: Int) -> UInt32 {
+        partial(addressSum) &+ UInt32(proto) &+ UInt32(truncatingIfNeeded: (length >> 16) & 0xffff)
+            &+ UInt32(truncatingIfNeeded: length & 0xffff)
+    }
+
+    @inline(__always)
+    static func fold16(_ x: UInt32) -> UInt16 {
+        var s = x
+        while s > 0xffff { s = (s & 0xffff) &+ (s >> 16) }
+        return UInt16(s)
+    }
+
+    /// Folds a partial sum and complements it: 0 means "verifies".
+    @inline(__always)
+    static func fold(_ x: UInt32) -> UInt16 { ~fold16(x) }
+}

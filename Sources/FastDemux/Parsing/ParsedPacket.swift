@@ -1,0 +1,104 @@
+/// TCP flag bits (the low 9 bits of header bytes 12...13).
+@frozen
+public struct TCPFlags: OptionSet, Sendable, BitwiseCopyable, Hashable {
+    public var rawValue: UInt16
+    @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    public static let fin = TCPFlags(rawValue: 0x001)
+    public static let syn = TCPFlags(rawValue: 0x002)
+    public static let rst = TCPFlags(rawValue: 0x004)
+    public static let psh = TCPFlags(rawValue: 0x008)
+    public static let ack = TCPFlags(rawValue: 0x010)
+    public static let urg = TCPFlags(rawValue: 0x020)
+    public static let ece = TCPFlags(rawValue: 0x040)
+    public static let cwr = TCPFlags(rawValue: 0x080)
+    public static let ae = TCPFlags(rawValue: 0x100)
+}
+
+/// The TCP header fields the demultiplexer's fast path needs.
+@frozen
+public struct TCPSegmentInfo: Sendable, BitwiseCopyable, Hashable {
+    public var sequenceNumber: UInt32
+    public var acknowledgmentNumber: UInt32
+    public var flags: TCPFlags
+    public var window: UInt16
+
+    @inlinable
+    public init(sequenceNumber: UInt32, acknowledgmentNumber: UInt32, flags: TCPFlags, window: UInt16) {
+        self.sequenceNumber = sequenceNumber
+        self.acknowledgmentNumber = acknowledgmentNumber
+        self.flags = flags
+        self.window = window
+    }
+}
+
+/// A frame that carries a TCP segment or UDP datagram directly in its
+/// outermost IP header, with the offsets needed to hand its payload to a
+/// socket. All offsets are from the start of the captured frame.
+///
+/// A plain value (`BitwiseCopyable`); it refers to the frame's bytes only
+/// by offset, so it stays valid however the bytes are moved.
+@frozen
+public struct ParsedPacket: Sendable, BitwiseCopyable {
+    /// The directed 5-tuple.
+    public var flow: FlowKey
+    /// Offset of the outermost IPv4/IPv6 header.
+    public var networkOffset: Int
+    /// Offset of the TCP/UDP header.
+    public var transportOffset: Int
+    /// Offset of the transport payload.
+    public var payloadOffset: Int
+    /// Payload length according to the headers (IP total length, UDP
+    /// length); may exceed ``capturedPayloadLength`` in a snaplen-truncated
+    /// capture or a first fragment.
+    public var payloadLength: Int
+    /// Payload bytes actually present in the frame, from ``payloadOffset``.
+    public var capturedPayloadLength: Int
+    /// TCP header fields; `nil` for UDP.
+    public var tcp: TCPSegmentInfo?
+    /// The first fragment (offset 0, more-fragments or an IPv6 fragment
+    /// header) of a fragmented datagram: the ports are real, the payload is
+    /// partial.
+    public var isFirstFragment: Bool
+    /// The frame was cut short by the capture snaplen (caplen < len) within
+    /// the IP datagram.
+    public var isTruncated: Bool
+
+    @inlinable
+    public init(flow: FlowKey, networkOffset: Int, transportOffset: Int, payloadOffset: Int,
+                payloadLength: Int, capturedPayloadLength: Int, tcp: TCPSegmentInfo?,
+                isFirstFragment: Bool, isTruncated: Bool) {
+        self.flow = flow
+        self.networkOffset = networkOffset
+        self.transportOffset = transportOffset
+        self.payloadOffset = payloadOffset
+        self.payloadLength = payloadLength
+        self.capturedPayloadLength = capturedPayloadLength
+        self.tcp = tcp
+        self.isFirstFragment = isFirstFragment
+        self.isTruncated = isTruncated
+    }
+}
+
+/// The outcome of ``PacketParser/parse(_:linkType:wireLength:)``.
+@frozen
+public enum ParseResult: Sendable, BitwiseCopyable {
+    /// To be delivered to the TCP/UDP socket matching `packet.flow`.
+    case packet(ParsedPacket)
+    /// Not for a TCP/UDP socket, or malformed; count it under the reason.
+    case dropped(DropReason)
+
+    /// The parsed packet, or `nil` if dropped.
+    @inlinable
+    public var packet: ParsedPacket? {
+        if case .packet(let p) = self { return p }
+        return nil
+    }
+
+    /// The drop reason, or `nil` if delivered.
+    @inlinable
+    public var dropReason: DropReason? {
+        if case .dropped(let r) = self { return r }
+        return nil
+    }
+}
