@@ -25,3 +25,32 @@ void smp_set_current_thread_name(const char *name) {
     buf[sizeof buf - 1] = 0;
     pthread_setname_np(pthread_self(), buf);
 }
+
+// ---- futex parking and the executor thread-local (CoreExecutor) ----
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int smp_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts;
+    struct timespec *tp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = (time_t)(timeout_ns / 1000000000);
+        ts.tv_nsec = (long)(timeout_ns % 1000000000);
+        tp = &ts;
+    }
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, tp, NULL, 0);
+    return r == 0 ? 0 : errno;
+}
+
+int smp_futex_wake(uint32_t *addr, int count) {
+    return (int)syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, count, NULL, NULL, 0);
+}
+
+static _Thread_local void *smp_current_executor_slot;
+
+void *smp_current_executor(void) { return smp_current_executor_slot; }
+void smp_set_current_executor(void *executor) { smp_current_executor_slot = executor; }

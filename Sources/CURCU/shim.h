@@ -16,4 +16,38 @@
 /// caa_cpu_relax() is a macro ("rep; nop" on x86, PAUSE): a spin-wait hint.
 static inline void curcu_cpu_relax(void) { caa_cpu_relax(); }
 
+/* call-rcu.h is guarded by one include guard, so only the first flavour
+ * included (QSBR) got its call_rcu/barrier declared; these are memb's. */
+void urcu_memb_call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *head));
+void urcu_memb_barrier(void);
+extern const struct rcu_flavor_struct urcu_memb_flavor;
+/* For cds_lfht_new_flavor(): Swift cannot take the address of a C const. */
+static inline const struct rcu_flavor_struct *curcu_qsbr_flavor(void) { return &urcu_qsbr_flavor; }
+
+/* Per-thread RCU bookkeeping for SMPPrimitives' misuse checks. A static
+ * thread-local inside a static inline function has one copy per object
+ * file that calls it: only Sources/SMPPrimitives/RCU.swift calls it. */
+struct curcu_thread_state {
+	int qsbr_registered, qsbr_online, qsbr_depth;
+	int memb_registered, memb_depth;
+};
+static inline struct curcu_thread_state *curcu_thread_state(void)
+{
+	static _Thread_local struct curcu_thread_state state;
+	return &state;
+}
+
+/* ThreadSanitizer cannot see liburcu's grace periods (uninstrumented
+ * barriers and futexes). Readers "release" a per-flavour address (the
+ * flavour's descriptor in liburcu, never written through here) before they
+ * announce a quiescent state; reclaimers "acquire" it once a grace period
+ * is over. The symbols are weak: without TSan they are null, so each call
+ * is a not-taken branch and never a memory write. */
+extern void __tsan_acquire(void *addr) __attribute__((weak));
+extern void __tsan_release(void *addr) __attribute__((weak));
+static inline void curcu_qsbr_tsan_release(void) { if (__tsan_release) __tsan_release((void *)&urcu_qsbr_flavor); }
+static inline void curcu_qsbr_tsan_acquire(void) { if (__tsan_acquire) __tsan_acquire((void *)&urcu_qsbr_flavor); }
+static inline void curcu_memb_tsan_release(void) { if (__tsan_release) __tsan_release((void *)&urcu_memb_flavor); }
+static inline void curcu_memb_tsan_acquire(void) { if (__tsan_acquire) __tsan_acquire((void *)&urcu_memb_flavor); }
+
 #endif

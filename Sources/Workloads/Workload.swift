@@ -41,6 +41,7 @@ public enum WorkloadRegistry {
         // Each workload file contributes its entries here.
         w += pcqWorkloads
         w += rcuWorkloads
+        w += demuxWorkloads
         w += kernelUDPWorkloads
         return w
     }

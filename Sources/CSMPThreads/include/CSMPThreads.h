@@ -11,4 +11,18 @@ int smp_allowed_cpu_count(void);
 /// Names the calling thread (truncated to 15 bytes).
 void smp_set_current_thread_name(const char *name);
 
+#include <stdint.h>
+/// futex(FUTEX_WAIT_PRIVATE): sleeps while `*addr == expected`, at most
+/// `timeout_ns` (relative; negative = no timeout). Returns 0 when woken,
+/// else an errno value (EAGAIN: the word had changed; ETIMEDOUT; EINTR).
+/// Exists because `syscall` is variadic and Swift cannot import it.
+int smp_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+/// futex(FUTEX_WAKE_PRIVATE): wakes up to `count` waiters on `addr`;
+/// returns how many were woken.
+int smp_futex_wake(uint32_t *addr, int count);
+/// The CoreExecutor running on the calling thread (an unretained pointer),
+/// or NULL. A C `_Thread_local` because Swift has no thread-local storage.
+void *smp_current_executor(void);
+void smp_set_current_executor(void *executor);
+
 #endif

@@ -1,0 +1,191 @@
+import Synchronization
+import SMPPrimitives
+
+/// The protocol control block tables of a ``Demux``: connected sockets by
+/// exact 5-tuple, bound/listening sockets by (protocol, local address, local
+/// port), each an ``RCUHashTable`` whose values are the sockets' `Unmanaged`
+/// bits.
+///
+/// Lookup order (as Linux and FreeBSD): the exact 5-tuple, then the
+/// specific local address and port, then the wildcard address and port.
+/// Both IPv4 and IPv6; a v4 packet never matches a v6 binding (and v.v.).
+///
+/// Concurrency contract: ``lookup(_:)`` from any thread inside a
+/// `Flavor` read section: no lock, no shared write, no retain. Control
+/// operations (via ``Socket``) serialize on one mutex and may run at any
+/// time; a removed socket is released only after a grace period.
+public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked Sendable {
+    // @unchecked Sendable: the two RCU tables are thread-safe; `control`
+    // serializes every update; `pool`/`queueCapacity` are immutable.
+    @usableFromInline let connected: RCUHashTable<FlowKey, Flavor>
+    @usableFromInline let bound: RCUHashTable<FlowKey, Flavor>
+    private let control = Mutex<ControlState>(ControlState())
+    /// Where packets drained from closed sockets go (nil: just dropped).
+    public let pool: PacketPool?
+    /// Packets found queued in sockets torn down after close.
+    private let teardownDrops = Atomic<Int>(0)
+
+    struct ControlState {
+        /// Reserved TCP endpoints (bound, not yet listening or connected).
+        var reserved: Set<FlowKey> = []
+        /// TCP endpoints with a listening socket (mirrors the bound table).
+        var listening: Set<FlowKey> = []
+    }
+
+    public init(expectedConnections: Int = 4096, pool: PacketPool? = nil) {
+        connected = RCUHashTable(initialBucketCount: max(64, expectedConnections))
+        bound = RCUHashTable(initialBucketCount: 256)
+        self.pool = pool
+    }
+
+    /// The socket for an arriving packet's key, as `Unmanaged` bits (nil if
+    /// none): exact, then specific local, then wildcard. Caller is inside a
+    /// `Flavor` read section and must not use the pointer after leaving it.
+    @inlinable
+    public func lookup(_ key: FlowKey) -> UInt? {
+        if let s = connected.lookup(key) { return s }
+        if let s = bound.lookup(key.boundKey) { return s }
+        if key.destination.isWildcard { return nil }
+        return bound.lookup(key.wildcardKey)
+    }
+
+    /// Control-path lookup from any thread (registers it with `Flavor` for
+    /// the call if needed): returns the socket a packet with `key` reaches.
+    public func socket(for key: FlowKey) -> Socket? {
+        Flavor.withRegisteredThread { Flavor.withReadSection {
+            lookup(key).map { Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: $0)!).takeUnretainedValue() }
+        } }
+    }
+
+    /// Entries in the connected and bound tables.
+    public var connectedCount: Int { connected.count }
+    public var boundCount: Int { bound.count }
+
+    /// Packets that were still queued in sockets when they were torn down.
+    public var packetsDrainedAtTeardown: Int { teardownDrops.load(ordering: .relaxed) }
+
+    // MARK: SocketTableControl
+
+    private static func bits(_ s: Socket) -> UInt {
+        // +1 per table entry; balanced by `releaseAfterGracePeriod`.
+        UInt(bitPattern: Unmanaged.passRetained(s).toOpaque())
+    }
+
+    func bind(_ s: Socket, _ local: InetEndpoint) throws(SocketError) {
+        try control.withLock { (c: inout ControlState) throws(SocketError) -> Void in
+            guard s.state == .unbound else { throw s.state == .closed ? .closed : .invalidState }
+            let key = FlowKey.bound(s.proto, local: local.address, port: local.port)
+            if s.proto == .udp {
+                let b = Self.bits(s)
+                guard bound.insert(key, value: b) else {
+                    Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release()
+                    throw .addressInUse
+                }
+            } else {
+                guard !c.reserved.contains(key), !c.listening.contains(key) else { throw .addressInUse }
+                c.reserved.insert(key)
+            }
+            s.setBinding(local: local, remote: nil)
+            s.setState(.bound)
+        }
+    }
+
+    func listen(_ s: Socket) throws(SocketError) {
+        try control.withLock { (c: inout ControlState) throws(SocketError) -> Void in
+            guard s.proto == .tcp, s.state == .bound, let local = s.localEndpoint else {
+                throw s.state == .closed ? .closed : .invalidState
+            }
+            let key = FlowKey.bound(.tcp, local: local.address, port: local.port)
+            let b = Self.bits(s)
+            guard bound.insert(key, value: b) else {
+                Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release()
+                throw .addressInUse
+            }
+            c.reserved.remove(key)
+            c.listening.insert(key)
+            s.setState(.listening)
+        }
+    }
+
+    func connect(_ s: Socket, remote: InetEndpoint, local: InetEndpoint?) throws(SocketError) {
+        var oldBound: UInt?
+        try control.withLock { (c: inout ControlState) throws(SocketError) -> Void in
+            let st = s.state
+            guard st == .unbound || st == .bound else { throw st == .closed ? .closed : .invalidState }
+            guard let local = local ?? s.localEndpoint else { throw .invalidState }
+            guard local.address.family == remote.address.family else { throw .familyMismatch }
+            let key = FlowKey.connected(s.proto, local: local, remote: remote)
+            let b = Self.bits(s)
+            guard connected.insert(key, value: b) else {
+                Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release()
+                throw .addressInUse
+            }
+            if st == .bound, let old = s.localEndpoint {
+                let oldKey = FlowKey.bound(s.proto, local: old.address, port: old.port)
+                if s.proto == .udp {
+                    oldBound = bound.remove(oldKey)
+                } else {
+                    c.reserved.remove(oldKey)
+                }
+            }
+            s.setBinding(local: local, remote: remote)
+            s.setState(.connected)
+        }
+        if let oldBound { releaseAfterGracePeriod([oldBound]) }
+    }
+
+    func close(_ s: Socket) { close([s]) }
+
+    /// Closes several sockets with one grace period (see ``Socket/close()``).
+    public func close(_ sockets: [Socket]) {
+        var removed: [UInt] = []
+        var closing: [Socket] = []
+        control.withLock { (c: inout ControlState) in
+            for s in sockets {
+                let st = s.state
+                guard st != .closed else { continue }
+                closing.append(s)
+                // Closed first: an input thread that already looked the
+                // socket up sees it and drops new packets as socket_closed.
+                s.setState(.closed)
+                guard let local = s.localEndpoint else { continue }
+                let bkey = FlowKey.bound(s.proto, local: local.address, port: local.port)
+                switch st {
+                case .bound:
+                    if s.proto == .udp {
+                        if let b = bound.remove(bkey) { removed.append(b) }
+                    } else {
+                        c.reserved.remove(bkey)
+                    }
+                case .listening:
+                    c.listening.remove(bkey)
+                    if let b = bound.remove(bkey) { removed.append(b) }
+                case .connected:
+                    if let remote = s.remoteEndpoint,
+                       let b = connected.remove(.connected(s.proto, local: local, remote: remote)) {
+                        removed.append(b)
+                    }
+                default: break
+                }
+            }
+        }
+        guard !closing.isEmpty else { return }
+        for s in closing { s.wakeReaderForClose() }
+        // One grace period: afterwards no input thread can hold a closed
+        // socket from a lookup, so its queue can be drained for good and
+        // the table's references dropped (the last one frees the socket,
+        // never on an input thread).
+        Flavor.synchronize()
+        Flavor.gracePeriodDidEnd()
+        var n = 0
+        for s in closing { n += s.drainAtTeardown(pool: pool) }
+        if n > 0 { teardownDrops.add(n, ordering: .relaxed) }
+        for b in removed { Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release() }
+    }
+
+    private func releaseAfterGracePeriod(_ entries: [UInt]) {
+        Flavor.synchronize()
+        Flavor.gracePeriodDidEnd()
+        for b in entries { Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release() }
+    }
+}

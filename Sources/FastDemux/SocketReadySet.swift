@@ -1,0 +1,119 @@
+import Synchronization
+
+/// A readiness set over many sockets (an `epoll`/`kqueue` in miniature): one
+/// bit per member socket, set by input threads when the socket becomes
+/// readable, taken a word at a time by the single reader that drains them.
+///
+/// Cost model (as in the C peer): an input thread publishes readiness once
+/// per burst: a fence, then per touched socket a plain load of its bit and,
+/// only on a 0→1 transition, one `fetch_or` (counted as a wake-up) and a
+/// check of the reader's wakeup. The reader `exchange`s each non-zero word.
+///
+/// Concurrency contract: ``add(_:)`` / ``remove(_:)`` from any thread (control
+/// path, one lock); ``markReady(slot:)`` from any input thread;
+/// ``takeReady(_:)``, ``hasReadyBits``, ``waitForReady(spins:)`` from the single reader.
+public final class SocketReadySet: @unchecked Sendable {
+    // @unchecked Sendable: `words` is raw memory of atomics; `members` is
+    // only touched under `control`; the member table entries are Unmanaged
+    // (retained while a member) and read by the single reader.
+    public let capacity: Int
+    @usableFromInline let wordCount: Int
+    @usableFromInline let words: UnsafeMutablePointer<Atomic<UInt64>>
+    /// The reader's doorbell: rung when a socket became ready while it parked.
+    public let wakeup = ReaderWakeup()
+    private let control = Mutex<[Int]>([])   // free slots
+    @usableFromInline let members: UnsafeMutablePointer<UInt>   // Unmanaged<Socket> bits or 0
+
+    public init(capacity: Int) {
+        precondition(capacity >= 1)
+        self.capacity = capacity
+        wordCount = (capacity + 63) / 64
+        words = .allocate(capacity: wordCount)
+        for i in 0..<wordCount { (words + i).initialize(to: Atomic(0)) }
+        members = .allocate(capacity: capacity)
+        members.initialize(repeating: 0, count: capacity)
+        control.withLock { $0 = Array((0..<capacity).reversed()) }
+    }
+
+    deinit {
+        for i in 0..<capacity where members[i] != 0 {
+            Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: members[i])!).release()
+        }
+        words.deinitialize(count: wordCount)
+        words.deallocate()
+        members.deallocate()
+    }
+
+    /// Registers `socket`; returns its slot, or nil if the set is full.
+    /// A socket belongs to at most one set; do this before traffic reaches it.
+    @discardableResult
+    public func add(_ socket: Socket) -> Int? {
+        guard let slot = control.withLock({ $0.popLast() }) else { return nil }
+        members[slot] = UInt(bitPattern: Unmanaged.passRetained(socket).toOpaque())
+        socket.attach(readySet: self, slot: slot)
+        return slot
+    }
+
+    /// The member socket in `slot` (reader side).
+    public func socket(at slot: Int) -> Socket? {
+        let bits = members[slot]
+        return bits == 0 ? nil : Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue()
+    }
+
+    /// Input side: marks `slot` readable. Returns true on a 0→1 transition
+    /// (a readiness notification, which costs one atomic RMW).
+    @inlinable
+    public func markReady(slot: Int) -> Bool {
+        let w = words + (slot >> 6)
+        let bit: UInt64 = 1 << UInt64(slot & 63)
+        // Relaxed pre-check: the reader has not consumed the bit yet, so no
+        // RMW (and no exclusive ownership of the line) is needed.
+        if w.pointee.load(ordering: .relaxed) & bit != 0 { return false }
+        // Release (via acq_rel): the queue puts made before are visible to
+        // the reader that takes this bit with an acquiring exchange.
+        return w.pointee.bitwiseOr(bit, ordering: .acquiringAndReleasing).oldValue & bit == 0
+    }
+
+    /// Reader: takes all ready bits and calls `body(slot)` for each. Returns
+    /// the number of slots taken.
+    @inlinable
+    public func takeReady(_ body: (Int) throws -> Void) rethrows -> Int {
+        var n = 0
+        for wi in 0..<wordCount {
+            let w = words + wi
+            if w.pointee.load(ordering: .relaxed) == 0 { continue }
+            // Acquire pairs with markReady's release: items queued before
+            // the bit was set are visible to the drain that follows.
+            var bits = w.pointee.exchange(0, ordering: .acquiringAndReleasing)
+            while bits != 0 {
+                let b = bits.trailingZeroBitCount
+                bits &= bits &- 1
+                n += 1
+                try body(wi << 6 | b)
+            }
+        }
+        return n
+    }
+
+    /// Reader: true if any bit is set (seq_cst loads: used as the re-check
+    /// after ``ReaderWakeup/prepareToPark()``).
+    public var hasReadyBits: Bool {
+        for wi in 0..<wordCount where words[wi].load(ordering: .sequentiallyConsistent) != 0 { return true }
+        return false
+    }
+
+    /// Reader: parks until some member becomes ready (or ``wakeReader()``).
+    /// `extraCheck` is evaluated after announcing the park (e.g. a "done"
+    /// flag); returning true cancels the park.
+    public func parkUntilReady(extraCheck: () -> Bool = { false }) {
+        wakeup.prepareToPark()
+        if hasReadyBits || extraCheck() {
+            wakeup.cancelPark()
+            return
+        }
+        wakeup.park()
+    }
+
+    /// Wakes the reader unconditionally (shutdown).
+    public func wakeReader() { wakeup.ringAlways() }
+}

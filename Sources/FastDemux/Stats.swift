@@ -1,0 +1,256 @@
+// Hand-off statistics for packet-processing organizations.
+//
+// The fast path (this module) and the later MsgP / ConnP-T / ConnP-L
+// organizations all move packets through "hand-off points" (a queue between
+// two threads or two stages). To compare them we count, per delivered packet,
+// what each organization pays: queue operations, synchronization points
+// (atomic read-modify-writes, lock acquisitions, contended acquisitions),
+// wake-ups and cross-core hand-offs, plus the queue depth seen at each
+// hand-off point.
+//
+// Every counter here is a plain integer owned by ONE thread (an input thread
+// or a consumer): recording costs an add to a line that thread already owns,
+// never a shared write. Reports merge the per-thread records after the
+// threads have stopped (or accept a racy snapshot).
+
+/// Why a packet did not reach a socket's receive queue (or left it without
+/// being delivered). Every packet offered to the demultiplexer is either
+/// delivered or counted under exactly one reason, so
+/// `offered == delivered + Σ dropped[reason] (+ still queued)`.
+public enum DemuxDropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
+    /// The frame could not be parsed (bad length, version, header, ...).
+    case malformed
+    /// Parsed, but a protocol or feature this demultiplexer does not handle
+    /// (ARP, ICMP, fragments, ...).
+    case unsupported
+    /// No connected, bound or listening socket matches.
+    case noSocket
+    /// The socket's receive queue was full.
+    case queueFull
+    /// The socket was closed: either seen closed at lookup time, or the
+    /// packet was still queued when the socket was torn down.
+    case socketClosed
+
+    /// The demux-level reason a parser drop is counted under.
+    @inlinable
+    public init(_ parseReason: DropReason) {
+        switch parseReason {
+        case .unsupportedLinkType, .notIP, .notTCPUDP, .ipsec, .fragmentNoPorts: self = .unsupported
+        default: self = .malformed
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .malformed: return "malformed"
+        case .unsupported: return "unsupported"
+        case .noSocket: return "no_socket"
+        case .queueFull: return "queue_full"
+        case .socketClosed: return "socket_closed"
+        }
+    }
+}
+
+/// Drop counters indexed by ``DemuxDropReason`` (fixed inline storage, no heap).
+public struct DropCounters: Sendable, Equatable {
+    @usableFromInline var counts = InlineArray<8, Int>(repeating: 0)
+
+    public init() {}
+
+    @inlinable
+    public mutating func record(_ reason: DemuxDropReason, count: Int = 1) {
+        counts[reason.rawValue] &+= count
+    }
+
+    @inlinable
+    public subscript(reason: DemuxDropReason) -> Int { counts[reason.rawValue] }
+
+    public var total: Int {
+        var t = 0
+        for r in DemuxDropReason.allCases { t += counts[r.rawValue] }
+        return t
+    }
+
+    public mutating func merge(_ other: DropCounters) {
+        for r in DemuxDropReason.allCases { counts[r.rawValue] += other.counts[r.rawValue] }
+    }
+
+    public static func == (a: DropCounters, b: DropCounters) -> Bool {
+        DemuxDropReason.allCases.allSatisfy { a[$0] == b[$0] }
+    }
+
+    /// `(reason name, count)` pairs in declaration order.
+    public var byReason: [(String, Int)] { DemuxDropReason.allCases.map { ($0.description, self[$0]) } }
+}
+
+/// A histogram with power-of-two buckets: bucket 0 counts the value 0,
+/// bucket k (k ≥ 1) counts values in `[2^(k-1), 2^k)`.
+public struct Log2Histogram: Sendable {
+    public static let bucketCount = 33
+    @usableFromInline var buckets = InlineArray<33, Int>(repeating: 0)
+
+    public init() {}
+
+    @inlinable
+    public static func bucket(for value: Int) -> Int {
+        value <= 0 ? 0 : min(Int.bitWidth - value.leadingZeroBitCount, bucketCount - 1)
+    }
+
+    @inlinable
+    public mutating func record(_ value: Int) { buckets[Self.bucket(for: value)] &+= 1 }
+
+    public subscript(bucket: Int) -> Int { buckets[bucket] }
+
+    public var total: Int {
+        var t = 0
+        for i in 0..<Self.bucketCount { t += buckets[i] }
+        return t
+    }
+
+    public mutating func merge(_ other: Log2Histogram) {
+        for i in 0..<Self.bucketCount { buckets[i] += other.buckets[i] }
+    }
+
+    /// Non-empty buckets as `(lower bound, count)`; the lower bound of bucket
+    /// k ≥ 1 is 2^(k-1).
+    public var nonEmptyBuckets: [(lowerBound: Int, count: Int)] {
+        (0..<Self.bucketCount).compactMap { i in
+            buckets[i] == 0 ? nil : (i == 0 ? 0 : 1 << (i - 1), buckets[i])
+        }
+    }
+}
+
+/// What one thread saw at one hand-off point (e.g. "socket receive queue").
+///
+/// Recording is plain arithmetic on the owning thread's copy.
+public struct HandoffPointStats: Sendable {
+    /// Queue depth observed after a put (sampled; see the owner's docs for
+    /// the sampling interval).
+    public var depth = Log2Histogram()
+    /// Highest depth observed (among the samples).
+    public var highWater = 0
+    /// Queue operations issued by this thread (puts, including failed puts,
+    /// or gets/drains for a consumer).
+    public var queueOps = 0
+    /// Sizes of the batches moved through this point in one go (consecutive
+    /// puts to one queue within a burst, or items per drain).
+    public var batchSizes = Log2Histogram()
+
+    public init() {}
+
+    @inlinable
+    public mutating func recordDepth(_ d: Int) {
+        depth.record(d)
+        if d > highWater { highWater = d }
+    }
+
+    public mutating func merge(_ o: HandoffPointStats) {
+        depth.merge(o.depth)
+        highWater = max(highWater, o.highWater)
+        queueOps += o.queueOps
+        batchSizes.merge(o.batchSizes)
+    }
+}
+
+/// Synchronization points paid by one thread.
+public struct SyncStats: Sendable {
+    /// Atomic read-modify-write instructions issued (CAS, fetch-add, xchg),
+    /// including those inside queue operations (counted per the queue's
+    /// documented cost: one per put).
+    public var atomicRMWs = 0
+    /// Lock acquisitions (including successful try-locks).
+    public var lockAcquisitions = 0
+    /// Acquisitions that found the lock held (failed try-lock or a wait).
+    public var contendedAcquisitions = 0
+    /// Readiness notifications: a socket went from "nothing to read" to
+    /// "readable" as seen by its reader (a ready-set bit 0→1 or a parked
+    /// reader rung). This is the "wakeups" of BENCHMARKS.md demux.
+    public var wakeups = 0
+    /// Sleeping threads actually woken (a condition-variable signal).
+    public var threadWakeups = 0
+    /// Packets handed to a queue read by a thread on another CPU.
+    public var crossCoreHandoffs = 0
+
+    public init() {}
+
+    public mutating func merge(_ o: SyncStats) {
+        atomicRMWs += o.atomicRMWs
+        lockAcquisitions += o.lockAcquisitions
+        contendedAcquisitions += o.contendedAcquisitions
+        wakeups += o.wakeups
+        threadWakeups += o.threadWakeups
+        crossCoreHandoffs += o.crossCoreHandoffs
+    }
+}
+
+/// The statistics of one demultiplexer input thread (or the merged total).
+///
+/// Concurrency contract: a ``DemuxInput`` owns its `DemuxStats` and is the
+/// only writer; read it from another thread only after that thread stopped
+/// (e.g. after `join`), or accept a torn snapshot.
+public struct DemuxStats: Sendable {
+    /// Packets offered to the demultiplexer (parsed or not).
+    public var offered = 0
+    /// Packets put on a socket receive queue.
+    public var enqueued = 0
+    /// Drops by reason recorded on the input path.
+    public var drops = DropCounters()
+    /// The socket receive queue hand-off point.
+    public var socketQueue = HandoffPointStats()
+    /// Synchronization points on the input path.
+    public var sync = SyncStats()
+    /// TCP: ACKs emitted from the fast path after a successful try-lock.
+    public var immediateACKs = 0
+    /// TCP: segments left to the lock holder (backlogged) because the
+    /// try-lock failed twice; the holder or the worker ACKs them.
+    public var deferredACKs = 0
+    /// TCP: segments whose backlog was full (their sequence space is lost
+    /// to the receive state; counted, the packet is still queued).
+    public var tcpBacklogOverflows = 0
+    /// TCP: segments that were not the next expected sequence number.
+    public var outOfSequence = 0
+    /// Read sections entered (one per burst).
+    public var readSections = 0
+    /// Worker continuation schedules issued (after coalescing).
+    public var workerSchedules = 0
+    /// Parser drops by ``DropReason`` (indexed by raw value); their sum is
+    /// included in `drops[.malformed] + drops[.unsupported]`.
+    public var parseDrops = InlineArray<32, Int>(repeating: 0)
+
+    public init() {}
+
+    /// Non-zero parser drop counts as `(reason name, count)`.
+    public var parseDropsByReason: [(String, Int)] {
+        DropReason.allCases.compactMap { r in
+            let n = parseDrops[Int(r.rawValue)]
+            return n == 0 ? nil : (r.name, n)
+        }
+    }
+
+    public mutating func merge(_ o: DemuxStats) {
+        offered += o.offered
+        enqueued += o.enqueued
+        drops.merge(o.drops)
+        socketQueue.merge(o.socketQueue)
+        sync.merge(o.sync)
+        immediateACKs += o.immediateACKs
+        deferredACKs += o.deferredACKs
+        tcpBacklogOverflows += o.tcpBacklogOverflows
+        outOfSequence += o.outOfSequence
+        readSections += o.readSections
+        workerSchedules += o.workerSchedules
+        for i in 0..<32 { parseDrops[i] += o.parseDrops[i] }
+    }
+
+    /// Sums a set of per-thread records.
+    public static func merged<S: Sequence>(_ all: S) -> DemuxStats where S.Element == DemuxStats {
+        var t = DemuxStats()
+        for s in all { t.merge(s) }
+        return t
+    }
+
+    /// `value / delivered`, 0 when nothing was delivered.
+    public static func perDelivered(_ value: Int, delivered: Int) -> Double {
+        delivered > 0 ? Double(value) / Double(delivered) : 0
+    }
+}

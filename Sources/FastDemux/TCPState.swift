@@ -1,0 +1,136 @@
+import Synchronization
+
+extension TCPSegmentInfo {
+    /// Sequence space a segment with `payloadLength` bytes occupies
+    /// (payload, +1 for SYN, +1 for FIN).
+    @inlinable
+    public func sequenceLength(payloadLength: Int) -> UInt32 {
+        UInt32(truncatingIfNeeded: payloadLength) &+ (flags.contains(.syn) ? 1 : 0) &+ (flags.contains(.fin) ? 1 : 0)
+    }
+}
+
+/// When the receiver must ACK immediately instead of delaying.
+public enum TCPAckPolicy: Sendable, Equatable {
+    /// RFC 1122/5681 style: ACK at once on PSH, FIN or an out-of-sequence
+    /// segment, and for every second full-sized (≥ `mss` bytes) segment.
+    case delayed(mss: Int)
+    /// ACK every segment.
+    case everySegment
+    /// Never from the fast path (the worker ACKs later).
+    case never
+
+    public static let `default` = TCPAckPolicy.delayed(mss: 1460)
+}
+
+/// An ACK the fast path decided to send.
+@frozen
+public struct TCPAck: Sendable, Equatable, BitwiseCopyable {
+    /// The connection, as seen by the arriving packets.
+    public var key: FlowKey
+    /// The acknowledgment number (next expected sequence number).
+    public var ackNumber: UInt32
+    /// True for a duplicate ACK triggered by an out-of-sequence segment.
+    public var duplicate: Bool
+
+    public init(key: FlowKey, ackNumber: UInt32, duplicate: Bool) {
+        self.key = key
+        self.ackNumber = ackNumber
+        self.duplicate = duplicate
+    }
+}
+
+/// Minimal TCP receive state: the next expected sequence number and the
+/// delayed-ACK bookkeeping. Protected by the socket's TCP lock (a try-lock
+/// on the fast path, a plain lock for the worker).
+@frozen
+public struct TCPReceiveState: Sendable {
+    /// Next expected sequence number (RCV.NXT), once known.
+    public var nextExpected: UInt32 = 0
+    /// False until the first segment (or `connect` with an initial number).
+    public var synchronized = false
+    /// Full-sized segments received since the last ACK.
+    public var unackedFullSegments = 0
+    /// Bytes/flags received since the last ACK (something to acknowledge).
+    public var ackPending = false
+    /// In-sequence segments accepted.
+    public var inSequence = 0
+    /// Out-of-sequence segments seen (queued anyway; the reader reassembles).
+    public var outOfSequence = 0
+    /// ACKs sent (fast path and worker).
+    public var acksSent = 0
+
+    public init() {}
+
+    /// Processes an arriving segment under the TCP lock; returns true if an
+    /// ACK must be sent now.
+    @inlinable
+    public mutating func receive(_ seg: TCPSegmentInfo, payloadLength: Int, policy: TCPAckPolicy) -> (ackNow: Bool, inSequence: Bool) {
+        if !synchronized {
+            nextExpected = seg.sequenceNumber
+            synchronized = true
+        }
+        guard seg.sequenceNumber == nextExpected else {
+            outOfSequence += 1
+            // An out-of-sequence segment is answered at once (duplicate ACK),
+            // unless the policy says never.
+            return (policy != .never, false)
+        }
+        inSequence += 1
+        let len = seg.sequenceLength(payloadLength: payloadLength)
+        nextExpected = nextExpected &+ len
+        if len == 0 { return (false, true) }  // a pure ACK needs no ACK
+        ackPending = true
+        switch policy {
+        case .never:
+            return (false, true)
+        case .everySegment:
+            return (true, true)
+        case .delayed(let mss):
+            if payloadLength >= mss { unackedFullSegments += 1 }
+            let now = !seg.flags.isDisjoint(with: [.psh, .fin, .syn])
+                || unackedFullSegments >= 2
+            return (now, true)
+        }
+    }
+
+    /// Records that an ACK for `nextExpected` was sent.
+    @inlinable
+    public mutating func didSendAck() {
+        unackedFullSegments = 0
+        ackPending = false
+        acksSent += 1
+    }
+}
+
+/// A tiny lock word for the socket's TCP state: the fast path only ever
+/// try-locks it (it must never block packet demultiplexing); the worker
+/// and the reader may spin on it briefly.
+@usableFromInline
+struct TCPLock: ~Copyable {
+    @usableFromInline let held = Atomic<Bool>(false)
+
+    @usableFromInline init() {}
+
+    /// One CAS. Acquire: the state written by the previous holder is visible.
+    @inlinable
+    func tryLock() -> Bool {
+        // A plain load first keeps a contended attempt from pulling the line
+        // exclusive for nothing.
+        if held.load(ordering: .relaxed) { return false }
+        return held.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+    }
+
+    @inlinable
+    func lock() {
+        while !tryLock() { spinLoopHintForTCP() }
+    }
+
+    /// Release: our writes to the state happen-before the next holder's reads.
+    @inlinable
+    func unlock() { held.store(false, ordering: .releasing) }
+}
+
+import SMPPrimitives
+
+@inlinable
+func spinLoopHintForTCP() { spinLoopHint() }

@@ -1,0 +1,324 @@
+import Synchronization
+
+/// One mailbox message: a small fixed-size record (32 bytes), copied by value
+/// into the ring — no allocation, no reference counting.
+///
+/// Either a C-convention function plus three word arguments (the receiving
+/// executor calls `function(a, b, c)`), or, with `function == nil`, a plain
+/// tagged record that the receiver interprets itself.
+public struct MailboxMessage: BitwiseCopyable, @unchecked Sendable {
+    // @unchecked: a `@convention(c)` function pointer captures nothing; the
+    // words are plain integers.
+    public typealias Function = @convention(c) (UInt, UInt, UInt) -> Void
+
+    public var function: Function?
+    public var a: UInt
+    public var b: UInt
+    public var c: UInt
+
+    /// A plain record (no function).
+    @inlinable
+    public init(_ a: UInt, _ b: UInt = 0, _ c: UInt = 0) {
+        self.function = nil
+        self.a = a
+        self.b = b
+        self.c = c
+    }
+
+    /// A function call record: the receiver runs `function(a, b, c)`.
+    @inlinable
+    public init(function: Function, _ a: UInt = 0, _ b: UInt = 0, _ c: UInt = 0) {
+        self.function = function
+        self.a = a
+        self.b = b
+        self.c = c
+    }
+}
+
+/// Counters of one (sender, receiver) mailbox, or summed over several.
+public struct MailboxStatistics: Sendable, Equatable {
+    public var sent = 0
+    public var received = 0
+    /// Sends that found the receiver parked and woke it (one `futex_wake`).
+    public var doorbellsRung = 0
+    /// Sends that found the receiver running: no system call.
+    public var doorbellsAvoided = 0
+    /// Sends (or send attempts) that found the ring full.
+    public var fullEvents = 0
+    /// The deepest the ring was seen by its receiver.
+    public var highWater = 0
+
+    public init() {}
+
+    static func + (l: MailboxStatistics, r: MailboxStatistics) -> MailboxStatistics {
+        var s = l
+        s.sent += r.sent
+        s.received += r.received
+        s.doorbellsRung += r.doorbellsRung
+        s.doorbellsAvoided += r.doorbellsAvoided
+        s.fullEvents += r.fullEvents
+        s.highWater = max(s.highWater, r.highWater)
+        return s
+    }
+}
+
+/// IPI-like mailboxes between `cores` cores (DragonFly lwkt IPI queues):
+/// one single-producer/single-consumer ring per ordered (sender, receiver)
+/// pair, plus one ``Doorbell`` per receiver.
+///
+/// Concurrency contract: "core k" is a role one thread plays at a time
+/// (normally the ``CoreExecutor`` of core k). Only core s may send on the
+/// rings `s -> *`; only core r may receive from the rings `* -> r` and park
+/// on doorbell r. Statistics may be read from any thread (racy snapshots).
+///
+/// Cost: a send is a slot copy, one release store of the ring's tail and
+/// (unless `post`) the doorbell check — one fence and one load — on the
+/// sender's own cache lines. The sender re-reads the receiver's head only
+/// when its cached copy says full; the receiver reads the sender's tail only
+/// when its cached copy says empty, and publishes its head once per batch.
+public final class MailboxMesh: @unchecked Sendable {
+    // @unchecked: all shared state is in memory this object owns; each ring
+    // word is either atomic or touched only by its single owner role, as the
+    // layout comment below says.
+
+    /// Number of cores (sender and receiver roles).
+    public let cores: Int
+    /// Slots per ring (a power of two).
+    public let capacity: Int
+    @usableFromInline let mask: Int
+    /// Per ring: 256 bytes of control words followed by the slots.
+    ///
+    /// Producer line (words 0..<16, only the sender writes):
+    ///   0 tail (= sent), 1 cached head, 2 full events, 3 doorbells rung,
+    ///   4 doorbells avoided.
+    /// Consumer line (words 16..<32, only the receiver writes):
+    ///   16 head (= received), 17 cached tail, 18 high water.
+    /// Every word is an `Atomic<Int>`; single-writer words are updated with
+    /// relaxed load + store (plain moves) so that readers on other threads
+    /// are race-free.
+    @usableFromInline let rings: UnsafeMutablePointer<UnsafeMutableRawPointer>
+    @usableFromInline let doorbells: [Doorbell]
+
+    @usableFromInline static let controlBytes = 256
+    @usableFromInline static let tailWord = 0
+    @usableFromInline static let cachedHeadWord = 1
+    @usableFromInline static let fullWord = 2
+    @usableFromInline static let rungWord = 3
+    @usableFromInline static let avoidedWord = 4
+    @usableFromInline static let headWord = 16
+    @usableFromInline static let cachedTailWord = 17
+    @usableFromInline static let highWaterWord = 18
+
+    /// - Parameters:
+    ///   - cores: number of cores (at least 1).
+    ///   - capacity: slots per ring, rounded up to a power of two.
+    public init(cores: Int, capacity: Int = 1024) {
+        precondition(cores >= 1 && capacity >= 2)
+        self.cores = cores
+        var cap = 2
+        while cap < capacity { cap <<= 1 }
+        self.capacity = cap
+        self.mask = cap - 1
+        rings = .allocate(capacity: cores * cores)
+        for i in 0..<(cores * cores) {
+            let bytes = MailboxMesh.controlBytes + cap * MemoryLayout<MailboxMessage>.stride
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 128)
+            let words = raw.bindMemory(to: Atomic<Int>.self, capacity: 32)
+            for w in 0..<32 { (words + w).initialize(to: Atomic(0)) }
+            rings[i] = raw
+        }
+        doorbells = (0..<cores).map { _ in Doorbell() }
+    }
+
+    deinit {
+        for i in 0..<(cores * cores) {
+            rings[i].assumingMemoryBound(to: Atomic<Int>.self).deinitialize(count: 32)
+            rings[i].deallocate()
+        }
+        rings.deallocate()
+    }
+
+    @inlinable @inline(__always)
+    func control(_ sender: Int, _ receiver: Int) -> UnsafeMutablePointer<Atomic<Int>> {
+        rings[sender &* cores &+ receiver].assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    @inlinable @inline(__always)
+    func slots(_ sender: Int, _ receiver: Int) -> UnsafeMutablePointer<MailboxMessage> {
+        (rings[sender &* cores &+ receiver] + MailboxMesh.controlBytes)
+            .assumingMemoryBound(to: MailboxMessage.self)
+    }
+
+    /// The doorbell of `core` (its receiver role parks on it).
+    public func doorbell(of core: Int) -> Doorbell { doorbells[core] }
+
+    // MARK: sending (core `sender` only)
+
+    /// Enqueues without ringing the doorbell; the caller must call
+    /// ``ringDoorbell(of:from:)`` after a batch of posts (the receiver may be
+    /// parked and will not see posted messages until rung).
+    /// Sender role only. Returns false if the ring is full (counted).
+    @inlinable
+    public func post(_ message: MailboxMessage, from sender: Int, to receiver: Int) -> Bool {
+        let ctl = control(sender, receiver)
+        let tail = ctl[MailboxMesh.tailWord].load(ordering: .relaxed)   // own word
+        var head = ctl[MailboxMesh.cachedHeadWord].load(ordering: .relaxed)
+        if tail &- head > mask {
+            // Acquire pairs with the receiver's release of its head: the
+            // slots it has finished reading may now be overwritten.
+            head = ctl[MailboxMesh.headWord].load(ordering: .acquiring)
+            ctl[MailboxMesh.cachedHeadWord].store(head, ordering: .relaxed)
+            if tail &- head > mask {
+                let f = ctl[MailboxMesh.fullWord].load(ordering: .relaxed)
+                ctl[MailboxMesh.fullWord].store(f &+ 1, ordering: .relaxed)
+                return false
+            }
+        }
+        slots(sender, receiver)[tail & mask] = message
+        // Release publishes the slot contents to the receiver's acquire.
+        ctl[MailboxMesh.tailWord].store(tail &+ 1, ordering: .releasing)
+        return true
+    }
+
+    /// Wakes `receiver` if it is parked, counting a rung or avoided doorbell
+    /// on the (sender, receiver) pair. Sender role only.
+    @inlinable
+    public func ringDoorbell(of receiver: Int, from sender: Int) {
+        let ctl = control(sender, receiver)
+        let word = doorbells[receiver].ring() ? MailboxMesh.rungWord : MailboxMesh.avoidedWord
+        let v = ctl[word].load(ordering: .relaxed)
+        ctl[word].store(v &+ 1, ordering: .relaxed)
+    }
+
+    /// Sends one message and rings the receiver's doorbell if it is parked.
+    /// Never waits. Sender role only.
+    /// - Returns: false if the ring is full (a counted full event).
+    @inlinable
+    public func trySend(_ message: MailboxMessage, from sender: Int, to receiver: Int) -> Bool {
+        guard post(message, from: sender, to: receiver) else { return false }
+        ringDoorbell(of: receiver, from: sender)
+        return true
+    }
+
+    /// Sends one message, waiting while the ring is full. While it waits it
+    /// calls `whileFull` — pass a closure that drains the sender's own
+    /// incoming mailboxes (as DragonFly does), so that two cores sending to
+    /// each other through full rings cannot deadlock. Sender role only.
+    @inlinable
+    public func send(_ message: MailboxMessage, from sender: Int, to receiver: Int,
+                     whileFull: () -> Void) {
+        while !post(message, from: sender, to: receiver) {
+            // The receiver may be parked on a full ring only if it has not yet
+            // seen our earlier doorbell; ring again to be sure.
+            ringDoorbell(of: receiver, from: sender)
+            whileFull()
+            spinLoopHint()
+        }
+        ringDoorbell(of: receiver, from: sender)
+    }
+
+    // MARK: receiving (core `receiver` only)
+
+    /// Copies up to `max` messages from the (sender, receiver) ring into
+    /// `buffer` and releases their slots with one store. Receiver role only.
+    /// - Returns: the number copied.
+    @inlinable
+    public func receive(from sender: Int, at receiver: Int,
+                        into buffer: UnsafeMutablePointer<MailboxMessage>, max: Int) -> Int {
+        let ctl = control(sender, receiver)
+        let head = ctl[MailboxMesh.headWord].load(ordering: .relaxed)   // own word
+        var tail = ctl[MailboxMesh.cachedTailWord].load(ordering: .relaxed)
+        if tail == head {
+            // Acquire pairs with the sender's release of the tail.
+            tail = ctl[MailboxMesh.tailWord].load(ordering: .acquiring)
+            ctl[MailboxMesh.cachedTailWord].store(tail, ordering: .relaxed)
+            if tail == head { return 0 }
+            let depth = tail &- head
+            if depth > ctl[MailboxMesh.highWaterWord].load(ordering: .relaxed) {
+                ctl[MailboxMesh.highWaterWord].store(depth, ordering: .relaxed)
+            }
+        }
+        let n = Swift.min(tail &- head, max)
+        let s = slots(sender, receiver)
+        var i = 0
+        while i < n {
+            buffer[i] = s[(head &+ i) & mask]
+            i &+= 1
+        }
+        // Release: our reads of the slots happen before the sender reuses them.
+        ctl[MailboxMesh.headWord].store(head &+ n, ordering: .releasing)
+        return n
+    }
+
+    /// Handles up to `max` messages from every sender, in per-sender order,
+    /// batch by batch. Receiver role only. Not reentrant: `body` must not
+    /// call `receive` for the same receiver (``CoreExecutor`` has its own
+    /// reentrant drain).
+    /// - Returns: the number handled.
+    @inlinable @discardableResult
+    public func receive(at receiver: Int, max: Int = 256,
+                        _ body: (_ sender: Int, _ message: MailboxMessage) -> Void) -> Int {
+        withUnsafeTemporaryAllocation(of: MailboxMessage.self, capacity: 64) { buf in
+            let base = buf.baseAddress!
+            var total = 0
+            for sender in 0..<cores {
+                while total < max {
+                    let n = receive(from: sender, at: receiver, into: base, max: Swift.min(64, max - total))
+                    if n == 0 { break }
+                    for i in 0..<n { body(sender, base[i]) }
+                    total += n
+                }
+            }
+            return total
+        }
+    }
+
+    /// True if some ring into `receiver` holds a message. Any thread (racy),
+    /// but meant for the receiver's parking re-check: the loads are
+    /// sequentially consistent, the load half of the Doorbell protocol.
+    public func hasIncoming(at receiver: Int) -> Bool {
+        for sender in 0..<cores {
+            let ctl = control(sender, receiver)
+            if ctl[MailboxMesh.tailWord].load(ordering: .sequentiallyConsistent)
+                != ctl[MailboxMesh.headWord].load(ordering: .relaxed) {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// Parks `receiver` until a sender rings or the timeout passes, unless a
+    /// message is already waiting or `otherWork()` says there is work.
+    /// Receiver role only.
+    public func park(_ receiver: Int, timeoutNanoseconds: Int? = nil,
+                     otherWork: () -> Bool = { false }) {
+        doorbells[receiver].park(timeoutNanoseconds: timeoutNanoseconds) {
+            !hasIncoming(at: receiver) && !otherWork()
+        }
+    }
+
+    // MARK: statistics (any thread, racy snapshots)
+
+    /// Counters of the (sender, receiver) ring.
+    public func statistics(from sender: Int, to receiver: Int) -> MailboxStatistics {
+        let ctl = control(sender, receiver)
+        var s = MailboxStatistics()
+        s.sent = ctl[MailboxMesh.tailWord].load(ordering: .relaxed)
+        s.received = ctl[MailboxMesh.headWord].load(ordering: .relaxed)
+        s.fullEvents = ctl[MailboxMesh.fullWord].load(ordering: .relaxed)
+        s.doorbellsRung = ctl[MailboxMesh.rungWord].load(ordering: .relaxed)
+        s.doorbellsAvoided = ctl[MailboxMesh.avoidedWord].load(ordering: .relaxed)
+        s.highWater = ctl[MailboxMesh.highWaterWord].load(ordering: .relaxed)
+        return s
+    }
+
+    /// Counters summed over every ring into `receiver`.
+    public func statistics(of receiver: Int) -> MailboxStatistics {
+        (0..<cores).reduce(MailboxStatistics()) { $0 + statistics(from: $1, to: receiver) }
+    }
+
+    /// Counters summed over every ring.
+    public var totalStatistics: MailboxStatistics {
+        (0..<cores).reduce(MailboxStatistics()) { $0 + statistics(of: $1) }
+    }
+}

@@ -1,0 +1,403 @@
+import Synchronization
+
+/// A bounded, lock-free, multi-producer / single-consumer FIFO queue of
+/// one-word elements: NetBSD's `pcq(9)` semantics with a layout built for
+/// cross-core throughput.
+///
+/// ## Semantics
+///
+/// - ``put(_:)`` may be called from any number of threads at once. It never
+///   blocks, never waits for another producer, and never loses an item. It
+///   returns false only when the queue is really full: at an instant during
+///   the call, ``capacity`` items had been accepted and not yet taken,
+///   counting items whose producer has reserved a slot but not yet finished
+///   writing it (those items *are* in the queue; they are just not visible
+///   yet).
+/// - ``get()``, ``peek()`` and ``drain(max:_:)`` must only be called by one
+///   consumer thread at a time (calls from different threads need a
+///   happens-before edge between them, e.g. a lock or a thread hand-off).
+/// - Items from one producer are taken in the order that producer put them.
+///   Items from different producers are taken in the order their puts
+///   reserved slots (a global ticket order).
+/// - If the oldest item's producer was preempted between reserving its slot
+///   and publishing the value, the consumer sees the queue as empty until it
+///   finishes: it never skips, reorders or duplicates an item. Other
+///   producers are not held up: they keep putting into the following slots
+///   until the queue is really full.
+/// - ``capacity`` is the exact number of items the queue can hold: starting
+///   empty, `capacity` puts succeed and the next one fails. (`pcq(9)`'s
+///   `pcq_maxitems` reports one more than it can hold; this does not.)
+///
+/// ## Design
+///
+/// Producers take *tickets* by a compare-and-swap on a shared tail index,
+/// only after checking that the ticket's slot is free (so a ticket, once
+/// taken, is always used: there is no failure after reservation). The slot
+/// of ticket `t` is `t mod 2^k` for the smallest power of two `2^k >=
+/// capacity`; it is free when the consumer's published position `head`
+/// satisfies `t - head < capacity`.
+///
+/// Readiness is a one-byte *lap flag* per slot, derived from the ticket
+/// (`(t >> k) + 1`, truncated): the producer writes the value, then the flag
+/// (release). The consumer knows which ticket it expects next, so it checks
+/// the flag of its own slot and never reads the producers' tail. A slot's
+/// flag can only hold the previous lap's value or the current one, so the
+/// flags never need resetting.
+///
+/// The consumer position is published once per ``drain(max:_:)`` call (once
+/// per ``get()``), in its own 128-byte region (Intel's adjacent-line
+/// prefetcher pairs 64-byte lines). Producers read it only when their shared
+/// cached copy says the queue may be full. Values (8 per cache line) and
+/// flags (64 per cache line) are in separate arrays, so a cache-line transfer
+/// carries as many items as possible.
+///
+/// Cost: a put is one compare-and-swap on the producers' line plus two
+/// stores into the ring; a get is two loads and one store to the consumer's
+/// own line; a drain of `n` items is `2n` loads and one store. No allocation
+/// or reference counting per item.
+///
+/// `@unchecked Sendable`: the queue's state is raw memory shared between
+/// threads on purpose. Every shared word is an `Atomic`, and every plain
+/// value slot is ordered by the release/acquire pairs documented on the
+/// operations (value written before its flag is released; value read before
+/// the consumer position is released). The single-consumer rule is the
+/// caller's contract.
+public final class PCQ<Element: PCQElement>: @unchecked Sendable {
+    /// Producer-side shared words, alone in their 128-byte region.
+    @usableFromInline
+    struct ProducerIndex: ~Copyable {
+        /// The next ticket; also the count of successful puts.
+        @usableFromInline let tail: Atomic<UInt>
+        /// A possibly stale copy of the consumer's `head` (never ahead of it),
+        /// kept on the producers' line so the fast path does not touch the
+        /// consumer's line.
+        @usableFromInline let cachedHead: Atomic<UInt>
+        /// Puts that found the queue full (failure path only).
+        @usableFromInline let failedPuts: Atomic<Int>
+        /// Depth samples taken by producers when they refresh `cachedHead`.
+        @usableFromInline let highWater: Atomic<Int>
+
+        init() {
+            tail = Atomic(0)
+            cachedHead = Atomic(0)
+            failedPuts = Atomic(0)
+            highWater = Atomic(0)
+        }
+    }
+
+    /// Consumer-side words, alone in their 128-byte region. Only the consumer
+    /// writes them, with plain (non-RMW) atomic stores.
+    @usableFromInline
+    struct ConsumerIndex: ~Copyable {
+        /// The next ticket the consumer will take; also the count of gets.
+        @usableFromInline let head: Atomic<UInt>
+        /// Largest batch the consumer found ready in one call.
+        @usableFromInline let highWater: Atomic<Int>
+
+        init() {
+            head = Atomic(0)
+            highWater = Atomic(0)
+        }
+    }
+
+    /// The exact usable capacity, as a word for the index arithmetic.
+    @usableFromInline let limit: UInt
+    /// Slot count minus one (slot count = capacity rounded up to 2^k).
+    @usableFromInline let mask: UInt
+    /// k: `ticket >> lapShift` is the ticket's lap.
+    @usableFromInline let lapShift: UInt
+    @usableFromInline let producer: UnsafeMutablePointer<ProducerIndex>
+    @usableFromInline let consumer: UnsafeMutablePointer<ConsumerIndex>
+    /// One lap flag per slot.
+    @usableFromInline let flags: UnsafeMutablePointer<Atomic<UInt8>>
+    /// One value word per slot. Plain memory: every access is ordered by
+    /// the flag (producer to consumer) and by `head` (consumer to the next
+    /// lap's producer).
+    @usableFromInline let values: UnsafeMutablePointer<UInt>
+    private let indexRegion: UnsafeMutableRawPointer
+
+    /// Size of an index region: two 64-byte lines, because the adjacent-line
+    /// prefetcher fetches 64-byte lines in pairs.
+    private static var regionSize: Int { 128 }
+
+    /// Creates an empty queue that holds exactly `capacity` items.
+    ///
+    /// Memory: `capacity` rounded up to a power of two, times 9 bytes, plus
+    /// 256 bytes of indices. Allocation happens here only.
+    ///
+    /// - Precondition: `1 <= capacity <= 2^30`.
+    public init(capacity: Int) {
+        precondition(capacity >= 1 && capacity <= 1 << 30, "PCQ capacity must be in 1...2^30")
+        var shift: UInt = 0
+        while (1 << shift) < capacity { shift += 1 }
+        let slots = 1 << Int(shift)
+        limit = UInt(capacity)
+        mask = UInt(slots - 1)
+        lapShift = shift
+
+        indexRegion = UnsafeMutableRawPointer.allocate(byteCount: 2 * Self.regionSize, alignment: Self.regionSize)
+        producer = indexRegion.bindMemory(to: ProducerIndex.self, capacity: 1)
+        producer.initialize(to: ProducerIndex())
+        consumer = (indexRegion + Self.regionSize).bindMemory(to: ConsumerIndex.self, capacity: 1)
+        consumer.initialize(to: ConsumerIndex())
+
+        let flagBytes = UnsafeMutableRawPointer.allocate(
+            byteCount: Swift.max(slots, Self.regionSize), alignment: Self.regionSize)
+        flags = flagBytes.bindMemory(to: Atomic<UInt8>.self, capacity: slots)
+        for i in 0..<slots { (flags + i).initialize(to: Atomic(0)) }  // 0 is no lap's flag
+
+        let valueBytes = UnsafeMutableRawPointer.allocate(
+            byteCount: Swift.max(slots * MemoryLayout<UInt>.stride, Self.regionSize), alignment: Self.regionSize)
+        values = valueBytes.bindMemory(to: UInt.self, capacity: slots)
+        values.initialize(repeating: 0, count: slots)
+    }
+
+    deinit {
+        let slots = Int(mask) + 1
+        values.deinitialize(count: slots)
+        UnsafeMutableRawPointer(values).deallocate()
+        flags.deinitialize(count: slots)
+        UnsafeMutableRawPointer(flags).deallocate()
+        producer.deinitialize(count: 1)
+        consumer.deinitialize(count: 1)
+        indexRegion.deallocate()
+    }
+
+    /// The exact number of items the queue can hold (what was asked for).
+    public var capacity: Int { Int(limit) }
+
+    // MARK: Producers
+
+    /// Appends `item` if the queue is not full. Any thread; never blocks.
+    ///
+    /// Returns false only if, at an instant during the call, `capacity`
+    /// items had been put and not yet taken (including items still being
+    /// written by preempted producers). Never waits for another producer.
+    ///
+    /// Cost: one compare-and-swap on the producers' shared line (retried
+    /// only when another producer took the ticket first) and two stores into
+    /// the ring; the consumer's line is read only when the queue looks full.
+    @inlinable
+    public func put(_ item: Element) -> Bool {
+        guard let ticket = reserve() else { return false }
+        publish(item.pcqWord, at: ticket)
+        return true
+    }
+
+    /// Takes a ticket whose slot is free, or returns nil if the queue is
+    /// full. The caller must then `publish` exactly once for that ticket.
+    /// (Split from `put` so tests can stop a "producer" between the two.)
+    @inlinable
+    internal func reserve() -> UInt? {
+        let p = producer
+        // Relaxed: the tail value is only a candidate ticket, validated by
+        // the compare-and-swap below; no data is published through `tail`.
+        var t = p.pointee.tail.load(ordering: .relaxed)
+        while true {
+            // Acquiring: pairs with the releasing store in `refreshHead`, which
+            // itself acquired `head` from the consumer. That chain makes the
+            // consumer's read of the slot's previous value happen before our
+            // overwrite of it in `publish`.
+            let cached = p.pointee.cachedHead.load(ordering: .acquiring)
+            // Signed: a stale `t` can be behind `cached`; the CAS then fails.
+            if Int(bitPattern: t &- cached) >= Int(limit) {
+                let fresh = refreshHead(ticket: t)
+                if Int(bitPattern: t &- fresh) >= Int(limit) {
+                    // `t` was the tail before `fresh` was read, and the tail
+                    // never decreases: `capacity` tickets were outstanding
+                    // when we read `head`. Really full.
+                    recordFailedPut()
+                    return nil
+                }
+            }
+            // Relaxed: tickets only need a total order (which any RMW on one
+            // word gives); the slot's happens-before edge comes from `head`.
+            let (won, current) = p.pointee.tail.compareExchange(
+                expected: t, desired: t &+ 1, ordering: .relaxed)
+            if won { return t }
+            t = current
+        }
+    }
+
+    /// Writes the value of a reserved ticket and makes it visible.
+    @inlinable
+    internal func publish(_ word: UInt, at ticket: UInt) {
+        let i = Int(bitPattern: ticket & mask)
+        values[i] = word
+        // Releasing: the value store above must be visible before the flag;
+        // pairs with the consumer's acquiring flag load.
+        flags[i].store(lapFlag(ticket), ordering: .releasing)
+    }
+
+    /// Reads the consumer's position (slow path: the cached copy said the
+    /// queue may be full), shares it with the other producers and samples
+    /// the depth for `highWater`.
+    @usableFromInline
+    @inline(never)
+    internal func refreshHead(ticket t: UInt) -> UInt {
+        let p = producer
+        // Acquiring: pairs with the consumer's releasing store of `head`,
+        // which it makes only after reading the values of the slots it frees.
+        let h = consumer.pointee.head.load(ordering: .acquiring)
+        if p.pointee.cachedHead.load(ordering: .relaxed) != h {
+            // Releasing: passes the acquired edge on to producers that read
+            // the cache (see `reserve`). A slower producer may store an older
+            // value over a newer one; that only makes the cache more
+            // conservative (it never gets ahead of the real `head`).
+            p.pointee.cachedHead.store(h, ordering: .releasing)
+        }
+        // `t - h` is a depth that really existed when `head` was read (the
+        // tail was at least `t` then). Relaxed max: statistics only.
+        let depth = Int(bitPattern: t &- h)
+        if depth > 0 {
+            var seen = p.pointee.highWater.load(ordering: .relaxed)
+            while depth > seen {
+                let (done, now) = p.pointee.highWater.compareExchange(
+                    expected: seen, desired: depth, ordering: .relaxed)
+                if done { break }
+                seen = now
+            }
+        }
+        return h
+    }
+
+    @usableFromInline
+    @inline(never)
+    internal func recordFailedPut() {
+        // The only counter RMW, and only on the failure path. Relaxed:
+        // statistics carry no data.
+        producer.pointee.failedPuts.add(1, ordering: .relaxed)
+    }
+
+    /// The flag value that marks ticket `t`'s slot as written: its lap plus
+    /// one, truncated. A slot holds either the previous lap's flag or this
+    /// one (a ticket is reserved only after the previous lap's item in its
+    /// slot was taken), and those differ; the initial 0 differs from lap 0's 1.
+    @inlinable @inline(__always)
+    internal func lapFlag(_ t: UInt) -> UInt8 {
+        UInt8(truncatingIfNeeded: t &>> lapShift) &+ 1
+    }
+
+    // MARK: Consumer
+
+    /// Removes and returns the oldest item, or nil if there is none visible.
+    ///
+    /// Single consumer only. Returns nil when the queue is empty, and also
+    /// while the oldest item's producer has reserved its slot but not yet
+    /// written it (items behind it wait; none is skipped).
+    ///
+    /// Cost: two loads from the ring and one store to the consumer's own
+    /// line. Prefer ``drain(max:_:)`` to take many items: it publishes the
+    /// consumer position once per call.
+    @inlinable
+    public func get() -> Element? {
+        let c = consumer
+        // Relaxed: only this thread writes `head`.
+        let h = c.pointee.head.load(ordering: .relaxed)
+        let i = Int(bitPattern: h & mask)
+        // Acquiring: pairs with the producer's releasing flag store, so the
+        // value read below is the one written for ticket `h`.
+        guard flags[i].load(ordering: .acquiring) == lapFlag(h) else { return nil }
+        let word = values[i]
+        // Releasing: our read of the slot happens before any producer that
+        // sees the new `head` reuses the slot.
+        c.pointee.head.store(h &+ 1, ordering: .releasing)
+        if c.pointee.highWater.load(ordering: .relaxed) == 0 {
+            c.pointee.highWater.store(1, ordering: .relaxed)
+        }
+        return Element(pcqWord: word)
+    }
+
+    /// Returns the oldest item without removing it, or nil when ``get()``
+    /// would return nil. Single consumer only; costs two loads.
+    @inlinable
+    public func peek() -> Element? {
+        let h = consumer.pointee.head.load(ordering: .relaxed)  // own variable
+        let i = Int(bitPattern: h & mask)
+        // Acquiring: as in `get`.
+        guard flags[i].load(ordering: .acquiring) == lapFlag(h) else { return nil }
+        return Element(pcqWord: values[i])
+    }
+
+    /// Takes up to `max` items in FIFO order, calling `body` for each, and
+    /// returns how many it took. Stops early at the first slot that is not
+    /// yet visible (see ``get()``).
+    ///
+    /// Single consumer only. `body` must not call `get`, `peek` or `drain`
+    /// on this queue (it may `put`). The consumer position is published once,
+    /// when the call returns, so the slots of this batch stay occupied for
+    /// producers while `body` runs: keep `max` moderate (tens to hundreds)
+    /// when `body` is slow. If `body` throws, the item it was given counts
+    /// as taken, later items stay queued, and the error is rethrown.
+    ///
+    /// Cost: two loads per item and one store per call.
+    @inlinable
+    @discardableResult
+    public func drain(max maxCount: Int, _ body: (Element) throws -> Void) rethrows -> Int {
+        guard maxCount > 0 else { return 0 }
+        let c = consumer
+        let start = c.pointee.head.load(ordering: .relaxed)  // own variable
+        let end = start &+ UInt(maxCount)
+        var h = start
+        defer { if h != start { finishBatch(from: start, to: h) } }
+        while h != end {
+            let i = Int(bitPattern: h & mask)
+            // Acquiring: pairs with the producer's releasing flag store.
+            guard flags[i].load(ordering: .acquiring) == lapFlag(h) else { break }
+            let word = values[i]
+            h &+= 1
+            try body(Element(pcqWord: word))
+        }
+        return Int(bitPattern: h &- start)
+    }
+
+    @inlinable @inline(__always)
+    internal func finishBatch(from start: UInt, to h: UInt) {
+        let c = consumer
+        // Releasing: every value of the batch was read before this store;
+        // producers acquire `head` before reusing those slots.
+        c.pointee.head.store(h, ordering: .releasing)
+        // The batch was a run of ready items: the queue held at least that
+        // many. Own variable, plain store: no RMW on the consumer's path.
+        let batch = Int(bitPattern: h &- start)
+        if batch > c.pointee.highWater.load(ordering: .relaxed) {
+            c.pointee.highWater.store(batch, ordering: .relaxed)
+        }
+    }
+
+    // MARK: Observation (any thread)
+
+    /// A racy snapshot of the number of items in the queue (accepted and
+    /// not yet taken, including items still being written), in
+    /// `0...capacity`. Any thread; two loads.
+    public var approximateCount: Int {
+        // Acquiring on `head` orders the `tail` load after it, and the tail
+        // at any later instant is at least the head at this one: the
+        // difference is never negative. `head` may be stale, so clamp.
+        let h = consumer.pointee.head.load(ordering: .acquiring)
+        let t = producer.pointee.tail.load(ordering: .relaxed)
+        return Swift.min(Int(bitPattern: t &- h), capacity)
+    }
+
+    /// The queue's counters. Any thread; four loads, no synchronization.
+    ///
+    /// `puts` and `gets` are exact (they are the ticket counter and the
+    /// consumer's published position). `highWater` is a lower bound on the
+    /// largest depth the queue reached, sampled for free: by producers each
+    /// time the queue looked full from their cached view of the consumer
+    /// (so high depths are caught; a failed put records exactly
+    /// `capacity`), and by the consumer as the size of each ready batch it
+    /// took.
+    public var statistics: PCQStatistics {
+        let p = producer
+        let c = consumer
+        // Relaxed throughout: a snapshot of independent counters.
+        return PCQStatistics(
+            puts: Int(bitPattern: p.pointee.tail.load(ordering: .relaxed)),
+            failedPuts: p.pointee.failedPuts.load(ordering: .relaxed),
+            gets: Int(bitPattern: c.pointee.head.load(ordering: .relaxed)),
+            highWater: Swift.max(
+                p.pointee.highWater.load(ordering: .relaxed),
+                c.pointee.highWater.load(ordering: .relaxed)))
+    }
+}

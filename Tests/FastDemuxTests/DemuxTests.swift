@@ -1,0 +1,214 @@
+import Glibc
+import SMPPrimitives
+import Synchronization
+import Testing
+import Workloads
+@testable import FastDemux
+
+@Suite("TCP immediate ACK policy")
+struct TCPAckPolicyTests {
+    func seg(_ seq: UInt32, _ flags: TCPFlags = .ack) -> TCPSegmentInfo {
+        TCPSegmentInfo(sequenceNumber: seq, acknowledgmentNumber: 0, flags: flags, window: 1000)
+    }
+
+    @Test func delayedPolicy() {
+        var st = TCPReceiveState()
+        let policy = TCPAckPolicy.delayed(mss: 1000)
+        // First segment synchronizes; small, no PSH: delayed.
+        var r = st.receive(seg(100), payloadLength: 10, policy: policy)
+        #expect(r == (false, true) && st.nextExpected == 110)
+        // PSH: at once.
+        r = st.receive(seg(110, [.ack, .psh]), payloadLength: 10, policy: policy)
+        #expect(r == (true, true) && st.nextExpected == 120)
+        st.didSendAck()
+        // Full-sized segments: every second one.
+        r = st.receive(seg(120), payloadLength: 1000, policy: policy)
+        #expect(r == (false, true))
+        r = st.receive(seg(1120), payloadLength: 1000, policy: policy)
+        #expect(r == (true, true) && st.nextExpected == 2120)
+        st.didSendAck()
+        // Out of sequence: duplicate ACK at once, state unchanged.
+        r = st.receive(seg(5000), payloadLength: 10, policy: policy)
+        #expect(r == (true, false) && st.nextExpected == 2120 && st.outOfSequence == 1)
+        // A pure ACK needs no ACK.
+        r = st.receive(seg(2120), payloadLength: 0, policy: policy)
+        #expect(r == (false, true))
+        // FIN occupies one sequence number and is ACKed at once.
+        r = st.receive(seg(2120, [.ack, .fin]), payloadLength: 0, policy: policy)
+        #expect(r == (true, true) && st.nextExpected == 2121)
+    }
+
+    @Test func everySegmentAndNever() {
+        var a = TCPReceiveState()
+        #expect(a.receive(seg(1), payloadLength: 5, policy: .everySegment).ackNow)
+        var n = TCPReceiveState()
+        #expect(!n.receive(seg(1, [.ack, .psh]), payloadLength: 5, policy: .never).ackNow)
+        #expect(!n.receive(seg(99), payloadLength: 5, policy: .never).ackNow)
+    }
+
+    @Test func fastPathEmitsAckOrLeavesItToTheWorker() throws {
+        let acks = Mutex<[TCPAck]>([])
+        let demux = Demux<Memb>()
+        let s = demux.makeSocket(.tcp)
+        try s.connect(to: InetEndpoint(v4("192.0.2.1"), 4000), from: InetEndpoint(v4("10.0.0.1"), 80),
+                      initialReceiveSequence: 1000)
+        let key = packetKey(.tcp, from: "192.0.2.1", 4000, to: "10.0.0.1", 80)
+        let input = demux.makeInput(ackSink: { b in acks.withLock { $0.append(contentsOf: b) } })
+        Memb.withRegisteredThread {
+            input.burst { b in
+                b.deliver(PacketRef(word: 1), key: key, tcp: seg(1000, [.ack, .psh]), payloadLength: 100)
+                b.deliver(PacketRef(word: 2), key: key, tcp: seg(1100), payloadLength: 50)   // no PSH: delayed
+            }
+        }
+        #expect(acks.withLock { $0 } == [TCPAck(key: key, ackNumber: 1100, duplicate: false)])
+        #expect(input.stats.immediateACKs == 1 && input.stats.sync.lockAcquisitions == 2)
+
+        // The worker holds the TCP state: the fast path must not wait.
+        s.withTCPState { _ in
+            Memb.withRegisteredThread {
+                input.burst { b in
+                    b.deliver(PacketRef(word: 3), key: key, tcp: seg(1150, [.ack, .psh]), payloadLength: 10)
+                }
+            }
+        }
+        // Try-lock, backlog, try-lock again: both failed; the holder (the
+        // closure above) processed the backlogged segment on release and
+        // left the ACK it needs to the worker.
+        #expect(input.stats.deferredACKs == 1 && input.stats.sync.contendedAcquisitions == 2)
+        #expect(s.owesACK)
+        #expect(acks.withLock { $0.count } == 1)
+        var owed: [TCPAck] = []
+        #expect(s.sendOwedACK(key: key) { owed.append($0) })
+        #expect(!s.owesACK)
+        #expect(owed == [TCPAck(key: key, ackNumber: 1160, duplicate: false)])
+        #expect(s.counters.acksSent == 2)
+        #expect(s.receive(upTo: 10) { _ in } == 3)
+        s.close()
+    }
+}
+
+@Suite("Demux fast path")
+struct DemuxTests {
+    @Test func syntheticFramesParseBackToTheirFlow() {
+        let parser = PacketParser()
+        let flows = [
+            packetKey(.udp, from: "192.0.2.1", 4000, to: "10.0.0.1", 53),
+            packetKey(.tcp, from: "2001:db8::1", 4000, to: "2001:db8::2", 80),
+        ]
+        var buffer = [UInt8](repeating: 0, count: 256)
+        for f in flows {
+            let tcp = TCPSegmentInfo(sequenceNumber: 77, acknowledgmentNumber: 5, flags: [.ack, .psh], window: 9)
+            let n = buffer.withUnsafeMutableBytes {
+                SyntheticFrame.write(into: $0, flow: f, tcp: tcp, payloadLength: 20)
+            }
+            let r = buffer.withUnsafeBytes { parser.parse(UnsafeRawBufferPointer(rebasing: $0[0..<n]), linkType: .ethernet) }
+            #expect(r.packet?.flow == f)
+            #expect(r.packet?.payloadLength == 20)
+            if f.transport == .tcp { #expect(r.packet?.tcp?.sequenceNumber == 77) }
+        }
+    }
+
+    @Test func benchmarkFramesMatchTheirTruth() {
+        let t = DemuxBenchmarkTraffic(frameCount: 4096)
+        let parser = PacketParser()
+        #expect(Set(t.listenPorts).count == 16 && Set(t.flows).count == 4096)
+        var nonMatching = 0
+        for i in 0..<t.frameCount {
+            guard let p = parser.parse(t.frame(i), linkType: .ethernet).packet else {
+                Issue.record("frame \(i) did not parse")
+                return
+            }
+            let sock = Int(t.truth[i])
+            if sock < DemuxBenchmarkTraffic.flowCount {
+                #expect(p.flow == t.flows[sock].key)
+            } else {
+                nonMatching += 1
+            }
+        }
+        // About 1% match no flow.
+        #expect(nonMatching > 10 && nonMatching < 100)
+        #expect(t.perSocketPerPass.reduce(0, +) == t.frameCount)
+    }
+
+    @Test func readySetMarksOnceAndWakesTheReader() throws {
+        let demux = Demux<Memb>()
+        let set = SocketReadySet(capacity: 4)
+        let s = demux.makeSocket(.udp)
+        try s.bind(InetEndpoint(v4("10.0.0.1"), 9))
+        #expect(set.add(s) == 0)
+        let key = packetKey(.udp, from: "192.0.2.1", 1, to: "10.0.0.1", 9)
+        let st = deliverBurst(demux, key: key, words: [1, 2, 3]).stats
+        #expect(st.sync.wakeups == 1)                          // one 0->1 transition per burst
+        #expect(st.socketQueue.batchSizes.total == 1)          // one run of 3 puts
+        #expect(deliverBurst(demux, key: key, words: [4]).stats.sync.wakeups == 0)   // still ready
+        var slots: [Int] = []
+        #expect(set.takeReady { slots.append($0) } == 1 && slots == [0])
+        #expect(s.receive(upTo: 10) { _ in } == 4)
+        s.close()
+    }
+
+    @Test func workerContinuationIsCoalescedAndSendsOwedACK() throws {
+        var config = CoreExecutorGroup.Configuration()
+        config.pinned = false
+        let group = CoreExecutorGroup(count: 1, configuration: config)
+        defer { group.shutdown() }
+        let demux = Demux<Memb>()
+        func waitFor(_ cond: () -> Bool) {
+            let deadline = monotonicNanosecondsForTests() + 5_000_000_000
+            while !cond() && monotonicNanosecondsForTests() < deadline { sched_yield() }
+        }
+
+        // UDP: bursts within the delay coalesce into one schedule.
+        let u = demux.makeSocket(.udp)
+        try u.bind(InetEndpoint(v4("10.0.0.1"), 9))
+        let runs = Atomic<Int>(0)
+        u.attachWorker(on: group.executor(for: 0), delayMilliseconds: 300) { sock in
+            runs.add(1, ordering: .relaxed)
+            _ = sock.receive(upTo: 100) { _ in }
+        }
+        let ukey = packetKey(.udp, from: "192.0.2.1", 1, to: "10.0.0.1", 9)
+        let input = demux.makeInput()
+        Memb.withRegisteredThread {
+            for i: UInt in 1...3 { input.burst { b in _ = b.deliver(PacketRef(word: i), key: ukey) } }
+        }
+        #expect(input.stats.workerSchedules == 1)
+        waitFor { runs.load(ordering: .relaxed) == 1 }
+        #expect(runs.load(ordering: .relaxed) == 1)
+        #expect(u.counters.delivered == 3)
+
+        // TCP: the fast path cannot take the state, the worker sends the ACK.
+        let t = demux.makeSocket(.tcp)
+        try t.connect(to: InetEndpoint(v4("192.0.2.1"), 4000), from: InetEndpoint(v4("10.0.0.1"), 80),
+                      initialReceiveSequence: 0)
+        let owed = Mutex<[TCPAck]>([])
+        t.attachWorker(on: group.executor(for: 0), delayMilliseconds: 300,
+                       emitACK: { a in owed.withLock { $0.append(a) } }) { _ in }
+        let tkey = packetKey(.tcp, from: "192.0.2.1", 4000, to: "10.0.0.1", 80)
+        let seg = TCPSegmentInfo(sequenceNumber: 0, acknowledgmentNumber: 0, flags: [.ack, .psh], window: 1)
+        t.withTCPState { _ in
+            Memb.withRegisteredThread {
+                input.burst { b in _ = b.deliver(PacketRef(word: 9), key: tkey, tcp: seg, payloadLength: 10) }
+            }
+        }
+        #expect(input.stats.deferredACKs == 1)
+        waitFor { owed.withLock { $0.count } == 1 }
+        #expect(owed.withLock { $0 } == [TCPAck(key: tkey, ackNumber: 10, duplicate: false)])
+        #expect(!t.owesACK)
+        demux.table.close([u, t])
+    }
+
+    @Test(arguments: ["fastpath", "mutex_dictionary"])
+    func demuxWorkloadChecks(impl: String) throws {
+        let w = try #require(WorkloadRegistry.named("demux"))
+        let run = try #require(w.impls.first { $0.name == impl })
+        let r = run.run(WorkloadOptions(n: 40_960, capSeconds: 60))
+        #expect(r.checked, "\(r.json.rendered)")
+        #expect(r.ops == 40_960)
+    }
+}
+
+func monotonicNanosecondsForTests() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

@@ -1,0 +1,230 @@
+import CURCU
+import Glibc
+import Synchronization
+import Testing
+@testable import SMPPrimitives
+
+/// Counts callbacks of `rcuTestCallback` (a C callback cannot capture).
+let rcuTestCallbacks = Atomic<Int>(0)
+
+/// A node reclaimed through call_rcu: `rcu_head` at offset 0.
+private struct RCUTestNode {
+    var head = rcu_head()
+    var payload: Int
+}
+
+private let rcuTestCallback: RCUCallback = { head in
+    let node = UnsafeMutableRawPointer(head!).assumingMemoryBound(to: RCUTestNode.self)
+    precondition(node.pointee.payload >= 0)
+    rcuTestCallbacks.add(1, ordering: .relaxed)
+    node.deinitialize(count: 1)
+    node.deallocate()
+}
+
+private func allocateTestNode(_ payload: Int) -> UnsafeMutablePointer<rcu_head> {
+    let node = UnsafeMutablePointer<RCUTestNode>.allocate(capacity: 1)
+    node.initialize(to: RCUTestNode(payload: payload))
+    return UnsafeMutableRawPointer(node).assumingMemoryBound(to: rcu_head.self)
+}
+
+/// Flags shared between a test's threads.
+final class RCUTestFlags: Sendable {
+    let entered = Atomic<Bool>(false)
+    let left = Atomic<Bool>(false)
+    let observedLeftAfterWait = Atomic<Int>(-1)
+}
+
+private func waitUntil(_ flag: borrowing Atomic<Bool>) {
+    while !flag.load(ordering: .acquiring) { sched_yield() }
+}
+
+// call_rcu callbacks are counted in one global: these tests must not overlap.
+@Suite(.serialized) struct RCUTests {
+    @Test func registrationIsTrackedPerThreadAndFlavour() {
+        let t = PinnedThread(name: "rcu-reg") {
+            precondition(!QSBR.isThreadRegistered && !Memb.isThreadRegistered)
+            QSBR.registerThread()
+            precondition(QSBR.isThreadRegistered && !Memb.isThreadRegistered)
+            precondition(QSBR.isInReadSection)
+            QSBR.threadOffline()
+            precondition(!QSBR.isInReadSection)
+            QSBR.threadOnline()
+            QSBR.unregisterThread()
+            precondition(!QSBR.isThreadRegistered)
+            Memb.registerThread()
+            precondition(Memb.isThreadRegistered)
+            Memb.withReadSection {
+                Memb.withReadSection { precondition(Memb.isInReadSection) }
+            }
+            Memb.unregisterThread()
+        }
+        t.join()
+        // Another thread's registration is not this thread's.
+        #expect(!QSBR.isThreadRegistered)
+        #expect(!Memb.isThreadRegistered)
+    }
+
+    /// A reader that entered its section before synchronize() began must
+    /// have left it before synchronize() returns.
+    @Test(arguments: ["memb", "qsbr"])
+    func synchronizeWaitsForPreExistingReader(flavour: String) {
+        let flags = RCUTestFlags()
+        let reader = PinnedThread(cpu: 0, name: "rcu-reader") {
+            if flavour == "memb" {
+                Memb.registerThread()
+                Memb.readLock()
+                flags.entered.store(true, ordering: .releasing)
+                usleep(50_000)
+                flags.left.store(true, ordering: .releasing)
+                Memb.readUnlock()
+                Memb.unregisterThread()
+            } else {
+                QSBR.registerThread()  // online: a reader from now on
+                flags.entered.store(true, ordering: .releasing)
+                usleep(50_000)
+                flags.left.store(true, ordering: .releasing)
+                QSBR.quiescentState()
+                // Stay online a little: the grace period must have ended
+                // on the quiescent state, not on unregistration.
+                usleep(20_000)
+                QSBR.unregisterThread()
+            }
+        }
+        let writer = PinnedThread(cpu: 1, name: "rcu-sync") {
+            waitUntil(flags.entered)
+            if flavour == "memb" { Memb.synchronize() } else { QSBR.synchronize() }
+            flags.observedLeftAfterWait.store(flags.left.load(ordering: .acquiring) ? 1 : 0, ordering: .releasing)
+        }
+        reader.join()
+        writer.join()
+        #expect(flags.observedLeftAfterWait.load(ordering: .acquiring) == 1)
+    }
+
+    @Test(arguments: ["memb", "qsbr"])
+    func deferredCallbacksRunAfterGracePeriodAndBarrier(flavour: String) {
+        rcuTestCallbacks.store(0, ordering: .relaxed)
+        let flags = RCUTestFlags()
+        let n = 100
+        let box = RCUTestBox()
+        let reader = PinnedThread(cpu: 0, name: "rcu-reader") {
+            if flavour == "memb" { Memb.registerThread(); Memb.readLock() } else { QSBR.registerThread() }
+            flags.entered.store(true, ordering: .releasing)
+            waitUntil(box.release)
+            if flavour == "memb" { Memb.readUnlock(); Memb.unregisterThread() } else { QSBR.unregisterThread() }
+        }
+        let writer = PinnedThread(cpu: 1, name: "rcu-writer") {
+            waitUntil(flags.entered)
+            for i in 0..<n {
+                if flavour == "memb" {
+                    Memb.deferFree(allocateTestNode(i), rcuTestCallback)
+                } else {
+                    QSBR.deferFree(allocateTestNode(i), rcuTestCallback)
+                }
+            }
+            // The reader is still in its section: nothing may run yet.
+            usleep(30_000)
+            box.countWhileReading.store(rcuTestCallbacks.load(ordering: .relaxed), ordering: .relaxed)
+            box.release.store(true, ordering: .releasing)
+            if flavour == "memb" { Memb.barrier() } else { QSBR.barrier() }
+            box.countAfterBarrier.store(rcuTestCallbacks.load(ordering: .relaxed), ordering: .relaxed)
+        }
+        reader.join()
+        writer.join()
+        #expect(box.countWhileReading.load(ordering: .relaxed) == 0)
+        #expect(box.countAfterBarrier.load(ordering: .relaxed) == n)
+    }
+
+    @Test func deferFreeFromUnregisteredThreadAndBarrierFromOnlineQSBRThread() {
+        rcuTestCallbacks.store(0, ordering: .relaxed)
+        // This test's own thread is not registered with either flavour.
+        QSBR.deferFree(allocateTestNode(1), rcuTestCallback)
+        Memb.deferFree(allocateTestNode(2), rcuTestCallback)
+        #expect(!QSBR.isThreadRegistered && !Memb.isThreadRegistered)
+        let t = PinnedThread(name: "rcu-online") {
+            QSBR.registerThread()
+            QSBR.deferFree(allocateTestNode(3), rcuTestCallback)
+            QSBR.barrier()  // online caller: taken offline for the wait
+            precondition(QSBR.isInReadSection, "barrier must leave the thread online")
+            QSBR.unregisterThread()
+        }
+        t.join()
+        Memb.barrier()
+        #expect(rcuTestCallbacks.load(ordering: .relaxed) == 3)
+    }
+
+    #if DEBUG
+    // Misuse traps in debug builds (release builds skip the checks).
+    @Test func correctUseDoesNotTrap() async {
+        // The control for the exit tests below: the same calls, well used.
+        await #expect(processExitsWith: .success) {
+            Memb.registerThread()
+            Memb.readLock()
+            Memb.readUnlock()
+            Memb.synchronize()
+            Memb.unregisterThread()
+            QSBR.registerThread()
+            QSBR.readLock()
+            QSBR.readUnlock()
+            QSBR.quiescentState()
+            QSBR.synchronize()
+            QSBR.unregisterThread()
+        }
+    }
+
+    @Test func readSectionOnUnregisteredThreadTraps() async {
+        await #expect(processExitsWith: .failure) {
+            Memb.readLock()
+        }
+        await #expect(processExitsWith: .failure) {
+            QSBR.readLock()
+        }
+    }
+
+    @Test func synchronizeInsideReadSectionTraps() async {
+        await #expect(processExitsWith: .failure) {
+            Memb.registerThread()
+            Memb.readLock()
+            Memb.synchronize()
+        }
+        await #expect(processExitsWith: .failure) {
+            QSBR.registerThread()
+            QSBR.readLock()
+            QSBR.synchronize()
+        }
+    }
+
+    @Test func unbalancedUnlockTraps() async {
+        await #expect(processExitsWith: .failure) {
+            Memb.registerThread()
+            Memb.readUnlock()
+        }
+        await #expect(processExitsWith: .failure) {
+            QSBR.registerThread()
+            QSBR.readLock()
+            QSBR.readUnlock()
+            QSBR.readUnlock()
+        }
+    }
+
+    @Test func quiescentStateInsideReadSectionTraps() async {
+        await #expect(processExitsWith: .failure) {
+            QSBR.registerThread()
+            QSBR.readLock()
+            QSBR.quiescentState()
+        }
+    }
+
+    @Test func doubleRegistrationTraps() async {
+        await #expect(processExitsWith: .failure) {
+            QSBR.registerThread()
+            QSBR.registerThread()
+        }
+    }
+    #endif
+}
+
+final class RCUTestBox: Sendable {
+    let release = Atomic<Bool>(false)
+    let countWhileReading = Atomic<Int>(-1)
+    let countAfterBarrier = Atomic<Int>(-1)
+}
