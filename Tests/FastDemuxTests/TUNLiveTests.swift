@@ -1,0 +1,86 @@
+import Glibc
+import SMPPrimitives
+import Synchronization
+import Testing
+@testable import FastDemux
+
+// `fastdemux live` end to end, minus the argument parsing: traffic sent
+// inside a test network namespace is routed into a TUN device there and
+// demultiplexed by a DemuxSession reading it (see TUNDeviceTests.swift for
+// the namespace harness and why nothing leaves the namespace).
+@Suite(.enabled(if: tunTestsCanRun(), "needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), /dev/net/tun and ip netns"),
+       .timeLimit(.minutes(1)))
+struct TUNLiveTests {
+    /// Sends 5 UDP datagrams (one flow each) and one TCP SYN into the TUN.
+    func sendTraffic(_ ns: TestNetworkNamespace) throws -> TestSocket {
+        try ns.inside { () throws -> TestSocket in
+            for i in 0..<5 {
+                try sendUDP(from: UInt16(40_000 + i), to: "198.18.0.2", port: 5353,
+                            payload: Array("live-\(i)".utf8))
+            }
+            return try startTCPConnect(from: 41_000, to: "198.18.0.2", port: 8080)
+        }
+    }
+
+    @Test func liveSessionDemultiplexesTrafficRoutedIntoTheTUN() throws {
+        let ns = try TestNetworkNamespace()
+        defer { ns.destroy() }
+        let tun = try ns.openTUN()
+        defer { tun.close() }
+        let syn = try sendTraffic(ns)
+        defer { _ = syn }
+        // The packets wait in the device queue; the count stops the session,
+        // the duration is the watchdog.
+        var source = TUNPacketSource(device: tun, duration: 10, count: 6)
+        let r = try DemuxSession(DemuxSessionConfiguration()).run(&source)
+        #expect(r.sourceError == nil)
+        #expect(r.framesIn == 6)
+        #expect(r.isConserved)
+        #expect(r.delivered == 6)
+        let udp = r.flows.filter { $0.key.transport == .udp }
+        let tcp = r.flows.filter { $0.key.transport == .tcp }
+        #expect(udp.count == 5 && udp.allSatisfy { $0.packets == 1 && $0.deliveredPackets == 1 })
+        let a = IPAddress("198.18.0.1")!, b = IPAddress("198.18.0.2")!
+        for f in udp {
+            #expect(Set([f.key.source, f.key.destination]) == Set([a, b]))
+            #expect(Set([f.key.sourcePort, f.key.destinationPort]).contains(5353))
+        }
+        #expect(tcp.count == 1 && tcp.first.map { Set([$0.key.sourcePort, $0.key.destinationPort]) } == [41_000, 8080])
+    }
+
+    @Test func listeningOnlyOnUDPDropsTheSYNAsNoSocket() throws {
+        let ns = try TestNetworkNamespace()
+        defer { ns.destroy() }
+        let tun = try ns.openTUN()
+        defer { tun.close() }
+        let syn = try sendTraffic(ns)
+        defer { _ = syn }
+        var source = TUNPacketSource(device: tun, duration: 10, count: 6)
+        var config = DemuxSessionConfiguration(workers: 2)
+        config.sockets = .listen([ListenSpec(.udp, port: 5353)])
+        let r = try DemuxSession(config).run(&source)
+        #expect(r.framesIn == 6)
+        #expect(r.delivered == 5)
+        #expect(r.input.drops[.noSocket] == 1)
+        #expect(r.isConserved)
+    }
+
+    @Test func stopEndsAnIdleLiveSessionPromptly() throws {
+        let ns = try TestNetworkNamespace()
+        defer { ns.destroy() }
+        let tun = try ns.openTUN()
+        defer { tun.close() }
+        let source = TUNPacketSource(device: tun)   // no duration, no count
+        let stopper = PinnedThread(name: "stopper") {
+            usleep(300_000)
+            source.stop()
+        }
+        defer { stopper.join() }
+        var s = source
+        let t0 = monotonicNow()
+        let r = try DemuxSession(DemuxSessionConfiguration()).run(&s)
+        let elapsed = monotonicNow() - t0
+        #expect(elapsed < 3, "stop() must end the session within ~100 ms")
+        #expect(r.isConserved)
+    }
+}
