@@ -23,15 +23,16 @@ let tunTestUnavailableReason: String? = {
     return nil
 }()
 
-/// Condition for `.enabled(if:)`: prints the reason when the suite is skipped.
-func tunTestsCanRun() -> Bool {
+/// Condition for `.enabled(if:)`; prints the reason once when the TUN
+/// suites are skipped.
+let tunTestsCanRun: Bool = {
     if let reason = tunTestUnavailableReason {
         let line = "TUN tests skipped: \(reason)\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
         return false
     }
     return true
-}
+}()
 
 /// Runs `argv` (PATH lookup) and returns its exit status, or -1 if it could
 /// not be started.
@@ -243,7 +244,7 @@ func makeIPv4UDP(from src: [UInt8], _ sport: UInt16, to dst: [UInt8], _ dport: U
     return p + payload
 }
 
-@Suite(.enabled(if: tunTestsCanRun(), "needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), /dev/net/tun and ip netns"),
+@Suite(.enabled(if: tunTestsCanRun, "needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), /dev/net/tun and ip netns"),
        .timeLimit(.minutes(1)))
 struct TUNDeviceTests {
     @Test func readsUDPDatagramsAndTCPSynRoutedIntoTheDevice() throws {

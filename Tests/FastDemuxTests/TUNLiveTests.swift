@@ -8,7 +8,7 @@ import Testing
 // inside a test network namespace is routed into a TUN device there and
 // demultiplexed by a DemuxSession reading it (see TUNDeviceTests.swift for
 // the namespace harness and why nothing leaves the namespace).
-@Suite(.enabled(if: tunTestsCanRun(), "needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), /dev/net/tun and ip netns"),
+@Suite(.enabled(if: tunTestsCanRun, "needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), /dev/net/tun and ip netns"),
        .timeLimit(.minutes(1)))
 struct TUNLiveTests {
     /// Sends 5 UDP datagrams (one flow each) and one TCP SYN into the TUN.
