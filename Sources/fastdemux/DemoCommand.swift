@@ -33,7 +33,8 @@ struct DemoCommand: ParsableCommand {
             writeStderr("fastdemux demo: error: \(error)")
             throw ExitCode.failure
         }
-        try replayAndPrint(source, command: "demo", label: "Samples/loopback.pcap (built in)", session: session,
+        try replayAndPrint(source, command: "demo", label: "Samples/loopback.pcap (built in)",
+                           linkType: linkTypeText(source.reader.linkType), session: session,
                            showProgress: false, conservationLine: true)
     }
 }

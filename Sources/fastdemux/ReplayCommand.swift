@@ -15,7 +15,7 @@ struct SessionOptions: ParsableArguments {
     var listen: String?
 
     @Option(help: "Receive-queue capacity of each socket (a full queue drops, counted as queue_full).")
-    var queue: Int = 1024
+    var queue: Int = 256
 
     @Flag(help: "Verify IPv4 header and TCP/UDP checksums (failures are dropped as 'checksum').")
     var verifyChecksums = false
@@ -65,36 +65,63 @@ struct ReplayCommand: ParsableCommand {
     )
 
     @Argument(help: "The capture file (pcap or pcapng).")
-    var file: String
+    var file: String?
+
+    @Flag(help: "Replay the demux benchmark's synthetic traffic (4,096 Zipf flows, BENCHMARKS.md demux) instead of a file.")
+    var synthetic = false
+
+    @Option(help: "With --synthetic: frames per pass (1...1048576).")
+    var frames: Int = 1 << 20
+
+    @Option(help: "With --synthetic: passes over the frame set.")
+    var passes: Int = 1
 
     @OptionGroup var session: SessionOptions
 
     @Flag(help: "Print a progress line on standard error every second (default: only when it is a terminal).")
     var progress = false
 
+    func validate() throws {
+        if synthetic == (file != nil) { throw ValidationError("give a capture FILE or --synthetic (not both)") }
+        if frames < 1 || frames > 1 << 20 { throw ValidationError("--frames must be 1...1048576") }
+        if passes < 1 { throw ValidationError("--passes must be positive") }
+    }
+
     func run() throws {
+        let showProgress = progress || stderrIsTerminal
+        if synthetic {
+            let source = SyntheticTrafficSource(frameCount: frames, passes: passes)
+            try replayAndPrint(source, command: "replay", label: "synthetic (\(frames) frames x \(passes) passes)",
+                               linkType: "EN10MB", session: session, showProgress: showProgress,
+                               conservationLine: false)
+            return
+        }
+        let path = file!
         let source: CaptureFileSource
         do {
-            source = try CaptureFileSource(path: file)
+            source = try CaptureFileSource(path: path)
         } catch {
             writeStderr("fastdemux replay: error: \(error)")
             throw ExitCode.failure
         }
-        try replayAndPrint(source, command: "replay", label: file, session: session,
-                           showProgress: progress || stderrIsTerminal, conservationLine: false)
+        try replayAndPrint(source, command: "replay", label: path, linkType: linkTypeText(source.reader.linkType),
+                           session: session, showProgress: showProgress, conservationLine: false)
     }
 }
 
-/// Runs a capture through a session and prints the report (shared by replay and demo).
-func replayAndPrint(_ source: CaptureFileSource, command: String, label: String, session: SessionOptions,
-                    showProgress: Bool, conservationLine printConservation: Bool) throws {
+/// The link type line; an unsupported one says what happens to its frames.
+func linkTypeText(_ t: LinkType) -> String {
+    t.isSupported ? t.description : "\(t) (not supported: its frames are dropped as unsupported_link_type)"
+}
+
+/// Runs a source through a session and prints the report (replay and demo).
+func replayAndPrint<Source: PacketSource>(_ source: Source, command: String, label: String, linkType: String,
+                                          session: SessionOptions, showProgress: Bool,
+                                          conservationLine printConservation: Bool) throws {
     var source = source
     let config = try session.configuration()
     let printer = ProgressPrinter(label: command)
-    let ctx = ReportContext(command: command, source: label, linkType: source.reader.linkType.isSupported
-                            ? source.reader.linkType.description
-                            : "\(source.reader.linkType) (not supported: its frames are dropped as unsupported_link_type)",
-                            sockets: config.sockets)
+    let ctx = ReportContext(command: command, source: label, linkType: linkType, sockets: config.sockets)
     var callback: (@Sendable (SessionProgress) -> Void)?
     if showProgress { callback = { p in printer.update(p) } }
     let report: DemuxSessionReport

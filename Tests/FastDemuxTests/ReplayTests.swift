@@ -229,4 +229,40 @@ func runSession(_ path: String, _ config: DemuxSessionConfiguration) throws -> D
         #expect(r.framesIn > 0 && r.framesIn < 112)
         #expect(r.isConserved)
     }
+
+    @Test func syntheticTrafficFlowTableMatchesTheGeneratorTruth() throws {
+        var source = SyntheticTrafficSource(frameCount: 20_000, passes: 2)
+        var config = DemuxSessionConfiguration(workers: 2)
+        config.queueCapacity = 4_096   // no queue_full drops: compare exact counts
+        let r = try DemuxSession(config).run(&source)
+        let traffic = source.traffic
+        #expect(r.framesIn == 40_000)
+        #expect(r.isConserved)
+        #expect(r.dropped == 0)
+        var byKey: [FlowKey: FlowRecord] = [:]
+        for f in r.flows { byKey[f.key] = f }
+        for (i, flow) in traffic.flows.enumerated() where traffic.perSocketPerPass[i] > 0 {
+            let rec = byKey[flow.key.canonical]
+            #expect(rec?.packets == 2 * traffic.perSocketPerPass[i], "flow \(i)")
+            #expect(rec?.deliveredPackets == 2 * traffic.perSocketPerPass[i], "flow \(i)")
+        }
+    }
+
+    @Test func syntheticTrafficInListenModeReachesOnlyListenersAndWildcards() throws {
+        var source = SyntheticTrafficSource(frameCount: 20_000)
+        let traffic = source.traffic
+        var config = DemuxSessionConfiguration()
+        config.queueCapacity = 4_096
+        config.sockets = .listen(traffic.listenPorts.map { ListenSpec(.tcp, port: $0) }
+                                 + traffic.wildcardPorts.map { ListenSpec(.udp, port: $0) })
+        let r = try DemuxSession(config).run(&source)
+        // Every TCP flow targets a listening port; UDP flows target other ports.
+        var expected = 0
+        for i in 0..<DemuxBenchmarkTraffic.socketCount where i >= DemuxBenchmarkTraffic.udpFlowCount {
+            expected += traffic.perSocketPerPass[i]
+        }
+        #expect(r.delivered == expected)
+        #expect(r.input.drops[.noSocket] == 20_000 - expected)
+        #expect(r.isConserved)
+    }
 }

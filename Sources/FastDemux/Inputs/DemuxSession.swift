@@ -59,8 +59,9 @@ public struct DemuxSessionConfiguration: Sendable {
     /// input threads over a PCQ each, so per-flow order holds.
     public var workers: Int = 1
     public var sockets: SessionSockets = .perFlow
-    /// Receive-queue capacity of each socket (a full queue drops).
-    public var queueCapacity: Int = 1024
+    /// Receive-queue capacity of each socket (a full queue drops, counted as
+    /// `queue_full`); 256 as in the BENCHMARKS.md demux workload.
+    public var queueCapacity: Int = 256
     /// Packet buffers in the pool (the reader waits when all are in flight).
     public var poolBuffers: Int = 8192
     /// Bytes kept per packet buffer: a longer frame is stored truncated
