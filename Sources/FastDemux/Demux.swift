@@ -99,6 +99,11 @@ public final class Demux<Flavor: RCUFlavor>: @unchecked Sendable {
         table = PCBTable(expectedConnections: configuration.expectedConnections, pool: configuration.pool)
     }
 
+    /// Waits until every deferred close (``Socket/closeDeferred()``) issued
+    /// before has finished its teardown (`rcu_barrier`). Not inside a read
+    /// section.
+    public func barrier() { Flavor.barrier() }
+
     /// A new, unbound socket.
     public func makeSocket(_ proto: TransportProtocol, queueCapacity: Int? = nil) -> Socket {
         Socket(proto: proto, queueCapacity: queueCapacity ?? configuration.queueCapacity,
@@ -115,6 +120,23 @@ public final class Demux<Flavor: RCUFlavor>: @unchecked Sendable {
         -> DemuxInput<Flavor>
     {
         DemuxInput(demux: self, cpu: cpu ?? -1, ackSink: ackSink)
+    }
+}
+
+/// A parsed packet for ``DemuxInput/deliver(batch:onDrop:)``.
+@frozen
+public struct DemuxPacket: Sendable, BitwiseCopyable {
+    public var packet: PacketRef
+    public var key: FlowKey
+    public var tcp: TCPSegmentInfo?
+    public var payloadLength: Int
+
+    @inlinable
+    public init(packet: PacketRef, key: FlowKey, tcp: TCPSegmentInfo? = nil, payloadLength: Int = 0) {
+        self.packet = packet
+        self.key = key
+        self.tcp = tcp
+        self.payloadLength = payloadLength
     }
 }
 
@@ -139,7 +161,8 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     @usableFromInline let table: PCBTable<Flavor>
     @usableFromInline let depthSampleInterval: Int
     @usableFromInline let cpu: Int
-    @usableFromInline let ackSink: (@Sendable (UnsafeBufferPointer<TCPAck>) -> Void)?
+    /// A no-op when none was given (non-optional: no retain to unwrap it).
+    @usableFromInline let ackSink: @Sendable (UnsafeBufferPointer<TCPAck>) -> Void
     /// Sockets (Unmanaged bits) that got packets in this burst, deduplicated
     /// against the previous entry, with the run length of each.
     @usableFromInline let touched: UnsafeMutablePointer<UInt>
@@ -149,6 +172,11 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     @exclusivity(unchecked) @usableFromInline var ackCount = 0
     @exclusivity(unchecked) @usableFromInline var untilDepthSample: Int
     @exclusivity(unchecked) @usableFromInline var inBurst = false
+    /// Socket bits resolved by the first pass of ``deliver(batch:onDrop:)``.
+    @usableFromInline let resolved: UnsafeMutablePointer<UInt>
+    /// Keeps the warming loads of ``deliver(batch:onDrop:)`` from being
+    /// optimized away.
+    @exclusivity(unchecked) @usableFromInline var warmSink: UInt = 0
 
     /// This thread's statistics (plain counters). Owned by the input
     /// thread: no dynamic exclusivity checks on the hot path.
@@ -159,16 +187,18 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
         depthSampleInterval = demux.configuration.depthSampleInterval
         untilDepthSample = max(1, depthSampleInterval)
         self.cpu = cpu
-        self.ackSink = ackSink
+        self.ackSink = ackSink ?? { _ in }
         touched = .allocate(capacity: Self.burstCapacity)
         touchedRuns = .allocate(capacity: Self.burstCapacity)
         acks = .allocate(capacity: Self.burstCapacity)
+        resolved = .allocate(capacity: Self.burstCapacity)
     }
 
     deinit {
         touched.deallocate()
         touchedRuns.deallocate()
         acks.deallocate()
+        resolved.deallocate()
     }
 
     /// Runs one burst: enters a read section, runs `body` (which calls
@@ -290,6 +320,42 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
         return .queued
     }
 
+    /// Delivers a batch of parsed packets (at most ``burstCapacity``) with
+    /// the same result as calling ``deliver(_:key:tcp:payloadLength:)`` for
+    /// each in order, but in three passes: look up every key, then touch
+    /// every socket and its queue, then enqueue. The passes have no
+    /// dependencies between packets, so the processor overlaps their cache
+    /// misses (the node, the socket, the queue) instead of paying them one
+    /// after the other. Must run inside ``burst(_:)``. `onDrop(i, reason)`
+    /// is called for each packet not queued (free its buffer there).
+    @inlinable
+    public func deliver(batch: UnsafeBufferPointer<DemuxPacket>, onDrop: (Int, DemuxDropReason) -> Void) {
+        assert(inBurst, "deliver outside of burst { }")
+        let n = Swift.min(batch.count, DemuxInput.burstCapacity)
+        for i in 0..<n { resolved[i] = table.lookup(batch[i].key) ?? 0 }
+        var sink: UInt = 0
+        for i in 0..<n where resolved[i] != 0 {
+            Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: resolved[i])!)._withUnsafeGuaranteedRef { s in
+                sink &+= UInt(s.stateWord.load(ordering: .relaxed)) &+ UInt(s.queue.capacity)
+            }
+        }
+        warmSink &+= sink
+        for i in 0..<n {
+            let p = batch[i]
+            stats.offered &+= 1
+            let bits = resolved[i]
+            guard bits != 0 else {
+                stats.drops.record(.noSocket)
+                onDrop(i, .noSocket)
+                continue
+            }
+            let v = Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!)._withUnsafeGuaranteedRef { s in
+                enqueue(p.packet, to: s, bits: bits, key: p.key, tcp: p.tcp, payloadLength: p.payloadLength)
+            }
+            if case .dropped(let r) = v { onDrop(i, r) }
+        }
+    }
+
     /// TCP: in-sequence bookkeeping and the immediate ACK via try-lock.
     /// If another thread holds the TCP state, the segment goes to the
     /// socket's backlog, which the holder processes before releasing (the
@@ -304,23 +370,23 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
             stats.sync.lockAcquisitions &+= 1
             let r = s.tcp.pointee.receive(seg, payloadLength: payloadLength, policy: s.ackPolicy)
             inSequence = r.inSequence
+            stats.sync.atomicRMWs &+= 1    // the release CAS
             ack = s.releaseTCPLock(ackDue: r.ackNow, sendNow: true)
         } else {
             stats.sync.contendedAcquisitions &+= 1
-            stats.sync.atomicRMWs &+= 1
-            guard let backlog = s.tcpBacklog, backlog.put(Socket.backlogWord(seg, payloadLength: payloadLength)) else {
+            stats.sync.atomicRMWs &+= 2    // the backlog put, the announcement
+            guard s.tcpBacklog.put(Socket.backlogWord(seg, payloadLength: payloadLength)) else {
                 stats.tcpBacklogOverflows &+= 1
                 return
             }
-            // Put, fence, try again: pairs with the holder's unlock, fence,
-            // re-check in releaseTCPLock, so the segment cannot be stranded.
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
-            stats.sync.atomicRMWs &+= 1
-            if s.tcpLock.tryLock() {
+            // Announce it in the lock word: the holder cannot release before
+            // it has processed it. If the holder released just before, take
+            // the lock ourselves and process the backlog.
+            if s.tcpLock.announceBacklogged() && s.tcpLock.tryLock() {
+                stats.sync.atomicRMWs &+= 1
                 stats.sync.lockAcquisitions &+= 1
                 ack = s.releaseTCPLock(ackDue: false, sendNow: true)
             } else {
-                stats.sync.contendedAcquisitions &+= 1
                 stats.deferredACKs &+= 1
             }
         }
@@ -343,7 +409,7 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
 
     @inlinable
     func flushACKs() {
-        if let ackSink { ackSink(UnsafeBufferPointer(start: acks, count: ackCount)) }
+        ackSink(UnsafeBufferPointer(start: acks, count: ackCount))
         ackCount = 0
     }
 
@@ -396,7 +462,7 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     @inlinable
     func scheduleWorker(_ s: Socket) {
         s.workerScheduled.store(true, ordering: .relaxed)
-        let delay = s.ackOwed.load(ordering: .relaxed) || (s.tcpBacklog?.approximateCount ?? 0) > 0 ? 0 : s.workerDelay
+        let delay = s.ackOwed.load(ordering: .relaxed) || s.tcpLock.backlogged > 0 ? 0 : s.workerDelay
         Unmanaged<Continuation>.fromOpaque(UnsafeRawPointer(bitPattern: s.workerBits)!)._withUnsafeGuaranteedRef { c in
             if c.schedule(afterMilliseconds: delay) { stats.sync.atomicRMWs &+= 2 }
         }

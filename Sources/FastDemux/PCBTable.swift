@@ -1,3 +1,4 @@
+import CURCU
 import Synchronization
 import SMPPrimitives
 
@@ -14,7 +15,7 @@ import SMPPrimitives
 /// `Flavor` read section: no lock, no shared write, no retain. Control
 /// operations (via ``Socket``) serialize on one mutex and may run at any
 /// time; a removed socket is released only after a grace period.
-public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked Sendable {
+public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, TeardownTarget, @unchecked Sendable {
     // @unchecked Sendable: the two RCU tables are thread-safe; `control`
     // serializes every update; `pool`/`queueCapacity` are immutable.
     @usableFromInline let connected: RCUHashTable<FlowKey, Flavor>
@@ -135,9 +136,15 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
     }
 
     func close(_ s: Socket) { close([s]) }
+    func closeDeferred(_ s: Socket) { close([s], deferred: true) }
 
     /// Closes several sockets with one grace period (see ``Socket/close()``).
-    public func close(_ sockets: [Socket]) {
+    ///
+    /// With `deferred`, returns at once and finishes the teardown (drain to
+    /// the pool, release) on liburcu's call_rcu thread after the grace
+    /// period: usable from a thread that must not block, even an input
+    /// thread (outside its burst). ``Demux/barrier()`` waits for it.
+    public func close(_ sockets: [Socket], deferred: Bool = false) {
         var removed: [UInt] = []
         var closing: [Socket] = []
         control.withLock { (c: inout ControlState) in
@@ -171,11 +178,26 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
         }
         guard !closing.isEmpty else { return }
         for s in closing { s.wakeReaderForClose() }
-        // One grace period: afterwards no input thread can hold a closed
-        // socket from a lookup, so its queue can be drained for good and
-        // the table's references dropped (the last one frees the socket,
-        // never on an input thread).
-        Flavor.synchronize()
+        // After one grace period no input thread can hold a closed socket
+        // from a lookup, so its queue can be drained for good and the
+        // table's references dropped (the last one frees the socket, never
+        // on an input thread).
+        // Through a non-generic existential: the closure must not capture
+        // the (non-Sendable) Flavor metatype.
+        let target: any TeardownTarget = self
+        let teardown: @Sendable () -> Void = { [closing, removed] in
+            target.finishTeardown(closing, removed)
+        }
+        if deferred {
+            GracePeriodJob.schedule(Flavor.self, teardown)
+        } else {
+            Flavor.synchronize()
+            teardown()
+        }
+    }
+
+    /// After the grace period: drain, count, drop the table's references.
+    func finishTeardown(_ closing: [Socket], _ removed: [UInt]) {
         Flavor.gracePeriodDidEnd()
         var n = 0
         for s in closing { n += s.drainAtTeardown(pool: pool) }
@@ -187,5 +209,39 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
         Flavor.synchronize()
         Flavor.gracePeriodDidEnd()
         for b in entries { Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release() }
+    }
+}
+
+/// The last step of closing sockets, after their grace period.
+protocol TeardownTarget: AnyObject, Sendable {
+    func finishTeardown(_ closing: [Socket], _ removed: [UInt])
+}
+
+/// A closure run by liburcu's call_rcu thread after a grace period. The
+/// `rcu_head` sits at offset 0 of the node (the package convention), next to
+/// the retained job.
+enum GracePeriodJob {
+    final class Box: Sendable {
+        let run: @Sendable () -> Void
+        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
+    }
+
+    struct Node {
+        var head = rcu_head()
+        var job: Unmanaged<Box>
+    }
+
+    static func schedule<F: RCUFlavor>(_ flavor: F.Type, _ run: @escaping @Sendable () -> Void) {
+        let node = UnsafeMutablePointer<Node>.allocate(capacity: 1)
+        node.initialize(to: Node(job: Unmanaged.passRetained(Box(run))))
+        F.deferFree(UnsafeMutableRawPointer(node).assumingMemoryBound(to: rcu_head.self), callback)
+    }
+
+    static let callback: RCUCallback = { head in
+        let node = UnsafeMutableRawPointer(head!).assumingMemoryBound(to: Node.self)
+        let job = node.pointee.job.takeRetainedValue()
+        node.deinitialize(count: 1)
+        node.deallocate()
+        job.run()
     }
 }

@@ -77,7 +77,7 @@ public final class Socket: @unchecked Sendable {
     /// TCP segments that arrived while another thread held `tcpLock` (the
     /// Linux socket backlog): whoever holds the lock processes them before
     /// releasing it. Consumed only under `tcpLock` (so one consumer at a time).
-    @usableFromInline let tcpBacklog: PCQ<UInt>?
+    @usableFromInline let tcpBacklog: PCQ<UInt>   // capacity 1 and unused for UDP (non-optional: no retain to unwrap it)
     @usableFromInline let ackPolicy: TCPAckPolicy
     /// A process-unique number, for logs and tests.
     public let id: Int
@@ -128,7 +128,7 @@ public final class Socket: @unchecked Sendable {
         self.queue = PCQ(capacity: queueCapacity)
         self.control = control
         self.ackPolicy = ackPolicy
-        tcpBacklog = proto == .tcp ? PCQ(capacity: 64) : nil
+        tcpBacklog = PCQ(capacity: proto == .tcp ? 64 : 1)
         let raw = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)
         readerSide = raw.bindMemory(to: ReaderSide.self, capacity: 1)
         readerSide.initialize(to: ReaderSide())
@@ -276,12 +276,12 @@ public final class Socket: @unchecked Sendable {
     public func connect(to remote: InetEndpoint, from local: InetEndpoint? = nil,
                         initialReceiveSequence: UInt32? = nil) throws(SocketError) {
         if proto == .tcp {
-            tcpLock.lock()
-            if let isn = initialReceiveSequence {
-                tcp.pointee.nextExpected = isn
-                tcp.pointee.synchronized = true
+            withTCPState { st in
+                if let isn = initialReceiveSequence {
+                    st.nextExpected = isn
+                    st.synchronized = true
+                }
             }
-            tcpLock.unlock()
         }
         try control.connect(self, remote: remote, local: local)
     }
@@ -292,6 +292,14 @@ public final class Socket: @unchecked Sendable {
     /// thread, never inside a read section.
     public func close() {
         control.close(self)
+    }
+
+    /// Closes the socket without waiting: the teardown (drain to the pool,
+    /// release) runs on liburcu's call_rcu thread after the grace period.
+    /// Never blocks; may be called from any registered or unregistered
+    /// thread outside a read section.
+    public func closeDeferred() {
+        control.closeDeferred(self)
     }
 
     // MARK: Receiving (single reader)
@@ -418,26 +426,28 @@ public final class Socket: @unchecked Sendable {
         UInt(seg.sequenceNumber) << 32 | UInt(min(payloadLength, 0xffff)) << 16 | UInt(seg.flags.rawValue)
     }
 
-    /// Under `tcpLock`: runs the backlogged segments through the receive
-    /// state; returns true if one of them wants an ACK now.
+    /// Under `tcpLock`: runs the announced backlogged segments through the
+    /// receive state; returns true if one of them wants an ACK now.
     @inlinable
     func processBacklogLocked() -> Bool {
-        guard let backlog = tcpBacklog else { return false }
+        let announced = tcpLock.backlogged
+        guard announced > 0 else { return false }
         var due = false
-        _ = backlog.drain(max: backlog.capacity) { w in
+        // Only announced segments: their puts happen-before the announcement.
+        let n = tcpBacklog.drain(max: announced) { w in
             let seg = TCPSegmentInfo(sequenceNumber: UInt32(truncatingIfNeeded: w >> 32), acknowledgmentNumber: 0,
                                      flags: TCPFlags(rawValue: UInt16(truncatingIfNeeded: w)), window: 0)
             if tcp.pointee.receive(seg, payloadLength: Int((w >> 16) & 0xffff), policy: ackPolicy).ackNow { due = true }
         }
+        tcpLock.consumedBacklogged(n)
         return due
     }
 
-    /// Releases `tcpLock` after emptying the backlog, and takes it back if a
-    /// segment was backlogged meanwhile (an input that failed its try-lock
-    /// puts, fences, and tries again; we unlock, fence, and look again: one
-    /// of us sees the other). `ackDue` says an ACK is already due. With
-    /// `sendNow`, a due ACK is recorded as sent and its number returned;
-    /// otherwise it is left to the worker (`ackOwed`).
+    /// Releases `tcpLock`, first processing every segment announced in the
+    /// backlog (the release CAS fails while any is announced). `ackDue` says
+    /// an ACK is already due. With `sendNow`, a due ACK is recorded as sent
+    /// and its number returned; otherwise it is left to the worker
+    /// (`ackOwed`).
     @inlinable
     func releaseTCPLock(ackDue: Bool, sendNow: Bool) -> UInt32? {
         var due = ackDue
@@ -453,10 +463,8 @@ public final class Socket: @unchecked Sendable {
                 }
                 due = false
             }
-            tcpLock.unlock()
-            guard let backlog = tcpBacklog else { return ack }
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
-            if backlog.approximateCount == 0 || !tcpLock.tryLock() { return ack }
+            if tcpLock.tryUnlock() { return ack }
+            spinLoopHint()   // an announced segment may still be on its way into the queue
         }
     }
 
@@ -467,8 +475,7 @@ public final class Socket: @unchecked Sendable {
     public func sendOwedACK(key: FlowKey, _ emit: (TCPAck) -> Void) -> Bool {
         guard proto == .tcp else { return false }
         let owed = ackOwed.load(ordering: .relaxed) && ackOwed.exchange(false, ordering: .acquiring)
-        let backlogged = (tcpBacklog?.approximateCount ?? 0) > 0
-        guard owed || backlogged else { return false }
+        guard owed || tcpLock.backlogged > 0 else { return false }
         tcpLock.lock()
         let due = processBacklogLocked() || owed
         if let ack = releaseTCPLock(ackDue: due, sendNow: true) {
@@ -515,4 +522,5 @@ protocol SocketTableControl: AnyObject, Sendable {
     func listen(_ s: Socket) throws(SocketError)
     func connect(_ s: Socket, remote: InetEndpoint, local: InetEndpoint?) throws(SocketError)
     func close(_ s: Socket)
+    func closeDeferred(_ s: Socket)
 }

@@ -102,32 +102,65 @@ public struct TCPReceiveState: Sendable {
     }
 }
 
-/// A tiny lock word for the socket's TCP state: the fast path only ever
-/// try-locks it (it must never block packet demultiplexing); the worker
-/// and the reader may spin on it briefly.
+/// The lock word of a socket's TCP state, combined with the count of
+/// segments waiting in the socket's backlog (Linux's "owned socket +
+/// backlog", in one word): bit 0 = held, bits 1... = backlogged segments.
+///
+/// The fast path only ever try-locks (it must never block packet
+/// demultiplexing). An input that finds the lock held puts its segment in
+/// the backlog and then adds 2 to the word; the holder cannot release while
+/// the count is non-zero (its release is a CAS against the whole word), so
+/// it processes the backlog first. One word means no fence and no look at
+/// the backlog queue on the uncontended path: a CAS to take, a CAS to
+/// release.
 @usableFromInline
 struct TCPLock: ~Copyable {
-    @usableFromInline let held = Atomic<Bool>(false)
+    @usableFromInline let word = Atomic<UInt>(0)
 
     @usableFromInline init() {}
 
-    /// One CAS. Acquire: the state written by the previous holder is visible.
+    /// Acquire: the state written by the previous holder is visible.
     @inlinable
     func tryLock() -> Bool {
         // A plain load first keeps a contended attempt from pulling the line
         // exclusive for nothing.
-        if held.load(ordering: .relaxed) { return false }
-        return held.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+        let w = word.load(ordering: .relaxed)
+        if w & 1 != 0 { return false }
+        return word.compareExchange(expected: w, desired: w | 1, ordering: .acquiring).exchanged
     }
 
+    /// Spins until held (control path, worker, reader).
     @inlinable
     func lock() {
         while !tryLock() { spinLoopHintForTCP() }
     }
 
-    /// Release: our writes to the state happen-before the next holder's reads.
+    /// Segments announced as backlogged (racy unless held).
     @inlinable
-    func unlock() { held.store(false, ordering: .releasing) }
+    var backlogged: Int { Int(word.load(ordering: .acquiring) >> 1) }
+
+    /// After putting a segment in the backlog: announces it. Returns true if
+    /// the lock was free at that moment (the caller should try to take it
+    /// and process the backlog itself); false if the holder will see it.
+    /// Acquiring and releasing: the backlog put happens-before the holder's
+    /// drain (which reads this word with acquire).
+    @inlinable
+    func announceBacklogged() -> Bool {
+        word.add(2, ordering: .acquiringAndReleasing).oldValue & 1 == 0
+    }
+
+    /// Holder: `n` announced segments were taken from the backlog.
+    @inlinable
+    func consumedBacklogged(_ n: Int) {
+        if n > 0 { word.subtract(UInt(n) << 1, ordering: .relaxed) }
+    }
+
+    /// Holder: releases if no segment is announced; returns false (still
+    /// held) otherwise. Release: our writes happen-before the next holder.
+    @inlinable
+    func tryUnlock() -> Bool {
+        word.compareExchange(expected: 1, desired: 0, ordering: .releasing).exchanged
+    }
 }
 
 import SMPPrimitives

@@ -28,10 +28,19 @@
 //
 // Impls:
 //   fastpath          Demux<QSBR>: RCUHashTable PCB tables, PCQ socket queues,
-//                     SocketReadySet readiness.
-//   mutex_dictionary  the same pipeline with Mutex<[FlowKey: Int]> tables
-//                     (exact, then specific local, then wildcard) and a
-//                     Mutex<Deque<UInt>> per socket queue (no TCP state).
+//                     SocketReadySet readiness. Each burst is parsed first and
+//                     then handed to DemuxInput.deliver(batch:), which looks up
+//                     all keys, touches all sockets, then enqueues (overlapping
+//                     the cache misses of different packets). Checked with
+//                     Scripts/countarc.c (LD_PRELOAD): no malloc, retain or
+//                     release per packet on the input or the consumer thread.
+//   mutex_dictionary  the same pipeline with mutex-protected [FlowKey: Int]
+//                     tables (exact, then specific local, then wildcard) and a
+//                     mutex + Deque<UInt> per socket queue (no TCP state). The
+//                     mutex is a pthread mutex (PthreadLocked): the thread
+//                     sanitizer cannot see Synchronization.Mutex's contended
+//                     path (futex in the uninstrumented stdlib) and would
+//                     report false races; both are futex locks of equal cost.
 import DequeModule
 import FastDemux
 import Glibc
@@ -82,6 +91,9 @@ final class DemuxRunReport: @unchecked Sendable {
     // @unchecked Sendable: each field is written by exactly one thread before
     // it is joined, and read by the driver after the joins.
     var inputStart = 0.0, inputEnd = 0.0, consumerStart = 0.0, consumerEnd = 0.0
+    /// CPU time the input / consumer thread used (not counting time it was
+    /// preempted): comparable across runs on a busy machine.
+    var inputCPUSeconds = 0.0, consumerCPUSeconds = 0.0
     var stats = DemuxStats()
     var input = 0
     var delivered = [Int](repeating: 0, count: DemuxBenchmarkTraffic.socketCount)
@@ -96,11 +108,52 @@ final class DemuxRunReport: @unchecked Sendable {
 func runDemuxBench(impl: DemuxBenchImpl, options: WorkloadOptions) -> BenchResult {
     let traffic = demuxTraffic(frameCount: demuxFrameCount(options: options))
     let report = DemuxRunReport()
+    let load0 = CPULoadSample()
     switch impl {
     case .fastpath: runFastPath(traffic, report: report, capSeconds: options.capSeconds)
     case .mutexDictionary: runMutexDictionary(traffic, report: report, capSeconds: options.capSeconds)
     }
-    return demuxResult(impl: impl, traffic: traffic, report: report)
+    var result = demuxResult(impl: impl, traffic: traffic, report: report)
+    if let other = CPULoadSample().otherLoad(since: load0) {
+        result.extra.append(("other_load", .double((other * 100).rounded() / 100)))
+    }
+    return result
+}
+
+/// CPUs kept busy by other processes (as the C peers report `other_load`):
+/// all-CPU busy time from /proc/stat minus this process's CPU time, over
+/// the wall time between two samples. 0 = quiet, up to the CPU count.
+struct CPULoadSample {
+    var busyTicks: Double?
+    var selfTicks: Double?
+    var time = monotonicSeconds()
+
+    init() {
+        if let line = Self.firstLine("/proc/stat") {
+            let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+            if v.count >= 8 { busyTicks = v[0] + v[1] + v[2] + v[5] + v[6] + v[7] }
+        }
+        if let line = Self.firstLine("/proc/self/stat"), let close = line.lastIndex(of: ")") {
+            let f = line[line.index(after: close)...].split(separator: " ")
+            // Fields after the command: state is 0; utime/stime are 11 and 12.
+            if f.count > 12, let u = Double(f[11]), let s = Double(f[12]) { selfTicks = u + s }
+        }
+    }
+
+    func otherLoad(since s: CPULoadSample) -> Double? {
+        guard let b1 = busyTicks, let b0 = s.busyTicks, let s1 = selfTicks, let s0 = s.selfTicks,
+              time > s.time else { return nil }
+        let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return max(0, ((b1 - b0) - (s1 - s0)) / hz / (time - s.time))
+    }
+
+    static func firstLine(_ path: String) -> String? {
+        guard let f = fopen(path, "r") else { return nil }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 1024)
+        guard fgets(&buf, Int32(buf.count), f) != nil else { return nil }
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 }
 
 private func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, report r: DemuxRunReport) -> BenchResult {
@@ -128,6 +181,8 @@ private func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, r
     var extra: [(String, JSONValue)] = [
         ("complete", .bool(complete)),
         ("input_mops", .double(Double(offered) / (r.inputEnd - r.inputStart) / 1e6)),
+        ("input_cpu_ns_per_packet", .double(r.inputCPUSeconds * 1e9 / Double(max(offered, 1)))),
+        ("consumer_cpu_ns_per_delivered", .double(r.consumerCPUSeconds * 1e9 / Double(delivered))),
         ("delivered", .int(r.deliveredTotal)),
         ("dropped", .int(dropped)),
         ("dropped_by_reason", .object(s.drops.byReason.map { ($0.0, .int($0.1)) })),
@@ -165,9 +220,9 @@ private func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, r
     var notes: [String] = []
     switch impl {
     case .fastpath:
-        notes.append("Demux<QSBR>: PacketParser, RCUHashTable exact 5-tuple then specific/wildcard bound table, PCQ(256) per socket, SocketReadySet + fence per burst of 32; TCP receive state + try-lock ACK per in-sequence segment; packet word = frame index|pass into the frame slab")
+        notes.append("Demux<QSBR>: PacketParser, batch delivery per burst of 32 (lookups, socket touches, enqueues in passes), RCUHashTable exact 5-tuple then specific/wildcard bound table, PCQ(256) per socket, SocketReadySet + one fence per burst; TCP receive state + try-lock ACK per in-sequence segment; packet word = frame index|pass into the frame slab")
     case .mutexDictionary:
-        notes.append("same pipeline: PacketParser, Mutex<[FlowKey: Int]> exact/specific/wildcard lookups (one lock each), Mutex<Deque<UInt>> per socket (256 max), same ready set; no TCP state")
+        notes.append("same pipeline: PacketParser, mutex-protected [FlowKey: Int] exact/specific/wildcard lookups (one lock each), mutex + Deque<UInt> per socket (256 max), same ready set; no TCP state")
     }
     if let pin = pinningNote(requiredCPUs: 2) { notes.append(pin) }
     if r.timedOut { notes.append("stopped at the wall-clock cap") }
@@ -228,30 +283,38 @@ private func runFastPath(_ traffic: DemuxBenchmarkTraffic, report: DemuxRunRepor
         QSBR.registerThread()
         let parser = PacketParser()
         let ctx = demux.makeInput(cpu: 0, ackSink: { acks in ackCount.add(acks.count, ordering: .relaxed) })
+        let batch = UnsafeMutablePointer<DemuxPacket>.allocate(capacity: demuxBurst)
+        defer { batch.deallocate() }
         let start = monotonicSeconds()
         let deadline = start + capSeconds
         control.barrier.wait()
         let t0 = monotonicSeconds()
+        let cpu0 = threadCPUSeconds()
         var input = 0
         passes: for pass in 0..<demuxPasses {
             for base in stride(from: 0, to: frames, by: demuxBurst) {
                 ctx.burst { b in
+                    // Parse the burst, then deliver it as a batch (lookups,
+                    // socket touches and enqueues in separate passes).
+                    var m = 0
                     for i in base..<(base + demuxBurst) {
                         input &+= 1
                         let word = PacketRef(word: DemuxBenchmarkTraffic.packetWord(frame: i, pass: pass))
                         switch parser.parse(traffic.frame(i), linkType: .ethernet) {
                         case .packet(let p):
-                            if var tcp = p.tcp {
+                            var tcp = p.tcp
+                            if tcp != nil {
                                 // Replay as if re-stamped: advance by the flow's bytes per pass.
-                                tcp.sequenceNumber &+= UInt32(truncatingIfNeeded: pass) &* traffic.sequenceAdvance[Int(traffic.truth[i])]
-                                b.deliver(word, key: p.flow, tcp: tcp, payloadLength: p.payloadLength)
-                            } else {
-                                b.deliver(word, key: p.flow, payloadLength: p.payloadLength)
+                                tcp!.sequenceNumber &+= UInt32(truncatingIfNeeded: pass)
+                                    &* traffic.sequenceAdvance[Int(traffic.truth[i])]
                             }
+                            batch[m] = DemuxPacket(packet: word, key: p.flow, tcp: tcp, payloadLength: p.payloadLength)
+                            m += 1
                         case .dropped(let reason):
                             b.drop(parseReason: reason)
                         }
                     }
+                    b.deliver(batch: UnsafeBufferPointer(start: batch, count: m)) { _, _ in }
                 }
                 if base & 1023 == 0 {
                     ctx.quiescent()
@@ -263,6 +326,7 @@ private func runFastPath(_ traffic: DemuxBenchmarkTraffic, report: DemuxRunRepor
             }
         }
         let t1 = monotonicSeconds()
+        report.inputCPUSeconds = threadCPUSeconds() - cpu0
         // Release: everything enqueued happens-before the consumer's final scan.
         control.done.store(true, ordering: .releasing)
         readySet.wakeReader()
@@ -300,6 +364,7 @@ private func demuxConsume(
     let frames = traffic.frameCount
     control.barrier.wait()
     let t0 = monotonicSeconds()
+    let cpu0 = threadCPUSeconds()
     lastSeq.withUnsafeMutableBufferPointer { last in
         delivered.withUnsafeMutableBufferPointer { del in
             while true {
@@ -344,6 +409,7 @@ private func demuxConsume(
         }
     }
     let t1 = monotonicSeconds()
+    report.consumerCPUSeconds = threadCPUSeconds() - cpu0
     report.consumerStart = t0
     report.consumerEnd = t1
     report.delivered = delivered
@@ -359,8 +425,34 @@ private func demuxConsume(
 
 /// A socket queue of the baseline: a mutex around a deque, bounded at 256.
 private final class MutexDequeSocket: Sendable {
-    let queue = Mutex<Deque<UInt>>(Deque(minimumCapacity: demuxQueueCapacity))
+    let queue = PthreadLocked<Deque<UInt>>(Deque(minimumCapacity: demuxQueueCapacity))
     let droppedFull = Atomic<Int>(0)
+}
+
+/// A value behind a pthread mutex (see the file header for why not
+/// Synchronization.Mutex here).
+final class PthreadLocked<Value>: @unchecked Sendable {
+    // @unchecked Sendable: `value` is only touched between lock and unlock.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var value: Value
+
+    init(_ value: Value) {
+        self.value = value
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    @inline(__always)
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
+    }
 }
 
 private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxRunReport, capSeconds: Double) {
@@ -374,23 +466,33 @@ private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxR
         boundTable[.bound(.udp, local: .wildcard(.ipv4), port: p)] =
             DemuxBenchmarkTraffic.flowCount + DemuxBenchmarkTraffic.listenCount + j
     }
-    let exactTable = Mutex(exact)
-    let bound = Mutex(boundTable)
+    let exactTable = PthreadLocked(exact)
+    let bound = PthreadLocked(boundTable)
     let sockets = (0..<DemuxBenchmarkTraffic.socketCount).map { _ in MutexDequeSocket() }
     let readySet = SocketReadySet(capacity: DemuxBenchmarkTraffic.socketCount)
     let control = DemuxControl()
     let frames = traffic.frameCount
+    // Only the consumer thread uses it (allocated once, freed after the join).
+    nonisolated(unsafe) let drainBuffer = UnsafeMutablePointer<UInt>.allocate(capacity: demuxQueueCapacity)
+    defer { drainBuffer.deallocate() }
 
     let consumer = PinnedThread(cpu: 1, name: "demux-consumer") {
         demuxConsume(traffic, report: report, control: control, capSeconds: capSeconds,
                      readySet: readySet,
                      drain: { slot, body in
-                         let items = sockets[slot].queue.withLock { q -> Deque<UInt> in
-                             defer { q.removeAll(keepingCapacity: true) }
-                             return q
+                         // Move the items out under the lock into the
+                         // consumer's own buffer, check them after it.
+                         let buffer = drainBuffer
+                         let k = sockets[slot].queue.withLock { q -> Int in
+                             var k = 0
+                             while let v = q.popFirst() {
+                                 buffer[k] = v
+                                 k += 1
+                             }
+                             return k
                          }
-                         for w in items { body(w) }
-                         return items.count
+                         for i in 0..<k { body(buffer[i]) }
+                         return k
                      })
     }
     let input = PinnedThread(cpu: 0, name: "demux-input") {
@@ -400,6 +502,7 @@ private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxR
         let deadline = monotonicSeconds() + capSeconds
         control.barrier.wait()
         let t0 = monotonicSeconds()
+        let cpu0 = threadCPUSeconds()
         var input = 0
         passes: for pass in 0..<demuxPasses {
             for base in stride(from: 0, to: frames, by: demuxBurst) {
@@ -462,6 +565,7 @@ private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxR
             }
         }
         let t1 = monotonicSeconds()
+        report.inputCPUSeconds = threadCPUSeconds() - cpu0
         control.done.store(true, ordering: .releasing)
         readySet.wakeReader()
         // Each Mutex lock/unlock is at least one atomic RMW.
@@ -475,4 +579,11 @@ private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxR
     consumer.join()
     report.timedOut = control.abort.load(ordering: .relaxed)
     for (i, s) in sockets.enumerated() { report.dropFull[i] = s.droppedFull.load(ordering: .relaxed) }
+}
+
+/// CPU time used by the calling thread (CLOCK_THREAD_CPUTIME_ID).
+func threadCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }

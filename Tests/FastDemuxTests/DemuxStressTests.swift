@@ -13,6 +13,9 @@ private final class StressControl: Sendable {
     let delivered = Atomic<Int>(0)
     let errors = Atomic<Int>(0)
     let churnCloses = Atomic<Int>(0)
+    let backlogOverflows = Atomic<Int>(0)
+    /// Final TCP sequence number each input sent on its TCP flow (by flow index).
+    let tcpFinal = Mutex<[Int: UInt32]>([:])
     let acksEmitted = Atomic<Int>(0)
     let barrier: SpinBarrier
     init(parties: Int) { barrier = SpinBarrier(parties: parties) }
@@ -119,7 +122,8 @@ struct DemuxStressTests {
                 if (try? s.bind(InetEndpoint(addr, port))) != nil {
                     for _ in 0..<4 { sched_yield() }
                 }
-                s.close()
+                // Blocking and deferred (call_rcu) closes.
+                if k % 3 == 2 { s.closeDeferred() } else { s.close() }
                 control.churnCloses.add(1, ordering: .relaxed)
                 k += 1
             }
@@ -182,6 +186,8 @@ struct DemuxStressTests {
                     control.errors.add(1, ordering: .relaxed)
                 }
                 control.offered.add(sent, ordering: .relaxed)
+                control.backlogOverflows.add(st.tcpBacklogOverflows, ordering: .relaxed)
+                if let f = mine.first(where: { $0.tcp }) { control.tcpFinal.withLock { $0[f.index] = tcpSeq } }
                 control.inputDrops.add(drops, ordering: .relaxed)
                 QSBR.unregisterThread()
                 _ = consume cache
@@ -192,7 +198,16 @@ struct DemuxStressTests {
         control.stopChurn.store(true, ordering: .relaxed)
         churn.join()
         reader.join()
+        // Every queued TCP segment went through the receive state, directly
+        // or via the backlog, in order: the state is exactly at the end.
+        if control.backlogOverflows.load(ordering: .relaxed) == 0 {
+            for (index, final) in control.tcpFinal.withLock({ $0 }) {
+                let st = sockets[index].withTCPState { ($0.nextExpected, $0.outOfSequence) }
+                #expect(st.0 == final && st.1 == 0, "round \(round): TCP flow \(index)")
+            }
+        }
         demux.table.close(sockets)
+        demux.barrier()   // deferred closes have finished their teardown
 
         let offered = control.offered.load(ordering: .relaxed)
         let delivered = control.delivered.load(ordering: .relaxed)

@@ -71,10 +71,10 @@ struct TCPAckPolicyTests {
                 }
             }
         }
-        // Try-lock, backlog, try-lock again: both failed; the holder (the
-        // closure above) processed the backlogged segment on release and
-        // left the ACK it needs to the worker.
-        #expect(input.stats.deferredACKs == 1 && input.stats.sync.contendedAcquisitions == 2)
+        // The try-lock failed: the segment went to the backlog, announced in
+        // the lock word; the holder (the closure above) processed it before
+        // it could release, and left the ACK it needs to the worker.
+        #expect(input.stats.deferredACKs == 1 && input.stats.sync.contendedAcquisitions == 1)
         #expect(s.owesACK)
         #expect(acks.withLock { $0.count } == 1)
         var owed: [TCPAck] = []
@@ -128,6 +128,35 @@ struct DemuxTests {
         // About 1% match no flow.
         #expect(nonMatching > 10 && nonMatching < 100)
         #expect(t.perSocketPerPass.reduce(0, +) == t.frameCount)
+    }
+
+    @Test func batchDeliveryMatchesSingleDelivery() throws {
+        let demux = Demux<Memb>()
+        let a = demux.makeSocket(.udp, queueCapacity: 3)
+        try a.bind(InetEndpoint(v4("10.0.0.1"), 1))
+        let b = demux.makeSocket(.udp)
+        try b.bind(InetEndpoint(.wildcard(.ipv4), 2))
+        let ka = packetKey(.udp, from: "192.0.2.1", 9, to: "10.0.0.1", 1)
+        let kb = packetKey(.udp, from: "192.0.2.1", 9, to: "10.0.0.7", 2)
+        let kx = packetKey(.udp, from: "192.0.2.1", 9, to: "10.0.0.1", 3)
+        let keys = [ka, kb, kx, ka, ka, kb, ka]   // a holds 3: the 4th a is dropped
+        let batch = keys.enumerated().map { DemuxPacket(packet: PacketRef(word: UInt($0.offset + 1)), key: $0.element) }
+        var drops: [(Int, DemuxDropReason)] = []
+        let input = demux.makeInput()
+        Memb.withRegisteredThread {
+            input.burst { bi in
+                batch.withUnsafeBufferPointer { bi.deliver(batch: $0) { drops.append(($0, $1)) } }
+            }
+        }
+        #expect(drops.map(\.0) == [2, 6] && drops.map(\.1) == [.noSocket, .queueFull])
+        var got: [UInt] = []
+        a.receive(upTo: 10) { got.append($0.word) }
+        #expect(got == [1, 4, 5])
+        got = []
+        b.receive(upTo: 10) { got.append($0.word) }
+        #expect(got == [2, 6])
+        #expect(input.stats.offered == 7 && input.stats.enqueued == 5 && input.stats.drops.total == 2)
+        demux.table.close([a, b])
     }
 
     @Test func readySetMarksOnceAndWakesTheReader() throws {

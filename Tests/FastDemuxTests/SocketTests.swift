@@ -136,6 +136,21 @@ struct SocketTests {
         #expect(deliverBurst(demux, key: key, words: [1]).verdicts == [.dropped(.noSocket)])
     }
 
+    @Test func deferredCloseDrainsAfterTheGracePeriod() throws {
+        let pool = PacketPool(bufferCount: 4)
+        let demux = Demux<Memb>(configuration: .init(pool: pool))
+        let s = try boundSocket(demux)
+        let words = (0..<2).map { _ in pool.allocate()!.word }
+        #expect(deliverBurst(demux, key: key, words: words).stats.enqueued == 2)
+        s.closeDeferred()
+        #expect(s.state == .closed)
+        #expect(demux.table.boundCount == 0)
+        demux.barrier()
+        #expect(pool.globalFreeCount == 4)
+        #expect(s.counters.drainedAtClose == 2)
+        #expect(demux.table.packetsDrainedAtTeardown == 2)
+    }
+
     @Test func closedSocketSeenByAnInputDropsAsSocketClosed() throws {
         let demux = Demux<Memb>()
         let s = try boundSocket(demux)
