@@ -81,6 +81,7 @@ public struct KernelUDPBenchmark: Sendable {
         let shared = KernelUDPShared()
         let barrier = SpinBarrier(parties: 2)
         let snmpBefore = UDPSNMPCounters.read()
+        let load0 = CPULoadSample()
         let receiver = PinnedThread(cpu: 1, name: "kudp-recv") {
             let r = kernelUDPReceive(setup, c, shared, barrier)
             shared.receiver.withLock { $0 = r }
@@ -92,6 +93,7 @@ public struct KernelUDPBenchmark: Sendable {
         sender.join()
         receiver.join()
         let snmpAfter = UDPSNMPCounters.read()
+        let otherLoad = CPULoadSample().otherLoad(since: load0)
 
         let s = shared.sender.withLock { $0 }
         let r = shared.receiver.withLock { $0 }
@@ -133,6 +135,9 @@ public struct KernelUDPBenchmark: Sendable {
             ("epoll_waits", .int(r.epollWaits)),
             ("complete", .bool(complete)),
         ]
+        // As the C peers: CPUs kept busy by other processes meanwhile (0 to 2
+        // here); well above 0 means the timings are not meaningful.
+        if let otherLoad { extra.append(("other_load", .double((otherLoad * 100).rounded() / 100))) }
         var note = "loopback 127.0.0.1, \(c.sockets) sockets, SO_RCVBUF default (\(setup.receiveBufferBytes)), "
             + "sendmmsg batches of \(c.batch) round-robin, LT epoll + recvmmsg(\(c.batch)); "
             + "mops = received / (last receive - start); kernel counters are system-wide deltas"
