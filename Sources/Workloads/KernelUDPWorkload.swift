@@ -182,7 +182,7 @@ final class KernelUDPSockets: @unchecked Sendable {
         addresses = .allocate(capacity: count)
         addresses.initialize(repeating: sockaddr_in())
         senderFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+        epollFD = smp_epoll_create()
         guard senderFD >= 0, epollFD >= 0 else {
             receiveBufferBytes = 0
             close()
@@ -213,10 +213,7 @@ final class KernelUDPSockets: @unchecked Sendable {
                 throw SetupError(description: "bind 127.0.0.1 #\(i): \(String(cString: strerror(errno)))")
             }
             addresses[i] = sa
-            var ev = epoll_event()
-            ev.events = EPOLLIN.rawValue
-            ev.data.u32 = UInt32(i)
-            if epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &ev) != 0 {
+            if smp_epoll_add_readable(epollFD, fd, UInt32(i)) != 0 {
                 receiveBufferBytes = 0
                 close()
                 throw SetupError(description: "epoll_ctl: \(String(cString: strerror(errno)))")
@@ -287,23 +284,16 @@ private func kernelUDPSend(_ s: KernelUDPSockets, _ c: KernelUDPBenchmark.Config
     let batch = c.batch
     let size = c.payloadBytes
     let nsocks = s.fds.count
-    let payloads = UnsafeMutableRawPointer.allocate(byteCount: batch * size, alignment: 16)
-    let iovs = UnsafeMutablePointer<iovec>.allocate(capacity: batch)
-    let msgs = UnsafeMutablePointer<smp_mmsghdr>.allocate(capacity: batch)
-    var pseq = [UInt32](repeating: 0, count: nsocks)
-    defer {
-        payloads.deallocate()
-        iovs.deallocate()
-        msgs.deallocate()
+    guard let msgs = smp_mmsg_batch_create(UInt32(batch), UInt32(size)) else {
+        // Still meet the receiver at the barrier, and let it finish.
+        barrier.wait()
+        shared.senderDone.store(true, ordering: .releasing)
+        return KernelUDPSenderResult(fatalError: "out of memory")
     }
-    payloads.initializeMemory(as: UInt8.self, repeating: 0xA5, count: batch * size)
+    defer { smp_mmsg_batch_destroy(msgs) }
+    var pseq = [UInt32](repeating: 0, count: nsocks)
     for i in 0..<batch {
-        iovs[i] = iovec(iov_base: payloads + i * size, iov_len: size)
-        var m = smp_mmsghdr()
-        m.msg_hdr.msg_iov = iovs + i
-        m.msg_hdr.msg_iovlen = 1
-        m.msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_in>.size)
-        msgs[i] = m
+        smp_mmsg_batch_buffer(msgs, UInt32(i)).initializeMemory(as: UInt8.self, repeating: 0xA5, count: size)
     }
     let addrs = UnsafeMutableRawPointer(s.addresses.baseAddress!)
     var result = KernelUDPSenderResult()
@@ -317,16 +307,17 @@ private func kernelUDPSend(_ s: KernelUDPSockets, _ c: KernelUDPBenchmark.Config
             let d = rr
             rr = rr + 1 == nsocks ? 0 : rr + 1
             pseq[d] &+= 1
-            let p = payloads + i * size
+            let p = smp_mmsg_batch_buffer(msgs, UInt32(i))!
             p.storeBytes(of: UInt64(g + 1 + i), toByteOffset: 0, as: UInt64.self)
             p.storeBytes(of: UInt32(d), toByteOffset: 8, as: UInt32.self)
             p.storeBytes(of: pseq[d], toByteOffset: 12, as: UInt32.self)
             p.storeBytes(of: KernelUDPPayload.fill, toByteOffset: 16, as: UInt64.self)
-            msgs[i].msg_hdr.msg_name = addrs + d * MemoryLayout<sockaddr_in>.stride
+            smp_mmsg_batch_set_message(msgs, UInt32(i), UInt32(size), addrs + d * MemoryLayout<sockaddr_in>.stride,
+                                       UInt32(MemoryLayout<sockaddr_in>.size))
         }
         var off = 0
         while off < n {
-            let r = smp_sendmmsg(s.senderFD, msgs + off, UInt32(n - off), 0)
+            let r = smp_mmsg_send(s.senderFD, msgs, UInt32(off), UInt32(n - off))
             result.sendCalls += 1
             if r < 0 {
                 let e = errno
@@ -361,25 +352,17 @@ private func kernelUDPReceive(_ s: KernelUDPSockets, _ c: KernelUDPBenchmark.Con
     // One byte more than the payload so an over-long datagram is detected.
     let slot = c.payloadBytes + 1
     let nsocks = s.fds.count
-    let buffers = UnsafeMutableRawPointer.allocate(byteCount: batch * slot, alignment: 16)
-    let iovs = UnsafeMutablePointer<iovec>.allocate(capacity: batch)
-    let msgs = UnsafeMutablePointer<smp_mmsghdr>.allocate(capacity: batch)
-    let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: 256)
+    guard let msgs = smp_mmsg_batch_create(UInt32(batch), UInt32(slot)) else {
+        barrier.wait()   // the sender then runs into full receive buffers: drops
+        return KernelUDPReceiverResult(fatalError: "out of memory")
+    }
+    let tokens = UnsafeMutablePointer<UInt32>.allocate(capacity: 256)
     let last = UnsafeMutablePointer<UInt32>.allocate(capacity: nsocks)
     last.initialize(repeating: 0, count: nsocks)
     defer {
-        buffers.deallocate()
-        iovs.deallocate()
-        msgs.deallocate()
-        events.deallocate()
+        smp_mmsg_batch_destroy(msgs)
+        tokens.deallocate()
         last.deallocate()
-    }
-    for i in 0..<batch {
-        iovs[i] = iovec(iov_base: buffers + i * slot, iov_len: slot)
-        var m = smp_mmsghdr()
-        m.msg_hdr.msg_iov = iovs + i
-        m.msg_hdr.msg_iovlen = 1
-        msgs[i] = m
     }
     var r = KernelUDPReceiverResult()
     var quiet = 0
@@ -392,7 +375,7 @@ private func kernelUDPReceive(_ s: KernelUDPSockets, _ c: KernelUDPBenchmark.Con
         // Acquiring: pairs with the sender's releasing store, so sentTotal is final.
         let done = shared.senderDone.load(ordering: .acquiring)
         if done && r.received >= shared.sentTotal.load(ordering: .relaxed) { break }
-        let ne = epoll_wait(s.epollFD, events, 256, done ? 20 : 200)
+        let ne = smp_epoll_wait_tokens(s.epollFD, tokens, 256, done ? 20 : 200)
         r.epollWaits += 1
         if ne < 0 {
             if errno == EINTR { continue }
@@ -407,8 +390,8 @@ private func kernelUDPReceive(_ s: KernelUDPSockets, _ c: KernelUDPBenchmark.Con
         }
         quiet = 0
         for e in 0..<Int(ne) {
-            let sock = Int(events[e].data.u32)
-            let got = smp_recvmmsg(s.fds[sock], msgs, UInt32(batch), Int32(MSG_DONTWAIT))
+            let sock = Int(tokens[e])
+            let got = smp_mmsg_receive(s.fds[sock], msgs, UInt32(batch), 1)
             r.recvCalls += 1
             if got <= 0 {
                 if got < 0 && errno != EAGAIN && errno != EINTR {
@@ -418,11 +401,11 @@ private func kernelUDPReceive(_ s: KernelUDPSockets, _ c: KernelUDPBenchmark.Con
                 continue
             }
             for i in 0..<Int(got) {
-                let p = UnsafeRawPointer(buffers + i * slot)
+                let p = UnsafeRawPointer(smp_mmsg_batch_buffer(msgs, UInt32(i))!)
                 let dst = p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
                 let seq = p.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
                 let fill = p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
-                guard Int(msgs[i].msg_len) == c.payloadBytes, Int(dst) == sock,
+                guard Int(smp_mmsg_batch_received_length(msgs, UInt32(i))) == c.payloadBytes, Int(dst) == sock,
                       fill == KernelUDPPayload.fill else {
                     r.bad += 1
                     continue

@@ -95,24 +95,7 @@ struct TUNLiveTests {
         try ns.ip("-6", "addr", "add", "fd00:5eed::1/64", "dev", "fdtun6", "nodad")
         try ns.ip("link", "set", "fdtun6", "up")
         try ns.inside { () throws -> Void in
-            let fd = socket(AF_INET6, Int32(SOCK_DGRAM.rawValue), 0)
-            guard fd >= 0 else { throw TUNError(operation: "socket", code: errno) }
-            defer { close(fd) }
-            var sa = sockaddr_in6()
-            sa.sin6_family = sa_family_t(AF_INET6)
-            sa.sin6_port = UInt16(5353).bigEndian
-            _ = inet_pton(AF_INET6, "fd00:5eed::2", &sa.sin6_addr)
-            for i in 0..<3 {
-                let payload = Array("v6-\(i)".utf8)
-                let n = payload.withUnsafeBytes { p in
-                    withUnsafePointer(to: &sa) {
-                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                            sendto(fd, p.baseAddress, p.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
-                        }
-                    }
-                }
-                guard n == payload.count else { throw TUNError(operation: "sendto", code: errno) }
-            }
+            try sendUDP6(to: "fd00:5eed::2", port: 5353, payloads: (0..<3).map { Array("v6-\($0)".utf8) })
         }
         // Whatever else the kernel sends (MLD, ...) is counted too; stop on time.
         var source = TUNPacketSource(device: tun, duration: 1)
@@ -122,5 +105,27 @@ struct TUNLiveTests {
         let ours = r.flows.filter { $0.key.transport == .udp && ($0.key.source == server || $0.key.destination == server) }
         #expect(ours.count == 1, "one socket pair, one flow")
         #expect(ours.first?.packets == 3 && ours.first?.deliveredPackets == 3)
+    }
+}
+
+/// Sends `payloads` from one IPv6 UDP socket to `destination`:`port`. Call
+/// inside the namespace.
+func sendUDP6(to destination: String, port: UInt16, payloads: [[UInt8]]) throws {
+    let fd = socket(AF_INET6, Int32(SOCK_DGRAM.rawValue), 0)
+    guard fd >= 0 else { throw TUNError(operation: "socket", code: errno) }
+    defer { close(fd) }
+    var sa = sockaddr_in6()
+    sa.sin6_family = sa_family_t(AF_INET6)
+    sa.sin6_port = port.bigEndian
+    _ = inet_pton(AF_INET6, destination, &sa.sin6_addr)
+    for payload in payloads {
+        let n = payload.withUnsafeBytes { p in
+            withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, p.baseAddress, p.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                }
+            }
+        }
+        guard n == payload.count else { throw TUNError(operation: "sendto", code: errno) }
     }
 }
