@@ -5,7 +5,7 @@ import Glibc
 /// Options shared by `replay`, `live` and `demo`.
 struct SessionOptions: ParsableArguments {
     @Option(help: ArgumentHelp(
-        "Input (demux) threads. 1: the reader thread parses, looks up and enqueues. N > 1: the reader parses and steers each packet by its canonical flow (both directions together) to one of N input threads, so per-flow order holds.",
+        "Input (demux) threads. 1: the reader thread parses, looks up and enqueues. N > 1: the reader parses and steers each packet by its canonical flow (both directions together; flows numbered by first appearance, modulo N) to one of N input threads over a queue each, so per-flow order holds.",
         valueName: "N"))
     var workers: Int = 1
 

@@ -55,8 +55,9 @@ public enum SessionSockets: Sendable, Equatable {
 public struct DemuxSessionConfiguration: Sendable {
     /// Input (demux) threads. 1: the reader thread itself parses, looks up
     /// and enqueues. N > 1: the reader parses and steers every packet by its
-    /// canonical flow (both directions together, RSS style) to one of N
-    /// input threads over a PCQ each, so per-flow order holds.
+    /// canonical flow (both directions together, RSS style: flow number in
+    /// order of first appearance, modulo N, which spreads flows evenly) to
+    /// one of N input threads over a PCQ each, so per-flow order holds.
     public var workers: Int = 1
     public var sockets: SessionSockets = .perFlow
     /// Receive-queue capacity of each socket (a full queue drops, counted as
