@@ -49,5 +49,8 @@ static inline void curcu_qsbr_tsan_release(void) { if (__tsan_release) __tsan_re
 static inline void curcu_qsbr_tsan_acquire(void) { if (__tsan_acquire) __tsan_acquire((void *)&urcu_qsbr_flavor); }
 static inline void curcu_memb_tsan_release(void) { if (__tsan_release) __tsan_release((void *)&urcu_memb_flavor); }
 static inline void curcu_memb_tsan_acquire(void) { if (__tsan_acquire) __tsan_acquire((void *)&urcu_memb_flavor); }
+/* The same for one object published through uninstrumented code (cds_lfht). */
+static inline void curcu_tsan_release_object(const void *addr) { if (__tsan_release) __tsan_release((void *)addr); }
+static inline void curcu_tsan_acquire_object(const void *addr) { if (__tsan_acquire) __tsan_acquire((void *)addr); }
 
 #endif

@@ -320,7 +320,8 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
         return .queued
     }
 
-    /// Delivers a batch of parsed packets (at most ``burstCapacity``) with
+    /// Delivers a batch of parsed packets (any number; processed in chunks
+    /// of ``burstCapacity``) with
     /// the same result as calling ``deliver(_:key:tcp:payloadLength:)`` for
     /// each in order, but in three passes: look up every key, then touch
     /// every socket and its queue, then enqueue. The passes have no
@@ -331,8 +332,20 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     @inlinable
     public func deliver(batch: UnsafeBufferPointer<DemuxPacket>, onDrop: (Int, DemuxDropReason) -> Void) {
         assert(inBurst, "deliver outside of burst { }")
-        let n = Swift.min(batch.count, DemuxInput.burstCapacity)
+        var start = 0
+        while start < batch.count {
+            let n = Swift.min(batch.count - start, DemuxInput.burstCapacity)
+            deliverChunk(UnsafeBufferPointer(rebasing: batch[start..<(start + n)]), first: start, onDrop: onDrop)
+            start += n
+        }
+    }
+
+    @inlinable
+    func deliverChunk(_ batch: UnsafeBufferPointer<DemuxPacket>, first: Int, onDrop: (Int, DemuxDropReason) -> Void) {
+        let n = batch.count
+        // Pass 1: every lookup (independent: their node misses overlap).
         for i in 0..<n { resolved[i] = table.lookup(batch[i].key) ?? 0 }
+        // Pass 2: touch each socket's hot line and its queue object.
         var sink: UInt = 0
         for i in 0..<n where resolved[i] != 0 {
             Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: resolved[i])!)._withUnsafeGuaranteedRef { s in
@@ -340,19 +353,20 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
             }
         }
         warmSink &+= sink
+        // Pass 3: enqueue in arrival order (per-flow order kept).
         for i in 0..<n {
             let p = batch[i]
             stats.offered &+= 1
             let bits = resolved[i]
             guard bits != 0 else {
                 stats.drops.record(.noSocket)
-                onDrop(i, .noSocket)
+                onDrop(first + i, .noSocket)
                 continue
             }
             let v = Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!)._withUnsafeGuaranteedRef { s in
                 enqueue(p.packet, to: s, bits: bits, key: p.key, tcp: p.tcp, payloadLength: p.payloadLength)
             }
-            if case .dropped(let r) = v { onDrop(i, r) }
+            if case .dropped(let r) = v { onDrop(first + i, r) }
         }
     }
 

@@ -19,17 +19,18 @@ extension IPAddress {
 }
 
 extension FlowKey: RCUHashKey {
-    /// A fast keyed mix over the key's words (multiply-xorshift rounds); the
-    /// IPv6 high halves are mixed in only for IPv6. Not DoS-resistant unless
+    /// A fast keyed mix over the key's words (folded multiplies,
+    /// ``rcuHashMix(_:_:seed:)``); the IPv6 high halves are mixed in only
+    /// for IPv6. Not DoS-resistant unless
     /// `seed` is secret and random.
     @inlinable
     public func rcuHash(seed: UInt64) -> UInt64 {
         let ports = UInt64(destinationPort) << 32 | UInt64(sourcePort) << 16
-            | UInt64(transport.rawValue) << 4 | UInt64(source.family.rawValue)
-        var h = rcuHashMix(destination.low, source.low, seed: seed)
+            | UInt64(transport.rawValue) << 4 | UInt64(family.rawValue)
+        var h = rcuHashMix(destinationLow, sourceLow, seed: seed)
         h = rcuHashMix(h, ports, seed: seed)
-        if source.family == .ipv6 || destination.family == .ipv6 {
-            h = rcuHashMix(h ^ destination.high, source.high, seed: seed)
+        if family == .ipv6 {
+            h = rcuHashMix(h ^ destinationHigh, sourceHigh, seed: seed)
         }
         return h
     }

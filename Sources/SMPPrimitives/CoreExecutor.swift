@@ -377,8 +377,13 @@ public final class CoreExecutor: @unchecked Sendable {
     private func runContinuations() -> Int {
         let hasHandoff = handoffHead.load(ordering: .relaxed) != nil
         if !hasHandoff && wheel.count == 0 && !wheel.hasExpired { return 0 }
-        wheel.advance(to: TimerWheel.nowTick())
+        let now = TimerWheel.nowTick()
+        // File hand-offs before advancing: the expired list is empty here
+        // (runExpired drains it), so a popped node is never on it. An empty
+        // wheel first jumps to `now` so delays count from the present.
+        if wheel.count == 0 { wheel.advance(to: now) }
         if hasHandoff { takeHandoffs() }
+        wheel.advance(to: now)
         return runExpired()
     }
 
@@ -408,6 +413,7 @@ public final class CoreExecutor: @unchecked Sendable {
                 c.ownerHoldsReference = true
             }
             wheel.remove(u)
+            assert(c.wheelSlot == TimerWheel.unlinked, "a handed-off node is on the expired list")
             if s & Continuation.phaseMask == Continuation.pending {
                 wheel.insert(u, expires: wheel.currentTick + (s >> Continuation.delayShift))
             } else {
@@ -431,6 +437,7 @@ public final class CoreExecutor: @unchecked Sendable {
                 let c = u._withUnsafeGuaranteedRef { $0 }
                 node = c.wheelNext
                 c.wheelNext = nil
+                c.wheelSlot = TimerWheel.unlinked
                 if runIfPending(u) { ran += 1 }
             }
         }
@@ -515,6 +522,7 @@ public final class CoreExecutor: @unchecked Sendable {
             let c = u._withUnsafeGuaranteedRef { $0 }
             node = c.wheelNext
             c.wheelNext = nil
+            c.wheelSlot = TimerWheel.unlinked
             if c.cancel() { r.continuationsCancelled += 1 }
             dropOwnership(u)
         }

@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 
 /// One mailbox message: a small fixed-size record (32 bytes), copied by value
@@ -207,12 +208,16 @@ public final class MailboxMesh: @unchecked Sendable {
     @inlinable
     public func send(_ message: MailboxMessage, from sender: Int, to receiver: Int,
                      whileFull: () -> Void) {
+        var attempts = 0
         while !post(message, from: sender, to: receiver) {
             // The receiver may be parked on a full ring only if it has not yet
             // seen our earlier doorbell; ring again to be sure.
             ringDoorbell(of: receiver, from: sender)
             whileFull()
-            spinLoopHint()
+            attempts &+= 1
+            // On an oversubscribed CPU the receiver may be waiting for our
+            // time slice: yield after a short spin.
+            if attempts & 63 == 0 { sched_yield() } else { spinLoopHint() }
         }
         ringDoorbell(of: receiver, from: sender)
     }

@@ -33,7 +33,7 @@ public typealias RCUCallback = @convention(c) (UnsafeMutablePointer<rcu_head>?) 
 /// All requirements are static: a flavour is a namespace, chosen at compile
 /// time (``RCUHashTable`` is generic over it so that a table's grace periods
 /// cover exactly the readers of that flavour).
-public protocol RCUFlavor {
+public protocol RCUFlavor: Sendable {
     /// A short name for diagnostics ("qsbr", "memb").
     static var name: String { get }
 
@@ -285,6 +285,10 @@ public enum QSBR: RCUFlavor {
     }
 
     public static func deferFree(_ head: UnsafeMutablePointer<rcu_head>, _ callback: RCUCallback) {
+        // call_rcu orders the caller's past before the callback, through
+        // liburcu's queue (invisible to TSan): release for the callback's
+        // gracePeriodDidEnd().
+        curcu_qsbr_tsan_release()
         let s = _rcuThreadState()
         if s.pointee.qsbr_registered == 0 {
             // liburcu requires call_rcu callers to be registered (it reads
@@ -401,6 +405,7 @@ public enum Memb: RCUFlavor {
     }
 
     public static func deferFree(_ head: UnsafeMutablePointer<rcu_head>, _ callback: RCUCallback) {
+        curcu_memb_tsan_release()  // see QSBR.deferFree
         if _rcuThreadState().pointee.memb_registered == 0 {
             registerThread()
             urcu_memb_call_rcu(head, callback)

@@ -11,6 +11,12 @@
 // still on the old array sees exactly the contents the new one started
 // with, so a key present across a resize is never missed.
 //
+// Reclaimed nodes are recycled: the call_rcu callback (after the grace
+// period, and after poisoning in debug builds) pushes the node on a shared
+// stack, and inserts take nodes from it, whole stack at a time, into a
+// per-stripe cache. glibc's cross-thread free/malloc pair was a fifth of
+// the rcu-churn writer's time. Nodes go back to malloc when the table goes.
+//
 // Memory layout (all manually managed, no ARC on the read path):
 //
 //   node:   [rcu_head | next | hash | value | shared* | key]   (64-byte aligned)
@@ -68,8 +74,9 @@ public struct RCUHashTableStatistics: Sendable, Equatable {
     public var pendingReclaim: Int
     /// The largest ``pendingReclaim`` seen.
     public var peakPendingReclaim: Int
-    /// Allocated nodes: ``count`` plus ``pendingReclaim`` once updates have
-    /// finished. Zero after ``RCUHashTable/removeAll()`` and a barrier.
+    /// Nodes in use: ``count`` plus ``pendingReclaim`` once updates have
+    /// finished (recycled nodes kept for reuse are not counted). Zero after
+    /// ``RCUHashTable/removeAll()`` and a barrier.
     public var liveNodes: Int
     /// How many times the table has grown.
     public var resizes: Int
@@ -81,7 +88,7 @@ public struct RCUHashTableStatistics: Sendable, Equatable {
 /// call_rcu callback gets its address and frees that address.
 @usableFromInline
 struct _RCUNodeHeader: ~Copyable {
-    var rcuHead: rcu_head
+    @usableFromInline var rcuHead: rcu_head
     /// The next node in the bucket chain. Written (releasing) only under the
     /// bucket's stripe lock; read (acquiring) by lock-free readers.
     @usableFromInline let next: Atomic<UnsafeMutableRawPointer?>
@@ -89,8 +96,9 @@ struct _RCUNodeHeader: ~Copyable {
     @usableFromInline let hash: UInt64
     @usableFromInline let value: UInt
     /// The table's shared counters, for the call_rcu callback.
-    let shared: UnsafeMutablePointer<_RCUTableShared>
+    @usableFromInline let shared: UnsafeMutablePointer<_RCUTableShared>
 
+    @inlinable @inline(__always)
     init(next: UnsafeMutableRawPointer?, hash: UInt64, value: UInt, shared: UnsafeMutablePointer<_RCUTableShared>) {
         self.rcuHead = rcu_head()
         self.next = Atomic(next)
@@ -104,29 +112,36 @@ struct _RCUNodeHeader: ~Copyable {
 /// ``_RCUBucketArray/bucketsOffset``.
 @usableFromInline
 struct _RCUBucketArrayHeader: ~Copyable {
-    var rcuHead: rcu_head
+    @usableFromInline var rcuHead: rcu_head
     @usableFromInline let mask: Int
     let shared: UnsafeMutablePointer<_RCUTableShared>
 }
 
 /// Counters updated by writers and by call_rcu callbacks. Allocated apart
-/// from the table object because callbacks may run after the table is gone
-/// (its deinit waits for them only when some are pending).
+/// from the table object because callbacks may run after the table is
+/// gone: `pending` counts one extra reference held by the table itself, and
+/// whoever drops it to zero (the table's deinit or the last callback) frees
+/// this block.
 @usableFromInline
 struct _RCUTableShared: ~Copyable {
     // Writers' counters, updated under stripe locks (so by several writers).
-    let count = Atomic<Int>(0)
+    @usableFromInline let count = Atomic<Int>(0)
     let resizes = Atomic<Int>(0)
     // Reclamation counters, also updated by the call_rcu worker: kept on
     // another cache line than `count` (padding below) to limit ping-pong.
     let _pad: (Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0)
-    let liveNodes = Atomic<Int>(0)
-    let pending = Atomic<Int>(0)
+    @usableFromInline let liveNodes = Atomic<Int>(0)
+    let pending = Atomic<Int>(1)  // + 1 for the table
     let peakPending = Atomic<Int>(0)
+    /// Reclaimed nodes for reuse (a push-only Treiber stack for callbacks;
+    /// writers take the whole stack at once, so there is no ABA). Linked
+    /// through the first word of each node (its rcu_head, unused by then).
+    @usableFromInline let freeNodes = Atomic<UnsafeMutableRawPointer?>(nil)
     let nodeSize: Int
 
     init(nodeSize: Int) { self.nodeSize = nodeSize }
 
+    @usableFromInline
     func addPending(_ n: Int) {
         let now = pending.add(n, ordering: .relaxed).newValue
         var peak = peakPending.load(ordering: .relaxed)
@@ -168,23 +183,55 @@ enum _RCUBucketArray {
 /// nobody's, and a `next` that faults.
 let rcuPoisonByte: UInt8 = 0xA5
 
-@inline(__always)
+@inlinable @inline(__always)
 func rcuNodeHeader(_ n: UnsafeMutableRawPointer) -> UnsafeMutablePointer<_RCUNodeHeader> {
     n.assumingMemoryBound(to: _RCUNodeHeader.self)
 }
 
 /// Frees one node after a grace period (call_rcu callback, any flavour).
-private let rcuFreeNodeCallback: RCUCallback = { head in
+@usableFromInline
+let rcuFreeNodeCallback: RCUCallback = { head in
     // The grace period ordered every reader's accesses before this point;
     // tell TSan (for whichever flavour queued us).
     QSBR.gracePeriodDidEnd()
     Memb.gracePeriodDidEnd()
     let node = UnsafeMutableRawPointer(head!)
     let shared = rcuNodeHeader(node).pointee.shared
-    rcuReleaseNode(node, size: shared.pointee.nodeSize)
+    rcuPoisonNode(node, size: shared.pointee.nodeSize)
+    // Recycle rather than free: a later insert reuses the node without a
+    // trip through malloc (cross-thread frees are slow in glibc).
+    var top = shared.pointee.freeNodes.load(ordering: .relaxed)
+    while true {
+        node.storeBytes(of: top, as: UnsafeMutableRawPointer?.self)
+        // Release: the poisoning above happens before the node's reuse by
+        // the writer that takes the stack (acquire).
+        let r = shared.pointee.freeNodes.compareExchange(
+            expected: top, desired: node, successOrdering: .releasing, failureOrdering: .relaxed)
+        if r.exchanged { break }
+        top = r.original
+    }
     shared.pointee.liveNodes.subtract(1, ordering: .relaxed)
-    // Last access to `shared`: the table's deinit frees it once pending is 0.
-    shared.pointee.pending.subtract(1, ordering: .releasing)
+    rcuDropPending(shared, 1)
+}
+
+/// Drops `n` pending references; the last one frees the counters block.
+private func rcuDropPending(_ shared: UnsafeMutablePointer<_RCUTableShared>, _ n: Int) {
+    // Acquiring-and-releasing: every earlier access to `shared` (by other
+    // callbacks and by the table) happens before the free below.
+    if shared.pointee.pending.subtract(n, ordering: .acquiringAndReleasing).newValue == 0 {
+        rcuFreeList(shared.pointee.freeNodes.exchange(nil, ordering: .acquiring))
+        shared.deinitialize(count: 1)
+        shared.deallocate()
+    }
+}
+
+/// Frees a list of recycled nodes (linked through their first word).
+func rcuFreeList(_ first: UnsafeMutableRawPointer?) {
+    var p = first
+    while let n = p {
+        p = n.load(as: UnsafeMutableRawPointer?.self)
+        n.deallocate()
+    }
 }
 
 /// Frees a bucket array replaced by a resize, with every node in it, after
@@ -200,7 +247,7 @@ private let rcuFreeArrayCallback: RCUCallback = { head in
     header.deinitialize(count: 1)
     array.deallocate()
     shared.pointee.liveNodes.subtract(freed, ordering: .relaxed)
-    shared.pointee.pending.subtract(freed, ordering: .releasing)
+    rcuDropPending(shared, freed)
 }
 
 /// Frees every node of every chain of `array` (no concurrent access).
@@ -220,12 +267,17 @@ private func rcuReleaseChains(_ array: UnsafeMutableRawPointer, nodeSize: Int) -
 }
 
 private func rcuReleaseNode(_ node: UnsafeMutableRawPointer, size: Int) {
+    rcuPoisonNode(node, size: size)
+    node.deallocate()
+}
+
+/// Ends a node's life as a node (debug builds: poisons next, hash, value
+/// and key; the rcu_head is left for the free list).
+private func rcuPoisonNode(_ node: UnsafeMutableRawPointer, size: Int) {
     rcuNodeHeader(node).deinitialize(count: 1)
     #if DEBUG
-    // Poison everything after the rcu_head: next, hash, value, key.
     memset(node + MemoryLayout<rcu_head>.size, Int32(rcuPoisonByte), size - MemoryLayout<rcu_head>.size)
     #endif
-    node.deallocate()
 }
 
 // MARK: - The table
@@ -251,9 +303,12 @@ private func rcuReleaseNode(_ node: UnsafeMutableRawPointer, size: Int) {
 ///   present or absent; a key present before and throughout the lookup is
 ///   always found, also while the table grows.
 /// - Removed nodes are freed after a grace period of `Flavor`. Dropping the
-///   table frees its nodes at once; it must not be dropped while a lookup
-///   on it may be running (which holding a reference prevents), and waits
-///   (`Flavor.barrier()`) if reclamation is still pending.
+///   table frees its current nodes at once (no lookup can be running: it
+///   would hold a reference) and never waits; nodes already queued are
+///   freed by their callbacks.
+/// - Memory: one 64-byte-aligned node per key (64 bytes for a 16-byte key),
+///   8 bytes per bucket. Removed nodes are recycled for later inserts, so a
+///   table keeps the memory of its peak size until it is dropped.
 public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked Sendable {
     // @unchecked Sendable: all mutable state is behind raw pointers, with
     // readers synchronized by acquire/release publication and RCU grace
@@ -265,14 +320,17 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
     @usableFromInline let current: Atomic<UnsafeMutableRawPointer>
     @usableFromInline let seed: UInt64
     @usableFromInline let keyOffset: Int
-    let nodeSize: Int
+    @usableFromInline let nodeSize: Int
     @usableFromInline let shared: UnsafeMutablePointer<_RCUTableShared>
     /// Striped update locks, one per 64-byte line. A bucket's stripe is
     /// `hash & (stripeCount - 1)`; since there are never fewer buckets than
     /// stripes, all keys of a bucket share its stripe, in every array size.
-    let stripes: UnsafeMutablePointer<Atomic<UInt32>>
-    static var stripeCount: Int { 64 }
-    static var stripeStride: Int { 16 }  // 16 x UInt32 = 64 bytes
+    @usableFromInline let stripes: UnsafeMutablePointer<Atomic<UInt32>>
+    @inlinable static var stripeCount: Int { 64 }
+    @inlinable static var stripeStride: Int { 16 }  // 16 x UInt32 = 64 bytes
+    /// Each stripe line also holds, at byte 8, that stripe's private cache
+    /// of recycled nodes (guarded by the stripe lock).
+    @inlinable static var stripeCacheOffset: Int { 8 }
 
     /// Creates an empty table.
     ///
@@ -295,6 +353,9 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
         let n = Self.stripeCount * Self.stripeStride
         stripes = UnsafeMutablePointer<Atomic<UInt32>>.allocate(capacity: n)
         for i in 0..<n { (stripes + i).initialize(to: Atomic(0)) }
+        for i in 0..<Self.stripeCount {
+            stripeCache(stripes + i * Self.stripeStride).initialize(to: nil)
+        }
     }
 
     deinit {
@@ -305,12 +366,9 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
         shared.pointee.liveNodes.subtract(freed, ordering: .relaxed)
         _RCUBucketArray.header(array).deinitialize(count: 1)
         array.deallocate()
-        // Callbacks already queued still update `shared`.
-        if shared.pointee.pending.load(ordering: .acquiring) != 0 {
-            Flavor.barrier()
-        }
-        shared.deinitialize(count: 1)
-        shared.deallocate()
+        for i in 0..<Self.stripeCount { rcuFreeList(stripeCache(stripes + i * Self.stripeStride).pointee) }
+        // Callbacks still queued update `shared`: the last one frees it.
+        rcuDropPending(shared, 1)
         stripes.deinitialize(count: Self.stripeCount * Self.stripeStride)
         stripes.deallocate()
     }
@@ -358,16 +416,9 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
     /// key is present. Any thread; takes the key's stripe lock; allocates
     /// one node; may grow the table (which copies every node while other
     /// updates wait, never blocking readers).
-    @discardableResult
+    @inlinable @discardableResult
     public func insert(_ key: Key, value: UInt) -> Bool {
         let h = key.rcuHash(seed: seed)
-        // Allocate and fill the node before taking the lock.
-        let n = UnsafeMutableRawPointer.allocate(byteCount: nodeSize, alignment: 64)
-        n.bindMemory(to: _RCUNodeHeader.self, capacity: 1)
-            .initialize(to: _RCUNodeHeader(next: nil, hash: h, value: value, shared: shared))
-        (n + keyOffset).initializeMemory(as: Key.self, repeating: key, count: 1)
-        shared.pointee.liveNodes.add(1, ordering: .relaxed)
-
         let stripe = lockStripe(h)
         // Relaxed would do under the lock (resizes take every stripe lock);
         // acquire keeps the reasoning local.
@@ -377,25 +428,49 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
         let first = bucket.pointee.load(ordering: .relaxed)  // only we write it now
         if findNode(key, hash: h, from: first) != nil {
             unlockStripe(stripe)
-            rcuNodeHeader(n).deinitialize(count: 1)
-            n.deallocate()
-            shared.pointee.liveNodes.subtract(1, ordering: .relaxed)
             return false
         }
-        rcuNodeHeader(n).pointee.next.store(first, ordering: .relaxed)  // not yet visible to anyone
+        let n = allocateNode(stripe)
+        n.bindMemory(to: _RCUNodeHeader.self, capacity: 1)
+            .initialize(to: _RCUNodeHeader(next: first, hash: h, value: value, shared: shared))
+        (n + keyOffset).initializeMemory(as: Key.self, repeating: key, count: 1)
         // Release publishes the node's fields (and its link) to readers that
         // load this bucket head with acquire.
         bucket.pointee.store(n, ordering: .releasing)
         let newCount = shared.pointee.count.add(1, ordering: .relaxed).newValue
         unlockStripe(stripe)
+        shared.pointee.liveNodes.add(1, ordering: .relaxed)
         if newCount > mask + 1 { grow(beyond: mask + 1) }
         return true
+    }
+
+    @inlinable @inline(__always)
+    func stripeCache(_ stripe: UnsafeMutablePointer<Atomic<UInt32>>) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+        (UnsafeMutableRawPointer(stripe) + Self.stripeCacheOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    }
+
+    /// Memory for one node: from the stripe's cache of recycled nodes, else
+    /// the whole shared stack of nodes reclaimed since (taken at once), else
+    /// malloc. Called with `stripe` locked.
+    @inlinable @inline(__always)
+    func allocateNode(_ stripe: UnsafeMutablePointer<Atomic<UInt32>>) -> UnsafeMutableRawPointer {
+        let cache = stripeCache(stripe)
+        var n = cache.pointee
+        if n == nil {
+            // Acquire pairs with the callbacks' releasing pushes.
+            n = shared.pointee.freeNodes.exchange(nil, ordering: .acquiring)
+        }
+        guard let node = n else {
+            return UnsafeMutableRawPointer.allocate(byteCount: nodeSize, alignment: 64)
+        }
+        cache.pointee = node.load(as: UnsafeMutableRawPointer?.self)
+        return node
     }
 
     /// Removes `key` and returns its value, or nil if it was absent. Any
     /// thread; takes the key's stripe lock. The node is freed after a grace
     /// period: lookups that already reached it finish safely.
-    @discardableResult
+    @inlinable @discardableResult
     public func remove(_ key: Key) -> UInt? {
         let h = key.rcuHash(seed: seed)
         let stripe = lockStripe(h)
@@ -428,6 +503,11 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
 
     /// Removes every key (each node freed after a grace period). Any thread.
     public func removeAll() {
+        // Registered once for the whole batch of deferFree calls below.
+        Flavor.withRegisteredThread { removeAllLocked() }
+    }
+
+    private func removeAllLocked() {
         lockAllStripes()
         let array = current.load(ordering: .acquiring)
         let mask = _RCUBucketArray.header(array).pointee.mask
@@ -465,15 +545,16 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
         return RCUHashTableStatistics(
             count: s.pointee.count.load(ordering: .relaxed),
             bucketCount: bucketCount,
-            pendingReclaim: s.pointee.pending.load(ordering: .relaxed),
-            peakPendingReclaim: s.pointee.peakPending.load(ordering: .relaxed),
+            pendingReclaim: s.pointee.pending.load(ordering: .relaxed) - 1,
+            peakPendingReclaim: max(0, s.pointee.peakPending.load(ordering: .relaxed) - 1),
             liveNodes: s.pointee.liveNodes.load(ordering: .relaxed),
             resizes: s.pointee.resizes.load(ordering: .relaxed))
     }
 
     // MARK: Internals
 
-    private func findNode(_ key: Key, hash h: UInt64, from first: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    @inlinable
+    func findNode(_ key: Key, hash h: UInt64, from first: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
         var p = first
         while let n = p {
             let node = rcuNodeHeader(n)
@@ -485,7 +566,8 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
 
     /// Doubles the bucket array until it has more buckets than keys, unless
     /// another thread already grew it past `oldBucketCount`.
-    private func grow(beyond oldBucketCount: Int) {
+    @usableFromInline
+    func grow(beyond oldBucketCount: Int) {
         lockAllStripes()
         defer { unlockAllStripes() }
         let old = current.load(ordering: .acquiring)
@@ -526,13 +608,15 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
         Flavor.deferFree(old.assumingMemoryBound(to: rcu_head.self), rcuFreeArrayCallback)
     }
 
-    private func lockStripe(_ h: UInt64) -> UnsafeMutablePointer<Atomic<UInt32>> {
+    @inlinable
+    func lockStripe(_ h: UInt64) -> UnsafeMutablePointer<Atomic<UInt32>> {
         let s = stripes + (Int(truncatingIfNeeded: h) & (Self.stripeCount - 1)) * Self.stripeStride
         lock(s)
         return s
     }
 
-    private func lock(_ s: UnsafeMutablePointer<Atomic<UInt32>>) {
+    @inlinable
+    func lock(_ s: UnsafeMutablePointer<Atomic<UInt32>>) {
         var spins = 0
         // Acquire on success: the previous holder's writes (released by
         // its unlock) are visible in the critical section.
@@ -545,7 +629,8 @@ public final class RCUHashTable<Key: RCUHashKey, Flavor: RCUFlavor>: @unchecked 
         }
     }
 
-    private func unlockStripe(_ s: UnsafeMutablePointer<Atomic<UInt32>>) {
+    @inlinable
+    func unlockStripe(_ s: UnsafeMutablePointer<Atomic<UInt32>>) {
         // Release: the critical section's writes happen before the next
         // holder's acquire.
         s.pointee.store(0, ordering: .releasing)

@@ -27,6 +27,10 @@ final class TimerWheel {
     static let levelSlots = 1 << levelBits              // 64
     static let upperLevels = 3
     static let slotCount = level0Slots + upperLevels * levelSlots
+    /// `wheelSlot` of a node that is in no slot and not on the expired list.
+    static let unlinked = -1
+    /// `wheelSlot` of a node on the expired list.
+    static let onExpiredList = -2
     /// The farthest delta the wheel files exactly (2^26 ticks).
     static let horizon = 1 << (level0Bits + upperLevels * levelBits)
 
@@ -65,6 +69,7 @@ final class TimerWheel {
     /// Files `node` to expire at tick `expires`. The node must not be linked.
     func insert(_ node: Unmanaged<Continuation>, expires: Int) {
         let c = node._withUnsafeGuaranteedRef { $0 }
+        assert(c.wheelSlot == TimerWheel.unlinked, "inserting a linked node")
         c.expires = expires
         let delta = expires - currentTick
         if delta <= 0 {
@@ -102,14 +107,14 @@ final class TimerWheel {
     func remove(_ node: Unmanaged<Continuation>) -> Bool {
         let c = node._withUnsafeGuaranteedRef { $0 }
         let slot = c.wheelSlot
-        guard slot >= 0 else { return false }
+        guard slot >= 0 else { return false }   // unlinked or on the expired list
         if let prev = c.wheelPrev {
             prev._withUnsafeGuaranteedRef { $0.wheelNext = c.wheelNext }
         } else {
             slots[slot] = c.wheelNext
         }
         if let next = c.wheelNext { next._withUnsafeGuaranteedRef { $0.wheelPrev = c.wheelPrev } }
-        c.wheelSlot = -1
+        c.wheelSlot = TimerWheel.unlinked
         c.wheelPrev = nil
         c.wheelNext = nil
         count -= 1
@@ -118,7 +123,7 @@ final class TimerWheel {
 
     private func appendExpired(_ node: Unmanaged<Continuation>) {
         let c = node._withUnsafeGuaranteedRef { $0 }
-        c.wheelSlot = -1
+        c.wheelSlot = TimerWheel.onExpiredList
         c.wheelPrev = nil
         c.wheelNext = nil
         if let tail = expiredTail {
@@ -191,7 +196,7 @@ final class TimerWheel {
             let c = n._withUnsafeGuaranteedRef { $0 }
             let next = c.wheelNext
             count -= 1
-            c.wheelSlot = -1
+            c.wheelSlot = TimerWheel.unlinked
             insert(n, expires: c.expires)
             node = next
         }

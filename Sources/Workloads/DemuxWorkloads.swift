@@ -32,7 +32,7 @@
 //                     then handed to DemuxInput.deliver(batch:), which looks up
 //                     all keys, touches all sockets, then enqueues (overlapping
 //                     the cache misses of different packets). Checked with
-//                     Scripts/countarc.c (LD_PRELOAD): no malloc, retain or
+//                     scripts/countarc.c (LD_PRELOAD): no malloc, retain or
 //                     release per packet on the input or the consumer thread.
 //   mutex_dictionary  the same pipeline with mutex-protected [FlowKey: Int]
 //                     tables (exact, then specific local, then wildcard) and a

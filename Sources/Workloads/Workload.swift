@@ -41,6 +41,8 @@ public enum WorkloadRegistry {
         // Each workload file contributes its entries here.
         w += pcqWorkloads
         w += rcuWorkloads
+        w += mailboxWorkloads
+        w += deferWorkloads
         w += demuxWorkloads
         w += kernelUDPWorkloads
         return w

@@ -8,7 +8,7 @@
 // number of packets are set-up costs; per-packet costs show up as the
 // difference divided by the extra packets.
 //
-//   gcc -O2 -shared -fPIC -o /tmp/countarc.so Scripts/countarc.c -ldl
+//   gcc -O2 -shared -fPIC -o /tmp/countarc.so scripts/countarc.c -ldl
 //   swift build -c release
 //   for n in 327680 655360; do
 //     LD_PRELOAD=/tmp/countarc.so .build/release/fastdemux bench demux --impl fastpath --json --n $n

@@ -1,0 +1,241 @@
+import Glibc
+import Synchronization
+import Testing
+import Workloads
+@testable import SMPPrimitives
+
+/// Multi-producer stress of ``PCQ``: many short rounds behind a barrier,
+/// 2 to 8 producers plus the consumer (so every round is oversubscribed on
+/// a 2-CPU machine), small capacities to force the full path. Every round
+/// checks exactly-once delivery, per-producer order, and that the counters
+/// agree with what the threads did.
+@Suite(.serialized) struct PCQStressTests {
+    struct Config: CustomTestStringConvertible, Sendable {
+        var producers: Int
+        var capacity: Int
+        var itemsPerProducer: Int
+        var rounds: Int
+        /// One in `stallEvery` puts is split into reserve / yield / publish,
+        /// so a "preempted" producer holds a reserved slot while the others
+        /// run (0 = never).
+        var stallEvery: Int
+        var testDescription: String {
+            "\(producers)P cap \(capacity) \(rounds)x\(itemsPerProducer) stall 1/\(stallEvery)"
+        }
+    }
+
+    // Sized so the whole suite stays within a few seconds in debug and
+    // about ten under the thread sanitizer.
+    static let configs: [Config] = [
+        Config(producers: 2, capacity: 2, itemsPerProducer: 300, rounds: 30, stallEvery: 0),
+        Config(producers: 2, capacity: 64, itemsPerProducer: 1_000, rounds: 20, stallEvery: 0),
+        Config(producers: 3, capacity: 4, itemsPerProducer: 300, rounds: 20, stallEvery: 16),
+        Config(producers: 4, capacity: 64, itemsPerProducer: 300, rounds: 20, stallEvery: 64),
+        Config(producers: 8, capacity: 2, itemsPerProducer: 60, rounds: 15, stallEvery: 8),
+        Config(producers: 8, capacity: 4, itemsPerProducer: 100, rounds: 15, stallEvery: 0),
+        Config(producers: 5, capacity: 1, itemsPerProducer: 60, rounds: 15, stallEvery: 4),
+    ]
+
+    @Test(arguments: configs)
+    func exactlyOnceAndPerProducerOrder(config: Config) {
+        let q = PCQ<UInt>(capacity: config.capacity)
+        let barrier = SpinBarrier(parties: config.producers + 1)
+        let failures = StressCounters(count: config.producers)
+        let report = StressReport()
+        let tagShift: UInt = 32
+
+        let producers = (0..<config.producers).map { id in
+            PinnedThread(name: "pcq-stress-p") {
+                var rng = SplitMix(seed: UInt64(id) &+ 1)
+                var failed = 0
+                for _ in 0..<config.rounds {
+                    barrier.wait()
+                    for s in 1...config.itemsPerProducer {
+                        let v = UInt(id) << tagShift | UInt(s)
+                        var spins = 0
+                        while true {
+                            if config.stallEvery > 0 && rng.next() % UInt64(config.stallEvery) == 0 {
+                                // Reserve, get descheduled, then publish.
+                                if let t = q.reserve() {
+                                    sched_yield()
+                                    q.publish(v, at: t)
+                                    break
+                                }
+                            } else if q.put(v) {
+                                break
+                            }
+                            failed += 1
+                            spins += 1
+                            if spins & 15 == 0 { sched_yield() } else { spinLoopHint() }
+                        }
+                    }
+                    barrier.wait()
+                }
+                failures.add(id, failed)
+            }
+        }
+
+        let consumer = PinnedThread(name: "pcq-stress-c") {
+            var rng = SplitMix(seed: 99)
+            var errors = 0
+            let expectedPerRound = config.producers * config.itemsPerProducer
+            var next = [UInt](repeating: 1, count: config.producers)
+            for _ in 0..<config.rounds {
+                barrier.wait()
+                for i in next.indices { next[i] = 1 }
+                var got = 0
+                var idle = 0
+                func check(_ v: UInt) {
+                    let p = Int(v >> tagShift)
+                    if p < next.count && v & 0xFFFF_FFFF == next[p] {
+                        next[p] += 1
+                    } else {
+                        errors += 1
+                    }
+                    got += 1
+                }
+                while got < expectedPerRound {
+                    var progressed = false
+                    switch rng.next() % 4 {
+                    case 0:
+                        if let v = q.get() {
+                            check(v)
+                            progressed = true
+                        }
+                    case 1:
+                        if let v = q.peek() {
+                            if q.get() != v { errors += 1 }
+                            check(v)
+                            progressed = true
+                        }
+                    default:
+                        let maxCount = Int(rng.next() % 8) + 1
+                        let n = q.drain(max: maxCount) { check($0) }
+                        if n > maxCount { errors += 1 }
+                        progressed = n > 0
+                    }
+                    if progressed {
+                        idle = 0
+                    } else {
+                        idle += 1
+                        if idle & 7 == 0 { sched_yield() } else { spinLoopHint() }
+                    }
+                }
+                if q.get() != nil { errors += 1 }  // nothing extra
+                if next.contains(where: { $0 != UInt(config.itemsPerProducer) + 1 }) { errors += 1 }
+                barrier.wait()
+            }
+            report.errors.store(errors, ordering: .relaxed)
+        }
+        for t in producers { t.join() }
+        consumer.join()
+
+        let total = config.producers * config.itemsPerProducer * config.rounds
+        #expect(report.errors.load(ordering: .relaxed) == 0)
+        let s = q.statistics
+        #expect(s.puts == total, "successful puts == items got")
+        #expect(s.gets == total)
+        #expect(s.failedPuts == failures.total)
+        #expect(s.highWater >= 1 && s.highWater <= config.capacity)
+        #expect(q.approximateCount == 0)
+    }
+
+    /// One producer holds a reserved slot for a long time while others put
+    /// and the consumer polls: the others must reach exactly `capacity`
+    /// outstanding items (no false "full", no overfill), and the consumer
+    /// must deliver everything in ticket order once the slot is published.
+    @Test func longStalledProducerDoesNotStopTheOthers() throws {
+        let capacity = 64
+        for round in 0..<20 {
+            let q = PCQ<UInt>(capacity: capacity)
+            for i in 0..<(round % capacity) {  // move the hole around the ring
+                #expect(q.put(UInt(i)))
+                #expect(q.get() == UInt(i))
+            }
+            let hole = try #require(q.reserve())
+            let accepted = StressCounters(count: 2)
+            let barrier = SpinBarrier(parties: 2)
+            let threads = (0..<2).map { id in
+                PinnedThread(name: "pcq-stall") {
+                    barrier.wait()
+                    var ok = 0
+                    var failedInARow = 0
+                    // Keep putting until the queue has refused us many times.
+                    while failedInARow < 200 {
+                        if q.put(UInt(1_000 + id)) {
+                            ok += 1
+                            failedInARow = 0
+                        } else {
+                            failedInARow += 1
+                            sched_yield()
+                        }
+                    }
+                    accepted.add(id, ok)
+                }
+            }
+            for t in threads { t.join() }
+            #expect(accepted.total == capacity - 1, "the stalled slot is the only one missing")
+            #expect(q.get() == nil, "the consumer waits for the stalled ticket")
+            q.publish(7, at: hole)
+            var got: [UInt] = []
+            q.drain(max: capacity * 2) { got.append($0) }
+            #expect(got.count == capacity)
+            #expect(got.first == 7)
+            #expect(got.dropFirst().allSatisfy { $0 == 1_000 || $0 == 1_001 })
+        }
+    }
+}
+
+/// The pcq benchmark workloads at a small size, every implementation: each
+/// run checks its own result.
+@Suite(.serialized) struct PCQWorkloadTests {
+    @Test(arguments: ["pcq-1p1c", "pcq-2p1c"])
+    func everyImplementationChecksOut(workload: String) throws {
+        let w = try #require(WorkloadRegistry.named(workload))
+        #expect(w.impls.map(\.name) == ["pcq", "mutex_deque", "urcu_wfcq"])
+        for impl in w.impls {
+            let r = impl.run(WorkloadOptions(n: 200_000, capSeconds: 60))
+            #expect(r.checked, "\(workload) \(impl.name): \(r.summary)")
+            #expect(r.ops == 200_000)
+            #expect(r.json.rendered.contains("\"complete\":true"))
+        }
+    }
+
+    @Test func cappedRunChecksWhatItDid() throws {
+        let w = try #require(WorkloadRegistry.named("pcq-2p1c"))
+        // A cap far below the run time: producers are stopped early and the
+        // consumer checks exactly what was sent.
+        let r = w.impls[0].run(WorkloadOptions(n: 2_000_000_000, capSeconds: 0.05))
+        #expect(r.checked, "\(r.summary)")
+        #expect(r.ops < 2_000_000_000)
+        #expect(r.json.rendered.contains("\"complete\":false"))
+    }
+}
+
+fileprivate final class StressCounters: Sendable {
+    private let slots: [StressCounter]
+    init(count: Int) { slots = (0..<count).map { _ in StressCounter() } }
+    func add(_ i: Int, _ v: Int) { slots[i].value.add(v, ordering: .relaxed) }
+    var total: Int { slots.reduce(0) { $0 + $1.value.load(ordering: .relaxed) } }
+}
+
+fileprivate final class StressCounter: Sendable {
+    let value = Atomic<Int>(0)
+}
+
+fileprivate final class StressReport: Sendable {
+    let errors = Atomic<Int>(-1)
+}
+
+/// A tiny deterministic generator (SplitMix64) so rounds are reproducible.
+fileprivate struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
