@@ -128,7 +128,8 @@ public struct DemuxSessionReport: Sendable {
     /// Packets that arrived out of frame order within their direction.
     public var orderViolations = 0
     public var socketsOpened = 0
-    /// Flows left without a socket because ``DemuxSessionConfiguration/maxSockets`` was reached.
+    /// Flow directions left without a socket (``DemuxSessionConfiguration/maxSockets``
+    /// reached, or the connect was refused).
     public var socketLimitHits = 0
     public var workers = 1
     public var seconds = 0.0
@@ -163,7 +164,8 @@ public struct DemuxSessionError: Error, CustomStringConvertible, Sendable {
 ///
 /// Concurrency contract: ``run(_:progress:)`` is synchronous; it starts and
 /// joins its threads (the source is used only by the reader thread while the
-/// caller waits). One run per session object. Uses the QSBR flavour: the
+/// caller waits). Each run builds its own pool, demux and sockets and tears
+/// them down at the end (one grace period). Uses the QSBR flavour: the
 /// input threads register, report quiescent states between bursts, and go
 /// offline while a live source blocks.
 public final class DemuxSession {
