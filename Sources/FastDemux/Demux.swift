@@ -382,7 +382,7 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
         var ack: UInt32?
         if s.tcpLock.tryLock() {
             stats.sync.lockAcquisitions &+= 1
-            let r = s.tcp.pointee.receive(seg, payloadLength: payloadLength, policy: s.ackPolicy)
+            let r = s.tcpState.receive(seg, payloadLength: payloadLength, policy: s.ackPolicy)
             inSequence = r.inSequence
             stats.sync.atomicRMWs &+= 1    // the release CAS
             ack = s.releaseTCPLock(ackDue: r.ackNow, sendNow: true)

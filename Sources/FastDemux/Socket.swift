@@ -52,6 +52,10 @@ public final class Socket: @unchecked Sendable {
     @usableFromInline let tcpLock = TCPLock()
     /// Set when the fast path could not take `tcpLock` for an ACK it owed.
     @usableFromInline let ackOwed = Atomic<Bool>(false)
+    /// The TCP receive state, inline next to its lock (the input touches
+    /// these lines anyway). Only accessed while holding `tcpLock`, which
+    /// orders the accesses (hence no dynamic exclusivity checks).
+    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) var tcpState = TCPReceiveState()
     public let proto: TransportProtocol
     /// The receive queue; input threads put, the single reader gets.
     @usableFromInline let queue: PCQ<PacketRef>
@@ -72,8 +76,6 @@ public final class Socket: @unchecked Sendable {
     /// True from the input's schedule until the worker starts running:
     /// coalesces schedules without touching the continuation's line.
     @usableFromInline let workerScheduled = Atomic<Bool>(false)
-    /// Guarded by `tcpLock`.
-    @usableFromInline let tcp: UnsafeMutablePointer<TCPReceiveState>
     /// TCP segments that arrived while another thread held `tcpLock` (the
     /// Linux socket backlog): whoever holds the lock processes them before
     /// releasing it. Consumed only under `tcpLock` (so one consumer at a time).
@@ -132,8 +134,6 @@ public final class Socket: @unchecked Sendable {
         let raw = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)
         readerSide = raw.bindMemory(to: ReaderSide.self, capacity: 1)
         readerSide.initialize(to: ReaderSide())
-        tcp = .allocate(capacity: 1)
-        tcp.initialize(to: TCPReceiveState())
     }
 
     private nonisolated(unsafe) var worker: Continuation?
@@ -142,8 +142,6 @@ public final class Socket: @unchecked Sendable {
         if workerBits != 0 { Unmanaged<Continuation>.fromOpaque(UnsafeRawPointer(bitPattern: workerBits)!).release() }
         readerSide.deinitialize(count: 1)
         UnsafeMutableRawPointer(readerSide).deallocate()
-        tcp.deinitialize(count: 1)
-        tcp.deallocate()
     }
 
     /// Gives the socket a worker continuation (the seed's kcont): input
@@ -437,7 +435,7 @@ public final class Socket: @unchecked Sendable {
         let n = tcpBacklog.drain(max: announced) { w in
             let seg = TCPSegmentInfo(sequenceNumber: UInt32(truncatingIfNeeded: w >> 32), acknowledgmentNumber: 0,
                                      flags: TCPFlags(rawValue: UInt16(truncatingIfNeeded: w)), window: 0)
-            if tcp.pointee.receive(seg, payloadLength: Int((w >> 16) & 0xffff), policy: ackPolicy).ackNow { due = true }
+            if tcpState.receive(seg, payloadLength: Int((w >> 16) & 0xffff), policy: ackPolicy).ackNow { due = true }
         }
         tcpLock.consumedBacklogged(n)
         return due
@@ -456,8 +454,8 @@ public final class Socket: @unchecked Sendable {
             if processBacklogLocked() { due = true }
             if due {
                 if sendNow {
-                    tcp.pointee.didSendAck()
-                    ack = tcp.pointee.nextExpected
+                    tcpState.didSendAck()
+                    ack = tcpState.nextExpected
                 } else {
                     ackOwed.store(true, ordering: .relaxed)
                 }
@@ -496,7 +494,7 @@ public final class Socket: @unchecked Sendable {
             _ = releaseTCPLock(ackDue: false, sendNow: false)
             if ackOwed.load(ordering: .relaxed) { scheduleWorkerNow() }
         }
-        return try body(&tcp.pointee)
+        return try body(&tcpState)
     }
 
     /// Schedules the worker without delay (control path).

@@ -130,6 +130,60 @@ struct DemuxTests {
         #expect(t.perSocketPerPass.reduce(0, +) == t.frameCount)
     }
 
+    @Test func framesThroughTheParserIntoPoolBuffers() throws {
+        let pool = PacketPool(bufferCount: 16)
+        let demux = Demux<Memb>(configuration: .init(pool: pool))
+        let s6 = demux.makeSocket(.tcp)
+        let remote = InetEndpoint(IPAddress("2001:db8::7")!, 40000)
+        let local = InetEndpoint(IPAddress("2001:db8::1")!, 443)
+        try s6.connect(to: remote, from: local, initialReceiveSequence: 500)
+        let u4 = demux.makeSocket(.udp)
+        try u4.bind(InetEndpoint(.wildcard(.ipv4), 53))
+        let parser = PacketParser()
+        let input = demux.makeInput()
+        func frame(_ write: (UnsafeMutableRawBufferPointer) -> Int) -> PacketRef {
+            let p = pool.allocate()!
+            pool.setLength(write(pool.buffer(p)), of: p)
+            return p
+        }
+        let k6 = FlowKey.connected(.tcp, local: local, remote: remote)
+        let seg = TCPSegmentInfo(sequenceNumber: 500, acknowledgmentNumber: 1, flags: [.ack, .psh], window: 100)
+        let frames = [
+            frame { SyntheticFrame.write(into: $0, flow: k6, tcp: seg, payloadLength: 100) },
+            frame { SyntheticFrame.write(into: $0, flow: packetKey(.udp, from: "192.0.2.9", 5, to: "10.1.2.3", 53),
+                                         payloadLength: 10) },
+            frame { b in   // IPv4 ethertype, truncated IPv4 header
+                for i in 0..<20 { b[i] = 0 }
+                b[12] = 0x08; b[14] = 0x45
+                return 20
+            },
+            frame { b in   // ARP ethertype
+                for i in 0..<60 { b[i] = 0 }
+                b[12] = 0x08; b[13] = 0x06
+                return 60
+            },
+        ]
+        var verdicts: [DemuxVerdict] = []
+        Memb.withRegisteredThread {
+            input.burst { b in
+                for p in frames { verdicts.append(b.input(p, frame: pool.bytes(p), parser: parser)) }
+            }
+        }
+        #expect(verdicts == [.queued, .queued, .dropped(.malformed), .dropped(.unsupported)])
+        #expect(input.stats.offered == 4 && input.stats.enqueued == 2)
+        #expect(input.stats.parseDropsByReason.count == 2)
+        for (p, v) in zip(frames, verdicts) where v != .queued { pool.free(p) }
+        #expect(s6.withTCPState { $0.nextExpected } == 600)
+        var got: [PacketRef] = []
+        s6.receive(upTo: 4) { got.append($0) }
+        u4.receive(upTo: 4) { got.append($0) }
+        #expect(got == [frames[0], frames[1]])
+        #expect(pool.bytes(got[0]).count == SyntheticFrame.length(for: k6, payloadLength: 100))
+        for p in got { pool.free(p) }
+        #expect(pool.globalFreeCount == 16)
+        demux.table.close([s6, u4])
+    }
+
     @Test func batchDeliveryMatchesSingleDelivery() throws {
         let demux = Demux<Memb>()
         let a = demux.makeSocket(.udp, queueCapacity: 3)
