@@ -44,6 +44,7 @@ public enum WorkloadRegistry {
         w += mailboxWorkloads
         w += deferWorkloads
         w += demuxWorkloads
+        w += kernelUDPWorkloads
         return w
     }
 

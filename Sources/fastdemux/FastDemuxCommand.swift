@@ -6,6 +6,7 @@ struct FastDemuxCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fastdemux",
         abstract: "SMP packet demultiplexing in user space: benchmarks, replay and classification.",
-        subcommands: [BenchCommand.self, ClassifyCommand.self, CompareCommand.self]
+        subcommands: [DemoCommand.self, ReplayCommand.self, ClassifyCommand.self, LiveCommand.self,
+                      BenchCommand.self, CompareCommand.self]
     )
 }

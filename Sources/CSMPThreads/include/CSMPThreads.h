@@ -2,6 +2,7 @@
 // module is built without: CPU affinity and thread names.
 #ifndef SMPNET_CSMPTHREADS_H
 #define SMPNET_CSMPTHREADS_H
+#include "CSMPNet.h"  // network calls (net.c)
 
 /// Pins the calling thread to CPU `cpu`. Returns 0 or an errno value.
 int smp_pin_current_thread(int cpu);

@@ -1,0 +1,204 @@
+// Text and JSON rendering of a DemuxSessionReport, shared by `replay`,
+// `live` and `demo`.
+import FastDemux
+import Glibc
+import Workloads
+
+/// Writes `text` (plus a newline) to standard error, unbuffered.
+func writeStderr(_ text: String, newline: Bool = true) {
+    var line = newline ? text + "\n" : text
+    line.withUTF8 { buf in _ = write(2, buf.baseAddress, buf.count) }
+}
+
+/// True if standard error is a terminal (progress lines go there).
+var stderrIsTerminal: Bool { isatty(2) != 0 }
+
+/// Prints a `\r`-rewritten progress line on standard error.
+struct ProgressPrinter: Sendable {
+    let label: String
+
+    func update(_ p: SessionProgress) {
+        let rate = p.seconds > 0 ? Double(p.frames) / p.seconds : 0
+        writeStderr("\r\(label): \(p.frames) frames, \(fixed(Double(p.bytes) / 1e6, 1)) MB, "
+                    + "\(fixed(rate / 1e6, 3)) Mframes/s, \(fixed(p.seconds, 1)) s   ", newline: false)
+    }
+
+    func finish() { writeStderr("") }
+}
+
+/// `v` with `digits` decimals, no Foundation.
+func fixed(_ v: Double, _ digits: Int) -> String {
+    guard v.isFinite else { return "-" }
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let r = (abs(v) * scale).rounded()
+    let whole = Int(r / scale)
+    var frac = String(Int(r) - whole * Int(scale))
+    while frac.count < digits { frac = "0" + frac }
+    return (v < 0 && r != 0 ? "-" : "") + String(whole) + (digits > 0 ? "." + frac : "")
+}
+
+func padLeft(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s : String(repeating: " ", count: width - s.count) + s
+}
+
+func padRight(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s : s + String(repeating: " ", count: width - s.count)
+}
+
+extension FlowKey {
+    /// `tcp 127.0.0.1:41234 <> 127.0.0.1:80` for a canonical key.
+    var canonicalText: String {
+        func ep(_ a: IPAddress, _ p: UInt16) -> String { a.family == .ipv6 ? "[\(a)]:\(p)" : "\(a):\(p)" }
+        return "\(transport) \(ep(source, sourcePort)) <> \(ep(destination, destinationPort))"
+    }
+}
+
+/// What a report is about, for the header line and JSON.
+struct ReportContext {
+    var command: String
+    var source: String
+    var linkType: String?
+    var sockets: SessionSockets
+}
+
+func socketsText(_ s: SessionSockets) -> String {
+    switch s {
+    case .perFlow: return "a socket per flow direction"
+    case .listen(let specs): return "listening on " + specs.map(\.description).joined(separator: ",")
+    }
+}
+
+/// The conservation line of `demo` (and the check behind `conserved`).
+func conservationLine(_ r: DemuxSessionReport) -> String {
+    "in = delivered + dropped: \(r.framesIn) = \(r.delivered) + \(r.dropped): "
+        + (r.isConserved ? "OK" : "FAILED (offered \(r.input.offered), enqueued \(r.input.enqueued), order violations \(r.orderViolations))")
+}
+
+/// Human-readable report: header, per-flow table, drop table, hand-off statistics.
+func renderText(_ r: DemuxSessionReport, _ ctx: ReportContext) -> String {
+    var out: [String] = []
+    let threads = r.workers == 1 ? "1 input thread (the reader)" : "\(r.workers) input threads fed by the reader (steered by flow)"
+    out.append("\(ctx.command) \(ctx.source): \(r.framesIn) frames, \(r.bytesIn) bytes in \(fixed(r.seconds, 3)) s; "
+               + "\(threads); \(socketsText(ctx.sockets)) (\(r.socketsOpened) sockets)")
+    if let lt = ctx.linkType { out.append("link type: \(lt)") }
+
+    out.append("")
+    out.append("Flows (canonical 5-tuple, both directions): \(r.flows.count)")
+    let rows = r.flows.map { f in
+        (f.key.canonicalText, String(f.packets), String(f.bytes), String(f.deliveredPackets))
+    }
+    let w0 = max(40, rows.map(\.0.count).max() ?? 0)
+    out.append("  " + padRight("flow", w0) + padLeft("packets", 10) + padLeft("bytes", 12) + padLeft("delivered", 11))
+    for row in rows {
+        out.append("  " + padRight(row.0, w0) + padLeft(row.1, 10) + padLeft(row.2, 12) + padLeft(row.3, 11))
+    }
+
+    out.append("")
+    out.append("Drops by reason: \(r.dropped) of \(r.framesIn)")
+    var any = false
+    for (reason, n) in r.parseDrops {
+        out.append("  " + padRight(reason.name, 28) + padLeft(String(n), 10) + "  (parser: \(DemuxDropReason(reason)))")
+        any = true
+    }
+    for reason in [DemuxDropReason.noSocket, .queueFull, .socketClosed] where r.input.drops[reason] > 0 {
+        out.append("  " + padRight(reason.description, 28) + padLeft(String(r.input.drops[reason]), 10) + "  (demux)")
+        any = true
+    }
+    if !any { out.append("  (none)") }
+    if r.socketLimitHits > 0 { out.append("  note: \(r.socketLimitHits) flow directions got no socket (socket limit)") }
+
+    let s = r.input
+    let d = r.delivered
+    func per(_ v: Int) -> String { fixed(DemuxStats.perDelivered(v, delivered: d), 3) }
+    out.append("")
+    out.append("Hand-off statistics (\(d) packets delivered)")
+    out.append("  socket receive queues: \(s.socketQueue.queueOps) puts, depth high water \(s.socketQueue.highWater) (sampled), "
+               + "mean run per socket per burst \(fixed(meanOf(s.socketQueue.batchSizes), 2))")
+    out.append("  per delivered packet: \(per(s.sync.atomicRMWs)) atomic RMWs, \(per(s.sync.lockAcquisitions)) lock acquisitions, "
+               + "\(per(s.sync.contendedAcquisitions)) contended, \(per(s.sync.wakeups)) wake-ups, "
+               + "\(per(s.sync.threadWakeups)) thread wake-ups, \(per(s.sync.crossCoreHandoffs)) cross-core hand-offs")
+    out.append("  read sections (bursts): \(s.readSections), TCP: \(s.immediateACKs) immediate ACKs, "
+               + "\(s.deferredACKs) deferred, \(s.outOfSequence) out of sequence")
+    if !r.steering.isEmpty {
+        for (k, q) in r.steering.enumerated() {
+            out.append("  steering queue reader -> input \(k): \(q.puts) puts, \(q.failedPuts) full, high water \(q.highWater)")
+        }
+    }
+    out.append("  consumer: \(r.consumerDrains) socket drains (\(fixed(d > 0 && r.consumerDrains > 0 ? Double(d) / Double(r.consumerDrains) : 0, 2)) packets each), "
+               + "\(r.consumerSweeps) ready-set sweeps, parked \(r.consumerParks) times")
+    if r.orderViolations > 0 { out.append("  ORDER VIOLATIONS: \(r.orderViolations)") }
+    return out.joined(separator: "\n")
+}
+
+/// Mean of a power-of-two histogram, using each bucket's lower bound.
+func meanOf(_ h: Log2Histogram) -> Double {
+    var n = 0, sum = 0
+    for (lower, count) in h.nonEmptyBuckets {
+        n += count
+        sum += max(lower, 0) * count
+    }
+    return n > 0 ? Double(sum) / Double(n) : 0
+}
+
+/// One JSON object with everything in the report.
+func renderJSON(_ r: DemuxSessionReport, _ ctx: ReportContext) -> JSONValue {
+    let flows: [JSONValue] = r.flows.map { f in
+        .object([
+            ("proto", .string(f.key.transport.description)),
+            ("a", .string(f.key.source.description)), ("a_port", .int(Int(f.key.sourcePort))),
+            ("b", .string(f.key.destination.description)), ("b_port", .int(Int(f.key.destinationPort))),
+            ("key", .string(f.key.canonicalDescription)),
+            ("packets", .int(f.packets)), ("bytes", .int(f.bytes)),
+            ("delivered", .int(f.deliveredPackets)), ("delivered_bytes", .int(f.deliveredBytes)),
+        ])
+    }
+    var drops: [(String, JSONValue)] = r.parseDrops.map { ($0.reason.name, .int($0.count)) }
+    for reason in [DemuxDropReason.noSocket, .queueFull, .socketClosed] {
+        drops.append((reason.description, .int(r.input.drops[reason])))
+    }
+    let s = r.input
+    var handoff: [(String, JSONValue)] = [
+        ("queue_puts", .int(s.socketQueue.queueOps)),
+        ("queue_depth_high_water", .int(s.socketQueue.highWater)),
+        ("atomic_rmws", .int(s.sync.atomicRMWs)),
+        ("lock_acquisitions", .int(s.sync.lockAcquisitions)),
+        ("contended_acquisitions", .int(s.sync.contendedAcquisitions)),
+        ("wakeups", .int(s.sync.wakeups)),
+        ("thread_wakeups", .int(s.sync.threadWakeups)),
+        ("cross_core_handoffs", .int(s.sync.crossCoreHandoffs)),
+        ("wakeups_per_delivered", .double(DemuxStats.perDelivered(s.sync.wakeups, delivered: r.delivered))),
+        ("atomic_rmws_per_delivered", .double(DemuxStats.perDelivered(s.sync.atomicRMWs, delivered: r.delivered))),
+        ("read_sections", .int(s.readSections)),
+        ("immediate_acks", .int(s.immediateACKs)),
+        ("deferred_acks", .int(s.deferredACKs)),
+        ("out_of_sequence", .int(s.outOfSequence)),
+        ("consumer_drains", .int(r.consumerDrains)),
+        ("consumer_sweeps", .int(r.consumerSweeps)),
+        ("consumer_parks", .int(r.consumerParks)),
+    ]
+    if !r.steering.isEmpty {
+        handoff.append(("steering", .array(r.steering.map {
+            .object([("puts", .int($0.puts)), ("full", .int($0.failedPuts)), ("high_water", .int($0.highWater))])
+        })))
+    }
+    var fields: [(String, JSONValue)] = [
+        ("command", .string(ctx.command)), ("source", .string(ctx.source)),
+    ]
+    if let lt = ctx.linkType { fields.append(("link_type", .string(lt))) }
+    fields += [
+        ("workers", .int(r.workers)),
+        ("sockets", .string(socketsText(ctx.sockets))),
+        ("sockets_opened", .int(r.socketsOpened)),
+        ("frames", .int(r.framesIn)), ("bytes", .int(r.bytesIn)),
+        ("delivered", .int(r.delivered)), ("dropped", .int(r.dropped)),
+        ("seconds", .double(r.seconds)),
+        ("flows", .array(flows)),
+        ("drops", .object(drops)),
+        ("handoff", .object(handoff)),
+        ("order_violations", .int(r.orderViolations)),
+        ("conserved", .bool(r.isConserved)),
+    ]
+    if let e = r.sourceError { fields.append(("error", .string("\(e)"))) }
+    return .object(fields)
+}
