@@ -3,7 +3,8 @@
 #   1. release build, which must print no warnings;
 #   2. the whole test suite (debug);
 #   3. the whole test suite under ThreadSanitizer (judged by exit code:
-#      the TSan runtime reports races by failing the process).
+#      the TSan runtime reports races by failing the process), then the
+#      mailbox doorbell's 1,000,000 park/unpark cycles under TSan on their own.
 # SMP_TEST_ASAN=1 adds an AddressSanitizer pass; SMP_TEST_BENCH=1 adds the
 # Benchmarks/ malloc gate (every hot-path microbenchmark: 0 mallocs).
 set -euo pipefail
@@ -24,6 +25,11 @@ swift test
 echo "== swift test --sanitize=thread"
 TSAN_OPTIONS="history_size=7 halt_on_error=1" \
     swift test --sanitize=thread --scratch-path .build-tsan
+
+echo "== 1,000,000 park/unpark cycles under ThreadSanitizer (alone: in parallel with"
+echo "   the rest of the suite the test runs a shorter default)"
+TSAN_OPTIONS="history_size=7 halt_on_error=1" SMP_PARK_CYCLES=1000000 \
+    swift test --sanitize=thread --scratch-path .build-tsan --filter parkUnparkCyclesNoLostWakeup
 
 if [ "${SMP_TEST_ASAN:-0}" = 1 ]; then
     echo "== swift test --sanitize=address"

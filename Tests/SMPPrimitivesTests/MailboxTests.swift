@@ -138,7 +138,8 @@ func environmentInt(_ name: String) -> Int? {
     /// builds; 200,000 in debug builds and 40,000 under the thread
     /// sanitizer, to keep CI time bounded (each cycle is a futex sleep and
     /// wake-up, ~5-20 us on these VMs, much more when the machine is
-    /// loaded); override with SMP_PARK_CYCLES.
+    /// loaded); override with SMP_PARK_CYCLES. scripts/test.sh (CI) runs
+    /// this test alone under TSan with SMP_PARK_CYCLES=1000000.
     @Test func parkUnparkCyclesNoLostWakeup() {
         #if DEBUG
         let defaultCycles = runningUnderTSan ? 40_000 : 200_000
