@@ -97,12 +97,7 @@ public final class CoreExecutor: @unchecked Sendable {
 
     deinit {
         // Continuations handed off after the thread ended: drop their retains.
-        var p = handoffHead.exchange(nil, ordering: .acquiring)
-        while let raw = p {
-            let c = Unmanaged<Continuation>.fromOpaque(raw)
-            p = c._withUnsafeGuaranteedRef { $0.handoffNext }
-            c.release()
-        }
+        _ = releaseHandoffsAfterClose()
         staged.deallocate()
     }
 
