@@ -268,6 +268,15 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
                 usleep(200)
                 if open.count > 3 {
                     let k = open.removeFirst()
+                    // Give the oldest connection a chance to see traffic
+                    // before it closes (a deferred organization delivers a
+                    // little later): wait for its first delivered packet, at
+                    // most 20 ms. A relaxed load: a progress hint only.
+                    let deadline = monotonicNanos() + 20_000_000
+                    while churnSockets[k].readerSide.pointee.delivered.load(ordering: .relaxed) == 0
+                            && monotonicNanos() < deadline {
+                        usleep(100)
+                    }
                     org.close(churnSockets[k], key: keys[k])
                 }
             }
