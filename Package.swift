@@ -1,10 +1,21 @@
 // swift-tools-version:6.1
 //
-// smp-networking: the kernel's SMP networking toolkit in user space.
+// smp-networking: the BSD kernels' SMP networking toolkit in user space.
 //
-// SMPPrimitives is the library product most users want: lock-free PCQs,
-// RCU on liburcu, RCU hash tables, deferred workers and cross-core mailboxes.
-// FastDemux builds the NetBSD fast protocol/port demultiplexer on top of it.
+// Modules follow the data path, bottom to top:
+//
+//   SMPPrimitives  lock-free PCQs, RCU on liburcu, RCU hash tables, kernel
+//                  continuations, cross-core mailboxes, per-core executors.
+//                  Depends on liburcu and a small Linux shim only.
+//   FastDemux      parsing, flow keys, PCB tables, sockets, the fast path,
+//                  the packet pool, hand-off statistics. No packet I/O.
+//   PacketIO       where packets come from: pcap (libpcap), pcapng, TUN.
+//   (the endpoint stack goes here, above FastDemux and beside PacketIO)
+//   DemuxLab       internal: the stack organizations compared (MsgP,
+//                  ConnP-T, ConnP-L, fast path), replay/live sessions,
+//                  synthetic traffic.
+//   Workloads      internal: the benchmark workloads and their baselines.
+//   fastdemux      the command-line tool.
 import PackageDescription
 
 let package = Package(
@@ -12,58 +23,88 @@ let package = Package(
     products: [
         .library(name: "SMPPrimitives", targets: ["SMPPrimitives"]),
         .library(name: "FastDemux", targets: ["FastDemux"]),
+        .library(name: "PacketIO", targets: ["PacketIO"]),
         .executable(name: "fastdemux", targets: ["fastdemux"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
+        // MARK: C shims (one per module that needs one)
+
         // liburcu, dynamically linked (see README "Licensing").
         .systemLibrary(
             name: "CURCU",
             pkgConfig: "liburcu-cds",
             providers: [.apt(["liburcu-dev"])]
         ),
+        // Affinity, thread names, futex, membarrier, a C thread-local.
+        .target(name: "CSMPLinux"),
+        // TUN ioctls, epoll, sendmmsg/recvmmsg, setns.
+        .target(name: "CPacketIO"),
         .systemLibrary(
             name: "CPcap",
             pkgConfig: "libpcap",
             providers: [.apt(["libpcap-dev"])]
         ),
-        // CPU affinity and thread names (need _GNU_SOURCE).
-        .target(name: "CSMPThreads"),
+
+        // MARK: Libraries
+
         .target(
             name: "SMPPrimitives",
-            dependencies: ["CURCU", "CSMPThreads"]
+            dependencies: ["CURCU", "CSMPLinux"]
         ),
         .target(
             name: "FastDemux",
-            dependencies: ["SMPPrimitives", "CPcap"]
+            dependencies: ["SMPPrimitives", "CURCU"]
         ),
-        // The BENCHMARKS.md workloads and their in-process baselines; a library
-        // so that tests can run every workload at a small size.
+        .target(
+            name: "PacketIO",
+            dependencies: ["FastDemux", "CPcap", "CPacketIO"]
+        ),
+
+        // MARK: Internal (package access; no products)
+
+        .target(
+            name: "DemuxLab",
+            dependencies: ["SMPPrimitives", "FastDemux", "PacketIO"]
+        ),
         .target(
             name: "Workloads",
             dependencies: [
-                "SMPPrimitives", "FastDemux", "CURCU",
+                "SMPPrimitives", "FastDemux", "DemuxLab", "CURCU", "CPacketIO",
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         .executableTarget(
             name: "fastdemux",
             dependencies: [
-                "FastDemux", "Workloads",
+                "FastDemux", "PacketIO", "DemuxLab", "Workloads",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            exclude: ["Resources/README.md"],
+            resources: [.embedInCode("Resources/loopback.pcap")]
         ),
+
+        // MARK: Tests (one target per module)
+
+        // Hand-built packets, files and network namespaces shared by the
+        // tests above SMPPrimitives (package access; never a product).
+        .target(
+            name: "TestSupport",
+            dependencies: ["SMPPrimitives", "FastDemux", "PacketIO", "CPacketIO"],
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(name: "SMPPrimitivesTests", dependencies: ["SMPPrimitives"]),
+        .testTarget(name: "FastDemuxTests", dependencies: ["FastDemux", "SMPPrimitives", "TestSupport"]),
+        .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "FastDemux", "CPacketIO", "TestSupport"]),
         .testTarget(
-            name: "SMPPrimitivesTests",
-            dependencies: ["SMPPrimitives", "Workloads"]
+            name: "DemuxLabTests",
+            dependencies: ["DemuxLab", "PacketIO", "FastDemux", "SMPPrimitives", "TestSupport"]
         ),
-        .testTarget(
-            name: "FastDemuxTests",
-            dependencies: ["FastDemux", "Workloads"]
-        ),
+        .testTarget(name: "WorkloadsTests", dependencies: ["Workloads", "SMPPrimitives", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

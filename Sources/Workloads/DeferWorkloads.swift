@@ -8,7 +8,7 @@
 // the body records the stamp it sees; at the end every item's recorded
 // stamp must equal its final stamp.
 //
-// Implementations: `kcont` (the project's Continuation on a CoreExecutor's
+// Implementations: `kcont` (the project's KernelContinuation on a CoreExecutor's
 // timer wheel), and baselines that get the same coalescing from a per-item
 // atomic pending flag (exchange on schedule, exchange on run):
 // `dispatch_after` (DispatchQueue.asyncAfter on a serial queue), `dispatch`
@@ -145,7 +145,7 @@ private func deferKcont(_ options: WorkloadOptions) -> BenchResult {
     let ledger = DeferLedger(items: deferItems)
     let group = CoreExecutorGroup(count: 2)
     let worker = group.executor(for: 1)
-    let conts = (0..<deferItems).map { i in Continuation(on: worker) { ledger.run(i) } }
+    let conts = (0..<deferItems).map { i in KernelContinuation(on: worker) { ledger.run(i) } }
     let overhead = driverOverhead(n: n, items: deferItems, ledger: ledger)
     let out = Mutex<(Int, Double, Int)>((0, 0, 0))
     // Unmanaged references: the driver's array lookups add no retain/release
@@ -168,7 +168,7 @@ private func deferKcont(_ options: WorkloadOptions) -> BenchResult {
     withExtendedLifetime(conts) {}
     return deferResult(impl: "kcont", planned: n, done: done, seconds: secs, accepted: accepted,
                        ledger: ledger, settled: settled, overheadNs: overhead,
-                       note: "Continuation.schedule(afterMilliseconds: 1) from a plain pinned thread; worker = CoreExecutor on CPU 1 (hierarchical timer wheel, MPSC hand-off); coalesced path = fence + load; ns_per_op includes the driver loop (loop_overhead_ns); executor parks \(stats.parks), loop passes \(stats.loopPasses), runs \(stats.continuationsRun)")
+                       note: "KernelContinuation.schedule(afterMilliseconds: 1) from a plain pinned thread; worker = CoreExecutor on CPU 1 (hierarchical timer wheel, MPSC hand-off); coalesced path = fence + load; ns_per_op includes the driver loop (loop_overhead_ns); executor parks \(stats.parks), loop passes \(stats.loopPasses), runs \(stats.continuationsRun)")
 }
 
 // MARK: - baselines: per-item pending flags + a submit function

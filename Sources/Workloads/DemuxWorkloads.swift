@@ -41,6 +41,7 @@
 //                     sanitizer cannot see Synchronization.Mutex's contended
 //                     path (futex in the uninstrumented stdlib) and would
 //                     report false races; both are futex locks of equal cost.
+import DemuxLab
 import DequeModule
 import FastDemux
 import Glibc

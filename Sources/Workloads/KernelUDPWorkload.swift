@@ -1,6 +1,6 @@
 // kernel-udp (BENCHMARKS.md): what a user would pick instead of a user-space
 // demultiplexer — the Linux kernel's own UDP demux over loopback.
-import CSMPThreads
+import CPacketIO
 import Glibc
 import SMPPrimitives
 import Synchronization

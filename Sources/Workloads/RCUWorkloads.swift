@@ -13,6 +13,7 @@
 //
 // The lookup loop is generic over an adapter protocol and specialized, so
 // the hot loop calls the table directly (RCUHashTable.lookup is @inlinable).
+import DemuxLab
 import CURCU
 import FastDemux
 import Glibc

@@ -1,3 +1,4 @@
+import PacketIO
 import ArgumentParser
 import FastDemux
 #if canImport(Glibc)

@@ -1,3 +1,4 @@
+import DemuxLab
 import ArgumentParser
 import FastDemux
 import Glibc

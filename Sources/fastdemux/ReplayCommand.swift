@@ -1,3 +1,5 @@
+import PacketIO
+import DemuxLab
 import ArgumentParser
 import FastDemux
 import Glibc

@@ -1,5 +1,6 @@
 // Text and JSON rendering of a DemuxSessionReport, shared by `replay`,
 // `live` and `demo`.
+import DemuxLab
 import FastDemux
 import Glibc
 import Workloads

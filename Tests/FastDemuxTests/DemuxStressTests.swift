@@ -2,6 +2,7 @@ import Glibc
 import SMPPrimitives
 import Synchronization
 import Testing
+import TestSupport
 @testable import FastDemux
 
 /// Shared words of one stress round.

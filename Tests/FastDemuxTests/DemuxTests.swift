@@ -2,7 +2,7 @@ import Glibc
 import SMPPrimitives
 import Synchronization
 import Testing
-import Workloads
+import TestSupport
 @testable import FastDemux
 
 @Suite("TCP immediate ACK policy")
@@ -106,28 +106,6 @@ struct DemuxTests {
             #expect(r.packet?.payloadLength == 20)
             if f.transport == .tcp { #expect(r.packet?.tcp?.sequenceNumber == 77) }
         }
-    }
-
-    @Test func benchmarkFramesMatchTheirTruth() {
-        let t = DemuxBenchmarkTraffic(frameCount: 4096)
-        let parser = PacketParser()
-        #expect(Set(t.listenPorts).count == 16 && Set(t.flows).count == 4096)
-        var nonMatching = 0
-        for i in 0..<t.frameCount {
-            guard let p = parser.parse(t.frame(i), linkType: .ethernet).packet else {
-                Issue.record("frame \(i) did not parse")
-                return
-            }
-            let sock = Int(t.truth[i])
-            if sock < DemuxBenchmarkTraffic.flowCount {
-                #expect(p.flow == t.flows[sock].key)
-            } else {
-                nonMatching += 1
-            }
-        }
-        // About 1% match no flow.
-        #expect(nonMatching > 10 && nonMatching < 100)
-        #expect(t.perSocketPerPass.reduce(0, +) == t.frameCount)
     }
 
     @Test func framesThroughTheParserIntoPoolBuffers() throws {
@@ -301,19 +279,4 @@ struct DemuxTests {
         #expect(!t.owesACK)
         demux.table.close([u, t])
     }
-
-    @Test(arguments: ["fastpath", "mutex_dictionary"])
-    func demuxWorkloadChecks(impl: String) throws {
-        let w = try #require(WorkloadRegistry.named("demux"))
-        let run = try #require(w.impls.first { $0.name == impl })
-        let r = run.run(WorkloadOptions(n: 40_960, capSeconds: 60))
-        #expect(r.checked, "\(r.json.rendered)")
-        #expect(r.ops == 40_960)
-    }
-}
-
-func monotonicNanosecondsForTests() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }

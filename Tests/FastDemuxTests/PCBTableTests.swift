@@ -1,13 +1,7 @@
 import SMPPrimitives
 import Testing
+import TestSupport
 @testable import FastDemux
-
-func v4(_ s: String) -> IPAddress { IPAddress(s)! }
-
-/// The key an arriving packet carries.
-func packetKey(_ t: TransportProtocol, from src: String, _ sport: UInt16, to dst: String, _ dport: UInt16) -> FlowKey {
-    FlowKey(transport: t, source: IPAddress(src)!, sourcePort: sport, destination: IPAddress(dst)!, destinationPort: dport)
-}
 
 @Suite("PCB table lookup order")
 struct PCBTableTests {

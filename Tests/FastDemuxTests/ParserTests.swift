@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import FastDemux
 
 private typealias P = TestPacket

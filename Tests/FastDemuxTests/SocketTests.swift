@@ -2,6 +2,7 @@ import Glibc
 import SMPPrimitives
 import Synchronization
 import Testing
+import TestSupport
 @testable import FastDemux
 
 /// Delivers `words` to `key` through a fresh input context (one burst) on a

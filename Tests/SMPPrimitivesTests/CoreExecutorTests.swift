@@ -126,7 +126,7 @@ import Testing
             let group = CoreExecutorGroup(count: 2)
             let runs = KAtomicInts(2)
             let conts = (0..<10).map { i in
-                Continuation(on: group.executor(for: i)) { runs.add(0) }
+                KernelContinuation(on: group.executor(for: i)) { runs.add(0) }
             }
             for c in conts { c.schedule(afterMilliseconds: 60_000) }
             for e in group.executors { e.execute { runs.add(1) } }

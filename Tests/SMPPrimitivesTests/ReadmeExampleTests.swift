@@ -22,7 +22,7 @@ import Testing
 
         let ran = Atomic<Int>(0)
         let cores = CoreExecutorGroup()
-        let flush = Continuation(on: cores.executor(for: 1)) { ran.add(1, ordering: .relaxed) }
+        let flush = KernelContinuation(on: cores.executor(for: 1)) { ran.add(1, ordering: .relaxed) }
         #expect(flush.schedule(afterMilliseconds: 10))
         let answer = cores.call(on: 1) { 6 * 7 }
         cores.shutdown()

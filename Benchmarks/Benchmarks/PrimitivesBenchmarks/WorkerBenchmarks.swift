@@ -5,10 +5,10 @@ import SMPPrimitives
 func workerBenchmarks() {
     // The coalesced path: the continuation is already pending (its delay is
     // long), so every schedule is a fence and a load.
-    Benchmark("Continuation.scheduleCoalesced") { benchmark in
+    Benchmark("KernelContinuation.scheduleCoalesced") { benchmark in
         let group = CoreExecutorGroup(count: 1)
         defer { group.shutdown(runPending: false) }
-        let c = Continuation(on: group.executor(for: 0)) {}
+        let c = KernelContinuation(on: group.executor(for: 0)) {}
         c.schedule(afterMilliseconds: 60_000)
         waitUntilRunning(group)
         var coalesced = 0
@@ -21,10 +21,10 @@ func workerBenchmarks() {
     }
     // A full pending period from another thread: schedule (idle -> pending,
     // hand-off to the owner) then cancel (pending -> idle).
-    Benchmark("Continuation.scheduleCancel") { benchmark in
+    Benchmark("KernelContinuation.scheduleCancel") { benchmark in
         let group = CoreExecutorGroup(count: 1)
         defer { group.shutdown(runPending: false) }
-        let c = Continuation(on: group.executor(for: 0)) {}
+        let c = KernelContinuation(on: group.executor(for: 0)) {}
         waitUntilRunning(group)
         var n = 0
         benchmark.startMeasurement()

@@ -1,0 +1,52 @@
+// Linux network calls Swift's Glibc module cannot import: sendmmsg/recvmmsg
+// and setns need _GNU_SOURCE, epoll is not in the Glibc module, and
+// ioctl(TUNSETIFF) is variadic. Implemented in net.c.
+//
+// This header deliberately includes no system header: a system header
+// included here would be compiled into this module a second time and hide
+// its declarations (SOCK_DGRAM, ...) from Swift files that do not import
+// CPacketIO. Only plain C types cross this interface.
+#ifndef SMPNET_CPACKETIO_H
+#define SMPNET_CPACKETIO_H
+
+/// A batch of datagram buffers for sendmmsg/recvmmsg (struct mmsghdr,
+/// iovec and the buffers in one allocation). Opaque; one thread at a time.
+struct smp_mmsg_batch;
+
+/// `count` messages of up to `buffer_size` bytes each; NULL if out of memory.
+struct smp_mmsg_batch *smp_mmsg_batch_create(unsigned int count, unsigned int buffer_size);
+void smp_mmsg_batch_destroy(struct smp_mmsg_batch *batch);
+/// Message `i`'s buffer (`buffer_size` bytes, 16-byte aligned).
+void *smp_mmsg_batch_buffer(struct smp_mmsg_batch *batch, unsigned int i);
+/// Sending: message `i` carries `length` bytes of its buffer to `address`
+/// (a struct sockaddr of `address_length` bytes, which must stay valid).
+void smp_mmsg_batch_set_message(struct smp_mmsg_batch *batch, unsigned int i, unsigned int length,
+                                const void *address, unsigned int address_length);
+/// Receiving: the length of message `i` after smp_mmsg_receive.
+unsigned int smp_mmsg_batch_received_length(const struct smp_mmsg_batch *batch, unsigned int i);
+/// sendmmsg(2) of messages first..<first+count. Returns the number sent, or
+/// -1 with errno set.
+int smp_mmsg_send(int fd, struct smp_mmsg_batch *batch, unsigned int first, unsigned int count);
+/// recvmmsg(2) into messages 0..<count (whole buffers), no timeout, with
+/// `dontwait` selecting MSG_DONTWAIT. Returns the number received, or -1
+/// with errno set.
+int smp_mmsg_receive(int fd, struct smp_mmsg_batch *batch, unsigned int count, int dontwait);
+
+/// epoll_create1(EPOLL_CLOEXEC). Returns the descriptor or -1 (errno).
+int smp_epoll_create(void);
+/// Adds `fd` for level-triggered EPOLLIN with `token` as its data. 0 or -1 (errno).
+int smp_epoll_add_readable(int epfd, int fd, unsigned int token);
+/// epoll_wait; writes the tokens of up to `max` ready descriptors. Returns
+/// their number, 0 on timeout, or -1 (errno).
+int smp_epoll_wait_tokens(int epfd, unsigned int *tokens, int max, int timeout_ms);
+
+/// Opens /dev/net/tun and attaches it to TUN interface `name` (created if
+/// absent; NULL lets the kernel pick tunN) with IFF_TUN | IFF_NO_PI.
+/// Writes the interface name (16 bytes incl. NUL) to `actual_name` if not
+/// NULL. Returns the file descriptor, or -errno.
+int smp_tun_open(const char *name, char *actual_name, int nonblocking);
+/// Moves the calling thread (only) into the network namespace at `path`
+/// (e.g. /run/netns/NAME). Needs CAP_SYS_ADMIN. Returns 0 or -errno.
+int smp_enter_netns(const char *path);
+
+#endif

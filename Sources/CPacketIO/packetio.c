@@ -1,0 +1,128 @@
+// Linux network calls Swift's Glibc module cannot import (see CPacketIO.h).
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "CPacketIO.h"
+
+struct smp_mmsg_batch {
+    unsigned int count, buffer_size;
+    struct mmsghdr *msgs;
+    struct iovec *iov;
+    unsigned char *buffers;
+};
+
+struct smp_mmsg_batch *smp_mmsg_batch_create(unsigned int count, unsigned int buffer_size) {
+    struct smp_mmsg_batch *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->count = count;
+    b->buffer_size = (buffer_size + 15u) & ~15u;
+    b->msgs = calloc(count, sizeof *b->msgs);
+    b->iov = calloc(count, sizeof *b->iov);
+    if (posix_memalign((void **)&b->buffers, 64, (size_t)count * b->buffer_size) != 0) b->buffers = NULL;
+    if (!b->msgs || !b->iov || !b->buffers) {
+        smp_mmsg_batch_destroy(b);
+        return NULL;
+    }
+    memset(b->buffers, 0, (size_t)count * b->buffer_size);
+    for (unsigned int i = 0; i < count; i++) {
+        b->iov[i].iov_base = b->buffers + (size_t)i * b->buffer_size;
+        b->iov[i].iov_len = buffer_size;
+        b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
+        b->msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    return b;
+}
+
+void smp_mmsg_batch_destroy(struct smp_mmsg_batch *b) {
+    if (!b) return;
+    free(b->msgs);
+    free(b->iov);
+    free(b->buffers);
+    free(b);
+}
+
+void *smp_mmsg_batch_buffer(struct smp_mmsg_batch *b, unsigned int i) {
+    return b->buffers + (size_t)i * b->buffer_size;
+}
+
+void smp_mmsg_batch_set_message(struct smp_mmsg_batch *b, unsigned int i, unsigned int length,
+                                const void *address, unsigned int address_length) {
+    b->iov[i].iov_len = length;
+    b->msgs[i].msg_hdr.msg_name = (void *)address;
+    b->msgs[i].msg_hdr.msg_namelen = address_length;
+}
+
+unsigned int smp_mmsg_batch_received_length(const struct smp_mmsg_batch *b, unsigned int i) {
+    return b->msgs[i].msg_len;
+}
+
+int smp_mmsg_send(int fd, struct smp_mmsg_batch *b, unsigned int first, unsigned int count) {
+    return sendmmsg(fd, b->msgs + first, count, 0);
+}
+
+int smp_mmsg_receive(int fd, struct smp_mmsg_batch *b, unsigned int count, int dontwait) {
+    for (unsigned int i = 0; i < count; i++) {
+        b->iov[i].iov_len = b->buffer_size;
+        b->msgs[i].msg_hdr.msg_name = NULL;
+        b->msgs[i].msg_hdr.msg_namelen = 0;
+    }
+    return recvmmsg(fd, b->msgs, count, dontwait ? MSG_DONTWAIT : 0, NULL);
+}
+
+int smp_epoll_create(void) {
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+
+int smp_epoll_add_readable(int epfd, int fd, unsigned int token) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.u32 = token;
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+int smp_epoll_wait_tokens(int epfd, unsigned int *tokens, int max, int timeout_ms) {
+    struct epoll_event ev[256];
+    if (max > 256) max = 256;
+    int n = epoll_wait(epfd, ev, max, timeout_ms);
+    for (int i = 0; i < n; i++) tokens[i] = ev[i].data.u32;
+    return n;
+}
+
+int smp_tun_open(const char *name, char *actual_name, int nonblocking) {
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | (nonblocking ? O_NONBLOCK : 0));
+    if (fd < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    // IFF_NO_PI: every read/write is exactly one IP packet, no 4-byte header.
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    if (name) strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (actual_name) {
+        memcpy(actual_name, ifr.ifr_name, IFNAMSIZ);
+        actual_name[IFNAMSIZ - 1] = 0;
+    }
+    return fd;
+}
+
+int smp_enter_netns(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = setns(fd, CLONE_NEWNET);
+    int e = errno;
+    close(fd);
+    return rc == 0 ? 0 : -e;
+}

@@ -1,0 +1,39 @@
+// The few Linux calls SMPPrimitives needs that Swift cannot import: CPU
+// affinity and thread names (they need _GNU_SOURCE, which Swift's Glibc
+// module is built without), futex and membarrier (reached only through the
+// variadic syscall(2)), and a C thread-local. Nothing about packets.
+#ifndef SMPNET_CSMPLINUX_H
+#define SMPNET_CSMPLINUX_H
+
+/// Pins the calling thread to CPU `cpu`. Returns 0 or an errno value.
+int smp_pin_current_thread(int cpu);
+/// Number of CPUs in the calling thread's affinity mask (at least 1).
+int smp_allowed_cpu_count(void);
+/// Names the calling thread (truncated to 15 bytes).
+void smp_set_current_thread_name(const char *name);
+
+#include <stdint.h>
+/// futex(FUTEX_WAIT_PRIVATE): sleeps while `*addr == expected`, at most
+/// `timeout_ns` (relative; negative = no timeout). Returns 0 when woken,
+/// else an errno value (EAGAIN: the word had changed; ETIMEDOUT; EINTR).
+/// Exists because `syscall` is variadic and Swift cannot import it.
+int smp_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+/// futex(FUTEX_WAKE_PRIVATE): wakes up to `count` waiters on `addr`;
+/// returns how many were woken.
+int smp_futex_wake(uint32_t *addr, int count);
+/// The CoreExecutor running on the calling thread (an unretained pointer),
+/// or NULL. A C `_Thread_local` because Swift has no thread-local storage.
+void *smp_current_executor(void);
+void smp_set_current_executor(void *executor);
+
+/// membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED): once per process,
+/// before smp_membarrier. Returns 0 or an errno value.
+int smp_membarrier_register(void);
+/// membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED): every other running
+/// thread of the process executes a full memory barrier before this
+/// returns (the heavy side of an asymmetric fence). Returns 0 or errno.
+int smp_membarrier(void);
+/// A compiler-only barrier (the light side of an asymmetric fence).
+static inline void smp_compiler_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
+
+#endif

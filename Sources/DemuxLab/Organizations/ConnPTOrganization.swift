@@ -1,0 +1,235 @@
+import FastDemux
+import PacketIO
+import Glibc
+import Synchronization
+import SMPPrimitives
+
+/// Connection-parallel with threads (ConnP-T, seeds/002): connections are
+/// hashed to connection groups, one per core thread, and only the owning
+/// thread ever touches a connection (its lookup table, TCP state, enqueue).
+/// An input thread hands each packet (one word) to the owner through the
+/// IPI-like ``MailboxMesh`` (an SPSC ring per input → core pair, a doorbell
+/// per core rung once per burst); there is no lock in the stack.
+///
+/// Per packet: a ring slot write and a release store on the input side, a
+/// batched drain on the owner side, a second hand-off (owner → reader).
+///
+/// Socket attach/detach are messages to the owner too (a control PCQ per
+/// core thread), applied between batches.
+final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
+    // @unchecked Sendable: each core thread's FlowMap is touched only by that
+    // thread; the mesh, control queues and flags are thread-safe; `threads`
+    // and `results` are written by start/finish on the driver thread (and
+    // `results[k]` by core thread k before it is joined).
+    let kind = OrganizationKind.connpT
+    var groupCount: Int { setup.coreThreads }
+    var coreThreadCount: Int { setup.coreThreads }
+    let setup: OrganizationSetup
+    let mesh: MailboxMesh
+    let controls: [PCQ<UInt>]
+    let lifecycle: CoreThreadsControl
+    nonisolated(unsafe) var threads: [PinnedThread] = []
+    /// Slot k is written by core thread k before it is joined (distinct
+    /// memory per thread: no access to a shared array variable).
+    let results: UnsafeMutablePointer<OrganizationStats>
+    let resultCount: Int
+    /// Attachments made before ``start()``, per core thread: applied by the
+    /// core thread when it starts (the thread start orders them).
+    nonisolated(unsafe) var pending: [[(FlowKey, UInt)]]
+
+    init(setup: OrganizationSetup) {
+        self.setup = setup
+        mesh = MailboxMesh(cores: setup.inputThreads + setup.coreThreads, capacity: 1024)
+        controls = (0..<setup.coreThreads).map { _ in PCQ(capacity: 256) }
+        lifecycle = CoreThreadsControl(threads: setup.coreThreads)
+        resultCount = setup.coreThreads
+        results = .allocate(capacity: resultCount)
+        results.initialize(repeating: OrganizationStats(), count: resultCount)
+        pending = Array(repeating: [], count: setup.coreThreads)
+    }
+
+    deinit {
+        results.deinitialize(count: resultCount)
+        results.deallocate()
+    }
+
+    @inline(__always)
+    func owner(of key: FlowKey) -> Int { organizationHash(key) % setup.coreThreads }
+
+    @inline(__always)
+    func role(ofCore k: Int) -> Int { setup.inputThreads + k }
+
+    func start() {
+        for k in 0..<setup.coreThreads {
+            let cpu = coreThreadCPU(k, pinned: setup.pinned)
+            threads.append(PinnedThread(cpu: cpu >= 0 ? cpu : nil, name: "connp-t-\(k)") { [self] in
+                coreThread(k, cpu: cpu)
+            })
+        }
+        lifecycle.started.wait()
+    }
+
+    func attach(_ socket: Socket, key: FlowKey) {
+        request(.attach, socket, key)
+    }
+
+    func close(_ socket: Socket, key: FlowKey) {
+        request(.detach, socket, key)
+        socket.close()
+    }
+
+    private func request(_ op: OwnerControlRequest.Operation, _ socket: Socket, _ key: FlowKey) {
+        let k = owner(of: key)
+        let r = OwnerControlRequest(op, key: key, socketBits: UInt(bitPattern: Unmanaged.passUnretained(socket).toOpaque()))
+        if threads.isEmpty {
+            // Not started yet (setup before traffic, on the driver thread).
+            if op == .attach { pending[k].append((key, r.socketBits)) } else { pending[k].removeAll { $0.0 == key } }
+            return
+        }
+        r.submit(to: controls[k]) { mesh.doorbell(of: role(ofCore: k)).ring() }
+    }
+
+    func makeInput(index: Int, cpu: Int) -> any OrganizationInput { Input(org: self, index: index, cpu: cpu) }
+
+    func finish() -> OrganizationStats {
+        // Release: every input's posts happen-before a core thread's
+        // acquiring load of `stop`, so its final drain finds them.
+        lifecycle.stop.store(true, ordering: .releasing)
+        for k in 0..<setup.coreThreads { mesh.doorbell(of: role(ofCore: k)).ring() }
+        for t in threads { t.join() }
+        var total = OrganizationStats()
+        for k in 0..<resultCount { total.merge(results[k]) }
+        // Doorbells the inputs rang that found a core parked: thread wake-ups.
+        if setup.statistics {
+            let m = mesh.totalStatistics
+            total.stack.sync.threadWakeups += m.doorbellsRung
+            total.stack.sync.wakeups += m.doorbellsRung
+            total.stack.sync.atomicRMWs += m.doorbellsRung   // the ringer's exchange
+            total.coreQueue.highWater = max(total.coreQueue.highWater, m.highWater)
+        }
+        return total
+    }
+
+    /// The loop of core thread `k`: apply control requests, drain the
+    /// mailboxes in batches, deliver, publish readiness; park when idle.
+    private func coreThread(_ k: Int, cpu: Int) {
+        let roleK = role(ofCore: k)
+        let counting = setup.statistics
+        let delivery = SocketDelivery(cpu: cpu, counting: counting)
+        var table = FlowMap(capacity: max(16, setup.maxConnections / setup.coreThreads * 2))
+        defer { table.deallocate() }
+        for (key, bits) in pending[k] { _ = table.insert(key, bits) }
+        let control = controls[k]
+        let decode = setup.decode
+        let switches = ThreadContextSwitches.now()
+        lifecycle.started.wait()
+        let cpu0 = threadCPUNanoseconds()
+        var idle = 0
+        while true {
+            OwnerControlRequest.applyAll(from: control, to: &table)
+            let stopping = lifecycle.stop.load(ordering: .acquiring)
+            let n = mesh.receive(at: roleK, max: 256) { _, m in
+                let p = decode(PacketRef(word: m.a))
+                delivery.stats.stack.offered &+= 1
+                if let bits = table.lookup(p.key) {
+                    delivery.deliver(p, socketBits: bits)
+                } else {
+                    delivery.stats.stack.drops.record(.noSocket)
+                }
+            }
+            if n > 0 {
+                delivery.publishReadiness()
+                if counting {
+                    delivery.stats.coreQueueConsumer.queueOps &+= 1
+                    delivery.stats.coreQueueConsumer.batchSizes.record(n)
+                }
+                idle = 0
+                continue
+            }
+            if stopping { break }
+            idle &+= 1
+            if idle < 64 {
+                spinLoopHint()
+                continue
+            }
+            delivery.stats.parks &+= 1
+            mesh.park(roleK, timeoutNanoseconds: 1_000_000) {
+                control.approximateCount > 0 || lifecycle.stop.load(ordering: .sequentiallyConsistent)
+            }
+            idle = 0
+        }
+        if counting { ThreadContextSwitches.record(since: switches, into: &delivery.stats) }
+        delivery.stats.stackCPUNanoseconds += threadCPUNanoseconds() - cpu0
+        results[k] = delivery.stats
+    }
+
+    final class Input: OrganizationInput {
+        let org: ConnPTOrganization
+        let index: Int
+        let cpu: Int
+        let counting: Bool
+        var stats = OrganizationStats()
+        var switches = ThreadContextSwitches()
+        var untilDepthSample = 64
+        /// Core threads posted to in this burst (bit k).
+        var posted: UInt64 = 0
+
+        init(org: ConnPTOrganization, index: Int, cpu: Int) {
+            self.org = org
+            self.index = index
+            self.cpu = cpu
+            counting = org.setup.statistics
+        }
+
+        func begin() { if counting { switches = .now() } }
+
+        func deliver(_ burst: UnsafeBufferPointer<DemuxPacket>) {
+            let mesh = org.mesh
+            for p in burst {
+                let k = org.owner(of: p.key)
+                let to = org.role(ofCore: k)
+                let message = MailboxMessage(p.packet.word)
+                if !mesh.post(message, from: index, to: to) {
+                    // Full: wake the owner and wait for room (back-pressure).
+                    stats.coreQueueFullWaits &+= 1
+                    var spins = 0
+                    repeat {
+                        mesh.ringDoorbell(of: to, from: index)
+                        spins &+= 1
+                        if spins & 15 == 0 { sched_yield() } else { spinLoopHint() }
+                    } while !mesh.post(message, from: index, to: to)
+                }
+                posted |= 1 << UInt64(k & 63)
+                if counting {
+                    stats.coreQueue.queueOps &+= 1
+                    if coreThreadCPU(k, pinned: org.setup.pinned) != cpu { stats.stack.sync.crossCoreHandoffs &+= 1 }
+                    untilDepthSample &-= 1
+                    if untilDepthSample == 0 {
+                        untilDepthSample = 64
+                        let s = mesh.statistics(from: index, to: to)
+                        stats.coreQueue.recordDepth(s.sent &- s.received)
+                    }
+                }
+            }
+            ringPosted()
+        }
+
+        /// One doorbell check per core thread per burst (a fence and a load;
+        /// a futex wake only if the owner parked).
+        func ringPosted() {
+            while posted != 0 {
+                let k = posted.trailingZeroBitCount
+                posted &= posted &- 1
+                org.mesh.ringDoorbell(of: org.role(ofCore: k), from: index)
+            }
+        }
+
+        func quiescent() {}
+
+        func end() -> OrganizationStats {
+            ringPosted()
+            if counting { ThreadContextSwitches.record(since: switches, into: &stats) }
+            return stats
+        }
+    }
+}

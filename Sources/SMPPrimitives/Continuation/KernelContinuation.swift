@@ -1,0 +1,161 @@
+import Synchronization
+
+/// A kernel continuation (NetBSD kcont): a piece of work bound to one
+/// ``CoreExecutor`` that runs there once per pending period, after a delay.
+///
+/// - ``schedule(afterMilliseconds:)`` makes it pending; scheduling a pending
+///   continuation coalesces (returns false, it still runs once).
+/// - ``cancel()`` withdraws a pending run.
+/// - Guarantee: a continuation scheduled at least once runs at least once
+///   *after* its last schedule (and sees the memory effects that preceded
+///   that schedule), unless cancelled afterwards.
+///
+/// ## State machine
+///
+/// One atomic word: bits 0-1 phase, bit 2 `queued`, bits 3... the delay in
+/// milliseconds of the pending run.
+///
+/// ```
+///  phase      schedule (any thread)          cancel (any thread)     owner (executor)
+///  IDLE       -> PENDING(d), push if !queued   no-op, false            -
+///  PENDING    coalesced, false                -> IDLE, true           expiry & !queued: -> RUNNING, run
+///  RUNNING    -> RESCHED(d), true             no-op, false            after body: -> IDLE
+///  RESCHED    coalesced, false                -> RUNNING, true        after body: -> PENDING(d), re-file
+/// ```
+/// `queued` is set by the scheduler that pushes the continuation onto the
+/// owner's hand-off list (only when it was clear: a node is never on the
+/// list twice) and cleared only by the owner when it pops it; the owner then
+/// files it by the phase it reads in the same atomic step (PENDING: re-file
+/// at now + d; IDLE: cancelled, unfile). The wheel never fires a node whose
+/// `queued` bit is set: a newer schedule is on its way and re-files it.
+///
+/// Interleavings:
+/// - schedule racing schedule: one CAS wins; the loser reloads, sees
+///   PENDING and coalesces.
+/// - schedule racing the start of a run (owner CAS PENDING -> RUNNING):
+///   the scheduler either sees PENDING (coalesced; the run starts after its
+///   load, and its fence plus the owner's sequentially consistent CAS make
+///   its earlier writes visible to the body), or RUNNING, in which case it
+///   moves to RESCHED and the owner runs the body again.
+/// - schedule racing the end of a run (owner CAS RUNNING -> IDLE): either
+///   the owner's CAS fails (RESCHED: re-filed) or the scheduler sees IDLE
+///   and pushes a fresh hand-off.
+/// - cancel then schedule before the owner pops the first hand-off: the
+///   second schedule sees `queued` and does not push; the pop files the
+///   latest phase and delay.
+/// - cancel of a filed entry: the node stays filed (the wheel is owner-only)
+///   and is dropped when its tick comes and the owner finds it IDLE.
+///
+/// Lifetime: each push onto the hand-off list carries a retain; the owner
+/// keeps one reference while the node is filed or queued and releases it
+/// when the continuation goes idle. Nothing is allocated per schedule.
+///
+/// Concurrency contract: `schedule` and `cancel` from any thread; the body
+/// runs on the executor's thread, never concurrently with itself.
+public final class KernelContinuation: @unchecked Sendable {
+    // @unchecked: the `@exclusivity(unchecked)` fields below are owned by the
+    // executor thread (links) or handed over through the release/acquire of
+    // the hand-off list (handoffNext); `state` is atomic.
+
+    @usableFromInline static let phaseMask = 3
+    @usableFromInline static let idle = 0
+    @usableFromInline static let pending = 1
+    @usableFromInline static let running = 2
+    @usableFromInline static let rescheduled = 3
+    @usableFromInline static let queued = 4
+    @usableFromInline static let delayShift = 3
+
+    /// The executor whose thread runs the body.
+    public let executor: CoreExecutor
+    let body: @Sendable () -> Void
+    @usableFromInline let state = Atomic<Int>(0)
+
+    // Owner-only (the executor thread).
+    @exclusivity(unchecked) var wheelNext: Unmanaged<KernelContinuation>?
+    @exclusivity(unchecked) var wheelPrev: Unmanaged<KernelContinuation>?
+    @exclusivity(unchecked) var wheelSlot = -1
+    @exclusivity(unchecked) var expires = 0
+    @exclusivity(unchecked) var ownerHoldsReference = false
+    // Written by the single pusher (the scheduler that set `queued`) before
+    // its publishing CAS; read by the owner after its acquiring exchange.
+    @exclusivity(unchecked) var handoffNext: UnsafeMutableRawPointer?
+
+    /// Creates an idle continuation bound to `executor`.
+    public init(on executor: CoreExecutor, _ body: @escaping @Sendable () -> Void) {
+        self.executor = executor
+        self.body = body
+    }
+
+    /// True while a run is pending (scheduled and not yet started). Any
+    /// thread; a racy snapshot.
+    public var isPending: Bool {
+        let p = state.load(ordering: .relaxed) & KernelContinuation.phaseMask
+        return p == KernelContinuation.pending || p == KernelContinuation.rescheduled
+    }
+
+    /// Makes the continuation pending: its body runs on its executor after
+    /// `afterMilliseconds` (millisecond ticks; see ``TimerWheel`` lateness).
+    ///
+    /// Any thread. The coalesced path (already pending) costs one fence and
+    /// one load, and writes no shared memory; the first schedule of a period
+    /// costs one CAS, one more CAS to push onto the owner's hand-off list,
+    /// and a doorbell check (a `futex_wake` only if the owner is parked).
+    /// - Returns: false if coalesced with an already pending run.
+    @discardableResult @inlinable
+    public func schedule(afterMilliseconds delay: Int = 0) -> Bool {
+        // The fence orders the caller's earlier writes before the state load:
+        // if we see PENDING and coalesce, the owner's later CAS
+        // PENDING -> RUNNING (sequentially consistent) comes after our load
+        // in the total order, so the body sees those writes. Without it x86
+        // may satisfy the load before our stores drain from the store buffer.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        var s = state.load(ordering: .relaxed)
+        let phase = s & KernelContinuation.phaseMask
+        if phase == KernelContinuation.pending || phase == KernelContinuation.rescheduled { return false }
+        return scheduleSlow(s: &s, delay: delay)
+    }
+
+    @usableFromInline
+    func scheduleSlow(s: inout Int, delay: Int) -> Bool {
+        let d = max(0, min(delay, Int.max >> KernelContinuation.delayShift))
+        while true {
+            switch s & KernelContinuation.phaseMask {
+            case KernelContinuation.pending, KernelContinuation.rescheduled:
+                return false
+            case KernelContinuation.idle:
+                let new = KernelContinuation.pending | KernelContinuation.queued | (d << KernelContinuation.delayShift)
+                let (ok, cur) = state.compareExchange(expected: s, desired: new,
+                                                      ordering: .sequentiallyConsistent)
+                guard ok else { s = cur; continue }
+                if s & KernelContinuation.queued == 0 {
+                    executor.handOff(self, delay: d)
+                }
+                return true
+            default: // running
+                let new = KernelContinuation.rescheduled | (s & KernelContinuation.queued) | (d << KernelContinuation.delayShift)
+                let (ok, cur) = state.compareExchange(expected: s, desired: new,
+                                                      ordering: .sequentiallyConsistent)
+                guard ok else { s = cur; continue }
+                return true
+            }
+        }
+    }
+
+    /// Withdraws a pending run. Any thread. A body already running finishes.
+    /// - Returns: true if a pending run was cancelled.
+    @discardableResult
+    public func cancel() -> Bool {
+        var s = state.load(ordering: .relaxed)
+        while true {
+            let new: Int
+            switch s & KernelContinuation.phaseMask {
+            case KernelContinuation.pending: new = KernelContinuation.idle | (s & KernelContinuation.queued)
+            case KernelContinuation.rescheduled: new = KernelContinuation.running | (s & KernelContinuation.queued)
+            default: return false
+            }
+            let (ok, cur) = state.compareExchange(expected: s, desired: new, ordering: .sequentiallyConsistent)
+            if ok { return true }
+            s = cur
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import CSMPLinux
+import Synchronization
+
+/// The parking word of one receiving core: the receiver announces that it is
+/// about to sleep, and a sender rings (wakes it) only if it saw that
+/// announcement. Senders of a running receiver pay no system call at all.
+///
+/// ## The lost-wake-up argument (Dekker-style)
+///
+/// Receiver (``park(timeoutNanoseconds:stillIdle:)``):
+/// 1. `word = parked` with a sequentially consistent exchange (a full fence),
+/// 2. re-check every work source (`stillIdle()`, sequentially consistent loads),
+/// 3. `futex_wait(word, parked)` — sleeps only while the word is still `parked`.
+///
+/// Sender (``ring()``), after publishing its work with a release store:
+/// 1. a sequentially consistent fence,
+/// 2. load `word`; only if it is `parked`, exchange it back to `running` and
+///    `futex_wake`.
+///
+/// Store/fence/load on both sides: at least one side sees the other's store.
+/// Either the receiver's re-check sees the work (it does not sleep), or the
+/// sender sees `parked` and wakes it. If the sender's exchange lands between
+/// the receiver's re-check and its `futex_wait`, the kernel compares the
+/// word (now `running`) with `parked` and returns at once: no lost wake-up.
+///
+/// ## Asymmetric fence
+///
+/// A hardware fence per send costs more than the send itself: it waits for
+/// the sender's store buffer to drain, i.e. for the cross-core transfer of
+/// the slot's cache line. Parking is rare, sending is not, so where the
+/// kernel supports it (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`,
+/// Linux 4.14+) the fence moves to the parking side, as liburcu's memb
+/// flavour does for readers: the sender uses a compiler-only barrier, and
+/// the receiver, after storing `parked`, calls `membarrier`, which makes
+/// every other running thread of the process execute a full barrier before
+/// it returns. If a sender's load of the word came before that barrier on
+/// its CPU, so did its (earlier) publication, which is then visible to the
+/// receiver's re-check; if it came after, it sees `parked`. Where
+/// membarrier is unavailable both sides use hardware fences.
+///
+/// Concurrency contract: exactly one thread (the owner) parks; any thread
+/// may ring. The word lives in its own 128-byte region (no false sharing
+/// with the rings).
+public final class Doorbell: @unchecked Sendable {
+    // @unchecked: `word` is a pointer to memory this object owns for its
+    // whole life and that is only accessed atomically (or by the kernel).
+    @usableFromInline static let running: UInt32 = 0
+    @usableFromInline static let parked: UInt32 = 1
+
+    @usableFromInline let word: UnsafeMutablePointer<Atomic<UInt32>>
+    private let region: UnsafeMutableRawPointer
+    /// True when the process registered for expedited membarrier.
+    @usableFromInline let asymmetric: Bool
+
+    /// Whether this process may use the asymmetric fence (registered once).
+    static let membarrierAvailable: Bool = smp_membarrier_register() == 0
+
+    public init() {
+        asymmetric = Doorbell.membarrierAvailable
+        region = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)
+        word = region.bindMemory(to: Atomic<UInt32>.self, capacity: 1)
+        word.initialize(to: Atomic(Doorbell.running))
+    }
+
+    deinit {
+        word.deinitialize(count: 1)
+        region.deallocate()
+    }
+
+    /// True while the owner has announced that it is parking.
+    /// Any thread; a racy snapshot.
+    public var isParked: Bool { word.pointee.load(ordering: .relaxed) == Doorbell.parked }
+
+    /// Wakes the owner if (and only if) it announced parking. Call after
+    /// publishing the work the owner must see. Any thread. Costs one load
+    /// (plus a fence where membarrier is unavailable) when the owner is
+    /// running; a `futex_wake` otherwise.
+    /// - Returns: true if this call rang (issued the wake-up).
+    @inlinable @discardableResult
+    public func ring() -> Bool {
+        // Order the caller's publication (a store) before the load of the
+        // word: the store/load half of the Dekker pair above — a compiler
+        // barrier when the parking side issues membarrier, else a fence.
+        if asymmetric {
+            smp_compiler_barrier()
+        } else {
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+        }
+        if word.pointee.load(ordering: .relaxed) != Doorbell.parked { return false }
+        return ringSlow()
+    }
+
+    @usableFromInline func ringSlow() -> Bool {
+        // Exchange so that of several concurrent ringers only one pays the
+        // system call; the others see `running`.
+        guard word.pointee.exchange(Doorbell.running, ordering: .sequentiallyConsistent) == Doorbell.parked else {
+            return false
+        }
+        _ = smp_futex_wake(UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self), 1)
+        return true
+    }
+
+    /// Parks the owner until rung, or until the timeout elapses, unless
+    /// `stillIdle()` (called after the parking announcement) returns false.
+    /// Owner thread only. Spurious returns are possible: callers loop.
+    /// - Parameter timeoutNanoseconds: nil sleeps until rung.
+    public func park(timeoutNanoseconds: Int?, stillIdle: () -> Bool) {
+        // Announce first (full fence), then look at the work sources.
+        word.pointee.store(Doorbell.parked, ordering: .sequentiallyConsistent)
+        // The heavy side of the asymmetric fence: every sender's earlier
+        // publication is now visible, or that sender will see `parked`.
+        if asymmetric { _ = smp_membarrier() }
+        if stillIdle() {
+            let raw = UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self)
+            _ = smp_futex_wait(raw, Doorbell.parked, Int64(timeoutNanoseconds ?? -1))
+        }
+        word.pointee.store(Doorbell.running, ordering: .relaxed)
+    }
+}
+
+/// A one-shot event a foreign (non-executor) thread can block on: one
+/// thread waits, one thread signals. Used for synchronous cross-core calls.
+final class OneShotEvent: @unchecked Sendable {
+    // @unchecked: the word is owned memory accessed only atomically.
+    private let word: UnsafeMutablePointer<Atomic<UInt32>>
+
+    init() {
+        word = .allocate(capacity: 1)
+        word.initialize(to: Atomic(0))
+    }
+
+    deinit {
+        word.deinitialize(count: 1)
+        word.deallocate()
+    }
+
+    /// Acquire: everything the signaller wrote before `signal()` is visible.
+    var isSignalled: Bool { word.pointee.load(ordering: .acquiring) != 0 }
+
+    func signal() {
+        // Release pairs with the waiter's acquiring load; the wake is issued
+        // unconditionally (signal happens once, so the syscall is rare).
+        word.pointee.store(1, ordering: .releasing)
+        _ = smp_futex_wake(UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self), 1)
+    }
+
+    func wait() {
+        var spins = 0
+        while !isSignalled {
+            if spins < 1_000 {
+                spins += 1
+                spinLoopHint()
+            } else {
+                // futex_wait returns at once if the word is no longer 0.
+                _ = smp_futex_wait(UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self), 0, -1)
+            }
+        }
+    }
+}
