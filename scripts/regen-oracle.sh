@@ -2,19 +2,23 @@
 # Regenerates the tshark oracle outputs that OracleAgreementTests compares
 # the parser against (Tests/Fixtures/oracle/*.tsv), one file per capture
 # directory:
-#   tcpdump-tests.tsv  <- ../shared/captures/tcpdump-tests/* (830 captures)
+#   tcpdump-tests.tsv  <- $SHARED/captures/tcpdump-tests/* (the tcpdump
+#                         project's 830 regression-test captures)
 #   fixtures.tsv       <- Tests/Fixtures/captures/* (link types the tcpdump
 #                         corpus lacks: SLL2, LOOP, raw 228/229, multi-link pcapng)
 # Format: for every capture, in C-locale name order, a line
 #   #file<TAB>NAME<TAB>ROWS
-# followed by ROWS lines of shared/oracle/oracle.py output for it.
+# followed by ROWS lines of the oracle's output for it
+# ($SHARED/oracle/oracle.py: tshark's outer 5-tuple and tier per packet).
 #
 # usage: scripts/regen-oracle.sh [--check]
 #   --check  regenerate into a temporary directory and diff against the
 #            committed fixtures (exit 1 on any difference) instead of writing.
-# Needs tshark (Debian: apt-get install tshark) and python3. The shared
-# directory defaults to ../shared beside the repository (SMPNET_SHARED_DIR
-# overrides). Takes a few minutes (two tshark processes in parallel).
+# Needs tshark (Debian: apt-get install tshark) and python3. SHARED, the
+# directory holding the corpus and the oracle (not part of this
+# repository), is SMPNET_SHARED_DIR, by default `shared` beside the
+# repository's directory, as for the tests. Takes a few minutes (two
+# tshark processes in parallel).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SMPNET_SHARED_DIR:-$ROOT/../shared}
