@@ -105,6 +105,8 @@ let package = Package(
             dependencies: ["DemuxLab", "PacketIO", "FastDemux", "SMPPrimitives", "TestSupport"]
         ),
         .testTarget(name: "WorkloadsTests", dependencies: ["Workloads", "SMPPrimitives", "TestSupport"]),
+        // The command-line tool's options, help and JSON, without running it.
+        .testTarget(name: "CLITests", dependencies: ["fastdemux", "Workloads", "DemuxLab", "FastDemux"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,57 +1,18 @@
 import Glibc
 
-/// One JSON value of a benchmark result line.
-public enum JSONValue: Sendable, Equatable {
-    case int(Int)
-    case double(Double)
-    case bool(Bool)
-    case string(String)
-    case array([JSONValue])
-    case object([(String, JSONValue)])
-
-    public static func == (a: JSONValue, b: JSONValue) -> Bool { a.rendered == b.rendered }
-
-    /// Compact JSON text.
-    public var rendered: String {
-        switch self {
-        case .int(let v): return String(v)
-        case .double(let v):
-            if !v.isFinite { return "null" }
-            // Three significant decimals are plenty for timings.
-            let scaled = (v * 1000).rounded() / 1000
-            return scaled == scaled.rounded() && abs(scaled) < 1e15 ? String(Int(scaled)) : String(scaled)
-        case .bool(let v): return v ? "true" : "false"
-        case .string(let s): return JSONValue.quote(s)
-        case .array(let a): return "[" + a.map(\.rendered).joined(separator: ",") + "]"
-        case .object(let o):
-            return "{" + o.map { JSONValue.quote($0.0) + ":" + $0.1.rendered }.joined(separator: ",") + "}"
-        }
-    }
-
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let hex = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
-    }
-}
-
-/// The result of running one implementation of one workload: the fields
-/// BENCHMARKS.md requires (`workload, impl, ops, seconds, mops/ns_per_op,
-/// checked`) followed by workload-specific extras, in insertion order.
+/// The result of running one implementation of one workload, and the JSON
+/// line `fastdemux bench --json` prints for it.
+///
+/// The line has the fields every workload has, which the C peers' lines
+/// have too and which are compared field by field: `workload`, `impl`,
+/// `ops`, `seconds`, `mops` (throughput workloads), `ns_per_op`, `checked`
+/// and `note` (when there is one); then the workload-specific ``extra``
+/// fields under their own names (`complete` among them); and
+/// `schemaVersion` (``JSONSchema/version``) and `version`
+/// (``packageVersion``). Decoding a line gives the result back, with every
+/// field not listed here in ``extra`` (sorted by key).
+///
+/// Concurrency: a value type; any thread.
 public struct BenchResult: Sendable {
     public var workload: String
     public var impl: String
@@ -65,7 +26,8 @@ public struct BenchResult: Sendable {
     public var checked: Bool
     /// Why `checked` is false (or anything a reader should know).
     public var note: String?
-    /// Workload-specific fields, printed after the standard ones.
+    /// Workload-specific fields, in the order the summary prints them (the
+    /// JSON line sorts keys); none may have a standard field's name.
     public var extra: [(String, JSONValue)]
 
     public init(workload: String, impl: String, ops: Int, seconds: Double,
@@ -92,29 +54,79 @@ public struct BenchResult: Sendable {
                     checked: checked, note: note, extra: extra)
     }
 
-    public var json: JSONValue {
-        var fields: [(String, JSONValue)] = [
-            ("workload", .string(workload)), ("impl", .string(impl)),
-            ("ops", .int(ops)), ("seconds", .double(seconds)),
-        ]
-        if let mops { fields.append(("mops", .double(mops))) }
-        let ns = nsPerOp ?? (ops > 0 ? seconds * 1e9 / Double(ops) : 0)
-        fields.append(("ns_per_op", .double(ns)))
-        fields.append(("checked", .bool(checked)))
-        fields += extra
-        if let note { fields.append(("note", .string(note))) }
-        return .object(fields)
+    /// The workload-specific field `key`, if the result has it.
+    public subscript(extra key: String) -> JSONValue? {
+        extra.first { $0.0 == key }?.1
     }
+
+    /// Whether the run did all its N operations: the `complete` field,
+    /// false when the wall-clock cap stopped it (nil if the workload does
+    /// not report it).
+    public var complete: Bool? {
+        if case .bool(let b)? = self[extra: "complete"] { return b }
+        return nil
+    }
+
+    /// Nanoseconds per operation as reported: ``nsPerOp``, or seconds/ops.
+    public var reportedNsPerOp: Double {
+        nsPerOp ?? (ops > 0 ? seconds * 1e9 / Double(ops) : 0)
+    }
+
+    /// The JSON line (``JSONLine``, compact, keys sorted).
+    public func jsonLine() throws -> String { try JSONLine.encode(self) }
 
     /// A readable one-line summary for terminal output.
     public var summary: String {
         var s = "\(workload) \(impl): "
         if let mops { s += String(format2(mops)) + " Mops, " }
-        s += format2(nsPerOp ?? (ops > 0 ? seconds * 1e9 / Double(ops) : 0)) + " ns/op, "
+        s += format2(reportedNsPerOp) + " ns/op, "
         s += "\(ops) ops in \(format2(seconds)) s, checked=\(checked)"
-        for (k, v) in extra { s += ", \(k)=\(v.rendered)" }
+        for (k, v) in extra { s += ", \(k)=\(v)" }
         if let note { s += " (\(note))" }
         return s
+    }
+}
+
+/// The standard fields' keys; every other key of a line is an extra.
+private let standardKeys: Set<String> = [
+    "schemaVersion", "version", "workload", "impl", "ops", "seconds", "mops", "ns_per_op", "checked", "note",
+]
+
+extension BenchResult: Codable {
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: JSONKey.self)
+        try c.encode(JSONSchema.version, forKey: "schemaVersion")
+        try c.encode(packageVersion, forKey: "version")
+        try c.encode(workload, forKey: "workload")
+        try c.encode(impl, forKey: "impl")
+        try c.encode(ops, forKey: "ops")
+        try c.encode(JSONDouble(seconds), forKey: "seconds")
+        try c.encodeIfPresent(mops.map { JSONDouble($0) }, forKey: "mops")
+        try c.encode(JSONDouble(reportedNsPerOp), forKey: "ns_per_op")
+        try c.encode(checked, forKey: "checked")
+        try c.encodeIfPresent(note, forKey: "note")
+        for (key, value) in extra {
+            // An extra never replaces a standard field (the peers' lines
+            // are compared by those names).
+            assert(!standardKeys.contains(key), "extra field '\(key)' has a standard field's name")
+            guard !standardKeys.contains(key) else { continue }
+            try c.encode(value, forKey: JSONKey(key))
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: JSONKey.self)
+        workload = try c.decode(String.self, forKey: "workload")
+        impl = try c.decode(String.self, forKey: "impl")
+        ops = try c.decode(Int.self, forKey: "ops")
+        seconds = try c.decode(JSONDouble.self, forKey: "seconds").value
+        mops = try c.decodeIfPresent(JSONDouble.self, forKey: "mops")?.value
+        nsPerOp = try c.decodeIfPresent(JSONDouble.self, forKey: "ns_per_op")?.value
+        checked = try c.decode(Bool.self, forKey: "checked")
+        note = try c.decodeIfPresent(String.self, forKey: "note")
+        extra = try c.allKeys.filter { !standardKeys.contains($0.stringValue) }
+            .sorted { $0.stringValue < $1.stringValue }
+            .map { ($0.stringValue, try c.decode(JSONValue.self, forKey: $0)) }
     }
 }
 

@@ -1,8 +1,9 @@
-/// Sizes and knobs shared by all workloads. Defaults are the sizes
-/// BENCHMARKS.md defines; tests pass smaller ones.
+/// Sizes and knobs shared by all workloads. Defaults are the sizes each
+/// workload defines (its ``Workload/summary``, docs/Benchmarks.md); tests
+/// pass smaller ones.
 public struct WorkloadOptions: Sendable {
     /// Overrides the workload's operation count N (items, lookups, messages,
-    /// schedules or passes, as the workload defines N). nil = BENCHMARKS.md.
+    /// schedules or passes, as the workload defines N). nil = the workload's own.
     public var n: Int?
     /// Per-implementation wall-clock cap in seconds; a capped run reports
     /// `complete:false` and checks only what it did.
@@ -17,8 +18,9 @@ public struct WorkloadOptions: Sendable {
     }
 }
 
-/// A benchmark workload: a name from BENCHMARKS.md and its implementations,
-/// the project's own first, then the in-process baselines.
+/// A benchmark workload: its name (the `workload` field of its JSON lines,
+/// shared with the C peers' lines) and its implementations, the project's
+/// own first, then the in-process baselines.
 public struct Workload: Sendable {
     public typealias Run = @Sendable (WorkloadOptions) -> BenchResult
 
@@ -34,7 +36,8 @@ public struct Workload: Sendable {
     }
 }
 
-/// Every workload `fastdemux bench` knows, in BENCHMARKS.md order.
+/// Every workload `fastdemux bench` knows, in the order docs/Benchmarks.md
+/// reports them.
 public enum WorkloadRegistry {
     public static var all: [Workload] {
         var w: [Workload] = []

@@ -15,7 +15,8 @@ struct ClassifyCommand: ParsableCommand {
             proto is tcp or udp; a packet not delivered to a TCP/UDP socket has '-' in the five \
             tuple columns. verdict is 'deliver' or a drop reason: \
             \(DropReason.allCases.map(\.name).joined(separator: ", ")).
-            This is the format shared/oracle/compare.py checks against tshark.
+            The parser behind it is checked against tshark's verdicts for the test captures \
+            (Tests/Fixtures/oracle, Tests/PacketIOTests/OracleAgreementTests.swift).
             """
     )
 

@@ -14,34 +14,39 @@ struct CompareCommand: ParsableCommand {
         commandName: "compare",
         abstract: "Run one synthetic TCP workload under each parallel organization and compare throughput, hand-off and synchronization statistics.",
         discussion: """
-            Organizations: \(OrganizationKind.allCases.map(\.rawValue).joined(separator: ", ")). \
-            ConnP-L runs once per --groups value. Exits non-zero if any run fails its checks \
-            (conservation, per-flow order, TCP sequence, delivery to the right socket).
+            Organizations: \(OrganizationKind.allCases.map(\.rawValue).joined(separator: ", ")) \
+            (docs/Organizations.md). ConnP-L runs once per --groups value. Exits non-zero if any run \
+            fails its checks (conservation, per-flow order, TCP sequence, delivery to the right socket).
+
+            With --json, one JSON object per run, one per line, with schemaVersion (\(JSONSchema.version); \
+            raised when a field is removed or changes meaning) and version (the package version).
             """
     )
 
-    @Option(help: "Comma-separated organizations (default: all).")
-    var organizations: String = OrganizationKind.allCases.map(\.rawValue).joined(separator: ",")
+    @Option(help: ArgumentHelp("Organizations to run, comma-separated or repeated.", valueName: "name,..."))
+    var organizations: [CommaList<OrganizationKind>] = [CommaList(OrganizationKind.allCases)]
 
-    @Option(help: "Comma-separated connection counts (the paper used 6, 192 and 16384).")
-    var connections: String = "6,192,16384"
+    @Option(help: ArgumentHelp("Connection counts, comma-separated or repeated (the paper used 6, 192 and 16384).",
+                               valueName: "n,..."))
+    var connections: [CommaList<Int>] = [CommaList([6, 192, 16384])]
 
-    @Option(help: "Comma-separated ConnP-L group counts (the paper used 4 and 128).")
-    var groups: String = "4,128"
+    @Option(help: ArgumentHelp("ConnP-L group counts, comma-separated or repeated (the paper used 4 and 128).",
+                               valueName: "n,..."))
+    var groups: [CommaList<Int>] = [CommaList([4, 128])]
 
-    @Option(help: "Input threads (flows are steered to them by flow, RSS-style).")
+    @Option(help: ArgumentHelp("Input threads (packets are steered to them by flow, RSS-style).", valueName: "n"))
     var inputThreads: Int = onlineCPUCount
 
-    @Option(help: "Core threads of ConnP-T and workers of the deferred fast path.")
+    @Option(help: ArgumentHelp("Core threads of ConnP-T and workers of the deferred fast path.", valueName: "n"))
     var coreThreads: Int = onlineCPUCount
 
-    @Option(help: "Packets offered per run.")
+    @Option(help: ArgumentHelp("Packets offered per run.", valueName: "n"))
     var packets: Int = 1_000_000
 
-    @Option(help: "Socket receive-queue capacity.")
+    @Option(help: ArgumentHelp("Socket receive-queue capacity.", valueName: "n"))
     var queueCapacity: Int = 256
 
-    @Option(help: "Runs per configuration; the run with the median throughput is reported (all must pass their checks).")
+    @Option(help: ArgumentHelp("Runs per configuration; the run with the median throughput is reported (all must pass their checks).", valueName: "n"))
     var `repeat`: Int = 1
 
     @Flag(help: "Open loop: no per-connection window; socket queues overflow (queue_full drops) when the reader falls behind.")
@@ -56,25 +61,12 @@ struct CompareCommand: ParsableCommand {
     @Flag(help: "Print one JSON object per run, one per line.")
     var json = false
 
-    func parsedList(_ s: String, name: String) throws -> [Int] {
-        let v = s.split(separator: ",").compactMap { Int($0.filter { $0 != " " }) }
-        guard !v.isEmpty, v.allSatisfy({ $0 > 0 }) else { throw ValidationError("--\(name): positive integers, comma-separated") }
-        return v
-    }
-
-    func kinds() throws -> [OrganizationKind] {
-        try organizations.split(separator: ",").map { name in
-            guard let k = OrganizationKind(rawValue: String(name.filter { $0 != " " })) else {
-                throw ValidationError("unknown organization '\(name)'; known: \(OrganizationKind.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            return k
-        }
-    }
-
     func validate() throws {
-        _ = try kinds()
-        _ = try parsedList(connections, name: "connections")
-        _ = try parsedList(groups, name: "groups")
+        if !connections.joined().allSatisfy({ $0 > 0 }) { throw ValidationError("--connections: counts must be positive") }
+        if !groups.joined().allSatisfy({ $0 > 0 }) { throw ValidationError("--groups: counts must be positive") }
+        if organizations.joined().isEmpty { throw ValidationError("--organizations: name at least one") }
+        if connections.joined().isEmpty { throw ValidationError("--connections: give at least one count") }
+        if groups.joined().isEmpty { throw ValidationError("--groups: give at least one count") }
         if inputThreads < 1 || inputThreads > 64 { throw ValidationError("--input-threads: 1...64") }
         if coreThreads < 1 || coreThreads > 64 { throw ValidationError("--core-threads: 1...64") }
         if `repeat` < 1 || `repeat` > 99 { throw ValidationError("--repeat: 1...99") }
@@ -83,9 +75,9 @@ struct CompareCommand: ParsableCommand {
     }
 
     func run() throws {
-        let kinds = try kinds()
-        let conns = try parsedList(connections, name: "connections")
-        let groupList = try parsedList(groups, name: "groups")
+        let kinds: [OrganizationKind] = organizations.joined()
+        let conns: [Int] = connections.joined()
+        let groupList: [Int] = groups.joined()
         var rows: [(OrganizationRunResult, Double?)] = []
         var failed = false
         if !json {
@@ -119,7 +111,7 @@ struct CompareCommand: ParsableCommand {
                     if let bad = on.first(where: { !$0.checked }) { r = bad }
                     let off = offRuns.isEmpty ? nil : median(offRuns).mpps
                     if json {
-                        print(CompareTable.json(r, statsOffMpps: off, runs: `repeat`).rendered)
+                        try printJSONLine(CompareRunJSON(r, statsOffMpps: off, runs: `repeat`))
                     } else {
                         print(CompareTable.row(r, statsOffMpps: off))
                         for f in r.failures { print("  FAILED: \(f)") }
@@ -193,82 +185,166 @@ enum CompareTable {
             + pad(r.coreThreadCount == 0 ? "-" : f(coreBatch, 1), 10) + pad(f(sockBatch, 1), 10)
             + pad(String(s.stack.drops.total), 7) + (r.checked ? "true" : "FALSE")
     }
+}
 
-    static func histogram(_ h: Log2Histogram) -> JSONValue {
-        .object(h.nonEmptyBuckets.map { (String($0.lowerBound), .int($0.count)) })
+/// The `--json` object of one `compare` run (one line, ``JSONLine``).
+/// Per-delivered figures have four decimals, other rates three.
+struct CompareRunJSON: Encodable {
+    let schemaVersion = JSONSchema.version
+    let version = packageVersion
+    var organization: String
+    var connections: Int
+    var groups: Int
+    var inputThreads: Int
+    var coreThreads: Int
+    var packets: Int
+    var seconds: JSONDouble
+    var mpps: JSONDouble
+    var stackSeconds: JSONDouble
+    var stackMpps: JSONDouble
+    var checked: Bool
+    var flowControl: Bool
+    var stackCPUNsPerPacket: JSONDouble
+    var readerCPUNsPerDelivered: JSONDouble
+    var statistics: Bool
+    var runs: Int
+    var delivered: Int
+    var dropped: [String: Int]
+    var drainedAtClose: Int
+    var acks: Int
+    var perDelivered: PerDelivered
+    var totals: Totals
+    var handoffs: Handoffs
+    /// With --overhead: the same configuration with statistics off.
+    var statsOffMpps: JSONDouble?
+    var statsOverheadPercent: JSONDouble?
+    /// The checks that failed (absent when none did).
+    var failures: [String]?
+
+    enum CodingKeys: String, CodingKey {
+        case schemaVersion, version, organization, connections, groups, inputThreads = "input_threads"
+        case coreThreads = "core_threads", packets, seconds, mpps, stackSeconds = "stack_seconds"
+        case stackMpps = "stack_mpps", checked, flowControl = "flow_control"
+        case stackCPUNsPerPacket = "stack_cpu_ns_per_packet", readerCPUNsPerDelivered = "reader_cpu_ns_per_delivered"
+        case statistics, runs, delivered, dropped, drainedAtClose = "drained_at_close", acks
+        case perDelivered = "per_delivered", totals, handoffs, statsOffMpps = "stats_off_mpps"
+        case statsOverheadPercent = "stats_overhead_percent", failures
     }
 
-    static func handoff(_ h: HandoffPointStats, consumer: HandoffPointStats, items: Int) -> JSONValue {
-        .object([
-            ("queue_ops", .int(h.queueOps)),
-            ("depth_high_water", .int(h.highWater)),
-            ("depth_histogram", histogram(h.depth)),
-            ("producer_run_lengths", histogram(h.batchSizes)),
-            ("consumer_ops", .int(consumer.queueOps)),
-            ("consumer_batch_mean", .double(consumer.queueOps > 0 ? Double(items) / Double(consumer.queueOps) : 0)),
-            ("consumer_batch_histogram", histogram(consumer.batchSizes)),
-        ])
-    }
+    /// Synchronization events per delivered packet.
+    struct PerDelivered: Encodable {
+        var atomicRMWs, lockAcquisitions, contendedAcquisitions, wakeups, threadWakeups: JSONDouble
+        var contextSwitches, crossCoreHandoffs, queueOps: JSONDouble
 
-    static func json(_ r: OrganizationRunResult, statsOffMpps: Double?, runs: Int = 1) -> JSONValue {
-        let s = r.stats, y = s.stack.sync
-        func per(_ v: Int) -> JSONValue { .double((r.perDelivered(v) * 10_000).rounded() / 10_000) }
-        var o: [(String, JSONValue)] = [
-            ("organization", .string(name(r))),
-            ("connections", .int(r.configuration.connections)),
-            ("groups", .int(r.groupCount)),
-            ("input_threads", .int(r.configuration.inputThreads)),
-            ("core_threads", .int(r.coreThreadCount)),
-            ("packets", .int(r.offered)),
-            ("seconds", .double(r.seconds)),
-            ("mpps", .double(r.mpps)),
-            ("stack_seconds", .double(r.stackSeconds)),
-            ("stack_mpps", .double(r.stackMpps)),
-            ("checked", .bool(r.checked)),
-            ("flow_control", .bool(r.configuration.flowControl)),
-            ("stack_cpu_ns_per_packet", .double(r.stackCPUNanosecondsPerPacket)),
-            ("reader_cpu_ns_per_delivered", .double(r.perDelivered(s.readerCPUNanoseconds))),
-            ("statistics", .bool(r.configuration.statistics)),
-            ("runs", .int(runs)),
-            ("delivered", .int(r.delivered)),
-            ("dropped", .object(s.stack.drops.byReason.map { ($0.0, .int($0.1)) })),
-            ("drained_at_close", .int(r.drainedAtClose)),
-            ("acks", .int(s.acks)),
-            ("per_delivered", .object([
-                ("atomic_rmws", per(y.atomicRMWs)),
-                ("lock_acquisitions", per(y.lockAcquisitions)),
-                ("contended_acquisitions", per(y.contendedAcquisitions)),
-                ("wakeups", per(y.wakeups)),
-                ("thread_wakeups", per(y.threadWakeups)),
-                ("context_switches", per(s.contextSwitches)),
-                ("cross_core_handoffs", per(y.crossCoreHandoffs)),
-                ("queue_ops", per(s.stack.socketQueue.queueOps + s.coreQueue.queueOps
-                                  + s.coreQueueConsumer.queueOps + s.socketQueueConsumer.queueOps)),
-            ])),
-            ("totals", .object([
-                ("atomic_rmws", .int(y.atomicRMWs)),
-                ("lock_acquisitions", .int(y.lockAcquisitions)),
-                ("contended_acquisitions", .int(y.contendedAcquisitions)),
-                ("contended_fraction", .double(y.lockAcquisitions > 0
-                    ? (Double(y.contendedAcquisitions) / Double(y.lockAcquisitions) * 10_000).rounded() / 10_000 : 0)),
-                ("wakeups", .int(y.wakeups)),
-                ("thread_wakeups", .int(y.threadWakeups)),
-                ("voluntary_context_switches", .int(s.voluntaryContextSwitches)),
-                ("involuntary_context_switches", .int(s.involuntaryContextSwitches)),
-                ("parks", .int(s.parks)),
-                ("cross_core_handoffs", .int(y.crossCoreHandoffs)),
-                ("core_queue_full_waits", .int(s.coreQueueFullWaits)),
-            ])),
-            ("handoffs", .object([
-                ("core_queue", handoff(s.coreQueue, consumer: s.coreQueueConsumer, items: s.stack.offered)),
-                ("socket_queue", handoff(s.stack.socketQueue, consumer: s.socketQueueConsumer, items: r.delivered)),
-            ])),
-        ]
-        if let off = statsOffMpps {
-            o.append(("stats_off_mpps", .double(off)))
-            o.append(("stats_overhead_percent", .double((off - r.mpps) / off * 100)))
+        enum CodingKeys: String, CodingKey {
+            case atomicRMWs = "atomic_rmws", lockAcquisitions = "lock_acquisitions"
+            case contendedAcquisitions = "contended_acquisitions", wakeups, threadWakeups = "thread_wakeups"
+            case contextSwitches = "context_switches", crossCoreHandoffs = "cross_core_handoffs"
+            case queueOps = "queue_ops"
         }
-        if !r.failures.isEmpty { o.append(("failures", .array(r.failures.map { .string($0) }))) }
-        return .object(o)
+    }
+
+    /// The same events as counts over the run.
+    struct Totals: Encodable {
+        var atomicRMWs, lockAcquisitions, contendedAcquisitions: Int
+        var contendedFraction: JSONDouble
+        var wakeups, threadWakeups, voluntaryContextSwitches, involuntaryContextSwitches: Int
+        var parks, crossCoreHandoffs, coreQueueFullWaits: Int
+
+        enum CodingKeys: String, CodingKey {
+            case atomicRMWs = "atomic_rmws", lockAcquisitions = "lock_acquisitions"
+            case contendedAcquisitions = "contended_acquisitions", contendedFraction = "contended_fraction"
+            case wakeups, threadWakeups = "thread_wakeups"
+            case voluntaryContextSwitches = "voluntary_context_switches"
+            case involuntaryContextSwitches = "involuntary_context_switches", parks
+            case crossCoreHandoffs = "cross_core_handoffs", coreQueueFullWaits = "core_queue_full_waits"
+        }
+    }
+
+    struct Handoffs: Encodable {
+        var coreQueue: HandoffPoint
+        var socketQueue: HandoffPoint
+
+        enum CodingKeys: String, CodingKey { case coreQueue = "core_queue", socketQueue = "socket_queue" }
+    }
+
+    /// One hand-off point: its producer side, its consumer side.
+    struct HandoffPoint: Encodable {
+        var queueOps: Int
+        var depthHighWater: Int
+        /// Log2 buckets: lower bound (as a key) to count.
+        var depthHistogram: [String: Int]
+        var producerRunLengths: [String: Int]
+        var consumerOps: Int
+        var consumerBatchMean: JSONDouble
+        var consumerBatchHistogram: [String: Int]
+
+        enum CodingKeys: String, CodingKey {
+            case queueOps = "queue_ops", depthHighWater = "depth_high_water", depthHistogram = "depth_histogram"
+            case producerRunLengths = "producer_run_lengths", consumerOps = "consumer_ops"
+            case consumerBatchMean = "consumer_batch_mean", consumerBatchHistogram = "consumer_batch_histogram"
+        }
+
+        init(_ h: HandoffPointStats, consumer: HandoffPointStats, items: Int) {
+            func buckets(_ h: Log2Histogram) -> [String: Int] {
+                Dictionary(h.nonEmptyBuckets.map { (String($0.lowerBound), $0.count) }, uniquingKeysWith: +)
+            }
+            queueOps = h.queueOps
+            depthHighWater = h.highWater
+            depthHistogram = buckets(h.depth)
+            producerRunLengths = buckets(h.batchSizes)
+            consumerOps = consumer.queueOps
+            consumerBatchMean = JSONDouble(consumer.queueOps > 0 ? Double(items) / Double(consumer.queueOps) : 0)
+            consumerBatchHistogram = buckets(consumer.batchSizes)
+        }
+    }
+
+    init(_ r: OrganizationRunResult, statsOffMpps: Double?, runs: Int = 1) {
+        let s = r.stats, y = s.stack.sync
+        func per(_ v: Int) -> JSONDouble { JSONDouble(r.perDelivered(v), decimals: 4) }
+        organization = r.configuration.kind.rawValue
+        connections = r.configuration.connections
+        groups = r.groupCount
+        inputThreads = r.configuration.inputThreads
+        coreThreads = r.coreThreadCount
+        packets = r.offered
+        seconds = JSONDouble(r.seconds)
+        mpps = JSONDouble(r.mpps)
+        stackSeconds = JSONDouble(r.stackSeconds)
+        stackMpps = JSONDouble(r.stackMpps)
+        checked = r.checked
+        flowControl = r.configuration.flowControl
+        stackCPUNsPerPacket = JSONDouble(r.stackCPUNanosecondsPerPacket)
+        readerCPUNsPerDelivered = JSONDouble(r.perDelivered(s.readerCPUNanoseconds))
+        statistics = r.configuration.statistics
+        self.runs = runs
+        delivered = r.delivered
+        dropped = Dictionary(s.stack.drops.byReason.map { ($0.0, $0.1) }, uniquingKeysWith: +)
+        drainedAtClose = r.drainedAtClose
+        acks = s.acks
+        perDelivered = PerDelivered(
+            atomicRMWs: per(y.atomicRMWs), lockAcquisitions: per(y.lockAcquisitions),
+            contendedAcquisitions: per(y.contendedAcquisitions), wakeups: per(y.wakeups),
+            threadWakeups: per(y.threadWakeups), contextSwitches: per(s.contextSwitches),
+            crossCoreHandoffs: per(y.crossCoreHandoffs),
+            queueOps: per(s.stack.socketQueue.queueOps + s.coreQueue.queueOps
+                          + s.coreQueueConsumer.queueOps + s.socketQueueConsumer.queueOps))
+        totals = Totals(
+            atomicRMWs: y.atomicRMWs, lockAcquisitions: y.lockAcquisitions,
+            contendedAcquisitions: y.contendedAcquisitions,
+            contendedFraction: JSONDouble(y.lockAcquisitions > 0
+                ? Double(y.contendedAcquisitions) / Double(y.lockAcquisitions) : 0, decimals: 4),
+            wakeups: y.wakeups, threadWakeups: y.threadWakeups,
+            voluntaryContextSwitches: s.voluntaryContextSwitches,
+            involuntaryContextSwitches: s.involuntaryContextSwitches, parks: s.parks,
+            crossCoreHandoffs: y.crossCoreHandoffs, coreQueueFullWaits: s.coreQueueFullWaits)
+        handoffs = Handoffs(
+            coreQueue: HandoffPoint(s.coreQueue, consumer: s.coreQueueConsumer, items: s.stack.offered),
+            socketQueue: HandoffPoint(s.stack.socketQueue, consumer: s.socketQueueConsumer, items: r.delivered))
+        if let off = statsOffMpps {
+            self.statsOffMpps = JSONDouble(off)
+            statsOverheadPercent = JSONDouble((off - r.mpps) / off * 100)
+        }
+        failures = r.failures.isEmpty ? nil : r.failures
     }
 }

@@ -5,7 +5,8 @@ import Workloads
 struct FastDemuxCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fastdemux",
-        abstract: "SMP packet demultiplexing in user space: benchmarks, replay and classification.",
+        abstract: "SMP packet demultiplexing in user space: replay, classify and demultiplex live traffic; benchmark the primitives; compare stack organizations.",
+        version: packageVersion,
         subcommands: [DemoCommand.self, ReplayCommand.self, ClassifyCommand.self, LiveCommand.self,
                       BenchCommand.self, CompareCommand.self]
     )

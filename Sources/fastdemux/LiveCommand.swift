@@ -24,10 +24,10 @@ struct LiveCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The TUN interface name (at most 15 bytes).", valueName: "NAME"))
     var tun: String
 
-    @Option(help: "Stop after this many seconds.")
+    @Option(help: ArgumentHelp("Stop after this many seconds.", valueName: "seconds"))
     var duration: Double?
 
-    @Option(help: "Stop after this many packets.")
+    @Option(help: ArgumentHelp("Stop after this many packets.", valueName: "n"))
     var count: Int?
 
     @OptionGroup var session: SessionOptions
@@ -47,7 +47,7 @@ struct LiveCommand: ParsableCommand {
             throw ExitCode.failure
         }
         defer { device.close() }
-        let config = try session.configuration()
+        let config = session.configuration()
         var source = TUNPacketSource(device: device, duration: duration, count: count)
         let limits = [duration.map { "\($0) s" }, count.map { "\($0) packets" }].compactMap { $0 }
         writeStderr("fastdemux live: reading \(device.name) ("

@@ -12,11 +12,11 @@ struct SessionOptions: ParsableArguments {
     var workers: Int = 1
 
     @Option(help: ArgumentHelp(
-        "Open only these sockets: listening TCP / bound UDP on the wildcard address (IPv4 and IPv6), e.g. tcp:80,udp:53. Default: a connected socket for every flow direction seen.",
+        "Open only these sockets: listening TCP / bound UDP on the wildcard address (IPv4 and IPv6); PROTO is tcp or udp, PORT 1...65535, comma-separated or repeated, e.g. tcp:80,udp:53. Default: a connected socket for every flow direction seen.",
         valueName: "PROTO:PORT,..."))
-    var listen: String?
+    var listen: [CommaList<ListenSpec>] = []
 
-    @Option(help: "Receive-queue capacity of each socket (a full queue drops, counted as queue_full).")
+    @Option(help: ArgumentHelp("Receive-queue capacity of each socket (a full queue drops, counted as queue_full).", valueName: "n"))
     var queue: Int = 256
 
     @Flag(help: "Verify IPv4 header and TCP/UDP checksums (failures are dropped as 'checksum').")
@@ -25,26 +25,17 @@ struct SessionOptions: ParsableArguments {
     @Flag(help: "Do not pin the reader, input and consumer threads to CPUs.")
     var noPin = false
 
-    @Flag(help: "Print one JSON object instead of the tables.")
+    @Flag(help: "Print one JSON object (one line, with schemaVersion and version) instead of the tables.")
     var json = false
 
     func validate() throws {
         if workers < 1 || workers > 64 { throw ValidationError("--workers must be 1...64") }
         if queue < 1 { throw ValidationError("--queue must be positive") }
-        if let listen { _ = try parsedListen(listen) }
     }
 
-    func parsedListen(_ text: String) throws -> [ListenSpec] {
-        do {
-            return try ListenSpec.parseList(text)
-        } catch {
-            throw ValidationError("--listen: \(error)")
-        }
-    }
-
-    func configuration() throws -> DemuxSessionConfiguration {
+    func configuration() -> DemuxSessionConfiguration {
         var c = DemuxSessionConfiguration(workers: workers)
-        if let listen { c.sockets = .listen(try parsedListen(listen)) }
+        if !listen.isEmpty { c.sockets = .listen(listen.joined()) }
         c.queueCapacity = queue
         c.parser = ParserOptions(verifyChecksums: verifyChecksums)
         c.pin = !noPin
@@ -69,13 +60,13 @@ struct ReplayCommand: ParsableCommand {
     @Argument(help: "The capture file (pcap or pcapng).")
     var file: String?
 
-    @Flag(help: "Replay the demux benchmark's synthetic traffic (4,096 Zipf flows, BENCHMARKS.md demux) instead of a file.")
+    @Flag(help: "Replay the demux benchmark's synthetic traffic (4,096 flows, Zipf-distributed, as 'fastdemux bench demux') instead of a file.")
     var synthetic = false
 
-    @Option(help: "With --synthetic: frames per pass (1...1048576).")
+    @Option(help: ArgumentHelp("With --synthetic: frames per pass (1...1048576).", valueName: "n"))
     var frames: Int = 1 << 20
 
-    @Option(help: "With --synthetic: passes over the frame set.")
+    @Option(help: ArgumentHelp("With --synthetic: passes over the frame set.", valueName: "n"))
     var passes: Int = 1
 
     @OptionGroup var session: SessionOptions
@@ -121,7 +112,7 @@ func replayAndPrint<Source: PacketSource>(_ source: Source, command: String, lab
                                           session: SessionOptions, showProgress: Bool,
                                           conservationLine printConservation: Bool) throws {
     var source = source
-    let config = try session.configuration()
+    let config = session.configuration()
     let printer = ProgressPrinter(label: command)
     let ctx = ReportContext(command: command, source: label, linkType: linkType, sockets: config.sockets)
     var callback: (@Sendable (SessionProgress) -> Void)?
@@ -141,7 +132,7 @@ func replayAndPrint<Source: PacketSource>(_ source: Source, command: String, lab
 func printReport(_ report: DemuxSessionReport, _ ctx: ReportContext, command: String, json: Bool,
                  conservationLine printConservation: Bool) throws {
     if json {
-        print(renderJSON(report, ctx).rendered)
+        try printJSONLine(SessionReportJSON(report, ctx))
     } else {
         print(renderText(report, ctx))
         if printConservation { print(conservationLine(report)) }

@@ -142,64 +142,139 @@ func meanOf(_ h: Log2Histogram) -> Double {
     return n > 0 ? Double(sum) / Double(n) : 0
 }
 
-/// One JSON object with everything in the report.
-func renderJSON(_ r: DemuxSessionReport, _ ctx: ReportContext) -> JSONValue {
-    let flows: [JSONValue] = r.flows.map { f in
-        .object([
-            ("proto", .string(f.key.transport.description)),
-            ("a", .string(f.key.source.description)), ("a_port", .int(Int(f.key.sourcePort))),
-            ("b", .string(f.key.destination.description)), ("b_port", .int(Int(f.key.destinationPort))),
-            ("key", .string(f.key.canonicalDescription)),
-            ("packets", .int(f.packets)), ("bytes", .int(f.bytes)),
-            ("delivered", .int(f.deliveredPackets)), ("delivered_bytes", .int(f.deliveredBytes)),
-        ])
+/// The `--json` object of `replay`, `live` and `demo`: everything in the
+/// report, one line (``JSONLine``), with `schemaVersion` and `version`.
+struct SessionReportJSON: Encodable {
+    let schemaVersion = JSONSchema.version
+    let version = packageVersion
+    var command: String
+    var source: String
+    var linkType: String?
+    var workers: Int
+    var sockets: String
+    var socketsOpened: Int
+    var frames: Int
+    var bytes: Int
+    var delivered: Int
+    var dropped: Int
+    var seconds: JSONDouble
+    var flows: [Flow]
+    /// Drops by reason: the parser's reasons that occurred, and the
+    /// demultiplexer's always.
+    var drops: [String: Int]
+    var handoff: Handoff
+    var orderViolations: Int
+    var conserved: Bool
+    var error: String?
+
+    enum CodingKeys: String, CodingKey {
+        case schemaVersion, version, command, source, linkType = "link_type", workers, sockets
+        case socketsOpened = "sockets_opened", frames, bytes, delivered, dropped, seconds, flows, drops
+        case handoff, orderViolations = "order_violations", conserved, error
     }
-    var drops: [(String, JSONValue)] = r.parseDrops.map { ($0.reason.name, .int($0.count)) }
-    for reason in [DemuxDropReason.noSocket, .queueFull, .socketClosed] {
-        drops.append((reason.description, .int(r.input.drops[reason])))
+
+    /// One flow, by its canonical key (both directions).
+    struct Flow: Encodable {
+        var proto: String
+        var a: String
+        var aPort: Int
+        var b: String
+        var bPort: Int
+        var key: String
+        var packets: Int
+        var bytes: Int
+        var delivered: Int
+        var deliveredBytes: Int
+
+        enum CodingKeys: String, CodingKey {
+            case proto, a, aPort = "a_port", b, bPort = "b_port", key, packets, bytes, delivered
+            case deliveredBytes = "delivered_bytes"
+        }
     }
-    let s = r.input
-    var handoff: [(String, JSONValue)] = [
-        ("queue_puts", .int(s.socketQueue.queueOps)),
-        ("queue_depth_high_water", .int(s.socketQueue.highWater)),
-        ("atomic_rmws", .int(s.sync.atomicRMWs)),
-        ("lock_acquisitions", .int(s.sync.lockAcquisitions)),
-        ("contended_acquisitions", .int(s.sync.contendedAcquisitions)),
-        ("wakeups", .int(s.sync.wakeups)),
-        ("thread_wakeups", .int(s.sync.threadWakeups)),
-        ("cross_core_handoffs", .int(s.sync.crossCoreHandoffs)),
-        ("wakeups_per_delivered", .double(DemuxStats.perDelivered(s.sync.wakeups, delivered: r.delivered))),
-        ("atomic_rmws_per_delivered", .double(DemuxStats.perDelivered(s.sync.atomicRMWs, delivered: r.delivered))),
-        ("read_sections", .int(s.readSections)),
-        ("immediate_acks", .int(s.immediateACKs)),
-        ("deferred_acks", .int(s.deferredACKs)),
-        ("out_of_sequence", .int(s.outOfSequence)),
-        ("consumer_drains", .int(r.consumerDrains)),
-        ("consumer_sweeps", .int(r.consumerSweeps)),
-        ("consumer_parks", .int(r.consumerParks)),
-    ]
-    if !r.steering.isEmpty {
-        handoff.append(("steering", .array(r.steering.map {
-            .object([("puts", .int($0.puts)), ("full", .int($0.failedPuts)), ("high_water", .int($0.highWater))])
-        })))
+
+    /// Hand-off and synchronization statistics of the input side and the consumer.
+    struct Handoff: Encodable {
+        var queuePuts: Int
+        var queueDepthHighWater: Int
+        var atomicRMWs: Int
+        var lockAcquisitions: Int
+        var contendedAcquisitions: Int
+        var wakeups: Int
+        var threadWakeups: Int
+        var crossCoreHandoffs: Int
+        var wakeupsPerDelivered: JSONDouble
+        var atomicRMWsPerDelivered: JSONDouble
+        var readSections: Int
+        var immediateACKs: Int
+        var deferredACKs: Int
+        var outOfSequence: Int
+        var consumerDrains: Int
+        var consumerSweeps: Int
+        var consumerParks: Int
+        /// Reader → input thread queues (with more than one input thread).
+        var steering: [Steering]?
+
+        enum CodingKeys: String, CodingKey {
+            case queuePuts = "queue_puts", queueDepthHighWater = "queue_depth_high_water"
+            case atomicRMWs = "atomic_rmws", lockAcquisitions = "lock_acquisitions"
+            case contendedAcquisitions = "contended_acquisitions", wakeups, threadWakeups = "thread_wakeups"
+            case crossCoreHandoffs = "cross_core_handoffs", wakeupsPerDelivered = "wakeups_per_delivered"
+            case atomicRMWsPerDelivered = "atomic_rmws_per_delivered", readSections = "read_sections"
+            case immediateACKs = "immediate_acks", deferredACKs = "deferred_acks", outOfSequence = "out_of_sequence"
+            case consumerDrains = "consumer_drains", consumerSweeps = "consumer_sweeps"
+            case consumerParks = "consumer_parks", steering
+        }
     }
-    var fields: [(String, JSONValue)] = [
-        ("command", .string(ctx.command)), ("source", .string(ctx.source)),
-    ]
-    if let lt = ctx.linkType { fields.append(("link_type", .string(lt))) }
-    fields += [
-        ("workers", .int(r.workers)),
-        ("sockets", .string(socketsText(ctx.sockets))),
-        ("sockets_opened", .int(r.socketsOpened)),
-        ("frames", .int(r.framesIn)), ("bytes", .int(r.bytesIn)),
-        ("delivered", .int(r.delivered)), ("dropped", .int(r.dropped)),
-        ("seconds", .double(r.seconds)),
-        ("flows", .array(flows)),
-        ("drops", .object(drops)),
-        ("handoff", .object(handoff)),
-        ("order_violations", .int(r.orderViolations)),
-        ("conserved", .bool(r.isConserved)),
-    ]
-    if let e = r.sourceError { fields.append(("error", .string("\(e)"))) }
-    return .object(fields)
+
+    struct Steering: Encodable {
+        var puts: Int
+        var full: Int
+        var highWater: Int
+
+        enum CodingKeys: String, CodingKey { case puts, full, highWater = "high_water" }
+    }
+
+    init(_ r: DemuxSessionReport, _ ctx: ReportContext) {
+        command = ctx.command
+        source = ctx.source
+        linkType = ctx.linkType
+        workers = r.workers
+        sockets = socketsText(ctx.sockets)
+        socketsOpened = r.socketsOpened
+        frames = r.framesIn
+        bytes = r.bytesIn
+        delivered = r.delivered
+        dropped = r.dropped
+        seconds = JSONDouble(r.seconds)
+        flows = r.flows.map { f in
+            Flow(proto: f.key.transport.description,
+                 a: f.key.source.description, aPort: Int(f.key.sourcePort),
+                 b: f.key.destination.description, bPort: Int(f.key.destinationPort),
+                 key: f.key.canonicalDescription, packets: f.packets, bytes: f.bytes,
+                 delivered: f.deliveredPackets, deliveredBytes: f.deliveredBytes)
+        }
+        var drops: [String: Int] = [:]
+        for (reason, n) in r.parseDrops { drops[reason.name, default: 0] += n }
+        for reason in [DemuxDropReason.noSocket, .queueFull, .socketClosed] {
+            drops[reason.description, default: 0] += r.input.drops[reason]
+        }
+        self.drops = drops
+        let s = r.input
+        handoff = Handoff(
+            queuePuts: s.socketQueue.queueOps, queueDepthHighWater: s.socketQueue.highWater,
+            atomicRMWs: s.sync.atomicRMWs, lockAcquisitions: s.sync.lockAcquisitions,
+            contendedAcquisitions: s.sync.contendedAcquisitions, wakeups: s.sync.wakeups,
+            threadWakeups: s.sync.threadWakeups, crossCoreHandoffs: s.sync.crossCoreHandoffs,
+            wakeupsPerDelivered: JSONDouble(DemuxStats.perDelivered(s.sync.wakeups, delivered: r.delivered)),
+            atomicRMWsPerDelivered: JSONDouble(DemuxStats.perDelivered(s.sync.atomicRMWs, delivered: r.delivered)),
+            readSections: s.readSections, immediateACKs: s.immediateACKs, deferredACKs: s.deferredACKs,
+            outOfSequence: s.outOfSequence, consumerDrains: r.consumerDrains, consumerSweeps: r.consumerSweeps,
+            consumerParks: r.consumerParks,
+            steering: r.steering.isEmpty ? nil : r.steering.map {
+                Steering(puts: $0.puts, full: $0.failedPuts, highWater: $0.highWater)
+            })
+        orderViolations = r.orderViolations
+        conserved = r.isConserved
+        error = r.sourceError.map { "\($0)" }
+    }
 }

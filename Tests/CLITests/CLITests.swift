@@ -1,0 +1,190 @@
+import ArgumentParser
+import DemuxLab
+import FastDemux
+import Testing
+import Workloads
+@testable import fastdemux
+
+/// `fastdemux`'s typed options: comma lists that may also be repeated,
+/// organization, workload and implementation names, listening sockets; a
+/// bad value is an error naming the option, with a non-zero exit code.
+@Suite struct CLIOptionTests {
+    @Test func versionIsThePackageVersion() {
+        #expect(FastDemuxCommand.configuration.version == packageVersion)
+        #expect(packageVersion.split(separator: ".").count == 3)
+    }
+
+    @Test func compareDefaultsAreThePapersAxes() throws {
+        let c = try CompareCommand.parse([])
+        #expect(c.organizations.joined() == OrganizationKind.allCases)
+        #expect(c.connections.joined() == [6, 192, 16384])
+        #expect(c.groups.joined() == [4, 128])
+    }
+
+    @Test func compareListsAreCommaSeparatedOrRepeated() throws {
+        let c = try CompareCommand.parse([
+            "--connections", "6,192", "--connections", "16384", "--groups", "4, 128",
+            "--organizations", "msgp,connp-l", "--organizations", "fastpath-deferred",
+        ])
+        #expect(c.connections.joined() == [6, 192, 16384])
+        #expect(c.groups.joined() == [4, 128])
+        #expect(c.organizations.joined() == [.msgp, .connpL, .fastpathDeferred])
+    }
+
+    @Test(arguments: [
+        ["--connections", "6,x"], ["--connections", "6,,7"], ["--connections", ""], ["--connections", "0"],
+        ["--groups", "4,-1"], ["--organizations", "msgp,bogus"], ["--repeat", "0"],
+    ])
+    func compareRejects(_ arguments: [String]) {
+        #expect(throws: (any Error).self) { try CompareCommand.parse(arguments) }
+        do {
+            _ = try CompareCommand.parse(arguments)
+        } catch {
+            #expect(CompareCommand.message(for: error).contains(arguments[0]), "\(CompareCommand.message(for: error))")
+            #expect(CompareCommand.exitCode(for: error) != .success)
+        }
+    }
+
+    @Test func unknownOrganizationErrorListsTheKnownOnes() {
+        do {
+            _ = try CompareCommand.parse(["--organizations", "bogus"])
+            Issue.record("parsed")
+        } catch {
+            let message = CompareCommand.fullMessage(for: error)
+            for kind in OrganizationKind.allCases { #expect(message.contains(kind.rawValue)) }
+        }
+    }
+
+    @Test func listenItems() {
+        #expect(ListenSpec(argument: "tcp:80") == ListenSpec(.tcp, port: 80))
+        #expect(ListenSpec(argument: "UDP:53") == ListenSpec(.udp, port: 53))
+        for bad in ["tcp:0", "tcp:65536", "sctp:1", "tcp", "tcp:80,udp:53", ""] {
+            #expect(ListenSpec(argument: bad) == nil, "\(bad)")
+        }
+        #expect(CommaList<ListenSpec>(argument: "tcp:80,udp:53")?.elements == [ListenSpec(.tcp, port: 80), ListenSpec(.udp, port: 53)])
+        #expect(CommaList<ListenSpec>(argument: "tcp:80,") == nil)
+    }
+
+    @Test func replayListenOptionOpensOnlyThoseSockets() throws {
+        let r = try ReplayCommand.parse(["--synthetic", "--listen", "tcp:80,udp:53", "--listen", "udp:5353"])
+        #expect(r.session.configuration().sockets
+                == .listen([ListenSpec(.tcp, port: 80), ListenSpec(.udp, port: 53), ListenSpec(.udp, port: 5353)]))
+        #expect(try ReplayCommand.parse(["--synthetic"]).session.configuration().sockets == .perFlow)
+        #expect(throws: (any Error).self) { try ReplayCommand.parse(["--synthetic", "--listen", "tcp:0"]) }
+        #expect(throws: (any Error).self) { try DemoCommand.parse(["--listen", "udp:x"]) }
+    }
+
+    @Test func benchWorkloadAndImplementation() throws {
+        #expect(WorkloadChoice.allValueStrings == ["all"] + WorkloadRegistry.all.map(\.name))
+        for w in WorkloadRegistry.all {
+            for i in w.impls { #expect(ImplChoice.allValueStrings.contains(i.name)) }
+        }
+        let b = try BenchCommand.parse(["pcq-1p1c", "--impl", "all", "--n", "1000"])
+        #expect(b.workload == .named("pcq-1p1c"))
+        #expect(b.impl == .all)
+        #expect(b.workload.workloads.map(\.name) == ["pcq-1p1c"])
+        let pcq = try #require(WorkloadRegistry.named("pcq-1p1c"))
+        #expect(b.impl.implementations(of: pcq).map(\.name) == pcq.impls.map(\.name))
+        #expect(ImplChoice.project.implementations(of: pcq).map(\.name) == [pcq.impls[0].name])
+        #expect(try BenchCommand.parse(["all"]).workload.workloads.count == WorkloadRegistry.all.count)
+        #expect(try BenchCommand.parse(["demux"]).impl == .project)
+    }
+
+    @Test func benchRejects() {
+        for arguments in [["nope"], ["pcq-1p1c", "--impl", "nope"], ["pcq-1p1c", "--n", "0"], ["pcq-1p1c", "--cap", "0"]] {
+            #expect(throws: (any Error).self, "\(arguments)") { try BenchCommand.parse(arguments) }
+        }
+        do {
+            _ = try BenchCommand.parse(["pcq-1p1c", "--impl", "kcont"])
+            Issue.record("parsed")
+        } catch {
+            #expect(BenchCommand.message(for: error) == "workload pcq-1p1c has no impl 'kcont'; known: "
+                    + WorkloadRegistry.named("pcq-1p1c")!.impls.map(\.name).joined(separator: ", "))
+            #expect(BenchCommand.exitCode(for: error) != .success)
+        }
+    }
+
+    /// Every subcommand's help, and the tool's: no file outside the
+    /// repository, no file that moved.
+    @Test func helpNamesNoFileOutsideTheRepository() {
+        let commands: [any ParsableCommand.Type] = [FastDemuxCommand.self] + FastDemuxCommand.configuration.subcommands
+        #expect(commands.count == 7)
+        for command in commands {
+            let help = FastDemuxCommand.helpMessage(for: command, columns: 200)
+            for outside in ["../", "shared/", "seeds", "Samples/", "BENCHMARKS.md"] {
+                #expect(!help.contains(outside), "\(command): \(outside)")
+            }
+            #expect(help.contains("OVERVIEW:"))
+        }
+    }
+}
+
+/// The `--json` objects of the session reports and of `compare`: one line,
+/// `schemaVersion` and `version`, the fields by their names.
+@Suite struct CLIJSONTests {
+    @Test func sessionReportOfTheDemoCapture() throws {
+        var source = try DemoCapture.makeSource()
+        var config = DemuxSessionConfiguration()
+        config.pin = false
+        let report = try DemuxSession(config).run(&source)
+        let ctx = ReportContext(command: "demo", source: DemoCapture.name, linkType: "EN10MB", sockets: config.sockets)
+        let line = try JSONLine.encode(SessionReportJSON(report, ctx))
+        #expect(!line.contains("\n"))
+        let o = try JSONLine.decode(JSONValue.self, from: line)
+        #expect(o["schemaVersion"] == .int(JSONSchema.version))
+        #expect(o["version"] == .string(packageVersion))
+        #expect(o["command"] == .string("demo"))
+        #expect(o["link_type"] == .string("EN10MB"))
+        #expect(o["frames"] == .int(112))
+        #expect(o["delivered"] == .int(112))
+        #expect(o["dropped"] == .int(0))
+        #expect(o["conserved"] == .bool(true))
+        #expect(o["order_violations"] == .int(0))
+        #expect(o["error"] == nil)
+        guard case .array(let flows)? = o["flows"] else { Issue.record("no flows"); return }
+        #expect(flows.count == 10)
+        for f in flows {
+            #expect(f["packets"] == f["delivered"])
+            for key in ["proto", "a", "a_port", "b", "b_port", "key", "bytes", "delivered_bytes"] {
+                #expect(f[key] != nil, "\(key)")
+            }
+        }
+        #expect(o["drops"]?["no_socket"] == .int(0))
+        #expect(o["drops"]?["queue_full"] == .int(0))
+        #expect(o["handoff"]?["queue_puts"] != nil)
+        #expect(o["handoff"]?["wakeups_per_delivered"] != nil)
+        #expect(o["handoff"]?["steering"] == nil)
+    }
+
+    @Test func compareRun() throws {
+        var c = OrganizationRunConfiguration(kind: .fastpath, connections: 6)
+        c.packets = 2_000
+        c.inputThreads = 1
+        c.coreThreads = 1
+        c.pinned = false
+        let r = runOrganization(c)
+        #expect(r.checked, "\(r.failures)")
+        let o = try JSONLine.decode(JSONValue.self, from: JSONLine.encode(CompareRunJSON(r, statsOffMpps: nil)))
+        #expect(o["schemaVersion"] == .int(JSONSchema.version))
+        #expect(o["version"] == .string(packageVersion))
+        #expect(o["organization"] == .string("fastpath"))
+        #expect(o["connections"] == .int(6))
+        #expect(o["packets"] == .int(2_000))
+        #expect(o["checked"] == .bool(true))
+        #expect(o["delivered"] == .int(r.delivered))
+        #expect(o["runs"] == .int(1))
+        #expect(o["stats_off_mpps"] == nil)
+        #expect(o["failures"] == nil)
+        for key in ["atomic_rmws", "lock_acquisitions", "wakeups", "context_switches", "queue_ops"] {
+            #expect(o["per_delivered"]?[key] != nil, "\(key)")
+        }
+        #expect(o["totals"]?["contended_fraction"] != nil)
+        #expect(o["handoffs"]?["socket_queue"]?["queue_ops"] != nil)
+        #expect(o["handoffs"]?["core_queue"]?["depth_histogram"] != nil)
+
+        let withOverhead = try JSONLine.decode(JSONValue.self, from: JSONLine.encode(CompareRunJSON(r, statsOffMpps: 2 * r.mpps, runs: 3)))
+        #expect(withOverhead["stats_off_mpps"] == .double(2 * r.mpps))
+        #expect(withOverhead["stats_overhead_percent"] == .double(50))
+        #expect(withOverhead["runs"] == .int(3))
+    }
+}
