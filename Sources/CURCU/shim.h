@@ -26,7 +26,8 @@ static inline const struct rcu_flavor_struct *curcu_qsbr_flavor(void) { return &
 
 /* Per-thread RCU bookkeeping for SMPPrimitives' misuse checks. A static
  * thread-local inside a static inline function has one copy per object
- * file that calls it: only Sources/SMPPrimitives/RCU.swift calls it. */
+ * file that calls it: only Sources/SMPPrimitives/RCU/RCUMisuseChecks.swift
+ * calls it. */
 struct curcu_thread_state {
 	int qsbr_registered, qsbr_online, qsbr_depth;
 	int memb_registered, memb_depth;

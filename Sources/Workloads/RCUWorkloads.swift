@@ -1,7 +1,7 @@
 // rcu-lookup and rcu-churn (BENCHMARKS.md).
 //
 // Implementations, ours first:
-// - rcu_hash:         RCUHashTable<BenchFlowKey, QSBR>, 65,536 buckets;
+// - rcu_hash:         RCUHashTable<BenchFlowKey, UInt, QSBR>, 65,536 buckets;
 //                     readers report a quiescent state every 1024 lookups.
 // - urcu_lfht:        liburcu's cds_lfht with the QSBR flavour, 65,536
 //                     buckets, no auto-resize; call_rcu reclamation.
@@ -182,12 +182,12 @@ private func stopUsingWriterCallRCUWorker() {
 
 final class RCUHashBench: RCUBenchTable, Sendable {
     static var note: String {
-        "RCUHashTable<BenchFlowKey, QSBR>, 65,536 buckets, QSBR.quiescentState every 1024 lookups"
+        "RCUHashTable<BenchFlowKey, UInt, QSBR>, 65,536 buckets, QSBR.quiescentState every 1024 lookups"
     }
     static var writerNote: String {
         "remove + insert, call_rcu reclamation (worker pinned to CPU 1, nodes recycled), QSBR.barrier at end"
     }
-    let table = RCUHashTable<BenchFlowKey, QSBR>(initialBucketCount: rcuBenchKeyCount)
+    let table = RCUHashTable<BenchFlowKey, UInt, QSBR>(initialBucketCount: rcuBenchKeyCount)
 
     init(keys: UnsafeMutableBufferPointer<BenchFlowKey>) {
         for i in 0..<keys.count { precondition(table.insert(keys[i], value: rcuBenchValue(i))) }

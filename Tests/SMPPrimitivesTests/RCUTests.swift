@@ -152,6 +152,86 @@ private func waitUntil(_ flag: borrowing Atomic<Bool>) {
         #expect(rcuTestCallbacks.load(ordering: .relaxed) == 3)
     }
 
+    /// A grace-period job runs once, on another thread, only after a reader
+    /// that was in a read section when it was scheduled has left it; a
+    /// barrier waits for it; the job may take read sections and schedule
+    /// more jobs there (the worker is a registered reader).
+    @Test(arguments: ["memb", "qsbr"])
+    func afterGracePeriodRunsOnceAfterReaderLeftAndBarrierWaitsForIt(flavour: String) {
+        if flavour == "memb" { graceJobRound(Memb.self) } else { graceJobRound(QSBR.self) }
+    }
+
+    private func graceJobRound<F: RCUFlavor>(_: F.Type) {
+        let flags = RCUTestFlags()
+        let box = RCUTestBox()
+        let job = RCUJobTally()
+        let reader = PinnedThread(cpu: 0, name: "rcu-reader") {
+            F.registerThread()  // QSBR: online, so a reader from now on
+            if F.self == Memb.self { Memb.readLock() }
+            flags.entered.store(true, ordering: .releasing)
+            waitUntil(box.release)
+            flags.left.store(true, ordering: .releasing)
+            if F.self == Memb.self { Memb.readUnlock() } else { QSBR.quiescentState() }
+            F.unregisterThread()
+        }
+        let writer = PinnedThread(cpu: 1, name: "rcu-writer") {
+            F.registerThread()
+            waitUntil(flags.entered)
+            let me = pthread_self()
+            F.afterGracePeriod {
+                // Slow, so that the barrier below really has to wait.
+                usleep(20_000)
+                job.sawReaderLeft.store(flags.left.load(ordering: .acquiring) ? 1 : 0, ordering: .relaxed)
+                job.onOtherThread.store(pthread_equal(pthread_self(), me) == 0 ? 1 : 0, ordering: .relaxed)
+                job.workerRegistered.store(F.isThreadRegistered ? 1 : 0, ordering: .relaxed)
+                F.withReadSection { precondition(F.isInReadSection) }
+                F.afterGracePeriod { job.nestedRuns.add(1, ordering: .relaxed) }
+                job.runs.add(1, ordering: .releasing)
+            }
+            // The reader is still in its section: the job may not run yet.
+            F.withThreadOfflineIfQSBR { usleep(30_000) }
+            box.countWhileReading.store(job.runs.load(ordering: .relaxed), ordering: .relaxed)
+            box.release.store(true, ordering: .releasing)
+            F.barrier()
+            box.countAfterBarrier.store(job.runs.load(ordering: .acquiring), ordering: .relaxed)
+            // The nested job was queued before this barrier started.
+            F.barrier()
+            job.nestedAfterSecondBarrier.store(job.nestedRuns.load(ordering: .relaxed), ordering: .relaxed)
+            F.unregisterThread()
+        }
+        reader.join()
+        writer.join()
+        #expect(box.countWhileReading.load(ordering: .relaxed) == 0)
+        #expect(box.countAfterBarrier.load(ordering: .relaxed) == 1)
+        #expect(job.sawReaderLeft.load(ordering: .relaxed) == 1)
+        #expect(job.onOtherThread.load(ordering: .relaxed) == 1)
+        #expect(job.workerRegistered.load(ordering: .relaxed) == 1)
+        #expect(job.nestedAfterSecondBarrier.load(ordering: .relaxed) == 1)
+        // Once only.
+        F.barrier()
+        #expect(job.runs.load(ordering: .relaxed) == 1)
+        #expect(job.nestedRuns.load(ordering: .relaxed) == 1)
+    }
+
+    /// An unregistered thread may schedule a job (it is registered for the
+    /// call), and the job's captures are released after it ran.
+    @Test func afterGracePeriodFromUnregisteredThreadReleasesItsCaptures() {
+        #expect(!QSBR.isThreadRegistered && !Memb.isThreadRegistered)
+        let job = RCUJobTally()
+        weak var weakTally: RCUJobTally?
+        do {
+            let captured = RCUJobTally()
+            weakTally = captured
+            QSBR.afterGracePeriod { job.runs.add(1, ordering: .relaxed); _ = captured }
+            Memb.afterGracePeriod { job.runs.add(1, ordering: .relaxed); _ = captured }
+        }
+        #expect(!QSBR.isThreadRegistered && !Memb.isThreadRegistered)
+        QSBR.barrier()
+        Memb.barrier()
+        #expect(job.runs.load(ordering: .relaxed) == 2)
+        #expect(weakTally == nil)
+    }
+
     #if DEBUG
     // Misuse traps in debug builds (release builds skip the checks).
     @Test func correctUseDoesNotTrap() async {
@@ -221,6 +301,23 @@ private func waitUntil(_ flag: borrowing Atomic<Bool>) {
         }
     }
     #endif
+}
+
+/// What a grace-period job observed.
+final class RCUJobTally: Sendable {
+    let runs = Atomic<Int>(0)
+    let nestedRuns = Atomic<Int>(0)
+    let sawReaderLeft = Atomic<Int>(-1)
+    let onOtherThread = Atomic<Int>(-1)
+    let workerRegistered = Atomic<Int>(-1)
+    let nestedAfterSecondBarrier = Atomic<Int>(-1)
+}
+
+extension RCUFlavor {
+    /// QSBR: runs `body` offline (it sleeps); memb: just runs it.
+    static func withThreadOfflineIfQSBR(_ body: () -> Void) {
+        if Self.self == QSBR.self { QSBR.withThreadOffline(body) } else { body() }
+    }
 }
 
 final class RCUTestBox: Sendable {

@@ -12,7 +12,7 @@ import Testing
         q.drain(max: 64) { item in drained.append(item) }
         #expect(drained == [42])
 
-        let table = RCUHashTable<UInt64, Memb>(initialBucketCount: 1024)
+        let table = RCUHashTable<UInt64, UInt, Memb>(initialBucketCount: 1024)
         _ = table.insert(7, value: 700)
         Memb.registerThread()
         let v = Memb.withReadSection { table.lookup(7) }

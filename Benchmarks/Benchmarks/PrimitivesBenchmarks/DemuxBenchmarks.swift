@@ -19,7 +19,7 @@ func demuxBenchmarks() {
     Benchmark("Demux.parseAndLookup") { benchmark in
         let traffic = DemuxBenchmarkTraffic(frameCount: 4096)
         let parser = PacketParser()
-        let table = RCUHashTable<FlowKey, Memb>(initialBucketCount: 8192)
+        let table = RCUHashTable<FlowKey, UInt, Memb>(initialBucketCount: 8192)
         for (i, flow) in traffic.flows.enumerated() { _ = table.insert(flow.key, value: UInt(i)) }
         Memb.registerThread()
         defer { Memb.unregisterThread() }

@@ -55,7 +55,7 @@ struct BenchKey: RCUHashKey {
 func rcuBenchmarks() {
     for hit in [true, false] {
         Benchmark(hit ? "RCUHashTable.lookupHit" : "RCUHashTable.lookupMiss") { benchmark in
-            let table = RCUHashTable<BenchKey, Memb>(initialBucketCount: 65_536)
+            let table = RCUHashTable<BenchKey, UInt, Memb>(initialBucketCount: 65_536)
             for i in 0..<65_536 { _ = table.insert(BenchKey(a: UInt64(i), b: 7), value: UInt(i)) }
             Memb.registerThread()
             defer { Memb.unregisterThread() }

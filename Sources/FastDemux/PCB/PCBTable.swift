@@ -1,4 +1,3 @@
-import CURCU
 import Synchronization
 import SMPPrimitives
 
@@ -15,11 +14,11 @@ import SMPPrimitives
 /// `Flavor` read section: no lock, no shared write, no retain. Control
 /// operations (via ``Socket``) serialize on one mutex and may run at any
 /// time; a removed socket is released only after a grace period.
-public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, TeardownTarget, @unchecked Sendable {
+public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked Sendable {
     // @unchecked Sendable: the two RCU tables are thread-safe; `control`
-    // serializes every update; `pool`/`queueCapacity` are immutable.
-    @usableFromInline let connected: RCUHashTable<FlowKey, Flavor>
-    @usableFromInline let bound: RCUHashTable<FlowKey, Flavor>
+    // serializes every update; `pool` is immutable.
+    @usableFromInline let connected: RCUHashTable<FlowKey, UInt, Flavor>
+    @usableFromInline let bound: RCUHashTable<FlowKey, UInt, Flavor>
     private let control = Mutex<ControlState>(ControlState())
     /// Where packets drained from closed sockets go (nil: just dropped).
     public let pool: PacketPool?
@@ -182,23 +181,18 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, TeardownTarg
         // from a lookup, so its queue can be drained for good and the
         // table's references dropped (the last one frees the socket, never
         // on an input thread).
-        // Through a non-generic existential: the closure must not capture
-        // the (non-Sendable) Flavor metatype.
-        let target: any TeardownTarget = self
-        let teardown: @Sendable () -> Void = { [closing, removed] in
-            target.finishTeardown(closing, removed)
-        }
         if deferred {
-            GracePeriodJob.schedule(Flavor.self, teardown)
+            Flavor.afterGracePeriod { [self, closing, removed] in finishTeardown(closing, removed) }
         } else {
             Flavor.synchronize()
-            teardown()
+            finishTeardown(closing, removed)
         }
     }
 
-    /// After the grace period: drain, count, drop the table's references.
-    func finishTeardown(_ closing: [Socket], _ removed: [UInt]) {
-        Flavor.gracePeriodDidEnd()
+    /// After the grace period (ended by `synchronize()` or run by
+    /// `afterGracePeriod`, both of which tell TSan): drain, count, drop the
+    /// table's references.
+    private func finishTeardown(_ closing: [Socket], _ removed: [UInt]) {
         var n = 0
         for s in closing { n += s.drainAtTeardown(pool: pool) }
         if n > 0 { teardownDrops.add(n, ordering: .relaxed) }
@@ -207,41 +201,6 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, TeardownTarg
 
     private func releaseAfterGracePeriod(_ entries: [UInt]) {
         Flavor.synchronize()
-        Flavor.gracePeriodDidEnd()
         for b in entries { Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release() }
-    }
-}
-
-/// The last step of closing sockets, after their grace period.
-protocol TeardownTarget: AnyObject, Sendable {
-    func finishTeardown(_ closing: [Socket], _ removed: [UInt])
-}
-
-/// A closure run by liburcu's call_rcu thread after a grace period. The
-/// `rcu_head` sits at offset 0 of the node (the package convention), next to
-/// the retained job.
-enum GracePeriodJob {
-    final class Box: Sendable {
-        let run: @Sendable () -> Void
-        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
-    }
-
-    struct Node {
-        var head = rcu_head()
-        var job: Unmanaged<Box>
-    }
-
-    static func schedule<F: RCUFlavor>(_ flavor: F.Type, _ run: @escaping @Sendable () -> Void) {
-        let node = UnsafeMutablePointer<Node>.allocate(capacity: 1)
-        node.initialize(to: Node(job: Unmanaged.passRetained(Box(run))))
-        F.deferFree(UnsafeMutableRawPointer(node).assumingMemoryBound(to: rcu_head.self), callback)
-    }
-
-    static let callback: RCUCallback = { head in
-        let node = UnsafeMutableRawPointer(head!).assumingMemoryBound(to: Node.self)
-        let job = node.pointee.job.takeRetainedValue()
-        node.deinitialize(count: 1)
-        node.deallocate()
-        job.run()
     }
 }

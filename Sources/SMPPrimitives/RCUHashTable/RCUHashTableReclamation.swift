@@ -1,0 +1,87 @@
+// Reclamation for RCUHashTable: the call_rcu callbacks (one node, one
+// replaced bucket array), node recycling, and the counters block's last
+// reference. Callbacks are C functions, so nothing here is generic: a
+// node's size comes from the counters block.
+import CURCU
+import Synchronization
+
+/// Recycles one node after a grace period (call_rcu callback, any flavour).
+@usableFromInline
+let rcuFreeNodeCallback: RCUCallback = { head in
+    // The grace period ordered every reader's accesses before this point;
+    // tell TSan (for whichever flavour queued us).
+    QSBR.gracePeriodDidEnd()
+    Memb.gracePeriodDidEnd()
+    let node = UnsafeMutableRawPointer(head!)
+    let shared = rcuNodeHeader(node).pointee.shared
+    rcuPoisonNode(node, size: shared.pointee.nodeSize)
+    // Recycle rather than free: a later insert reuses the node without a
+    // trip through malloc (cross-thread frees are slow in glibc).
+    var top = shared.pointee.freeNodes.load(ordering: .relaxed)
+    while true {
+        node.storeBytes(of: top, as: UnsafeMutableRawPointer?.self)
+        // Release: the poisoning above happens before the node's reuse by
+        // the writer that takes the stack (acquire).
+        let r = shared.pointee.freeNodes.compareExchange(
+            expected: top, desired: node, successOrdering: .releasing, failureOrdering: .relaxed)
+        if r.exchanged { break }
+        top = r.original
+    }
+    shared.pointee.liveNodes.subtract(1, ordering: .relaxed)
+    rcuDropPending(shared, 1)
+}
+
+/// Frees a bucket array replaced by a resize, with every node in it, after
+/// a grace period. No writer touches a replaced array, so it is walked
+/// without locks.
+let rcuFreeArrayCallback: RCUCallback = { head in
+    QSBR.gracePeriodDidEnd()
+    Memb.gracePeriodDidEnd()
+    let array = UnsafeMutableRawPointer(head!)
+    let header = _RCUBucketArray.header(array)
+    let shared = header.pointee.shared
+    let freed = rcuReleaseChains(array, nodeSize: shared.pointee.nodeSize)
+    header.deinitialize(count: 1)
+    array.deallocate()
+    shared.pointee.liveNodes.subtract(freed, ordering: .relaxed)
+    rcuDropPending(shared, freed)
+}
+
+/// Drops `n` pending references; the last one frees the counters block
+/// (and the recycled nodes still on its stack).
+func rcuDropPending(_ shared: UnsafeMutablePointer<_RCUTableShared>, _ n: Int) {
+    // Acquiring-and-releasing: every earlier access to `shared` (by other
+    // callbacks and by the table) happens before the free below.
+    if shared.pointee.pending.subtract(n, ordering: .acquiringAndReleasing).newValue == 0 {
+        rcuFreeList(shared.pointee.freeNodes.exchange(nil, ordering: .acquiring))
+        shared.deinitialize(count: 1)
+        shared.deallocate()
+    }
+}
+
+/// Frees a list of recycled nodes (linked through their first word).
+func rcuFreeList(_ first: UnsafeMutableRawPointer?) {
+    var p = first
+    while let n = p {
+        p = n.load(as: UnsafeMutableRawPointer?.self)
+        n.deallocate()
+    }
+}
+
+/// Frees every node of every chain of `array` (no concurrent access) and
+/// returns how many.
+func rcuReleaseChains(_ array: UnsafeMutableRawPointer, nodeSize: Int) -> Int {
+    let mask = _RCUBucketArray.header(array).pointee.mask
+    let buckets = _RCUBucketArray.buckets(array)
+    var freed = 0
+    for i in 0...mask {
+        var p = buckets[i].load(ordering: .relaxed)
+        while let n = p {
+            p = rcuNodeHeader(n).pointee.next.load(ordering: .relaxed)
+            rcuPoisonNode(n, size: nodeSize)
+            n.deallocate()
+            freed += 1
+        }
+    }
+    return freed
+}
