@@ -335,10 +335,15 @@ public final class MailboxMesh: @unchecked Sendable {
 
     /// Parks `receiver` until a sender rings or the timeout passes, unless a
     /// message is already waiting or `otherWork()` says there is work.
-    /// Receiver role only.
-    public func park(_ receiver: Int, timeoutNanoseconds: Int? = nil,
+    /// Receiver role only. Spurious returns are possible: callers loop.
+    /// - Parameters:
+    ///   - timeout: the longest sleep (rounded up to nanoseconds); nil
+    ///     sleeps until rung.
+    ///   - otherWork: the receiver's other work sources, read with
+    ///     sequentially consistent loads (see ``Doorbell``).
+    public func park(_ receiver: Int, timeout: Duration? = nil,
                      otherWork: () -> Bool = { false }) {
-        doorbells[receiver].park(timeoutNanoseconds: timeoutNanoseconds) {
+        doorbells[receiver].park(timeout: timeout) {
             !hasIncoming(at: receiver) && !otherWork()
         }
     }
