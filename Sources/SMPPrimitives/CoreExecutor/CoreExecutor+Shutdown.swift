@@ -4,14 +4,16 @@ import Synchronization
 // cancels what is pending and ends, and what arrived too late is counted.
 
 extension CoreExecutor {
-
+    /// Asks the loop to stop once it finds nothing to do (the group's
+    /// shutdown; any thread).
     func requestStop(runPending: Bool) {
         stopRequest.store(runPending ? 1 : 2, ordering: .sequentiallyConsistent)
         doorbell.ring()
     }
 
+    /// Waits for the thread to end; returns what its final pass recorded.
     func join() -> CoreExecutorShutdownReport {
-        let t = thread.withLock { t -> PinnedThread? in
+        let t = thread.withLock { t -> PinnedThread<Void>? in
             defer { t = nil }
             return t
         }
@@ -78,7 +80,8 @@ extension CoreExecutor {
     }
 }
 
-/// What a shutdown did with work that was still pending.
+/// What a shutdown did with work that was still pending (summed over the
+/// group's executors by ``CoreExecutorGroup/shutdown(runPending:)``). A value.
 public struct CoreExecutorShutdownReport: Sendable, Equatable {
     /// Continuations that were pending and ran (early) during shutdown.
     public var continuationsRunAtShutdown = 0
@@ -89,6 +92,7 @@ public struct CoreExecutorShutdownReport: Sendable, Equatable {
     /// Jobs from foreign threads that arrived after it stopped (not run).
     public var foreignJobsUndelivered = 0
 
+    /// An empty report (all zero).
     public init() {}
 
     static func + (l: Self, r: Self) -> Self {

@@ -13,13 +13,21 @@ extension CoreExecutor {
     }
 }
 
-/// Counters of one executor (racy snapshot).
+/// Counters of one executor: a value, read by ``CoreExecutor/statistics``
+/// from any thread as a racy snapshot (each counter has one writer, the
+/// executor thread; the counters are not read at one instant).
 public struct CoreExecutorStatistics: Sendable {
+    /// Mailbox messages handled (jobs from other executors included).
     public var messagesHandled = 0
+    /// Jobs run from the foreign (non-executor) queue.
     public var foreignJobsRun = 0
+    /// Continuation bodies run.
     public var continuationsRun = 0
+    /// The sum of what the pollers reported doing.
     public var pollerWork = 0
+    /// Times the executor parked on its doorbell.
     public var parks = 0
+    /// Loop passes.
     public var loopPasses = 0
     /// Counters of the rings into this executor.
     public var mailbox = MailboxStatistics()

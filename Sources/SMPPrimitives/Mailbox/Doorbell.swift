@@ -55,6 +55,8 @@ public final class Doorbell: @unchecked Sendable {
     /// Whether this process may use the asymmetric fence (registered once).
     static let membarrierAvailable: Bool = smp_membarrier_register() == 0
 
+    /// A doorbell whose owner is running. The first doorbell of the
+    /// process registers it for expedited `membarrier` (one system call).
     public init() {
         asymmetric = Doorbell.membarrierAvailable
         region = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)

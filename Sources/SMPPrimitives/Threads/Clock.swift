@@ -8,35 +8,33 @@ import Glibc
 /// Monotonic time in nanoseconds (`CLOCK_MONOTONIC`: never jumps, does not
 /// count suspend). Only differences are meaningful. Any thread.
 @inlinable
-public func monotonicNanoseconds() -> Int {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec &* 1_000_000_000 &+ ts.tv_nsec
-}
+public func monotonicNanoseconds() -> Int { nanoseconds(of: CLOCK_MONOTONIC) }
 
 /// Monotonic time in seconds (see ``monotonicNanoseconds()``). Any thread.
 @inlinable
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
+public func monotonicSeconds() -> Double { seconds(of: CLOCK_MONOTONIC) }
 
 /// CPU time the calling thread has used, in nanoseconds
 /// (`CLOCK_THREAD_CPUTIME_ID`). Only the calling thread's own.
 @inlinable
-public func threadCPUNanoseconds() -> Int {
-    var ts = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-    return ts.tv_sec &* 1_000_000_000 &+ ts.tv_nsec
-}
+public func threadCPUNanoseconds() -> Int { nanoseconds(of: CLOCK_THREAD_CPUTIME_ID) }
 
 /// CPU time the calling thread has used, in seconds (see
 /// ``threadCPUNanoseconds()``).
 @inlinable
-public func threadCPUSeconds() -> Double {
+public func threadCPUSeconds() -> Double { seconds(of: CLOCK_THREAD_CPUTIME_ID) }
+
+@usableFromInline @inline(__always)
+func nanoseconds(of clock: clockid_t) -> Int {
     var ts = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    clock_gettime(clock, &ts)
+    return ts.tv_sec &* 1_000_000_000 &+ ts.tv_nsec
+}
+
+@usableFromInline @inline(__always)
+func seconds(of clock: clockid_t) -> Double {
+    var ts = timespec()
+    clock_gettime(clock, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 

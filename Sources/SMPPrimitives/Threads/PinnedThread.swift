@@ -139,6 +139,7 @@ public final class SpinBarrier: Sendable {
     private let arrived = Atomic<Int>(0)
     private let generation = Atomic<Int>(0)
 
+    /// A barrier for `parties` threads (at least 1).
     public init(parties: Int) {
         precondition(parties > 0)
         self.parties = parties

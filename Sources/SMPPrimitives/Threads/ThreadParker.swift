@@ -46,34 +46,41 @@ import Synchronization
 ///
 /// A `~Copyable` struct so that the `armed` word lives inline in its owner
 /// (for example next to a socket's queue on its hot cache line): producers
-/// check it without touching another object. The mutex, condition and the
-/// async waiter's slot are in one separate allocation.
+/// check it without touching another object. The sleeping side (mutex and
+/// condition) and the async waiter's slot are separate allocations.
 public struct ThreadParker: ~Copyable, @unchecked Sendable {
-    // @unchecked Sendable: `armed` is atomic; `sleep` points to memory this
-    // value owns for its whole life, whose mutex and condition are
-    // thread-safe and whose `asyncWaiter` is read and written only while
-    // holding that mutex.
+    // @unchecked Sendable: `armed` is atomic; `sleep` and `asyncWaiter`
+    // point to memory this value owns for its whole life: `sleep` is never
+    // written after `init` (its mutex and condition are thread-safe), and
+    // `asyncWaiter` is read and written only while holding that mutex.
     @usableFromInline let armed = Atomic<Int>(0)
     private let sleep: UnsafeMutablePointer<Sleep>
+    /// A suspended ``parkAsync()`` caller, guarded by `sleep.mutex`. Its own
+    /// allocation: writing it must not be a (formal) write of `Sleep`,
+    /// which other threads read, unlocked, to reach the mutex.
+    private let asyncWaiter: UnsafeMutablePointer<CheckedContinuation<Void, Never>?>
 
     /// The sleeping side: what only a parking waiter and a ringer that
     /// found it armed touch.
     private struct Sleep: ~Copyable {
         let mutex = PthreadMutex()
         let condition = PthreadCondition()
-        /// A suspended ``parkAsync()`` caller, guarded by `mutex`.
-        var asyncWaiter: CheckedContinuation<Void, Never>? = nil
     }
 
-    /// Creates a parker with no waiter (one allocation for the sleeping side).
+    /// Creates a parker with no waiter (a few allocations for the sleeping
+    /// side, never touched while nobody parks).
     public init() {
         sleep = .allocate(capacity: 1)
         sleep.initialize(to: Sleep())
+        asyncWaiter = .allocate(capacity: 1)
+        asyncWaiter.initialize(to: nil)
     }
 
     deinit {
         sleep.deinitialize(count: 1)
         sleep.deallocate()
+        asyncWaiter.deinitialize(count: 1)
+        asyncWaiter.deallocate()
     }
 
     /// Waiter: announces the intent to park. Follow it with a re-check of
@@ -127,16 +134,16 @@ public struct ThreadParker: ~Copyable, @unchecked Sendable {
     /// Waiter (async task): suspends until rung; resumes at once if it
     /// already was. Never hold an RCU read section across this call.
     public func parkAsync() async {
-        // A copy of the pointer: the closure must not capture `self` (a
+        // Copies of the pointers: the closure must not capture `self` (a
         // noncopyable value) across the suspension.
-        let sleep = self.sleep
+        let sleep = self.sleep, slot = self.asyncWaiter
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             sleep.pointee.mutex.lock()
             if armed.load(ordering: .acquiring) == 0 {
                 sleep.pointee.mutex.unlock()
                 c.resume()
             } else {
-                sleep.pointee.asyncWaiter = c
+                slot.pointee = c
                 sleep.pointee.mutex.unlock()
             }
         }
@@ -163,7 +170,7 @@ public struct ThreadParker: ~Copyable, @unchecked Sendable {
         // release publishes the ringer's work to the waiter's acquire.
         guard armed.exchange(0, ordering: .acquiringAndReleasing) != 0 else { return false }
         sleep.pointee.mutex.lock()
-        let waiter = sleep.pointee.asyncWaiter.take()
+        let waiter = asyncWaiter.pointee.take()
         sleep.pointee.condition.signal()
         sleep.pointee.mutex.unlock()
         waiter?.resume()
