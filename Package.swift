@@ -62,7 +62,7 @@ let package = Package(
         ),
         .target(
             name: "PacketIO",
-            dependencies: ["FastDemux", "CPcap", "CPacketIO"]
+            dependencies: ["SMPPrimitives", "FastDemux", "CPcap", "CPacketIO"]
         ),
 
         // MARK: Internal (package access; no products)
@@ -99,7 +99,7 @@ let package = Package(
         ),
         .testTarget(name: "SMPPrimitivesTests", dependencies: ["SMPPrimitives"]),
         .testTarget(name: "FastDemuxTests", dependencies: ["FastDemux", "SMPPrimitives", "TestSupport"]),
-        .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "FastDemux", "CPacketIO", "TestSupport"]),
+        .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "FastDemux", "SMPPrimitives", "CPacketIO", "TestSupport"]),
         .testTarget(
             name: "DemuxLabTests",
             dependencies: ["DemuxLab", "PacketIO", "FastDemux", "SMPPrimitives", "TestSupport"]

@@ -196,7 +196,7 @@ public final class DemuxSession {
         let consumer = PinnedThread(cpu: configuration.pin ? 1 : nil, name: "demux-consumer") {
             state.consume()
         }
-        var workerThreads: [PinnedThread] = []
+        var workerThreads: [PinnedThread<Void>] = []
         if configuration.workers > 1 {
             for k in 0..<configuration.workers {
                 workerThreads.append(PinnedThread(cpu: configuration.pin ? k : nil, name: "demux-input-\(k)") {
@@ -219,7 +219,9 @@ public final class DemuxSession {
     }
 }
 
-/// Moves a non-Sendable source to the reader thread and back.
+/// Moves a non-Sendable source to the reader thread and back. (A `sending`
+/// thread body cannot hand a value it captured back as its `sending`
+/// result: the region checker keeps captures in the closure's region.)
 // @unchecked Sendable: the caller blocks in join while the reader thread
 // uses the source; the thread start and join order every access.
 private final class SourceBox<Source: PacketSource>: @unchecked Sendable {
@@ -380,7 +382,7 @@ final class SessionState: @unchecked Sendable {
         var spareCount = 0
         var pending: CapturedFrame?
         var ended = false
-        let t0 = monotonicNow()
+        let t0 = monotonicSeconds()
         var nextProgress = t0 + config.progressInterval
 
         // Handles one frame; returns false if it needs a buffer and none is
@@ -474,7 +476,7 @@ final class SessionState: @unchecked Sendable {
                 input.quiescent()
                 if let progress {
                     // One clock read per burst (vDSO, ~20 ns): negligible.
-                    let now = monotonicNow()
+                    let now = monotonicSeconds()
                     if now >= nextProgress {
                         nextProgress = now + config.progressInterval
                         progress(SessionProgress(frames: framesIn, bytes: bytesIn, seconds: now - t0))
@@ -485,7 +487,7 @@ final class SessionState: @unchecked Sendable {
             readerError = error
         }
         for i in 0..<spareCount { cache.free(spare[i]) }
-        seconds = monotonicNow() - t0
+        seconds = monotonicSeconds() - t0
         readerStats = input.stats
         // Releasing: the workers acquire it and then see every put.
         readerDoneFlag.store(true, ordering: .releasing)
@@ -630,8 +632,3 @@ func backoff() {
     usleep(20)
 }
 
-func monotonicNow() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}

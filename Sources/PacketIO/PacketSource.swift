@@ -1,5 +1,6 @@
 import FastDemux
 import Glibc
+import SMPPrimitives
 import Synchronization
 
 /// Where a ``DemuxSession`` gets its frames: a capture file, a live TUN
@@ -69,7 +70,7 @@ public final class TUNPacketSource: PacketSource, @unchecked Sendable {
     public init(device: TUNDevice, duration: Double? = nil, count: Int? = nil) {
         self.device = device
         self.buffer = .allocate(byteCount: TUNDevice.maximumPacketSize, alignment: 16)
-        self.deadline = duration.map { Self.now() + $0 }
+        self.deadline = duration.map { monotonicSeconds() + $0 }
         self.maxPackets = count
     }
 
@@ -98,20 +99,14 @@ public final class TUNPacketSource: PacketSource, @unchecked Sendable {
                                      wireLength: n,
                                      bytes: UnsafeRawBufferPointer(start: buffer.baseAddress, count: n))
             }
-            var slice: Int32 = 100
+            var slice = Duration.milliseconds(100)
             if let deadline {
-                let left = deadline - Self.now()
+                let left = deadline - monotonicSeconds()
                 if left <= 0 { return nil }
-                slice = Int32(min(100, max(1, left * 1000)))
+                slice = .milliseconds(min(100, max(1, Int(left * 1000))))
             }
-            _ = try device.wait(timeoutMilliseconds: slice)
+            _ = try device.wait(timeout: slice)
         }
         return nil
-    }
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 }

@@ -1,6 +1,7 @@
 import FastDemux
 import CPacketIO
 import Glibc
+import SMPPrimitives
 import Synchronization
 
 /// An error from a TUN device call: the operation and its `errno`.
@@ -43,7 +44,7 @@ public struct TUNError: Error, CustomStringConvertible, Sendable, Equatable {
 /// queue are not meant to be split between threads); writes may come from
 /// any thread (each `write` is one atomic packet injection). ``close()`` must
 /// only be called once no thread is inside ``read(into:)`` or
-/// ``wait(timeoutMilliseconds:)`` — the descriptor number could otherwise be
+/// ``wait(timeout:)`` — the descriptor number could otherwise be
 /// reused under them. Each read or write is one system call.
 public final class TUNDevice: Sendable {
     /// The interface name the kernel gave the device (as asked, or tunN).
@@ -88,12 +89,15 @@ public final class TUNDevice: Sendable {
         }
     }
 
-    /// Waits until a packet can be read or `timeoutMilliseconds` pass
-    /// (negative: forever). Returns true if a packet is ready.
-    public func wait(timeoutMilliseconds: Int32) throws(TUNError) -> Bool {
+    /// Waits until a packet can be read or `timeout` passes (rounded up to
+    /// whole milliseconds, `poll`'s unit; nil: forever; zero: just looks).
+    /// The reader thread; one `poll` system call.
+    /// - Returns: true if a packet is ready.
+    public func wait(timeout: Duration?) throws(TUNError) -> Bool {
         var p = pollfd(fd: fileDescriptor, events: Int16(POLLIN), revents: 0)
+        let milliseconds = timeout.map { Int32(clamping: $0.millisecondsRoundedUp) } ?? -1
         while true {
-            let r = poll(&p, 1, timeoutMilliseconds)
+            let r = poll(&p, 1, milliseconds)
             if r >= 0 { return r > 0 }
             if errno == EINTR { continue }
             throw TUNError(operation: "poll \(name)", code: errno)

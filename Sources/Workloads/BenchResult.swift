@@ -135,22 +135,6 @@ func format2(_ v: Double) -> String {
     return String(r)
 }
 
-/// Monotonic time in seconds.
-@inline(__always)
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
-/// Monotonic time in nanoseconds.
-@inline(__always)
-public func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-}
-
 /// A note to add when a workload names more CPUs than this machine has.
 public func pinningNote(requiredCPUs: Int) -> String? {
     let n = onlineCPUCountForNote

@@ -155,7 +155,7 @@ private func deferKcont(_ options: WorkloadOptions) -> BenchResult {
     let driver = PinnedThread(cpu: 0, name: "defer-driver") {
         let r = refs.withUnsafeBufferPointer { cs in
             drive(n: n, items: deferItems, ledger: ledger, cap: options.capSeconds) { i in
-                cs[i]._withUnsafeGuaranteedRef { $0.schedule(afterMilliseconds: deferDelayMs) }
+                cs[i]._withUnsafeGuaranteedRef { $0.schedule(after: .milliseconds(deferDelayMs)) }
             }
         }
         out.withLock { $0 = r }
@@ -168,7 +168,7 @@ private func deferKcont(_ options: WorkloadOptions) -> BenchResult {
     withExtendedLifetime(conts) {}
     return deferResult(impl: "kcont", planned: n, done: done, seconds: secs, accepted: accepted,
                        ledger: ledger, settled: settled, overheadNs: overhead,
-                       note: "KernelContinuation.schedule(afterMilliseconds: 1) from a plain pinned thread; worker = CoreExecutor on CPU 1 (hierarchical timer wheel, MPSC hand-off); coalesced path = fence + load; ns_per_op includes the driver loop (loop_overhead_ns); executor parks \(stats.parks), loop passes \(stats.loopPasses), runs \(stats.continuationsRun)")
+                       note: "KernelContinuation.schedule(after: .milliseconds(1)) from a plain pinned thread; worker = CoreExecutor on CPU 1 (hierarchical timer wheel, MPSC hand-off); coalesced path = fence + load; ns_per_op includes the driver loop (loop_overhead_ns); executor parks \(stats.parks), loop passes \(stats.loopPasses), runs \(stats.continuationsRun)")
 }
 
 // MARK: - baselines: per-item pending flags + a submit function
@@ -201,7 +201,7 @@ final class DeferPendingFlags: @unchecked Sendable {
 /// A baseline's worker: `submit(i, dueNs)` hands an accepted schedule over;
 /// `finish()` stops it after everything submitted has run.
 struct DeferWorker: Sendable {
-    var submit: @Sendable (Int, UInt64) -> Void
+    var submit: @Sendable (Int, Int) -> Void
     var finish: @Sendable () -> Void
     var note: String
 }
@@ -217,7 +217,7 @@ private func deferBaseline(_ options: WorkloadOptions, impl: String,
     let driver = PinnedThread(cpu: 0, name: "defer-driver") {
         let r = drive(n: n, items: deferItems, ledger: ledger, cap: options.capSeconds) { i in
             guard pending.trySetPending(i) else { return false }
-            worker.submit(i, monotonicNanoseconds() &+ UInt64(deferDelayMs) * 1_000_000)
+            worker.submit(i, monotonicNanoseconds() &+ deferDelayMs * 1_000_000)
             return true
         }
         out.withLock { $0 = r }
@@ -284,7 +284,7 @@ private func makeDeferActor(_ ledger: DeferLedger, _ pending: DeferPendingFlags)
 }
 
 private func makeDeferAsyncStream(_ ledger: DeferLedger, _ pending: DeferPendingFlags) -> DeferWorker {
-    let (stream, cont) = AsyncStream<(Int, UInt64)>.makeStream()
+    let (stream, cont) = AsyncStream<(Int, Int)>.makeStream()
     let consumer = Task {
         for await (i, due) in stream {
             let now = monotonicNanoseconds()
@@ -306,11 +306,11 @@ private final class DeferCondWorker: @unchecked Sendable {
     // @unchecked: `queue`, `waiting` and `stop` are accessed with the
     // monitor locked.
     let monitor = PThreadMonitor()
-    var queue = Deque<(Int, UInt64)>()
+    var queue = Deque<(Int, Int)>()
     var waiting = false
     var stop = false
 
-    func submit(_ i: Int, _ due: UInt64) {
+    func submit(_ i: Int, _ due: Int) {
         monitor.lock()
         queue.append((i, due))
         // Only an idle (untimed) waiter needs the signal: a timed waiter

@@ -430,28 +430,21 @@ private final class MutexDequeSocket: Sendable {
     let droppedFull = Atomic<Int>(0)
 }
 
-/// A value behind a pthread mutex (see the file header for why not
+/// A value behind a ``PthreadMutex`` (see the file header for why not
 /// Synchronization.Mutex here).
 final class PthreadLocked<Value>: @unchecked Sendable {
-    // @unchecked Sendable: `value` is only touched between lock and unlock.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    // @unchecked Sendable: `value` is only touched while holding `mutex`.
+    private let mutex = PthreadMutex()
     private var value: Value
 
     init(_ value: Value) {
         self.value = value
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
     }
 
     @inline(__always)
     func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        mutex.lock()
+        defer { mutex.unlock() }
         return try body(&value)
     }
 }
@@ -582,9 +575,3 @@ private func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, report: DemuxR
     for (i, s) in sockets.enumerated() { report.dropFull[i] = s.droppedFull.load(ordering: .relaxed) }
 }
 
-/// CPU time used by the calling thread (CLOCK_THREAD_CPUTIME_ID).
-func threadCPUSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}

@@ -204,7 +204,7 @@ private func streamMailbox(_ options: WorkloadOptions) -> BenchResult {
                     for _ in 0..<32 { spinLoopHint() }
                 } else {
                     idle = 0
-                    mesh.park(1, timeoutNanoseconds: 1_000_000)
+                    mesh.park(1, timeout: .milliseconds(1))
                 }
                 continue
             }
@@ -259,7 +259,7 @@ private final class DispatchPingState: @unchecked Sendable {
     // @unchecked: touched only from blocks on the two serial queues, which
     // run one at a time in a causal chain (each hop enqueues the next).
     var i = 0
-    var t0: UInt64 = 0
+    var t0 = 0
     var errors = 0
     var start = 0.0
 }
@@ -469,34 +469,19 @@ private func streamAsyncStream(_ options: WorkloadOptions) -> BenchResult {
 
 // MARK: - mutex + condition variable
 
-/// A pthread mutex + condition variable (CLOCK_MONOTONIC for timed waits).
-final class PThreadMonitor: @unchecked Sendable {
-    // @unchecked: the pthread objects are used only through their API.
-    let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    init() {
-        pthread_mutex_init(mutex, nil)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(cond, &attr)
-        pthread_condattr_destroy(&attr)
+/// A pthread mutex + condition variable (CLOCK_MONOTONIC for timed waits):
+/// the classic monitor the doorbell is compared with.
+final class PThreadMonitor: Sendable {
+    let mutex = PthreadMutex()
+    let condition = PthreadCondition()
+    func lock() { mutex.lock() }
+    func unlock() { mutex.unlock() }
+    func wait() { condition.wait(mutex) }
+    /// Waits until the monotonic time `deadline` (nanoseconds) at the latest.
+    func wait(untilNanoseconds deadline: Int) {
+        condition.wait(mutex, untilMonotonicNanoseconds: deadline)
     }
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        cond.deallocate()
-        mutex.deallocate()
-    }
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
-    func wait() { pthread_cond_wait(cond, mutex) }
-    /// Waits until the monotonic time `deadlineNs` at the latest.
-    func wait(untilNanoseconds deadlineNs: UInt64) {
-        var ts = timespec(tv_sec: Int(deadlineNs / 1_000_000_000), tv_nsec: Int(deadlineNs % 1_000_000_000))
-        pthread_cond_timedwait(cond, mutex, &ts)
-    }
-    func signal() { pthread_cond_signal(cond) }
+    func signal() { condition.signal() }
 }
 
 /// A 1024-slot ring under a PThreadMonitor; signals only a waiting peer.

@@ -474,16 +474,13 @@ func runRCULookup<T: RCUBenchTable>(_: T.Type, _ options: WorkloadOptions) -> Be
     defer { inputs.free() }
     let table = T(keys: inputs.keys)
     let barrier = SpinBarrier(parties: 2)
-    let results = Mutex<[RCUReaderResult]>([RCUReaderResult(), RCUReaderResult()])
     let cap = options.capSeconds
     let threads = (0..<2).map { tid in
         PinnedThread(cpu: tid, name: "rcu-reader-\(tid)") {
-            let r = rcuReaderLoop(table, inputs, inputs.sequences[tid], barrier: barrier, cap: cap)
-            results.withLock { $0[tid] = r }
+            rcuReaderLoop(table, inputs, inputs.sequences[tid], barrier: barrier, cap: cap)
         }
     }
-    for t in threads { t.join() }
-    let rs = results.withLock { $0 }
+    let rs = threads.map { $0.join() }
     let bad = table.verify(keys: inputs.keys)
     table.destroy()
     let seconds = max(rs[0].t1, rs[1].t1) - min(rs[0].t0, rs[1].t0)
@@ -519,16 +516,15 @@ func runRCUChurn<T: RCUBenchTable>(_: T.Type, _ options: WorkloadOptions) -> Ben
     let table = T(keys: inputs.keys)
     let barrier = SpinBarrier(parties: 2)
     let readerDone = Atomic<Bool>(false)
-    let reader = Mutex(RCUReaderResult())
-    let writer = Mutex(RCUWriterResult())
     let cap = options.capSeconds
-    let r = PinnedThread(cpu: 0, name: "rcu-reader") {
+    // @Sendable: both threads share the `readerDone` atomic.
+    let r = PinnedThread(cpu: 0, name: "rcu-reader") { @Sendable in
         let res = rcuReaderLoop(table, inputs, inputs.sequences[0], barrier: barrier, cap: cap)
         // Release: the writer stops after seeing it (nothing else to order).
         readerDone.store(true, ordering: .releasing)
-        reader.withLock { $0 = res }
+        return res
     }
-    let w = PinnedThread(cpu: 1, name: "rcu-writer") {
+    let w = PinnedThread(cpu: 1, name: "rcu-writer") { @Sendable in
         var res = RCUWriterResult()
         var rng = Xoshiro256StarStar(seed: 0x5eed_0300)
         let keys = inputs.keys
@@ -542,12 +538,10 @@ func runRCUChurn<T: RCUBenchTable>(_: T.Type, _ options: WorkloadOptions) -> Ben
         }
         res.t1 = monotonicSeconds()
         table.writerLeave()
-        writer.withLock { $0 = res }
+        return res
     }
-    r.join()
-    w.join()
-    let rr = reader.withLock { $0 }
-    let wr = writer.withLock { $0 }
+    let rr = r.join()
+    let wr = w.join()
     let bad = table.verify(keys: inputs.keys)
     let peak = table.pendingReclaimPeak
     table.destroy()

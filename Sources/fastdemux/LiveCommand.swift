@@ -75,7 +75,7 @@ struct LiveCommand: ParsableCommand {
 final class InterruptStopper: Sendable {
     private final class Flag: Sendable { let value = Atomic<Bool>(false) }
     private let done = Flag()
-    private let thread: PinnedThread
+    private let thread: PinnedThread<Void>
 
     init(_ source: TUNPacketSource) {
         var set = sigset_t()

@@ -229,15 +229,15 @@ struct DemuxTests {
         defer { group.shutdown() }
         let demux = Demux<Memb>()
         func waitFor(_ cond: () -> Bool) {
-            let deadline = monotonicNanosecondsForTests() + 5_000_000_000
-            while !cond() && monotonicNanosecondsForTests() < deadline { sched_yield() }
+            let deadline = monotonicNanoseconds() + 5_000_000_000
+            while !cond() && monotonicNanoseconds() < deadline { sched_yield() }
         }
 
         // UDP: bursts within the delay coalesce into one schedule.
         let u = demux.makeSocket(.udp)
         try u.bind(InetEndpoint(v4("10.0.0.1"), 9))
         let runs = Atomic<Int>(0)
-        u.attachWorker(on: group.executor(for: 0), delayMilliseconds: 300) { sock in
+        u.attachWorker(on: group.executor(for: 0), delay: .milliseconds(300)) { sock in
             runs.add(1, ordering: .relaxed)
             _ = sock.receive(upTo: 100) { _ in }
         }
@@ -260,7 +260,7 @@ struct DemuxTests {
         // contended path of Synchronization.Mutex and would report a race.
         let owedCount = Atomic<Int>(0)
         let owedAck = Atomic<UInt32>(0)
-        t.attachWorker(on: group.executor(for: 0), delayMilliseconds: 300,
+        t.attachWorker(on: group.executor(for: 0), delay: .milliseconds(300),
                        emitACK: { a in
                            #expect(a.key == tkey && !a.duplicate)
                            owedAck.store(a.ackNumber, ordering: .relaxed)

@@ -13,9 +13,9 @@ func readPackets(from tun: TUNDevice, seconds: Double, until enough: ([[UInt8]])
     var packets: [[UInt8]] = []
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: TUNDevice.maximumPacketSize, alignment: 16)
     defer { buffer.deallocate() }
-    let deadline = monotonicSecondsForTests() + seconds
-    while !enough(packets) && monotonicSecondsForTests() < deadline {
-        guard try tun.wait(timeoutMilliseconds: 50) else { continue }
+    let deadline = monotonicSeconds() + seconds
+    while !enough(packets) && monotonicSeconds() < deadline {
+        guard try tun.wait(timeout: .milliseconds(50)) else { continue }
         while let n = try tun.read(into: buffer) {
             packets.append(Array(buffer[..<n]))
         }

@@ -36,6 +36,38 @@ import Testing
         #expect(a.call { a.call { 5 } } == 5)
     }
 
+    /// `execute` and `call` take `sending` closures and `call` returns a
+    /// `sending` result: non-Sendable values cross without boxes.
+    @Test func nonSendableValuesCrossInCallsAndJobs() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let b = group.executor(for: 1)
+        let bag = NonSendableBag()
+        bag.items = [1]
+        let fromSync = b.call { [bag] () -> NonSendableBag in
+            let out = NonSendableBag()
+            out.items = bag.items + [b.isCurrent ? 2 : -1]
+            return out
+        }
+        #expect(fromSync.items == [1, 2])
+        let seen = KAtomicInts(1)
+        let jobBag = NonSendableBag()
+        jobBag.items = [5, 6]
+        b.execute { [jobBag] in seen[0] = jobBag.items.reduce(0, +) }
+        #expect(waitFor { seen[0] == 11 })
+    }
+
+    @Test func nonSendableResultOfAnAsyncCall() async {
+        let group = CoreExecutorGroup(count: 1)
+        defer { group.shutdown() }
+        let fromAsync = await group.call(on: 0) { () -> NonSendableBag in
+            let out = NonSendableBag()
+            out.items = [CoreExecutor.current?.core ?? -1]
+            return out
+        }
+        #expect(fromAsync.items == [0])
+    }
+
     @Test func asyncCallAndTaskExecutorPreference() async {
         let group = CoreExecutorGroup(count: 2)
         defer { group.shutdown() }
@@ -128,7 +160,7 @@ import Testing
             let conts = (0..<10).map { i in
                 KernelContinuation(on: group.executor(for: i)) { runs.add(0) }
             }
-            for c in conts { c.schedule(afterMilliseconds: 60_000) }
+            for c in conts { c.schedule(after: .seconds(60)) }
             for e in group.executors { e.execute { runs.add(1) } }
             #expect(waitFor { runs[1] == 2 })
             usleep(10_000)

@@ -5,9 +5,9 @@ import Testing
 
 /// Waits (polling) until `condition` holds or `seconds` pass.
 func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = monotonicNanos() + Int(seconds * 1e9)
+    let deadline = monotonicNanoseconds() + Int(seconds * 1e9)
     while !condition() {
-        if monotonicNanos() > deadline { return false }
+        if monotonicNanoseconds() > deadline { return false }
         usleep(500)
     }
     return true
@@ -36,15 +36,15 @@ func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
         defer { group.shutdown() }
         let runs = KAtomicInts(1)
         let c = KernelContinuation(on: group.executor(for: 0)) { runs.add(0) }
-        #expect(c.schedule(afterMilliseconds: 50))
-        #expect(!c.schedule(afterMilliseconds: 50))
+        #expect(c.schedule(after: .milliseconds(50)))
+        #expect(!c.schedule(after: .milliseconds(50)))
         #expect(!c.schedule())
         #expect(c.isPending)
         #expect(waitFor { runs[0] == 1 })
         usleep(100_000)
         #expect(runs[0] == 1)
         // A new period after the run.
-        #expect(c.schedule(afterMilliseconds: 1))
+        #expect(c.schedule(after: .milliseconds(1)))
         #expect(waitFor { runs[0] == 2 })
     }
 
@@ -52,15 +52,19 @@ func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
         let group = CoreExecutorGroup(count: 1)
         defer { group.shutdown() }
         let ranAt = KAtomicInts(1)
-        let c = KernelContinuation(on: group.executor(for: 0)) { ranAt[0] = monotonicNanos() }
-        for delay in [5, 30, 300] {
+        let c = KernelContinuation(on: group.executor(for: 0)) { ranAt[0] = monotonicNanoseconds() }
+        // Sub-millisecond delays round up to whole ticks (1.5 ms -> 2).
+        let delays: [(Duration, ticks: Int)] = [
+            (.milliseconds(5), 5), (.milliseconds(30), 30), (.milliseconds(300), 300), (.microseconds(1_500), 2),
+        ]
+        for (delay, ticks) in delays {
             ranAt[0] = 0
-            let t0 = monotonicNanos()
-            #expect(c.schedule(afterMilliseconds: delay))
+            let t0 = monotonicNanoseconds()
+            #expect(c.schedule(after: delay))
             #expect(waitFor { ranAt[0] != 0 })
             let elapsedMs = Double(ranAt[0] - t0) / 1e6
-            // Tick granularity: at least delay - 1 ms.
-            #expect(elapsedMs >= Double(delay - 1), "delay \(delay) ran after \(elapsedMs) ms")
+            // Tick granularity: at least ticks - 1 ms.
+            #expect(elapsedMs >= Double(ticks - 1), "delay \(delay) ran after \(elapsedMs) ms")
         }
     }
 
@@ -70,15 +74,15 @@ func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
         let runs = KAtomicInts(1)
         let c = KernelContinuation(on: group.executor(for: 0)) { runs.add(0) }
         #expect(!c.cancel())
-        #expect(c.schedule(afterMilliseconds: 40))
+        #expect(c.schedule(after: .milliseconds(40)))
         #expect(c.cancel())
         #expect(!c.isPending)
         usleep(120_000)
         #expect(runs[0] == 0)
         // Cancel, then schedule again before the owner saw either.
-        #expect(c.schedule(afterMilliseconds: 30))
+        #expect(c.schedule(after: .milliseconds(30)))
         #expect(c.cancel())
-        #expect(c.schedule(afterMilliseconds: 1))
+        #expect(c.schedule(after: .milliseconds(1)))
         #expect(waitFor { runs[0] == 1 })
         usleep(80_000)
         #expect(runs[0] == 1)
@@ -184,14 +188,14 @@ func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
                         case 0: conts[i].cancel()
                         default:
                             stamp.add(i)
-                            conts[i].schedule(afterMilliseconds: Int.random(in: 0...2, using: &rng))
+                            conts[i].schedule(after: .milliseconds(Int.random(in: 0...2, using: &rng)))
                         }
                     }
                     barrier.wait()
                     // The last operations: schedules only.
                     for i in stride(from: me, to: items, by: threads) {
                         stamp.add(i)
-                        conts[i].schedule(afterMilliseconds: 1)
+                        conts[i].schedule(after: .milliseconds(1))
                     }
                 }
             }

@@ -107,9 +107,9 @@ func environmentInt(_ name: String) -> Int? {
                     while received < target {
                         drain()
                         if received >= target { break }
-                        let t0 = monotonicNanos()
-                        mesh.park(me, timeoutNanoseconds: 2_000_000_000)
-                        if monotonicNanos() - t0 > 1_900_000_000 && mesh.hasIncoming(at: me) {
+                        let t0 = monotonicNanoseconds()
+                        mesh.park(me, timeout: .seconds(2))
+                        if monotonicNanoseconds() - t0 > 1_900_000_000 && mesh.hasIncoming(at: me) {
                             errors.add(2)
                         }
                     }
@@ -181,15 +181,15 @@ func environmentInt(_ name: String) -> Int? {
             }
         }
         var last = -1
-        var lastChange = monotonicNanos()
+        var lastChange = monotonicNanoseconds()
         var stalled = false
         while progress[2] < 2 {
             usleep(20_000)
             let p = progress[0]
             if p != last {
                 last = p
-                lastChange = monotonicNanos()
-            } else if monotonicNanos() - lastChange > 10_000_000_000 {
+                lastChange = monotonicNanoseconds()
+            } else if monotonicNanoseconds() - lastChange > 10_000_000_000 {
                 stalled = true
                 mesh.doorbell(of: 0).ring()
                 mesh.doorbell(of: 1).ring()
@@ -208,9 +208,3 @@ func environmentInt(_ name: String) -> Int? {
 }
 
 let mailboxTestSum = Atomic<Int>(0)
-
-func monotonicNanos() -> Int {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}

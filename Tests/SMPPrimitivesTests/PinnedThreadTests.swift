@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 import Testing
 @testable import SMPPrimitives
@@ -37,6 +38,38 @@ import Testing
         #expect(errors.count.load(ordering: .relaxed) == 0)
     }
 
+    @Test func joinHandsOverTheBodysResult() {
+        let t = PinnedThread(name: "t-sum") { (1...100).reduce(0, +) }
+        #expect(t.join() == 5050)
+    }
+
+    /// Values that are not `Sendable` move in (captured by the `sending`
+    /// body) and out (the `sending` result) without a box.
+    @Test func nonSendableValuesMoveInAndOut() {
+        let bag = NonSendableBag()
+        bag.items = [1, 2]
+        let t = PinnedThread(name: "t-bag") { [bag] () -> NonSendableBag in
+            bag.items.append(3)
+            let out = NonSendableBag()
+            out.items = bag.items.map { $0 * 10 }
+            return out
+        }
+        let out = t.join()
+        out.items.append(40)
+        #expect(out.items == [10, 20, 30, 40])
+    }
+
+    @Test func deinitJoinsAThreadNobodyJoined() {
+        let box = CounterBox()
+        do {
+            _ = PinnedThread(name: "t-unjoined") {
+                usleep(20_000)
+                box.count.store(1, ordering: .releasing)
+            }
+        }
+        #expect(box.count.load(ordering: .acquiring) == 1)
+    }
+
     @Test func cpuCountIsPositive() {
         #expect(onlineCPUCount >= 1)
     }
@@ -51,4 +84,9 @@ final class SlotArray: Sendable {
     init(count: Int) { slots = (0..<count).map { _ in CounterBox() } }
     func store(_ i: Int, _ v: Int) { slots[i].count.store(v, ordering: .relaxed) }
     func load(_ i: Int) -> Int { slots[i].count.load(ordering: .relaxed) }
+}
+
+/// Deliberately not `Sendable`.
+final class NonSendableBag {
+    var items: [Int] = []
 }

@@ -63,7 +63,7 @@ private enum StressFlavor {
             let tally = RCUStressTally()
             tally.writersRunning.store(writers, ordering: .relaxed)
             let barrier = SpinBarrier(parties: threads)
-            var pool: [PinnedThread] = []
+            var pool: [PinnedThread<Void>] = []
             for w in 0..<writers {
                 pool.append(PinnedThread(cpu: w, name: "rcu-w\(w)") {
                     StressFlavor.enter(F.self)

@@ -23,7 +23,7 @@ import Testing
         let ran = Atomic<Int>(0)
         let cores = CoreExecutorGroup()
         let flush = KernelContinuation(on: cores.executor(for: 1)) { ran.add(1, ordering: .relaxed) }
-        #expect(flush.schedule(afterMilliseconds: 10))
+        #expect(flush.schedule(after: .milliseconds(10)))
         let answer = cores.call(on: 1) { 6 * 7 }
         cores.shutdown()
         #expect(answer == 42)

@@ -169,12 +169,6 @@ package func startTCPConnect(from sourcePort: UInt16, to destination: String, po
 }
 
 
-package func monotonicSecondsForTests() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
 /// The fields of a raw IPv4 UDP/TCP packet the tests look at (parsed by
 /// hand, independent of the parser under test).
 package struct RawIPv4 {

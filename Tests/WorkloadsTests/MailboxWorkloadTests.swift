@@ -30,16 +30,11 @@ import Workloads
 
 /// Runs `body` on a new thread and resumes with its result.
 func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    let result = Mutex<T?>(nil)
-    let thread = Mutex<PinnedThread?>(nil)
-    await withCheckedContinuation { (k: CheckedContinuation<Void, Never>) in
-        let t = PinnedThread(cpu: nil, name: "workload") {
-            let v = body()
-            result.withLock { $0 = v }
-            k.resume()
-        }
+    let thread = Mutex<PinnedThread<Void>?>(nil)
+    let result = await withCheckedContinuation { (k: CheckedContinuation<T, Never>) in
+        let t = PinnedThread(cpu: nil, name: "workload") { k.resume(returning: body()) }
         thread.withLock { $0 = t }
     }
     thread.withLock { $0 }?.join()
-    return result.withLock { $0 }!
+    return result
 }

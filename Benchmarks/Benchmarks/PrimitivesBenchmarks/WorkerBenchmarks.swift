@@ -9,12 +9,12 @@ func workerBenchmarks() {
         let group = CoreExecutorGroup(count: 1)
         defer { group.shutdown(runPending: false) }
         let c = KernelContinuation(on: group.executor(for: 0)) {}
-        c.schedule(afterMilliseconds: 60_000)
+        c.schedule(after: .seconds(60))
         waitUntilRunning(group)
         var coalesced = 0
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
-            if !c.schedule(afterMilliseconds: 60_000) { coalesced &+= 1 }
+            if !c.schedule(after: .seconds(60)) { coalesced &+= 1 }
         }
         benchmark.stopMeasurement()
         blackHole(coalesced)
@@ -29,7 +29,7 @@ func workerBenchmarks() {
         var n = 0
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
-            if c.schedule(afterMilliseconds: 60_000) { n &+= 1 }
+            if c.schedule(after: .seconds(60)) { n &+= 1 }
             if c.cancel() { n &+= 1 }
         }
         benchmark.stopMeasurement()

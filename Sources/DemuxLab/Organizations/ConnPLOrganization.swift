@@ -16,13 +16,13 @@ import SMPPrimitives
 /// sockets alive until traffic has stopped.
 final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
     // @unchecked Sendable: group g's table is only touched while holding
-    // group g's pthread mutex.
+    // group g's mutex.
     let kind: OrganizationKind
     let batched: Bool
     let groupCount: Int
     var coreThreadCount: Int { 0 }
     let setup: OrganizationSetup
-    let locks: UnsafeMutablePointer<pthread_mutex_t>
+    let locks: UnsafeMutablePointer<PthreadMutex>
     let tables: UnsafeMutablePointer<FlowMap>
 
     init(setup: OrganizationSetup, batched: Bool) {
@@ -49,18 +49,18 @@ final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
 
     func attach(_ socket: Socket, key: FlowKey) {
         let g = group(of: key)
-        pthread_mutex_lock(locks + g)
+        locks[g].lock()
         _ = tables[g].insert(key, UInt(bitPattern: Unmanaged.passUnretained(socket).toOpaque()))
-        pthread_mutex_unlock(locks + g)
+        locks[g].unlock()
     }
 
     func close(_ socket: Socket, key: FlowKey) {
         let g = group(of: key)
         // Under the group lock: no input is delivering to it meanwhile, and
         // none finds it afterwards.
-        pthread_mutex_lock(locks + g)
+        locks[g].lock()
         _ = tables[g].remove(key)
-        pthread_mutex_unlock(locks + g)
+        locks[g].unlock()
         socket.close()
     }
 

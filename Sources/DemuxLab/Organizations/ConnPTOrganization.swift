@@ -28,7 +28,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
     let mesh: MailboxMesh
     let controls: [PCQ<UInt>]
     let lifecycle: CoreThreadsControl
-    nonisolated(unsafe) var threads: [PinnedThread] = []
+    nonisolated(unsafe) var threads: [PinnedThread<Void>] = []
     /// Slot k is written by core thread k before it is joined (distinct
     /// memory per thread: no access to a shared array variable).
     let results: UnsafeMutablePointer<OrganizationStats>
@@ -153,7 +153,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
                 continue
             }
             delivery.stats.parks &+= 1
-            mesh.park(roleK, timeoutNanoseconds: 1_000_000) {
+            mesh.park(roleK, timeout: .milliseconds(1)) {
                 control.approximateCount > 0 || lifecycle.stop.load(ordering: .sequentiallyConsistent)
             }
             idle = 0

@@ -221,55 +221,45 @@ struct ThreadContextSwitches {
     }
 }
 
-/// CPU time of the calling thread, in nanoseconds.
-func threadCPUNanoseconds() -> Int {
-    var ts = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-    return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
-
-/// A pthread mutex in its own allocation (never moved), taken try-lock
-/// first when counting so that a contended acquisition is seen.
-///
-/// pthread rather than `Synchronization.Mutex`: the thread sanitizer sees
-/// pthread's hand-offs but not Mutex's contended futex path (it would
-/// report false races). Both are futex locks of the same cost.
-struct CountedLock {
-    let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    static func allocate(count: Int) -> UnsafeMutablePointer<pthread_mutex_t> {
-        let p = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: count)
-        for i in 0..<count { pthread_mutex_init(p + i, nil) }
+/// Lock statistics around a ``PthreadMutex``: with `counting`, every
+/// acquisition is counted and taken try-lock first, so that a contended
+/// acquisition (the try-lock failed) is seen. The organizations keep their
+/// locks in raw arrays of `PthreadMutex` (each mutex in its own allocation,
+/// never moved) made by ``allocate(count:)``.
+enum CountedLock {
+    static func allocate(count: Int) -> UnsafeMutablePointer<PthreadMutex> {
+        let p = UnsafeMutablePointer<PthreadMutex>.allocate(capacity: count)
+        for i in 0..<count { (p + i).initialize(to: PthreadMutex()) }
         return p
     }
 
-    static func deallocate(_ p: UnsafeMutablePointer<pthread_mutex_t>, count: Int) {
-        for i in 0..<count { pthread_mutex_destroy(p + i) }
+    static func deallocate(_ p: UnsafeMutablePointer<PthreadMutex>, count: Int) {
+        p.deinitialize(count: count)
         p.deallocate()
     }
 
     /// Locks; with `counting`, records the acquisition, its atomic RMW and
     /// (if the try-lock failed first) a contended acquisition.
     @inline(__always)
-    static func lock(_ m: UnsafeMutablePointer<pthread_mutex_t>, _ sync: inout SyncStats, counting: Bool) {
+    static func lock(_ m: UnsafeMutablePointer<PthreadMutex>, _ sync: inout SyncStats, counting: Bool) {
         if counting {
             sync.lockAcquisitions &+= 1
             sync.atomicRMWs &+= 1
-            if pthread_mutex_trylock(m) != 0 {
+            if !m.pointee.tryLock() {
                 sync.contendedAcquisitions &+= 1
                 sync.atomicRMWs &+= 1
-                pthread_mutex_lock(m)
+                m.pointee.lock()
             }
         } else {
-            pthread_mutex_lock(m)
+            m.pointee.lock()
         }
     }
 
     /// Unlocks (glibc: one atomic exchange).
     @inline(__always)
-    static func unlock(_ m: UnsafeMutablePointer<pthread_mutex_t>, _ sync: inout SyncStats, counting: Bool) {
+    static func unlock(_ m: UnsafeMutablePointer<PthreadMutex>, _ sync: inout SyncStats, counting: Bool) {
         if counting { sync.atomicRMWs &+= 1 }
-        pthread_mutex_unlock(m)
+        m.pointee.unlock()
     }
 }
 

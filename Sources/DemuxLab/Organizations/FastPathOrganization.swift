@@ -29,7 +29,7 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
     let queues: [PCQ<PacketRef>]
     let doorbells: [Doorbell]
     let lifecycle: CoreThreadsControl
-    nonisolated(unsafe) var threads: [PinnedThread] = []
+    nonisolated(unsafe) var threads: [PinnedThread<Void>] = []
     /// Slot k is written by core thread k before it is joined (distinct
     /// memory per thread: no access to a shared array variable).
     let results: UnsafeMutablePointer<OrganizationStats>
@@ -129,7 +129,7 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
             }
             stats.parks &+= 1
             QSBR.threadOffline()
-            doorbells[k].park(timeoutNanoseconds: 1_000_000) {
+            doorbells[k].park(timeout: .milliseconds(1)) {
                 queue.approximateCount == 0 && !lifecycle.stop.load(ordering: .sequentiallyConsistent)
             }
             QSBR.threadOnline()

@@ -16,14 +16,14 @@ import SMPPrimitives
 /// sockets alive until traffic has stopped (the table holds them unretained).
 final class MsgPOrganization: DemuxOrganization, @unchecked Sendable {
     // @unchecked Sendable: `table`, `slots` and `freeSlots` are only touched
-    // while holding `tableLock` (a pthread mutex); each connection slot's
+    // while holding `tableLock` (a PthreadMutex); each connection slot's
     // lock guards that connection's TCP state and enqueue order.
     let kind = OrganizationKind.msgp
     var groupCount: Int { 1 }
     var coreThreadCount: Int { 0 }
     let setup: OrganizationSetup
-    let tableLock: UnsafeMutablePointer<pthread_mutex_t>
-    let connectionLocks: UnsafeMutablePointer<pthread_mutex_t>
+    let tableLock: UnsafeMutablePointer<PthreadMutex>
+    let connectionLocks: UnsafeMutablePointer<PthreadMutex>
     /// Socket bits per connection slot.
     let slots: UnsafeMutablePointer<UInt>
     nonisolated(unsafe) var table: FlowMap
@@ -49,24 +49,24 @@ final class MsgPOrganization: DemuxOrganization, @unchecked Sendable {
     func start() {}
 
     func attach(_ socket: Socket, key: FlowKey) {
-        pthread_mutex_lock(tableLock)
-        defer { pthread_mutex_unlock(tableLock) }
+        tableLock.pointee.lock()
+        defer { tableLock.pointee.unlock() }
         guard let slot = freeSlots.popLast() else { preconditionFailure("MsgP: more than maxConnections sockets") }
         slots[slot] = UInt(bitPattern: Unmanaged.passUnretained(socket).toOpaque())
         if !table.insert(key, UInt(slot)) { freeSlots.append(slot) }
     }
 
     func close(_ socket: Socket, key: FlowKey) {
-        pthread_mutex_lock(tableLock)
+        tableLock.pointee.lock()
         if let slot = table.remove(key) {
             // Taking the connection lock waits for a thread that found the
             // socket before the removal and is still delivering to it.
-            pthread_mutex_lock(connectionLocks + Int(slot))
+            connectionLocks[Int(slot)].lock()
             slots[Int(slot)] = 0
-            pthread_mutex_unlock(connectionLocks + Int(slot))
+            connectionLocks[Int(slot)].unlock()
             freeSlots.append(Int(slot))
         }
-        pthread_mutex_unlock(tableLock)
+        tableLock.pointee.unlock()
         socket.close()
     }
 

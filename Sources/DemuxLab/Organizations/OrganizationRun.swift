@@ -205,16 +205,15 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
                 capacity: c.queueCapacity, barrier: barrier, done: done, window: window, report: reader)
     }
     let inputReports = (0..<inputs).map { _ in InputReport() }
-    var inputThreads: [PinnedThread] = []
+    var inputThreads: [PinnedThread<Void>] = []
     for t in 0..<inputs {
         let cpu = c.pinned ? t % cpus : -1
         let ctx = org.makeInput(index: t, cpu: cpu)
         let count = traffic.counts[t]
         let decode = traffic.decoder
         let rep = inputReports[t]
-        let box = InputBox(ctx)
-        inputThreads.append(PinnedThread(cpu: cpu >= 0 ? cpu : nil, name: "org-input-\(t)") {
-            let ctx = box.input
+        // The context moves to its thread (a `sending` closure).
+        inputThreads.append(PinnedThread(cpu: cpu >= 0 ? cpu : nil, name: "org-input-\(t)") { [ctx] in
             let burst = UnsafeMutablePointer<DemuxPacket>.allocate(capacity: 32)
             defer { burst.deallocate() }
             let words = traffic.words[t]
@@ -253,7 +252,7 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
             rep.offered = count
         })
     }
-    var churnThread: PinnedThread?
+    var churnThread: PinnedThread<Void>?
     if c.churnFlows > 0 {
         let churnSockets = Array(sockets[c.connections...])
         let keys = (c.connections..<flows).map { traffic.keys[$0] }
@@ -274,9 +273,9 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
                     // before it closes (a deferred organization delivers a
                     // little later): wait for its first delivered packet, at
                     // most 20 ms. A relaxed load: a progress hint only.
-                    let deadline = monotonicNanos() + 20_000_000
+                    let deadline = monotonicNanoseconds() + 20_000_000
                     while churnSockets[k].readerSide.pointee.delivered.load(ordering: .relaxed) == 0
-                            && monotonicNanos() < deadline {
+                            && monotonicNanoseconds() < deadline {
                         usleep(100)
                     }
                     org.close(churnSockets[k], key: keys[k])
@@ -286,11 +285,11 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
         }
     }
     barrier.wait()
-    let t0 = monotonicNanos()
+    let t0 = monotonicNanoseconds()
     for t in inputThreads { t.join() }
     churnThread?.join()
     var stats = org.finish()
-    let tStack = monotonicNanos()
+    let tStack = monotonicNanoseconds()
     // Release: every enqueue and readiness bit happens-before the reader's
     // acquiring load that ends its loop after one more (empty) scan.
     done.value.store(true, ordering: .releasing)
@@ -349,20 +348,6 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
     return result
 }
 
-private func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
-/// Hands an input context to its thread (created on the driver, then used
-/// by that thread only).
-private final class InputBox: @unchecked Sendable {
-    // @unchecked Sendable: the context moves to one thread and stays there.
-    let input: any OrganizationInput
-    init(_ input: any OrganizationInput) { self.input = input }
-}
-
 /// The flow-control state: per flow, the number of segments the reader
 /// has taken.
 private final class FlowWindow: @unchecked Sendable {
@@ -419,7 +404,7 @@ private final class ReaderReport: @unchecked Sendable {
     var stats = OrganizationStats()
     var delivered: [Int] = []
     var orderErrors = 0, misdelivered = 0
-    var endNanos: UInt64 = 0
+    var endNanos = 0
 }
 
 /// The application: takes ready sockets, drains each (one receive call per
@@ -472,7 +457,7 @@ private func readAll(readySet: SocketReadySet, sockets: [Unmanaged<Socket>], slo
         readySet.parkUntilReady(extraCheck: { done.value.load(ordering: .acquiring) })
         idle = 0
     }
-    report.endNanos = monotonicNanos()
+    report.endNanos = monotonicNanoseconds()
     ThreadContextSwitches.record(since: switches, into: &stats)
     stats.readerCPUNanoseconds = threadCPUNanoseconds() - cpu0
     report.stats = stats

@@ -431,8 +431,8 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     func publishReadiness() {
         // One full fence per burst: orders every PCQ put of the burst
         // (stores) before the loads of readiness bits and doorbell flags
-        // below (StoreLoad). Pairs with the reader's seq_cst "armed" store
-        // followed by its re-check of the queue (ReaderWakeup's protocol).
+        // below (StoreLoad). Pairs with the reader's fence between its
+        // "armed" store and its re-check of the queue (ThreadParker's protocol).
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         var lastSet: UInt = 0
         for i in 0..<touchedCount {
@@ -476,9 +476,9 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     @inlinable
     func scheduleWorker(_ s: Socket) {
         s.workerScheduled.store(true, ordering: .relaxed)
-        let delay = s.ackOwed.load(ordering: .relaxed) || s.tcpLock.backlogged > 0 ? 0 : s.workerDelay
+        let delay: Duration = s.ackOwed.load(ordering: .relaxed) || s.tcpLock.backlogged > 0 ? .zero : s.workerDelay
         Unmanaged<KernelContinuation>.fromOpaque(UnsafeRawPointer(bitPattern: s.workerBits)!)._withUnsafeGuaranteedRef { c in
-            if c.schedule(afterMilliseconds: delay) { stats.sync.atomicRMWs &+= 2 }
+            if c.schedule(after: delay) { stats.sync.atomicRMWs &+= 2 }
         }
         stats.workerSchedules &+= 1
     }

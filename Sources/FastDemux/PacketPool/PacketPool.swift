@@ -50,7 +50,7 @@ public final class PacketPool: @unchecked Sendable {
     private nonisolated(unsafe) var freeCount: Int
     /// Lock acquisitions of the global stack (batch transfers, direct calls).
     private nonisolated(unsafe) var transfers = 0
-    private let freeLock: UnsafeMutablePointer<pthread_mutex_t>
+    private let freeLock = PthreadMutex()
 
     /// - Parameters:
     ///   - bufferCount: number of buffers (≥ 1).
@@ -70,23 +70,19 @@ public final class PacketPool: @unchecked Sendable {
         // Low indices on top: the first buffers handed out are adjacent.
         for i in 0..<bufferCount { freeItems[i] = UInt32(bufferCount - 1 - i) }
         freeCount = bufferCount
-        freeLock = .allocate(capacity: 1)
-        pthread_mutex_init(freeLock, nil)
     }
 
     deinit {
-        pthread_mutex_destroy(freeLock)
-        freeLock.deallocate()
         freeItems.deallocate()
         slab.deallocate()
         lengths.deallocate()
     }
 
     private func withFreeStack<R>(_ body: () -> R) -> R {
-        pthread_mutex_lock(freeLock)
-        defer { pthread_mutex_unlock(freeLock) }
-        transfers += 1
-        return body()
+        freeLock.withLock {
+            transfers += 1
+            return body()
+        }
     }
 
     /// The ``PacketRef`` of buffer `index`.
@@ -152,17 +148,13 @@ public final class PacketPool: @unchecked Sendable {
 
     /// Buffers currently on the global stack (not counting caches).
     public var globalFreeCount: Int {
-        pthread_mutex_lock(freeLock)
-        defer { pthread_mutex_unlock(freeLock) }
-        return freeCount
+        freeLock.withLock { freeCount }
     }
 
     /// Lock acquisitions of the global stack so far (batch transfers and
     /// direct allocate/free calls).
     public var globalTransfers: Int {
-        pthread_mutex_lock(freeLock)
-        defer { pthread_mutex_unlock(freeLock) }
-        return transfers
+        freeLock.withLock { transfers }
     }
 
     /// Moves up to `max` indices from the global stack into `dst`; returns the number moved.

@@ -68,11 +68,11 @@ public final class Socket: @unchecked Sendable {
     /// counts). Set before traffic.
     @exclusivity(unchecked) public nonisolated(unsafe) var readerCPU: Int = -1
     /// Parks a blocking or async reader; rung by input threads.
-    @usableFromInline package let readerWakeup = ReaderWakeup()
+    @usableFromInline package let readerWakeup = ThreadParker()
     /// Unmanaged bits of the worker continuation (0 = none); set once by
-    /// ``attachWorker(on:delayMilliseconds:_:)`` before traffic.
+    /// ``attachWorker(on:delay:emitACK:_:)`` before traffic.
     @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var workerBits: UInt = 0
-    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var workerDelay: Int = 100
+    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var workerDelay: Duration = .milliseconds(100)
     /// True from the input's schedule until the worker starts running:
     /// coalesces schedules without touching the continuation's line.
     @usableFromInline package let workerScheduled = Atomic<Bool>(false)
@@ -145,14 +145,14 @@ public final class Socket: @unchecked Sendable {
     }
 
     /// Gives the socket a worker continuation (the seed's kcont): input
-    /// threads schedule it, with `delayMilliseconds` of coalescing delay,
+    /// threads schedule it, with `delay` of coalescing delay,
     /// after a burst put packets on this socket (with no delay when the
     /// fast path left a TCP ACK to it). The worker runs `body(socket)` on
     /// `executor`'s thread and then sends an owed ACK through `emitACK`.
     ///
     /// Call once, before traffic reaches the socket. The continuation holds
     /// the socket weakly; closing the socket cancels it.
-    public func attachWorker(on executor: CoreExecutor, delayMilliseconds: Int = 100,
+    public func attachWorker(on executor: CoreExecutor, delay: Duration = .milliseconds(100),
                              emitACK: (@Sendable (TCPAck) -> Void)? = nil,
                              _ body: @escaping @Sendable (Socket) -> Void) {
         precondition(workerBits == 0, "attachWorker called twice")
@@ -168,7 +168,7 @@ public final class Socket: @unchecked Sendable {
             }
         }
         worker = c
-        workerDelay = delayMilliseconds
+        workerDelay = delay
         workerBits = UInt(bitPattern: Unmanaged.passRetained(c).toOpaque())
     }
 
@@ -345,7 +345,7 @@ public final class Socket: @unchecked Sendable {
             if n > 0 { return n }
             if isClosed { return 0 }
             readerWakeup.prepareToPark()
-            // Re-check after announcing (see ReaderWakeup): either we see the
+            // Re-check after announcing (see ThreadParker): either we see the
             // packet or the input thread sees the announcement.
             if queue.approximateCount > 0 || isClosed {
                 readerWakeup.cancelPark()
@@ -501,7 +501,7 @@ public final class Socket: @unchecked Sendable {
     func scheduleWorkerNow() {
         guard let worker else { return }
         workerScheduled.store(true, ordering: .relaxed)
-        worker.schedule(afterMilliseconds: 0)
+        worker.schedule()
     }
 
     /// Whether the fast path left an ACK to the worker.

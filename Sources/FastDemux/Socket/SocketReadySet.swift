@@ -1,3 +1,4 @@
+import SMPPrimitives
 import Synchronization
 
 /// A readiness set over many sockets (an `epoll`/`kqueue` in miniature): one
@@ -20,7 +21,7 @@ public final class SocketReadySet: @unchecked Sendable {
     @usableFromInline let wordCount: Int
     @usableFromInline let words: UnsafeMutablePointer<Atomic<UInt64>>
     /// The reader's doorbell: rung when a socket became ready while it parked.
-    public let wakeup = ReaderWakeup()
+    public let wakeup = ThreadParker()
     private let control = Mutex<[Int]>([])   // free slots
     @usableFromInline let members: UnsafeMutablePointer<UInt>   // Unmanaged<Socket> bits or 0
 
@@ -96,7 +97,7 @@ public final class SocketReadySet: @unchecked Sendable {
     }
 
     /// Reader: true if any bit is set (seq_cst loads: used as the re-check
-    /// after ``ReaderWakeup/prepareToPark()``).
+    /// after ``ThreadParker/prepareToPark()``).
     public var hasReadyBits: Bool {
         for wi in 0..<wordCount where words[wi].load(ordering: .sequentiallyConsistent) != 0 { return true }
         return false

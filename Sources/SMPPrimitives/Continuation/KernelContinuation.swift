@@ -3,7 +3,7 @@ import Synchronization
 /// A kernel continuation (NetBSD kcont): a piece of work bound to one
 /// ``CoreExecutor`` that runs there once per pending period, after a delay.
 ///
-/// - ``schedule(afterMilliseconds:)`` makes it pending; scheduling a pending
+/// - ``schedule(after:)`` makes it pending; scheduling a pending
 ///   continuation coalesces (returns false, it still runs once).
 /// - ``cancel()`` withdraws a pending run.
 /// - Guarantee: a continuation scheduled at least once runs at least once
@@ -94,15 +94,25 @@ public final class KernelContinuation: @unchecked Sendable {
     }
 
     /// Makes the continuation pending: its body runs on its executor after
-    /// `afterMilliseconds` (millisecond ticks; see ``TimerWheel`` lateness).
+    /// `delay`.
+    ///
+    /// The executor's timer wheel counts 1 ms ticks, so `delay` is rounded
+    /// up to whole milliseconds d (zero or negative: d = 0, the executor's
+    /// next loop pass). The executor files the continuation d ticks after
+    /// the current tick, so the body starts no earlier than `delay` minus
+    /// one tick after this call (see ``TimerWheel`` lateness), and later by
+    /// however long the executor takes to get to it. A schedule that
+    /// coalesces keeps the pending run's delay.
     ///
     /// Any thread. The coalesced path (already pending) costs one fence and
-    /// one load, and writes no shared memory; the first schedule of a period
-    /// costs one CAS, one more CAS to push onto the owner's hand-off list,
-    /// and a doorbell check (a `futex_wake` only if the owner is parked).
+    /// one load, writes no shared memory and never looks at `delay`; the
+    /// first schedule of a period converts the delay (a compare and, unless
+    /// it is zero, one 64-bit division by a constant), then costs one CAS,
+    /// one more CAS to push onto the owner's hand-off list, and a doorbell
+    /// check (a `futex_wake` only if the owner is parked). No allocation.
     /// - Returns: false if coalesced with an already pending run.
     @discardableResult @inlinable
-    public func schedule(afterMilliseconds delay: Int = 0) -> Bool {
+    public func schedule(after delay: Duration = .zero) -> Bool {
         // The fence orders the caller's earlier writes before the state load:
         // if we see PENDING and coalesce, the owner's later CAS
         // PENDING -> RUNNING (sequentially consistent) comes after our load
@@ -116,8 +126,8 @@ public final class KernelContinuation: @unchecked Sendable {
     }
 
     @usableFromInline
-    func scheduleSlow(s: inout Int, delay: Int) -> Bool {
-        let d = max(0, min(delay, Int.max >> KernelContinuation.delayShift))
+    func scheduleSlow(s: inout Int, delay: Duration) -> Bool {
+        let d = min(delay.millisecondsRoundedUp, Int.max >> KernelContinuation.delayShift)
         while true {
             switch s & KernelContinuation.phaseMask {
             case KernelContinuation.pending, KernelContinuation.rescheduled:

@@ -1,5 +1,3 @@
-import Glibc
-
 /// A hierarchical timing wheel of millisecond ticks (Varghese & Lauck; the
 /// cascading layout of the classic BSD/Linux callout wheel), holding
 /// ``KernelContinuation``s through intrusive links embedded in them.
@@ -59,16 +57,7 @@ final class TimerWheel {
 
     /// The current monotonic clock in milliseconds (the wheel's tick).
     static func nowTick() -> Int {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
-    }
-
-    /// The monotonic clock in nanoseconds.
-    static func nowNanoseconds() -> Int {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+        monotonicNanoseconds() / 1_000_000
     }
 
     var hasExpired: Bool { expiredHead != nil }

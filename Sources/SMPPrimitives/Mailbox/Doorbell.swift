@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// ## The lost-wake-up argument (Dekker-style)
 ///
-/// Receiver (``park(timeoutNanoseconds:stillIdle:)``):
+/// Receiver (``park(timeout:stillIdle:)``):
 /// 1. `word = parked` with a sequentially consistent exchange (a full fence),
 /// 2. re-check every work source (`stillIdle()`, sequentially consistent loads),
 /// 3. `futex_wait(word, parked)` — sleeps only while the word is still `parked`.
@@ -55,6 +55,8 @@ public final class Doorbell: @unchecked Sendable {
     /// Whether this process may use the asymmetric fence (registered once).
     static let membarrierAvailable: Bool = smp_membarrier_register() == 0
 
+    /// A doorbell whose owner is running. The first doorbell of the
+    /// process registers it for expedited `membarrier` (one system call).
     public init() {
         asymmetric = Doorbell.membarrierAvailable
         region = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)
@@ -103,8 +105,16 @@ public final class Doorbell: @unchecked Sendable {
     /// Parks the owner until rung, or until the timeout elapses, unless
     /// `stillIdle()` (called after the parking announcement) returns false.
     /// Owner thread only. Spurious returns are possible: callers loop.
-    /// - Parameter timeoutNanoseconds: nil sleeps until rung.
-    public func park(timeoutNanoseconds: Int?, stillIdle: () -> Bool) {
+    ///
+    /// Costs a store, a `membarrier` (or nothing extra where unavailable),
+    /// `stillIdle()` and, when it sleeps, a `futex_wait`.
+    /// - Parameters:
+    ///   - timeout: the longest sleep, rounded up to nanoseconds; nil
+    ///     sleeps until rung; zero or negative re-checks without sleeping.
+    ///   - stillIdle: loads every work source a ringer publishes to, with
+    ///     sequentially consistent loads (the load half of the protocol);
+    ///     true if there is still nothing to do.
+    public func park(timeout: Duration?, stillIdle: () -> Bool) {
         // Announce first (full fence), then look at the work sources.
         word.pointee.store(Doorbell.parked, ordering: .sequentiallyConsistent)
         // The heavy side of the asymmetric fence: every sender's earlier
@@ -112,16 +122,19 @@ public final class Doorbell: @unchecked Sendable {
         if asymmetric { _ = smp_membarrier() }
         if stillIdle() {
             let raw = UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self)
-            _ = smp_futex_wait(raw, Doorbell.parked, Int64(timeoutNanoseconds ?? -1))
+            // -1: no timeout. A zero timeout makes futex_wait return at once.
+            _ = smp_futex_wait(raw, Doorbell.parked, Int64(timeout.map { $0.nanosecondsRoundedUp } ?? -1))
         }
         word.pointee.store(Doorbell.running, ordering: .relaxed)
     }
 }
 
 /// A one-shot event a foreign (non-executor) thread can block on: one
-/// thread waits, one thread signals. Used for synchronous cross-core calls.
+/// thread waits, one thread signals. Used for synchronous cross-core calls
+/// (it carries no value: the call's result travels in its `CallBox`).
 final class OneShotEvent: @unchecked Sendable {
-    // @unchecked: the word is owned memory accessed only atomically.
+    // @unchecked Sendable: the word is owned memory, accessed only
+    // atomically (and by the kernel's futex).
     private let word: UnsafeMutablePointer<Atomic<UInt32>>
 
     init() {

@@ -11,10 +11,14 @@ import Synchronization
 public struct MailboxMessage: BitwiseCopyable, @unchecked Sendable {
     // @unchecked: a `@convention(c)` function pointer captures nothing; the
     // words are plain integers.
+    /// The function a receiving executor calls with the two words.
     public typealias Function = @convention(c) (UInt, UInt) -> Void
 
+    /// The function to call, or nil for a plain record.
     public var function: Function?
+    /// The first word (argument or payload).
     public var a: UInt
+    /// The second word.
     public var b: UInt
 
     /// A plain record (no function).
@@ -35,8 +39,13 @@ public struct MailboxMessage: BitwiseCopyable, @unchecked Sendable {
 }
 
 /// Counters of one (sender, receiver) mailbox, or summed over several.
+///
+/// A value; ``MailboxMesh`` fills it from single-writer counters as a racy
+/// snapshot, readable from any thread.
 public struct MailboxStatistics: Sendable, Equatable {
+    /// Messages enqueued.
     public var sent = 0
+    /// Messages taken by the receiver.
     public var received = 0
     /// Sends that found the receiver parked and woke it (one `futex_wake`).
     public var doorbellsRung = 0
@@ -48,6 +57,7 @@ public struct MailboxStatistics: Sendable, Equatable {
     /// and the capacity once it was found full).
     public var highWater = 0
 
+    /// All zero.
     public init() {}
 
     static func + (l: MailboxStatistics, r: MailboxStatistics) -> MailboxStatistics {
@@ -335,10 +345,15 @@ public final class MailboxMesh: @unchecked Sendable {
 
     /// Parks `receiver` until a sender rings or the timeout passes, unless a
     /// message is already waiting or `otherWork()` says there is work.
-    /// Receiver role only.
-    public func park(_ receiver: Int, timeoutNanoseconds: Int? = nil,
+    /// Receiver role only. Spurious returns are possible: callers loop.
+    /// - Parameters:
+    ///   - timeout: the longest sleep (rounded up to nanoseconds); nil
+    ///     sleeps until rung.
+    ///   - otherWork: the receiver's other work sources, read with
+    ///     sequentially consistent loads (see ``Doorbell``).
+    public func park(_ receiver: Int, timeout: Duration? = nil,
                      otherWork: () -> Bool = { false }) {
-        doorbells[receiver].park(timeoutNanoseconds: timeoutNanoseconds) {
+        doorbells[receiver].park(timeout: timeout) {
             !hasIncoming(at: receiver) && !otherWork()
         }
     }

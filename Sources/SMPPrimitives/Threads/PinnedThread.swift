@@ -18,20 +18,33 @@ public func spinLoopHint() {
 public let onlineCPUCount: Int = Int(smp_allowed_cpu_count())
 
 /// A dedicated pthread, optionally pinned to one CPU, that runs one closure
-/// and can be joined.
+/// and hands its result to the thread that joins it.
 ///
 /// Dedicated threads are what liburcu's QSBR flavour and the per-core
 /// executors need: a thread whose whole life the caller controls (unlike a
 /// Swift concurrency pool thread). Creating one costs a `pthread_create`;
 /// it is not a hot-path operation.
 ///
-/// Concurrency contract: `start` and `join` may be called from any thread;
-/// `join` must be called exactly once (it is also called by `deinit` if the
-/// caller forgot, so a thread is never leaked detached).
-public final class PinnedThread: Sendable {
+/// Values cross without `Sendable` boxes: the body is a `sending` closure
+/// (what it captures moves to the new thread, and the compiler checks that
+/// the spawning code no longer uses it), and ``join()`` returns the body's
+/// result as `sending` (it moves back to the joiner). The result is written
+/// by the thread before it exits and read after `pthread_join`, which POSIX
+/// orders after everything the thread did.
+///
+/// Concurrency contract: ``join()`` may be called from any thread, once
+/// (a second call traps: the result was already handed over); waiting is
+/// shared, so `deinit` joins a thread nobody joined (a thread is never
+/// leaked detached) and drops its result.
+public final class PinnedThread<Result>: @unchecked Sendable {
+    // @unchecked Sendable: `handle` is a Mutex; `result` is written once by
+    // the thread before it exits and read only by the one joiner, after
+    // pthread_join (which synchronizes with the thread's termination).
+
     /// The CPU the thread was pinned to, or nil if it was left unpinned.
     public let cpu: Int?
     private let handle: Mutex<pthread_t?>
+    private let result: ResultSlot<Result>
 
     /// Starts a thread running `body`.
     ///
@@ -39,27 +52,49 @@ public final class PinnedThread: Sendable {
     ///   - cpu: the CPU to pin to, taken modulo ``onlineCPUCount`` (so a
     ///     workload written for 4 CPUs still runs on 2); nil leaves it unpinned.
     ///   - name: a thread name (at most 15 bytes are kept) for `top`/`gdb`.
-    ///   - body: the thread's whole work.
-    public init(cpu: Int? = nil, name: String = "smp-worker", _ body: @escaping @Sendable () -> Void) {
+    ///   - body: the thread's whole work; what it returns is handed to
+    ///     ``join()``.
+    public init(cpu: Int? = nil, name: String = "smp-worker", _ body: sending @escaping () -> sending Result) {
         let pinned = cpu.map { $0 % onlineCPUCount }
         self.cpu = pinned
-        let box = Unmanaged.passRetained(ThreadStart(cpu: pinned, name: name, body: body))
+        let slot = ResultSlot<Result>()
+        result = slot
+        let start = Unmanaged.passRetained(ThreadStart(cpu: pinned, name: name) { slot.value = body() })
         var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, pinnedThreadEntry, box.toOpaque())
+        let rc = pthread_create(&tid, nil, pinnedThreadEntry, start.toOpaque())
         precondition(rc == 0, "pthread_create failed: \(rc)")
         self.handle = Mutex(tid)
     }
 
-    /// Waits for the thread's body to return. Idempotent.
-    public func join() {
-        let tid = handle.withLock { h -> pthread_t? in
-            defer { h = nil }
-            return h
-        }
-        if let tid { pthread_join(tid, nil) }
+    /// Waits for the thread's body to return and hands over its result.
+    /// Any thread but this one; at most once.
+    @discardableResult
+    public func join() -> sending Result {
+        waitForExit()
+        guard let r = result.value.take() else { preconditionFailure("PinnedThread joined twice") }
+        // The thread has exited (pthread_join) and nobody else can reach
+        // the slot's value: it is disconnected from every other region.
+        nonisolated(unsafe) let value = r
+        return value
     }
 
-    deinit { join() }
+    /// Waits for the thread to exit. Idempotent; concurrent callers each
+    /// return once it has exited (the first one joins).
+    private func waitForExit() {
+        handle.withLock { h in
+            if let tid = h {
+                pthread_join(tid, nil)
+                h = nil
+            }
+        }
+    }
+
+    deinit { waitForExit() }
+}
+
+/// Where a thread's body leaves its result for the joiner.
+private final class ResultSlot<Result> {
+    var value: Result?
 }
 
 /// Pins the calling thread to `cpu` (modulo ``onlineCPUCount``).
@@ -69,14 +104,16 @@ public func pinCurrentThread(to cpu: Int) -> Bool {
     smp_pin_current_thread(Int32(cpu % onlineCPUCount)) == 0
 }
 
+/// What a new thread needs before it runs its body. Passed through
+/// `pthread_create` as a retained raw pointer: it belongs to the new thread.
 private final class ThreadStart {
     let cpu: Int?
     let name: String
-    let body: @Sendable () -> Void
-    init(cpu: Int?, name: String, body: @escaping @Sendable () -> Void) {
+    let run: () -> Void
+    init(cpu: Int?, name: String, run: @escaping () -> Void) {
         self.cpu = cpu
         self.name = name
-        self.body = body
+        self.run = run
     }
 }
 
@@ -86,7 +123,7 @@ private func pinnedThreadEntry(_ arg: UnsafeMutableRawPointer?) -> UnsafeMutable
     let start = Unmanaged<ThreadStart>.fromOpaque(arg!).takeRetainedValue()
     if let cpu = start.cpu { pinCurrentThread(to: cpu) }
     smp_set_current_thread_name(start.name)
-    start.body()
+    start.run()
     return nil
 }
 
@@ -102,6 +139,7 @@ public final class SpinBarrier: Sendable {
     private let arrived = Atomic<Int>(0)
     private let generation = Atomic<Int>(0)
 
+    /// A barrier for `parties` threads (at least 1).
     public init(parties: Int) {
         precondition(parties > 0)
         self.parties = parties

@@ -1,0 +1,162 @@
+import Synchronization
+
+// KernelContinuations scheduled from any thread reach their executor
+// through an intrusive Treiber stack (the hand-off); the executor files
+// them on its timer wheel and runs them when due (step 3 of the loop).
+
+extension CoreExecutor {
+
+    /// Pushes a continuation (whose `queued` bit the caller just set) onto
+    /// the hand-off stack with a retain, then rings the doorbell.
+    func handOff(_ c: KernelContinuation, delay: Int) {
+        let raw = Unmanaged.passRetained(c).toOpaque()
+        var head = handoffHead.load(ordering: .relaxed)
+        while true {
+            c.handoffNext = head
+            // Release publishes handoffNext (and the state CAS before it) to
+            // the owner's acquiring exchange; sequentially consistent so it
+            // also serves as the store half of the doorbell protocol.
+            let (ok, cur) = handoffHead.compareExchange(expected: head, desired: raw,
+                                                        ordering: .sequentiallyConsistent)
+            if ok { break }
+            head = cur
+        }
+        // An executor parked for at most one tick wakes by itself before a
+        // continuation delayed by a tick or more is due (it files it then,
+        // at most one tick late): no wake-up system call. Otherwise ring.
+        // Dekker with collectLeftovers: it stores `closed` then empties the
+        // stack; we push (sequentially consistent) then load `closed`. Either
+        // it sees our node, or we see `closed` and empty the stack ourselves.
+        if closed.load(ordering: .sequentiallyConsistent) {
+            _ = releaseHandoffsAfterClose()
+            return
+        }
+        if delay > 0 && tickParked.load(ordering: .sequentiallyConsistent) { return }
+        doorbell.ring()
+    }
+
+    /// Takes the whole hand-off stack and cancels and releases each
+    /// continuation on it. Only once the executor thread is gone. Concurrent
+    /// callers are fine: the exchange gives each node to exactly one caller.
+    /// - Returns: how many pending runs were cancelled.
+    func releaseHandoffsAfterClose() -> Int {
+        var cancelled = 0
+        var p = handoffHead.exchange(nil, ordering: .acquiring)
+        while let raw = p {
+            let c = Unmanaged<KernelContinuation>.fromOpaque(raw)
+            p = c._withUnsafeGuaranteedRef { $0.handoffNext }
+            if c._withUnsafeGuaranteedRef({ $0.cancel() }) { cancelled += 1 }
+            c.release()
+        }
+        return cancelled
+    }
+
+    // MARK: - filing and running (executor thread only)
+
+    /// Files handed-off continuations, advances the wheel, runs due ones.
+    func runContinuations() -> Int {
+        let hasHandoff = handoffHead.load(ordering: .relaxed) != nil
+        if !hasHandoff && wheel.count == 0 && !wheel.hasExpired { return 0 }
+        // Advance first, so that hand-offs are filed relative to the
+        // present tick (a popped node already on the expired list is
+        // unlinked from it and filed again by its new delay).
+        wheel.advance(to: TimerWheel.nowTick())
+        if hasHandoff { takeHandoffs() }
+        return runExpired()
+    }
+
+    func takeHandoffs() {
+        // Acquire pairs with the pushers' release: their handoffNext writes
+        // and state CASes are visible.
+        var p = handoffHead.exchange(nil, ordering: .acquiring)
+        // The stack is LIFO; reverse so that earlier schedules file first.
+        var fifo: UnsafeMutableRawPointer? = nil
+        while let raw = p {
+            let c = Unmanaged<KernelContinuation>.fromOpaque(raw)
+            p = c._withUnsafeGuaranteedRef { $0.handoffNext }
+            c._withUnsafeGuaranteedRef { $0.handoffNext = fifo }
+            fifo = raw
+        }
+        while let raw = fifo {
+            let u = Unmanaged<KernelContinuation>.fromOpaque(raw)
+            let c = u._withUnsafeGuaranteedRef { $0 }
+            fifo = c.handoffNext
+            c.handoffNext = nil
+            // Clear `queued` and read the phase in one atomic step; from now
+            // on a new schedule pushes again.
+            let s = c.state.bitwiseAnd(~KernelContinuation.queued, ordering: .sequentiallyConsistent).newValue
+            if c.ownerHoldsReference {
+                u.release()   // the pusher's retain; ours is still held
+            } else {
+                c.ownerHoldsReference = true
+            }
+            wheel.remove(u)
+            if s & KernelContinuation.phaseMask == KernelContinuation.pending {
+                wheel.insert(u, expires: wheel.currentTick + (s >> KernelContinuation.delayShift))
+            } else {
+                // Cancelled before we got to it (IDLE). It cannot be RUNNING:
+                // only this thread runs bodies, never with `queued` set.
+                dropOwnership(u)
+            }
+        }
+    }
+
+    func dropOwnership(_ u: Unmanaged<KernelContinuation>) {
+        u._withUnsafeGuaranteedRef { $0.ownerHoldsReference = false }
+        u.release()
+    }
+
+    func runExpired() -> Int {
+        var ran = 0
+        // One at a time: a body may re-file itself (delay 0 appends it to
+        // this same list again, to run after the others).
+        while let u = wheel.popExpired() {
+            if runIfPending(u) { ran += 1 }
+        }
+        if ran > 0 { statContinuations.store(statContinuations.load(ordering: .relaxed) &+ ran, ordering: .relaxed) }
+        return ran
+    }
+
+    /// Runs an expired continuation if it is still PENDING and not queued;
+    /// re-files it if it was rescheduled while running.
+    private func runIfPending(_ u: Unmanaged<KernelContinuation>) -> Bool {
+        let c = u._withUnsafeGuaranteedRef { $0 }
+        var s = c.state.load(ordering: .acquiring)
+        while true {
+            if s & KernelContinuation.queued != 0 { return false }   // a hand-off will re-file it
+            if s & KernelContinuation.phaseMask != KernelContinuation.pending {
+                dropOwnership(u)   // cancelled
+                return false
+            }
+            // Sequentially consistent: pairs with the schedulers' fence
+            // (see KernelContinuation.schedule) so the body sees their writes.
+            let (ok, cur) = c.state.compareExchange(expected: s, desired: KernelContinuation.running,
+                                                    ordering: .sequentiallyConsistent)
+            if ok { break }
+            s = cur
+        }
+        c.body()
+        s = KernelContinuation.running
+        while true {
+            let (ok, cur) = c.state.compareExchange(expected: s, desired: KernelContinuation.idle,
+                                                    ordering: .sequentiallyConsistent)
+            if ok {
+                dropOwnership(u)
+                return true
+            }
+            s = cur
+            if s & KernelContinuation.phaseMask == KernelContinuation.rescheduled {
+                let d = s >> KernelContinuation.delayShift
+                let new = KernelContinuation.pending | (s & KernelContinuation.queued) | (d << KernelContinuation.delayShift)
+                let (ok2, cur2) = c.state.compareExchange(expected: s, desired: new,
+                                                          ordering: .sequentiallyConsistent)
+                if ok2 {
+                    wheel.insert(u, expires: wheel.currentTick + d)
+                    return true
+                }
+                s = cur2
+            }
+            // else: a cancel moved RESCHED back to RUNNING; retry.
+        }
+    }
+}

@@ -1,0 +1,34 @@
+extension CoreExecutor {
+    /// A snapshot of this executor's counters. Any thread.
+    public var statistics: CoreExecutorStatistics {
+        var s = CoreExecutorStatistics()
+        s.messagesHandled = statMessages.load(ordering: .relaxed)
+        s.foreignJobsRun = statForeign.load(ordering: .relaxed)
+        s.continuationsRun = statContinuations.load(ordering: .relaxed)
+        s.pollerWork = statPollerWork.load(ordering: .relaxed)
+        s.parks = statParks.load(ordering: .relaxed)
+        s.loopPasses = statLoops.load(ordering: .relaxed)
+        s.mailbox = mesh.statistics(of: core)
+        return s
+    }
+}
+
+/// Counters of one executor: a value, read by ``CoreExecutor/statistics``
+/// from any thread as a racy snapshot (each counter has one writer, the
+/// executor thread; the counters are not read at one instant).
+public struct CoreExecutorStatistics: Sendable {
+    /// Mailbox messages handled (jobs from other executors included).
+    public var messagesHandled = 0
+    /// Jobs run from the foreign (non-executor) queue.
+    public var foreignJobsRun = 0
+    /// Continuation bodies run.
+    public var continuationsRun = 0
+    /// The sum of what the pollers reported doing.
+    public var pollerWork = 0
+    /// Times the executor parked on its doorbell.
+    public var parks = 0
+    /// Loop passes.
+    public var loopPasses = 0
+    /// Counters of the rings into this executor.
+    public var mailbox = MailboxStatistics()
+}
