@@ -123,8 +123,9 @@ final class SessionState: @unchecked Sendable {
     var readerError: (any Error)?
     var readerStats = DemuxStats()
     var seconds = 0.0
-    /// Each worker's statistics, stored once when it stops.
-    let workerStats: Mutex<[DemuxStats]>
+    /// Each worker's statistics: slot k is written once by worker k before
+    /// it is joined (distinct memory per thread), read after the joins.
+    let workerStats: UnsafeMutablePointer<DemuxStats>
     // Consumer-owned, read after join.
     var delivered = 0
     var deliveredPackets: [Int] = []
@@ -142,7 +143,8 @@ final class SessionState: @unchecked Sendable {
         readySet = SocketReadySet(capacity: c.maxSockets)
         meta = .allocate(capacity: c.poolBuffers)
         steering = c.workers > 1 ? (0..<c.workers).map { _ in PCQ<PacketRef>(capacity: 1024) } : []
-        workerStats = Mutex(Array(repeating: DemuxStats(), count: c.workers))
+        workerStats = .allocate(capacity: c.workers)
+        workerStats.initialize(repeating: DemuxStats(), count: c.workers)
         consumerCPU = c.pin ? 1 % onlineCPUCount : -1
     }
 
@@ -151,6 +153,8 @@ final class SessionState: @unchecked Sendable {
         demux.table.close(sockets)
         sockets.removeAll()
         meta.deallocate()
+        workerStats.deinitialize(count: config.workers)
+        workerStats.deallocate()
     }
 
     // MARK: Sockets (control path)
@@ -227,7 +231,7 @@ final class SessionState: @unchecked Sendable {
             r.flows[i].deliveredBytes = deliveredBytes[i]
         }
         var stats = readerStats
-        if config.workers > 1 { for s in workerStats.withLock({ $0 }) { stats.merge(s) } }
+        if config.workers > 1 { for k in 0..<config.workers { stats.merge(workerStats[k]) } }
         r.input = stats
         r.parseDrops = DropReason.allCases.compactMap { reason in
             let n = stats.parseDrops[Int(reason.rawValue)]

@@ -161,8 +161,7 @@ extension SessionState {
         }, park: {
             QSBR.withThreadOffline { backoff() }
         })
-        let stats = input.stats
-        workerStats.withLock { $0[k] = stats }
+        workerStats[k] = input.stats
     }
 
     // MARK: Consumer

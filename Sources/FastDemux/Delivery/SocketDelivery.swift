@@ -3,10 +3,11 @@ import SMPPrimitives
 
 /// The delivery step, written once: what every stack organization does
 /// with a packet once it has found the packet's socket and holds whatever
-/// serializes the connection. The fast path (``DemuxInput``) and each
-/// organization of DemuxLab (MsgP, ConnP-T, ConnP-L, fast path deferred)
-/// run exactly this code, so that the differences between them come from
-/// the organization alone: which thread delivers, which locks it takes.
+/// serializes the connection. The fast path (``DemuxInput``, also behind
+/// DemuxLab's direct and deferred fast-path organizations) and DemuxLab's
+/// MsgP, ConnP-T and ConnP-L organizations run exactly this code, so that
+/// the differences between them come from the organization alone: which
+/// thread delivers, which locks it takes.
 ///
 /// Per packet (``deliver(_:to:tcp:counting:)``): the closed check, one PCQ
 /// put on the socket's receive queue, the run tracking for the readiness
@@ -141,8 +142,12 @@ package struct SocketDelivery: ~Copyable {
     @inlinable
     @inline(__always)
     mutating func remember(_ socket: SocketReference, counting: Bool) {
-        if touchedCount > 0 && touched[touchedCount &- 1] == socket {
-            touchedRuns[touchedCount &- 1] &+= 1
+        let last = touchedCount &- 1
+        if touchedCount > 0 && touched[last] == socket {
+            // A load and a store, not `&+=` through the pointer: Swift 6.3
+            // crashes compiling that in-place modify here with -sanitize=thread
+            // ("Invalid bitcast" in its access instrumentation).
+            touchedRuns[last] = touchedRuns[last] &+ 1
             return
         }
         // Full: publish what we have (the sockets are still kept alive).
