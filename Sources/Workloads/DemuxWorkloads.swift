@@ -205,12 +205,9 @@ private func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, r
         ("cross_core_handoffs_per_delivered", per(s.sync.crossCoreHandoffs)),
         ("consumer_queue_ops_per_delivered", per(r.consumerQueueOps)),
         ("queue_depth_high_water", .int(s.socketQueue.highWater)),
-        ("queue_depth_log2_histogram", .array(s.socketQueue.depth.nonEmptyBuckets.map {
-            .array([.int($0.lowerBound), .int($0.count)]) })),
-        ("enqueue_batch_log2_histogram", .array(s.socketQueue.batchSizes.nonEmptyBuckets.map {
-            .array([.int($0.lowerBound), .int($0.count)]) })),
-        ("drain_batch_log2_histogram", .array(r.consumerBatches.nonEmptyBuckets.map {
-            .array([.int($0.lowerBound), .int($0.count)]) })),
+        ("queue_depth_log2_histogram", histogramJSON(s.socketQueue.depth)),
+        ("enqueue_batch_log2_histogram", histogramJSON(s.socketQueue.batchSizes)),
+        ("drain_batch_log2_histogram", histogramJSON(r.consumerBatches)),
     ]
     if impl == .fastpath {
         stats.append(("tcp_immediate_acks", .int(s.immediateACKs)))
@@ -229,6 +226,11 @@ private func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, r
     if r.timedOut { notes.append("stopped at the wall-clock cap") }
     return .throughput(workload: "demux", impl: impl.rawValue, ops: offered, seconds: seconds,
                        checked: checked, note: notes.joined(separator: "; "), extra: extra)
+}
+
+/// A histogram as `[[lower bound, count], ...]` (non-empty buckets).
+private func histogramJSON(_ h: Log2Histogram) -> JSONValue {
+    .array(h.nonEmptyBuckets.map { .array([.int($0.lowerBound), .int($0.count)]) })
 }
 
 /// Shared stop/handshake words of one run.
@@ -271,13 +273,13 @@ private func runFastPath(_ traffic: DemuxBenchmarkTraffic, report: DemuxRunRepor
     let control = DemuxControl()
     let ackCount = Atomic<Int>(0)
     let frames = traffic.frameCount
-    let socketTable = sockets.map { Unmanaged.passUnretained($0) }
+    let socketTable = sockets.map(SocketReference.init(unretained:))
 
     let consumer = PinnedThread(cpu: 1, name: "demux-consumer") {
         demuxConsume(traffic, report: report, control: control, capSeconds: capSeconds,
                      readySet: readySet,
                      drain: { slot, body in
-                         socketTable[slot]._withUnsafeGuaranteedRef { $0.receive(upTo: demuxQueueCapacity) { body($0.word) } }
+                         socketTable[slot].withSocket { $0.receive(upTo: demuxQueueCapacity) { body($0.word) } }
                      })
     }
     let input = PinnedThread(cpu: 0, name: "demux-input") {
@@ -361,14 +363,13 @@ private func demuxConsume(
     var delivered = [Int](repeating: 0, count: n)
     var misdelivered = 0, orderErrors = 0, sleeps = 0, total = 0, queueOps = 0
     var batches = Log2Histogram()
-    var idle = 0
     let frames = traffic.frameCount
     control.barrier.wait()
     let t0 = monotonicSeconds()
     let cpu0 = threadCPUSeconds()
     lastSeq.withUnsafeMutableBufferPointer { last in
         delivered.withUnsafeMutableBufferPointer { del in
-            while true {
+            sleeps = pollUntilFinished(spinning: demuxSpinScans, {
                 let done = control.done.load(ordering: .acquiring)
                 var found = 0
                 _ = readySet.takeReady { slot in
@@ -388,25 +389,17 @@ private func demuxConsume(
                 }
                 if found > 0 {
                     total &+= found
-                    idle = 0
-                    continue
+                    return .progress
                 }
-                if done || control.abort.load(ordering: .relaxed) {
-                    // `done` was read before this (empty) scan, so everything
-                    // enqueued before it has been taken.
-                    if done { break }
-                    // Aborted: keep draining until the input thread is done.
-                    continue
-                }
-                idle &+= 1
-                if idle < demuxSpinScans {
-                    spinLoopHint()
-                    continue
-                }
-                sleeps &+= 1
+                // `done` was read before this (empty) scan, so everything
+                // enqueued before it has been taken.
+                if done { return .finished }
+                // Aborted: keep draining (without parking) until the input
+                // thread is done.
+                return control.abort.load(ordering: .relaxed) ? .progress : .idle
+            }, park: {
                 readySet.parkUntilReady(extraCheck: { control.done.load(ordering: .acquiring) })
-                idle = 0
-            }
+            })
         }
     }
     let t1 = monotonicSeconds()

@@ -3,9 +3,9 @@ import PacketIO
 import Glibc
 import SMPPrimitives
 
-/// Connection-parallel with locks (ConnP-L, seeds/002): connections are
-/// hashed to `groups` connection groups, each with its own lock and its own
-/// lookup table. The input thread takes the group lock and does the lookup,
+/// Connection-parallel with locks (ConnP-L, in Willmann, Rixner and Cox's
+/// evaluation): connections are hashed to `groups` connection groups, each
+/// with its own lock and its own lookup table. The input thread takes the group lock and does the lookup,
 /// the protocol work and the socket enqueue itself. The paper measured 4
 /// and 128 groups: more groups, fewer contended acquisitions.
 ///
@@ -23,7 +23,7 @@ final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
     var coreThreadCount: Int { 0 }
     let setup: OrganizationSetup
     let locks: UnsafeMutablePointer<PthreadMutex>
-    let tables: UnsafeMutablePointer<FlowMap>
+    let tables: UnsafeMutablePointer<FlowMap<SocketReference>>
 
     init(setup: OrganizationSetup, batched: Bool) {
         self.setup = setup
@@ -50,7 +50,7 @@ final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
     func attach(_ socket: Socket, key: FlowKey) {
         let g = group(of: key)
         locks[g].lock()
-        _ = tables[g].insert(key, UInt(bitPattern: Unmanaged.passUnretained(socket).toOpaque()))
+        _ = tables[g].insert(key, SocketReference(unretained: socket))
         locks[g].unlock()
     }
 
@@ -70,30 +70,30 @@ final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
 
     final class Input: OrganizationInput {
         let org: ConnPLOrganization
-        let delivery: SocketDelivery
         let counting: Bool
+        var delivery: SocketDelivery
         var switches = ThreadContextSwitches()
-        /// Batched mode, per chunk: each packet's group (-1 once delivered)
-        /// and resolved socket bits.
+        /// Batched mode, per chunk: each packet's group (-1 once delivered),
+        /// the members of the group being delivered and their sockets.
         static let chunk = 64
         let groupOf: UnsafeMutablePointer<Int>
-        let resolved: UnsafeMutablePointer<UInt>
         let members: UnsafeMutablePointer<Int>
+        let resolved: UnsafeMutablePointer<SocketReference?>
         var warmSink: UInt = 0
 
         init(org: ConnPLOrganization, cpu: Int) {
             self.org = org
             counting = org.setup.statistics
-            delivery = SocketDelivery(cpu: cpu, counting: counting)
+            delivery = org.setup.makeDelivery(cpu: cpu)
             groupOf = .allocate(capacity: Self.chunk)
-            resolved = .allocate(capacity: Self.chunk)
             members = .allocate(capacity: Self.chunk)
+            resolved = .allocate(capacity: Self.chunk)
         }
 
         deinit {
             groupOf.deallocate()
-            resolved.deallocate()
             members.deallocate()
+            resolved.deallocate()
         }
 
         func begin() { if counting { switches = .now() } }
@@ -106,38 +106,32 @@ final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
                     deliverBatched(UnsafeBufferPointer(rebasing: burst[start..<(start + n)]))
                     start += n
                 }
-                delivery.publishReadiness()
-                return
-            }
-            var held = -1
-            for p in burst {
-                delivery.stats.stack.offered &+= 1
-                let g = org.group(of: p.key)
-                if g != held {
-                    if held >= 0 { release(held) }
-                    CountedLock.lock(org.locks + g, &delivery.stats.stack.sync, counting: counting)
-                    held = g
+            } else {
+                var held = -1
+                for p in burst {
+                    let g = org.group(of: p.key)
+                    if g != held {
+                        if held >= 0 { release(held) }
+                        CountedLock.lock(org.locks + g, &delivery.stats.sync, counting: counting)
+                        held = g
+                    }
+                    delivery.deliver(p, to: org.tables[g].lookup(p.key), tcp: .caller, counting: counting)
                 }
-                if let bits = org.tables[g].lookup(p.key) {
-                    delivery.deliver(p, socketBits: bits)
-                } else {
-                    delivery.stats.stack.drops.record(.noSocket)
-                }
+                if held >= 0 { release(held) }
             }
-            if held >= 0 { release(held) }
             // Outside the lock: the sockets outlive the traffic (the
             // organization's contract), a closed one just has nothing to read.
-            delivery.publishReadiness()
+            delivery.flush(counting: counting)
         }
 
         /// One chunk, group by group in order of first appearance; within a
         /// group in arrival order (a flow belongs to one group, so per-flow
         /// order holds). Under the group lock: all lookups, then a touch of
-        /// every socket, then the deliveries, so the misses overlap.
+        /// every socket, then the deliveries, so the misses overlap (the
+        /// passes of ``DemuxInput/deliver(batch:onDrop:)``).
         func deliverBatched(_ burst: UnsafeBufferPointer<DemuxPacket>) {
             let n = burst.count
             for i in 0..<n { groupOf[i] = org.group(of: burst[i].key) }
-            var sink: UInt = 0
             for i in 0..<n where groupOf[i] >= 0 {
                 let g = groupOf[i]
                 var m = 0
@@ -146,36 +140,27 @@ final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
                     m += 1
                     groupOf[j] = -1
                 }
-                CountedLock.lock(org.locks + g, &delivery.stats.stack.sync, counting: counting)
-                for k in 0..<m { resolved[k] = org.tables[g].lookup(burst[members[k]].key) ?? 0 }
-                for k in 0..<m where resolved[k] != 0 {
-                    Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: resolved[k])!)._withUnsafeGuaranteedRef { s in
-                        sink &+= UInt(s.stateWord.load(ordering: .relaxed)) &+ UInt(s.queue.capacity)
-                    }
-                }
+                CountedLock.lock(org.locks + g, &delivery.stats.sync, counting: counting)
+                for k in 0..<m { resolved[k] = org.tables[g].lookup(burst[members[k]].key) }
+                warmSink &+= SocketDelivery.warm(resolved, count: m)
                 for k in 0..<m {
-                    delivery.stats.stack.offered &+= 1
-                    if resolved[k] != 0 {
-                        delivery.deliver(burst[members[k]], socketBits: resolved[k])
-                    } else {
-                        delivery.stats.stack.drops.record(.noSocket)
-                    }
+                    delivery.deliver(burst[members[k]], to: resolved[k], tcp: .caller, counting: counting)
                 }
                 release(g)
             }
-            warmSink &+= sink
         }
 
         @inline(__always)
         func release(_ g: Int) {
-            CountedLock.unlock(org.locks + g, &delivery.stats.stack.sync, counting: counting)
+            CountedLock.unlock(org.locks + g, &delivery.stats.sync, counting: counting)
         }
 
         func quiescent() {}
 
         func end() -> OrganizationStats {
-            if counting { ThreadContextSwitches.record(since: switches, into: &delivery.stats) }
-            return delivery.stats
+            var stats = OrganizationStats(stack: delivery.stats)
+            if counting { ThreadContextSwitches.record(since: switches, into: &stats) }
+            return stats
         }
     }
 }

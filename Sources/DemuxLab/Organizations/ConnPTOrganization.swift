@@ -4,9 +4,10 @@ import Glibc
 import Synchronization
 import SMPPrimitives
 
-/// Connection-parallel with threads (ConnP-T, seeds/002): connections are
-/// hashed to connection groups, one per core thread, and only the owning
-/// thread ever touches a connection (its lookup table, TCP state, enqueue).
+/// Connection-parallel with threads (ConnP-T, in Willmann, Rixner and
+/// Cox's evaluation): connections are hashed to connection groups, one per
+/// core thread, and only the owning thread ever touches a connection (its
+/// lookup table, TCP state, enqueue).
 /// An input thread hands each packet (one word) to the owner through the
 /// IPI-like ``MailboxMesh`` (an SPSC ring per input → core pair, a doorbell
 /// per core rung once per burst); there is no lock in the stack.
@@ -35,7 +36,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
     let resultCount: Int
     /// Attachments made before ``start()``, per core thread: applied by the
     /// core thread when it starts (the thread start orders them).
-    nonisolated(unsafe) var pending: [[(FlowKey, UInt)]]
+    nonisolated(unsafe) var pending: [[(FlowKey, SocketReference)]]
 
     init(setup: OrganizationSetup) {
         self.setup = setup
@@ -80,10 +81,10 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
 
     private func request(_ op: OwnerControlRequest.Operation, _ socket: Socket, _ key: FlowKey) {
         let k = owner(of: key)
-        let r = OwnerControlRequest(op, key: key, socketBits: UInt(bitPattern: Unmanaged.passUnretained(socket).toOpaque()))
+        let r = OwnerControlRequest(op, key: key, socket: SocketReference(unretained: socket))
         if threads.isEmpty {
             // Not started yet (setup before traffic, on the driver thread).
-            if op == .attach { pending[k].append((key, r.socketBits)) } else { pending[k].removeAll { $0.0 == key } }
+            if op == .attach { pending[k].append((key, r.socket)) } else { pending[k].removeAll { $0.0 == key } }
             return
         }
         r.submit(to: controls[k]) { mesh.doorbell(of: role(ofCore: k)).ring() }
@@ -115,73 +116,56 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
     private func coreThread(_ k: Int, cpu: Int) {
         let roleK = role(ofCore: k)
         let counting = setup.statistics
-        let delivery = SocketDelivery(cpu: cpu, counting: counting)
-        var table = FlowMap(capacity: max(16, setup.maxConnections / setup.coreThreads * 2))
+        var delivery = setup.makeDelivery(cpu: cpu)
+        var stats = OrganizationStats()
+        var table = FlowMap<SocketReference>(capacity: max(16, setup.maxConnections / setup.coreThreads * 2))
         defer { table.deallocate() }
-        for (key, bits) in pending[k] { _ = table.insert(key, bits) }
+        for (key, socket) in pending[k] { _ = table.insert(key, socket) }
         let control = controls[k]
         let decode = setup.decode
         let switches = ThreadContextSwitches.now()
         lifecycle.started.wait()
         let cpu0 = threadCPUNanoseconds()
-        var idle = 0
-        while true {
+        stats.parks = pollUntilFinished(spinning: 64, {
             OwnerControlRequest.applyAll(from: control, to: &table)
             let stopping = lifecycle.stop.load(ordering: .acquiring)
+            // Only this thread touches its connections: the ownership
+            // serializes the TCP state, no lock is taken.
             let n = mesh.receive(at: roleK, max: 256) { _, m in
                 let p = decode(PacketRef(word: m.a))
-                delivery.stats.stack.offered &+= 1
-                if let bits = table.lookup(p.key) {
-                    delivery.deliver(p, socketBits: bits)
-                } else {
-                    delivery.stats.stack.drops.record(.noSocket)
-                }
+                delivery.deliver(p, to: table.lookup(p.key), tcp: .caller, counting: counting)
             }
-            if n > 0 {
-                delivery.publishReadiness()
-                if counting {
-                    delivery.stats.coreQueueConsumer.queueOps &+= 1
-                    delivery.stats.coreQueueConsumer.batchSizes.record(n)
-                }
-                idle = 0
-                continue
+            guard n > 0 else { return stopping ? .finished : .idle }
+            delivery.flush(counting: counting)
+            if counting {
+                stats.coreQueueConsumer.queueOps &+= 1
+                stats.coreQueueConsumer.batchSizes.record(n)
             }
-            if stopping { break }
-            idle &+= 1
-            if idle < 64 {
-                spinLoopHint()
-                continue
-            }
-            delivery.stats.parks &+= 1
+            return .progress
+        }, park: {
             mesh.park(roleK, timeout: .milliseconds(1)) {
                 control.approximateCount > 0 || lifecycle.stop.load(ordering: .sequentiallyConsistent)
             }
-            idle = 0
-        }
-        if counting { ThreadContextSwitches.record(since: switches, into: &delivery.stats) }
-        delivery.stats.stackCPUNanoseconds += threadCPUNanoseconds() - cpu0
-        results[k] = delivery.stats
+        })
+        stats.stack = delivery.stats
+        if counting { ThreadContextSwitches.record(since: switches, into: &stats) }
+        stats.stackCPUNanoseconds += threadCPUNanoseconds() - cpu0
+        results[k] = stats
     }
 
     final class Input: OrganizationInput {
         let org: ConnPTOrganization
         let index: Int
-        let cpu: Int
-        let counting: Bool
-        var stats = OrganizationStats()
+        var handoff: CoreHandoff
         var switches = ThreadContextSwitches()
-        var untilDepthSample = 64
-        /// Core threads posted to in this burst (bit k).
-        var posted: UInt64 = 0
 
         init(org: ConnPTOrganization, index: Int, cpu: Int) {
             self.org = org
             self.index = index
-            self.cpu = cpu
-            counting = org.setup.statistics
+            handoff = CoreHandoff(cpu: cpu, setup: org.setup)
         }
 
-        func begin() { if counting { switches = .now() } }
+        func begin() { if handoff.counting { switches = .now() } }
 
         func deliver(_ burst: UnsafeBufferPointer<DemuxPacket>) {
             let mesh = org.mesh
@@ -191,24 +175,15 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
                 let message = MailboxMessage(p.packet.word)
                 if !mesh.post(message, from: index, to: to) {
                     // Full: wake the owner and wait for room (back-pressure).
-                    stats.coreQueueFullWaits &+= 1
-                    var spins = 0
-                    repeat {
+                    handoff.stats.coreQueueFullWaits &+= 1
+                    retryUntilSuccess {
                         mesh.ringDoorbell(of: to, from: index)
-                        spins &+= 1
-                        if spins & 15 == 0 { sched_yield() } else { spinLoopHint() }
-                    } while !mesh.post(message, from: index, to: to)
-                }
-                posted |= 1 << UInt64(k & 63)
-                if counting {
-                    stats.coreQueue.queueOps &+= 1
-                    if coreThreadCPU(k, pinned: org.setup.pinned) != cpu { stats.stack.sync.crossCoreHandoffs &+= 1 }
-                    untilDepthSample &-= 1
-                    if untilDepthSample == 0 {
-                        untilDepthSample = 64
-                        let s = mesh.statistics(from: index, to: to)
-                        stats.coreQueue.recordDepth(s.sent &- s.received)
+                        return mesh.post(message, from: index, to: to)
                     }
+                }
+                handoff.didPost(to: k) {
+                    let s = mesh.statistics(from: index, to: to)
+                    return s.sent &- s.received
                 }
             }
             ringPosted()
@@ -217,19 +192,15 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         /// One doorbell check per core thread per burst (a fence and a load;
         /// a futex wake only if the owner parked).
         func ringPosted() {
-            while posted != 0 {
-                let k = posted.trailingZeroBitCount
-                posted &= posted &- 1
-                org.mesh.ringDoorbell(of: org.role(ofCore: k), from: index)
-            }
+            handoff.ringPosted { k in org.mesh.ringDoorbell(of: org.role(ofCore: k), from: index) }
         }
 
         func quiescent() {}
 
         func end() -> OrganizationStats {
             ringPosted()
-            if counting { ThreadContextSwitches.record(since: switches, into: &stats) }
-            return stats
+            if handoff.counting { ThreadContextSwitches.record(since: switches, into: &handoff.stats) }
+            return handoff.stats
         }
     }
 }

@@ -11,13 +11,13 @@ final class OwnerControlRequest: Sendable {
     enum Operation: Sendable { case attach, detach }
     let operation: Operation
     let key: FlowKey
-    let socketBits: UInt
+    let socket: SocketReference
     let done = Atomic<Bool>(false)
 
-    init(_ operation: Operation, key: FlowKey, socketBits: UInt) {
+    init(_ operation: Operation, key: FlowKey, socket: SocketReference) {
         self.operation = operation
         self.key = key
-        self.socketBits = socketBits
+        self.socket = socket
     }
 
     /// Queues `self` on `queue`, wakes the owner with `ring`, and waits
@@ -35,11 +35,11 @@ final class OwnerControlRequest: Sendable {
     }
 
     /// Owner side: applies every queued request to `table`.
-    static func applyAll(from queue: PCQ<UInt>, to table: inout FlowMap) {
+    static func applyAll(from queue: PCQ<UInt>, to table: inout FlowMap<SocketReference>) {
         while let bits = queue.get() {
             let r = Unmanaged<OwnerControlRequest>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeRetainedValue()
             switch r.operation {
-            case .attach: _ = table.insert(r.key, r.socketBits)
+            case .attach: _ = table.insert(r.key, r.socket)
             case .detach: _ = table.remove(r.key)
             }
             // Release: the table update is visible to the submitter.
@@ -60,3 +60,99 @@ final class CoreThreadsControl: Sendable {
 
 /// The CPU of core thread `k`, or -1 when not pinned.
 func coreThreadCPU(_ k: Int, pinned: Bool) -> Int { pinned ? k % onlineCPUCount : -1 }
+
+// MARK: - Polling threads
+
+/// What one poll of a polling thread found.
+package enum PollOutcome {
+    /// Work was done: poll again at once.
+    case progress
+    /// Nothing to do yet.
+    case idle
+    /// Nothing to do, ever again: the loop ends.
+    case finished
+}
+
+/// The loop of a thread that polls for work (a core thread, a worker, a
+/// reader): runs `poll` until it reports ``PollOutcome/finished``. After
+/// `spins` idle polls in a row it calls `park` (which blocks until woken
+/// or a timeout, and must re-check for work after announcing itself, as
+/// ``ThreadParker`` does) and then spins again. Returns how often it
+/// parked. On the calling thread; no allocation.
+@inline(__always)
+package func pollUntilFinished(spinning spins: Int, _ poll: () -> PollOutcome, park: () -> Void) -> Int {
+    var idle = 0, parks = 0
+    while true {
+        switch poll() {
+        case .progress:
+            idle = 0
+        case .finished:
+            return parks
+        case .idle:
+            idle &+= 1
+            if idle < spins {
+                spinLoopHint()
+            } else {
+                parks &+= 1
+                park()
+                idle = 0
+            }
+        }
+    }
+}
+
+/// Calls `attempt` until it succeeds, pausing after each failure: a spin
+/// hint, and every 16th time `sched_yield` (on a small machine the thread
+/// we wait for may need our CPU).
+@inline(__always)
+func retryUntilSuccess(_ attempt: () -> Bool) {
+    var failures = 0
+    while !attempt() {
+        failures &+= 1
+        if failures & 15 == 0 { sched_yield() } else { spinLoopHint() }
+    }
+}
+
+// MARK: - Hand-offs to core threads
+
+/// An input thread's side of handing packets to core threads (ConnP-T's
+/// mailboxes, the deferred fast path's worker PCQs): the statistics of the
+/// hand-off point, and which cores got packets in the current burst, so that
+/// each is rung once per burst. Owned by the input thread.
+struct CoreHandoff {
+    let cpu: Int
+    let pinned: Bool
+    let counting: Bool
+    var stats = OrganizationStats()
+    private var depthSampler = DepthSampler(interval: 64)
+    /// Core threads posted to since the last ``ringPosted(_:)`` (bit k).
+    private var posted: UInt64 = 0
+
+    init(cpu: Int, setup: OrganizationSetup) {
+        self.cpu = cpu
+        pinned = setup.pinned
+        counting = setup.statistics
+    }
+
+    /// Records a successful put on core `k`'s queue; `depth()` reads that
+    /// queue's depth when a sample is due.
+    @inline(__always)
+    mutating func didPost(to k: Int, depth: () -> Int) {
+        posted |= 1 << UInt64(k & 63)
+        guard counting else { return }
+        stats.coreQueue.queueOps &+= 1
+        if coreThreadCPU(k, pinned: pinned) != cpu { stats.stack.sync.crossCoreHandoffs &+= 1 }
+        if depthSampler.isDue() { stats.coreQueue.recordDepth(depth()) }
+    }
+
+    /// Calls `ring(k)` once for each core posted to since the last call
+    /// (a doorbell check per core per burst, not per packet).
+    @inline(__always)
+    mutating func ringPosted(_ ring: (Int) -> Void) {
+        while posted != 0 {
+            let k = posted.trailingZeroBitCount
+            posted &= posted &- 1
+            ring(k)
+        }
+    }
+}

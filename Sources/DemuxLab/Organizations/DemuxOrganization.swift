@@ -4,20 +4,21 @@ import Glibc
 import Synchronization
 import SMPPrimitives
 
-// Parallel organizations of the demultiplexer, side by side (the seed's
-// comparison, seeds/000 and 002: Willmann, Rixner and Cox measured
-// message-based and connection-based parallel stacks inside FreeBSD; Robert
-// Watson, seeds/001 and 003, asked for the numbers that decide between them).
+// Parallel organizations of the demultiplexer, side by side (Willmann,
+// Rixner and Cox, "An Evaluation of Network Stack Parallelization Strategies
+// in Modern Operating Systems", USENIX ATC 2006, measured message-based and
+// connection-based parallel stacks inside FreeBSD; Robert Watson's 2004
+// "Network Stack Locking" mail asked for the numbers that decide between
+// them).
 //
 // Every organization receives the same parsed packets (``DemuxPacket``s
-// built by a ``PacketDecoder`` from one word per packet), delivers them to
-// the same ``Socket``s (the same receive PCQs, the same TCP receive state,
-// the same ``SocketReadySet`` readiness) and counts the same statistics
-// (``OrganizationStats``), so that differences come from the organization
-// alone: who runs the protocol work, what serializes it, and how many
-// hand-offs a packet takes.
+// built by a ``PacketDecoder`` from one word per packet) and delivers them
+// with the same delivery step (FastDemux's `SocketDelivery`: the same
+// receive PCQs, TCP receive state, readiness pass and statistics), so that
+// differences come from the organization alone: which thread delivers,
+// which locks it takes, and how many hand-offs a packet takes.
 
-/// The organizations that can be compared.
+/// The organizations that can be compared (a plain value).
 public enum OrganizationKind: String, CaseIterable, Sendable, CustomStringConvertible {
     /// Message-parallel: any input thread processes any packet; a global
     /// table lock for the lookup, then the connection's own lock.
@@ -53,11 +54,13 @@ public enum OrganizationKind: String, CaseIterable, Sendable, CustomStringConver
 /// stack reads the headers again on the core that processes them.
 public typealias PacketDecoder = @Sendable (PacketRef) -> DemuxPacket
 
-/// What an organization is built from.
+/// What an organization is built from (a value; the demux and decoder it
+/// names are thread-safe).
 public struct OrganizationSetup: Sendable {
     /// The demultiplexer whose sockets (and, for the fast path, PCB tables)
     /// are used.
     public var demux: Demux<QSBR>
+    /// Turns a packet word into its parsed packet, on any thread.
     public var decode: PacketDecoder
     /// Connection groups (ConnP-L).
     public var groups: Int
@@ -84,6 +87,14 @@ public struct OrganizationSetup: Sendable {
         self.maxConnections = max(1, maxConnections)
         self.statistics = statistics
         self.pinned = pinned
+    }
+
+    /// The delivery step for a thread of the organization running on `cpu`
+    /// (-1: unknown): the demux's depth sampling, room for a core thread's
+    /// drain batch (256) before a forced flush, no ACK sink (the comparison
+    /// counts the ACKs the stack decides, it sends none).
+    func makeDelivery(cpu: Int) -> SocketDelivery {
+        SocketDelivery(cpu: cpu, depthSampleInterval: demux.configuration.depthSampleInterval, capacity: 256)
     }
 }
 
@@ -135,7 +146,7 @@ public protocol OrganizationInput: AnyObject {
 ///
 /// Every counter is a plain integer owned by the thread that records it
 /// (input, core thread or reader); the run merges them after the threads
-/// have stopped.
+/// have stopped (a value: read it on any thread after that).
 public struct OrganizationStats: Sendable {
     /// Offered/enqueued/drops, the socket receive-queue hand-off point
     /// (depth at enqueue, puts, run lengths per burst), and the
@@ -155,8 +166,8 @@ public struct OrganizationStats: Sendable {
     public var involuntaryContextSwitches = 0
     /// Times a core thread or the reader parked.
     public var parks = 0
-    /// TCP ACKs decided by the stack.
-    public var acks = 0
+    /// TCP ACKs decided by the stack (the delivery step's immediate ACKs).
+    public var acks: Int { stack.immediateACKs }
     /// CPU time used by the stack's threads (input and core threads; the
     /// reader's is kept apart), in nanoseconds: comparable across runs on a
     /// busy, oversubscribed machine where wall-clock throughput is not.
@@ -165,6 +176,10 @@ public struct OrganizationStats: Sendable {
 
     public init() {}
 
+    /// The statistics of a thread whose deliveries counted `stack`.
+    init(stack: DemuxStats) { self.stack = stack }
+
+    /// Adds another thread's statistics (after that thread stopped).
     public mutating func merge(_ o: OrganizationStats) {
         stack.merge(o.stack)
         coreQueue.merge(o.coreQueue)
@@ -174,15 +189,15 @@ public struct OrganizationStats: Sendable {
         voluntaryContextSwitches += o.voluntaryContextSwitches
         involuntaryContextSwitches += o.involuntaryContextSwitches
         parks += o.parks
-        acks += o.acks
         stackCPUNanoseconds += o.stackCPUNanoseconds
         readerCPUNanoseconds += o.readerCPUNanoseconds
     }
 
+    /// Voluntary and involuntary context switches together.
     public var contextSwitches: Int { voluntaryContextSwitches + involuntaryContextSwitches }
 }
 
-/// Builds an organization.
+/// Builds an organization (any thread; nothing runs until ``DemuxOrganization/start()``).
 public func makeOrganization(_ kind: OrganizationKind, setup: OrganizationSetup) -> any DemuxOrganization {
     switch kind {
     case .msgp: return MsgPOrganization(setup: setup)
@@ -260,222 +275,5 @@ enum CountedLock {
     static func unlock(_ m: UnsafeMutablePointer<PthreadMutex>, _ sync: inout SyncStats, counting: Bool) {
         if counting { sync.atomicRMWs &+= 1 }
         m.pointee.unlock()
-    }
-}
-
-/// A small open-addressing map from flow keys to words, for the locked and
-/// thread-owned organizations (their lookup structure; the fast path uses
-/// the RCU PCB tables instead). Not thread-safe: guarded by the
-/// organization's lock or owned by one thread. Same hash as the RCU table,
-/// so lookups cost the same apart from the synchronization around them.
-struct FlowMap {
-    private var keys: UnsafeMutablePointer<FlowKey>
-    private var values: UnsafeMutablePointer<UInt>
-    /// 0 empty, 1 full, 2 deleted.
-    private var states: UnsafeMutablePointer<UInt8>
-    private var mask: Int
-    private(set) var count = 0
-    private var used = 0
-
-    init(capacity: Int) {
-        var n = 16
-        while n < capacity * 2 { n <<= 1 }
-        mask = n - 1
-        keys = .allocate(capacity: n)
-        values = .allocate(capacity: n)
-        states = .allocate(capacity: n)
-        states.initialize(repeating: 0, count: n)
-    }
-
-    func deallocate() {
-        keys.deallocate()
-        values.deallocate()
-        states.deallocate()
-    }
-
-    @inline(__always)
-    private static func hash(_ k: FlowKey) -> Int { Int(truncatingIfNeeded: k.rcuHash(seed: 0x51ed_270b)) }
-
-    @inline(__always)
-    func lookup(_ k: FlowKey) -> UInt? {
-        var i = Self.hash(k) & mask
-        while true {
-            let st = states[i]
-            if st == 0 { return nil }
-            if st == 1 && keys[i] == k { return values[i] }
-            i = (i &+ 1) & mask
-        }
-    }
-
-    /// False if `k` is present.
-    mutating func insert(_ k: FlowKey, _ v: UInt) -> Bool {
-        if lookup(k) != nil { return false }
-        if (used + 1) * 2 > mask + 1 { rehash() }
-        var i = Self.hash(k) & mask
-        while states[i] == 1 { i = (i &+ 1) & mask }
-        if states[i] == 0 { used += 1 }
-        states[i] = 1
-        (keys + i).initialize(to: k)
-        values[i] = v
-        count += 1
-        return true
-    }
-
-    mutating func remove(_ k: FlowKey) -> UInt? {
-        var i = Self.hash(k) & mask
-        while true {
-            let st = states[i]
-            if st == 0 { return nil }
-            if st == 1 && keys[i] == k {
-                states[i] = 2
-                count -= 1
-                return values[i]
-            }
-            i = (i &+ 1) & mask
-        }
-    }
-
-    private mutating func rehash() {
-        let oldMask = mask, oldKeys = keys, oldValues = values, oldStates = states
-        var n = oldMask + 1
-        if count * 4 >= n { n <<= 1 }
-        mask = n - 1
-        keys = .allocate(capacity: n)
-        values = .allocate(capacity: n)
-        states = .allocate(capacity: n)
-        states.initialize(repeating: 0, count: n)
-        count = 0
-        used = 0
-        for i in 0...oldMask where oldStates[i] == 1 { _ = insert(oldKeys[i], oldValues[i]) }
-        oldKeys.deallocate()
-        oldValues.deallocate()
-        oldStates.deallocate()
-    }
-}
-
-/// The per-thread delivery step every non-fast-path organization shares,
-/// once it holds whatever serializes the connection: put on the socket's
-/// receive PCQ, run the TCP receive state, remember the socket for the
-/// end-of-batch readiness pass (the same work as ``DemuxInput``, minus the
-/// RCU lookup and the TCP try-lock).
-///
-/// Owned by one thread.
-final class SocketDelivery {
-    let cpu: Int
-    let counting: Bool
-    let depthSampleInterval = 64
-    var untilDepthSample = 64
-    let touched: UnsafeMutablePointer<UInt>
-    let touchedRuns: UnsafeMutablePointer<Int>
-    var touchedCount = 0
-    static let capacity = 256
-    var stats = OrganizationStats()
-
-    init(cpu: Int, counting: Bool) {
-        self.cpu = cpu
-        self.counting = counting
-        touched = .allocate(capacity: Self.capacity)
-        touchedRuns = .allocate(capacity: Self.capacity)
-    }
-
-    deinit {
-        touched.deallocate()
-        touchedRuns.deallocate()
-    }
-
-    /// Enqueues `p` on socket `bits` and runs its TCP state. The caller
-    /// serializes the connection (its lock or ownership), which is what
-    /// guards `tcpState` here instead of the socket's TCP lock.
-    @inline(__always)
-    func deliver(_ p: DemuxPacket, socketBits bits: UInt) {
-        Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!)._withUnsafeGuaranteedRef { s in
-            if s.stateWord.load(ordering: .relaxed) == SocketState.closed.rawValue {
-                stats.stack.drops.record(.socketClosed)
-                s.droppedClosedCount.add(1, ordering: .relaxed)
-                return
-            }
-            if counting {
-                stats.stack.socketQueue.queueOps &+= 1
-                stats.stack.sync.atomicRMWs &+= 1   // the PCQ put's reservation
-            }
-            guard s.queue.put(p.packet) else {
-                stats.stack.drops.record(.queueFull)
-                s.droppedQueueFullCount.add(1, ordering: .relaxed)
-                return
-            }
-            stats.stack.enqueued &+= 1
-            if counting {
-                if s.readerCPU != cpu { stats.stack.sync.crossCoreHandoffs &+= 1 }
-                untilDepthSample &-= 1
-                if untilDepthSample == 0 {
-                    untilDepthSample = depthSampleInterval
-                    stats.stack.socketQueue.recordDepth(s.queue.approximateCount)
-                }
-            }
-            if let tcp = p.tcp, s.proto == .tcp {
-                let r = s.tcpState.receive(tcp, payloadLength: p.payloadLength, policy: s.ackPolicy)
-                if !r.inSequence { stats.stack.outOfSequence &+= 1 }
-                if r.ackNow {
-                    s.tcpState.didSendAck()
-                    stats.acks &+= 1
-                }
-            }
-            if touchedCount > 0 && touched[touchedCount &- 1] == bits {
-                touchedRuns[touchedCount &- 1] &+= 1
-            } else {
-                if touchedCount == Self.capacity { publishReadiness() }
-                touched[touchedCount] = bits
-                touchedRuns[touchedCount] = 1
-                touchedCount &+= 1
-            }
-        }
-    }
-
-    /// Publishes readiness of the sockets touched since the last call (one
-    /// fence per batch, a bit per socket, the reader rung if parked). Must
-    /// run while the touched sockets cannot be torn down: under the lock
-    /// that keeps them attached, or on the thread that owns them.
-    func publishReadiness() {
-        guard touchedCount > 0 else { return }
-        // StoreLoad between the batch's PCQ puts and the readiness / armed
-        // loads below; pairs with the reader's armed store + re-check.
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
-        var lastSet: UInt = 0
-        for i in 0..<touchedCount {
-            if counting { stats.stack.socketQueue.batchSizes.record(touchedRuns[i]) }
-            Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: touched[i])!)._withUnsafeGuaranteedRef { s in
-                if s.readySetBits != 0 {
-                    // Ring a set's reader once per run of sockets of that set.
-                    if lastSet != 0 && lastSet != s.readySetBits { ringSet(lastSet) }
-                    Unmanaged<SocketReadySet>.fromOpaque(UnsafeRawPointer(bitPattern: s.readySetBits)!)
-                        ._withUnsafeGuaranteedRef { set in
-                            if set.markReady(slot: s.readySlot) && counting {
-                                stats.stack.sync.atomicRMWs &+= 1
-                                stats.stack.sync.wakeups &+= 1
-                            }
-                        }
-                    lastSet = s.readySetBits
-                }
-                if s.readerWakeup.isArmed && s.readerWakeup.ring() && counting {
-                    stats.stack.sync.atomicRMWs &+= 1
-                    stats.stack.sync.lockAcquisitions &+= 1
-                    stats.stack.sync.wakeups &+= 1
-                    stats.stack.sync.threadWakeups &+= 1
-                }
-            }
-        }
-        if lastSet != 0 { ringSet(lastSet) }
-        touchedCount = 0
-    }
-
-    /// Wakes a ready set's reader if it parked.
-    private func ringSet(_ bits: UInt) {
-        Unmanaged<SocketReadySet>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!)._withUnsafeGuaranteedRef { set in
-            if set.wakeup.isArmed && set.wakeup.ring() && counting {
-                stats.stack.sync.atomicRMWs &+= 1
-                stats.stack.sync.lockAcquisitions &+= 1
-                stats.stack.sync.threadWakeups &+= 1
-            }
-        }
     }
 }

@@ -4,8 +4,9 @@ import Glibc
 import Synchronization
 import SMPPrimitives
 
-/// The lock-free fast path (the NetBSD proposal, seeds/004) as an
-/// organization: ``Demux`` with its RCU PCB tables and PCQ socket queues.
+/// The lock-free fast path (the NetBSD "Fast protocol and port
+/// demultiplexing" proposal) as an organization: ``Demux`` with its RCU PCB
+/// tables and PCQ socket queues.
 ///
 /// - direct: each input thread runs ``DemuxInput/deliver(batch:onDrop:)``
 ///   itself (lookup without a lock, TCP via try-lock).
@@ -103,41 +104,30 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
         let switches = ThreadContextSwitches.now()
         lifecycle.started.wait()
         let cpu0 = threadCPUNanoseconds()
-        var idle = 0
-        while true {
+        stats.parks = pollUntilFinished(spinning: 64, {
             let stopping = lifecycle.stop.load(ordering: .acquiring)
             var m = 0
             let n = queue.drain(max: Self.workerBatch) { w in
                 batch[m] = decode(w)
                 m &+= 1
             }
-            if n > 0 {
-                ctx.burst { b in b.deliver(batch: UnsafeBufferPointer(start: batch, count: m)) { _, _ in } }
-                ctx.quiescent()
-                if counting {
-                    stats.coreQueueConsumer.queueOps &+= 1
-                    stats.coreQueueConsumer.batchSizes.record(n)   // (the drain publishes with a store: no RMW)
-                }
-                idle = 0
-                continue
+            guard n > 0 else { return stopping ? .finished : .idle }
+            ctx.burst { b in b.deliver(batch: UnsafeBufferPointer(start: batch, count: m)) { _, _ in } }
+            ctx.quiescent()
+            if counting {
+                stats.coreQueueConsumer.queueOps &+= 1
+                stats.coreQueueConsumer.batchSizes.record(n)   // (the drain publishes with a store: no RMW)
             }
-            if stopping { break }
-            idle &+= 1
-            if idle < 64 {
-                spinLoopHint()
-                continue
-            }
-            stats.parks &+= 1
+            return .progress
+        }, park: {
             QSBR.threadOffline()
             doorbells[k].park(timeout: .milliseconds(1)) {
                 queue.approximateCount == 0 && !lifecycle.stop.load(ordering: .sequentiallyConsistent)
             }
             QSBR.threadOnline()
-            idle = 0
-        }
+        })
         if counting { ThreadContextSwitches.record(since: switches, into: &stats) }
         stats.stack.merge(ctx.stats)
-        stats.acks += ctx.stats.immediateACKs
         stats.stackCPUNanoseconds += threadCPUNanoseconds() - cpu0
         results[k] = stats
     }
@@ -166,9 +156,7 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
 
         func end() -> OrganizationStats {
             QSBR.unregisterThread()
-            var s = OrganizationStats()
-            s.stack = ctx.stats
-            s.acks = ctx.stats.immediateACKs
+            var s = OrganizationStats(stack: ctx.stats)
             if org.setup.statistics { ThreadContextSwitches.record(since: switches, into: &s) }
             return s
         }
@@ -177,59 +165,44 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
     /// Deferred dispatch: the input thread only steers words to workers.
     final class DeferredInput: OrganizationInput {
         let org: FastPathOrganization
-        let cpu: Int
-        let counting: Bool
-        var stats = OrganizationStats()
+        var handoff: CoreHandoff
         var switches = ThreadContextSwitches()
-        var untilDepthSample = 64
-        var posted: UInt64 = 0
 
         init(org: FastPathOrganization, cpu: Int) {
             self.org = org
-            self.cpu = cpu
-            counting = org.setup.statistics
+            handoff = CoreHandoff(cpu: cpu, setup: org.setup)
         }
 
-        func begin() { if counting { switches = .now() } }
+        func begin() { if handoff.counting { switches = .now() } }
 
         func deliver(_ burst: UnsafeBufferPointer<DemuxPacket>) {
+            let counting = handoff.counting
             for p in burst {
                 let k = org.worker(of: p.key)
                 let q = org.queues[k]
                 if !q.put(p.packet) {
-                    stats.coreQueueFullWaits &+= 1
-                    var spins = 0
-                    repeat {
+                    // Full: wake the worker and wait for room (back-pressure).
+                    handoff.stats.coreQueueFullWaits &+= 1
+                    retryUntilSuccess {
                         org.doorbells[k].ring()
-                        spins &+= 1
-                        if spins & 15 == 0 { sched_yield() } else { spinLoopHint() }
-                        if counting { stats.stack.sync.atomicRMWs &+= 1 }
-                    } while !q.put(p.packet)
-                }
-                posted |= 1 << UInt64(k & 63)
-                if counting {
-                    stats.coreQueue.queueOps &+= 1
-                    stats.stack.sync.atomicRMWs &+= 1   // the PCQ put's reservation
-                    if coreThreadCPU(k, pinned: org.setup.pinned) != cpu { stats.stack.sync.crossCoreHandoffs &+= 1 }
-                    untilDepthSample &-= 1
-                    if untilDepthSample == 0 {
-                        untilDepthSample = 64
-                        stats.coreQueue.recordDepth(q.approximateCount)
+                        if counting { handoff.stats.stack.sync.atomicRMWs &+= 1 }
+                        return q.put(p.packet)
                     }
                 }
+                if counting { handoff.stats.stack.sync.atomicRMWs &+= 1 }   // the PCQ put's reservation
+                handoff.didPost(to: k) { q.approximateCount }
             }
             ringPosted()
         }
 
         func ringPosted() {
-            while posted != 0 {
-                let k = posted.trailingZeroBitCount
-                posted &= posted &- 1
-                if org.doorbells[k].ring() && counting {
-                    stats.stack.sync.atomicRMWs &+= 1
-                    stats.stack.sync.wakeups &+= 1
-                    stats.stack.sync.threadWakeups &+= 1
-                }
+            let counting = handoff.counting
+            var rung = 0
+            handoff.ringPosted { k in if org.doorbells[k].ring() { rung &+= 1 } }
+            if counting {
+                handoff.stats.stack.sync.atomicRMWs &+= rung
+                handoff.stats.stack.sync.wakeups &+= rung
+                handoff.stats.stack.sync.threadWakeups &+= rung
             }
         }
 
@@ -237,8 +210,8 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
 
         func end() -> OrganizationStats {
             ringPosted()
-            if counting { ThreadContextSwitches.record(since: switches, into: &stats) }
-            return stats
+            if handoff.counting { ThreadContextSwitches.record(since: switches, into: &handoff.stats) }
+            return handoff.stats
         }
     }
 }

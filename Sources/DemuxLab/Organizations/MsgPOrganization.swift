@@ -3,8 +3,9 @@ import PacketIO
 import Glibc
 import SMPPrimitives
 
-/// Message-parallel (MsgP, seeds/002): any input thread processes any
-/// packet. As in FreeBSD's stack of the paper, the lookup runs under one
+/// Message-parallel (MsgP, in Willmann, Rixner and Cox's evaluation): any
+/// input thread processes any packet. As in FreeBSD's stack of the paper,
+/// the lookup runs under one
 /// global table lock (the pcbinfo lock); the thread then takes the
 /// connection's own lock (the inpcb lock) before dropping the table lock,
 /// and does the protocol work and the socket enqueue under it.
@@ -24,9 +25,10 @@ final class MsgPOrganization: DemuxOrganization, @unchecked Sendable {
     let setup: OrganizationSetup
     let tableLock: UnsafeMutablePointer<PthreadMutex>
     let connectionLocks: UnsafeMutablePointer<PthreadMutex>
-    /// Socket bits per connection slot.
-    let slots: UnsafeMutablePointer<UInt>
-    nonisolated(unsafe) var table: FlowMap
+    /// The socket of each connection slot (nil: free).
+    let slots: UnsafeMutablePointer<SocketReference?>
+    /// Connection slot by flow.
+    nonisolated(unsafe) var table: FlowMap<Int>
     nonisolated(unsafe) var freeSlots: [Int]
 
     init(setup: OrganizationSetup) {
@@ -34,7 +36,7 @@ final class MsgPOrganization: DemuxOrganization, @unchecked Sendable {
         tableLock = CountedLock.allocate(count: 1)
         connectionLocks = CountedLock.allocate(count: setup.maxConnections)
         slots = .allocate(capacity: setup.maxConnections)
-        slots.initialize(repeating: 0, count: setup.maxConnections)
+        slots.initialize(repeating: nil, count: setup.maxConnections)
         table = FlowMap(capacity: setup.maxConnections)
         freeSlots = Array((0..<setup.maxConnections).reversed())
     }
@@ -52,8 +54,8 @@ final class MsgPOrganization: DemuxOrganization, @unchecked Sendable {
         tableLock.pointee.lock()
         defer { tableLock.pointee.unlock() }
         guard let slot = freeSlots.popLast() else { preconditionFailure("MsgP: more than maxConnections sockets") }
-        slots[slot] = UInt(bitPattern: Unmanaged.passUnretained(socket).toOpaque())
-        if !table.insert(key, UInt(slot)) { freeSlots.append(slot) }
+        slots[slot] = SocketReference(unretained: socket)
+        if !table.insert(key, slot) { freeSlots.append(slot) }
     }
 
     func close(_ socket: Socket, key: FlowKey) {
@@ -61,10 +63,10 @@ final class MsgPOrganization: DemuxOrganization, @unchecked Sendable {
         if let slot = table.remove(key) {
             // Taking the connection lock waits for a thread that found the
             // socket before the removal and is still delivering to it.
-            connectionLocks[Int(slot)].lock()
-            slots[Int(slot)] = 0
-            connectionLocks[Int(slot)].unlock()
-            freeSlots.append(Int(slot))
+            connectionLocks[slot].lock()
+            slots[slot] = nil
+            connectionLocks[slot].unlock()
+            freeSlots.append(slot)
         }
         tableLock.pointee.unlock()
         socket.close()
@@ -76,14 +78,14 @@ final class MsgPOrganization: DemuxOrganization, @unchecked Sendable {
 
     final class Input: OrganizationInput {
         let org: MsgPOrganization
-        let delivery: SocketDelivery
         let counting: Bool
+        var delivery: SocketDelivery
         var switches = ThreadContextSwitches()
 
         init(org: MsgPOrganization, cpu: Int) {
             self.org = org
             counting = org.setup.statistics
-            delivery = SocketDelivery(cpu: cpu, counting: counting)
+            delivery = org.setup.makeDelivery(cpu: cpu)
         }
 
         func begin() { if counting { switches = .now() } }
@@ -91,29 +93,33 @@ final class MsgPOrganization: DemuxOrganization, @unchecked Sendable {
         func deliver(_ burst: UnsafeBufferPointer<DemuxPacket>) {
             let tableLock = org.tableLock
             for p in burst {
-                delivery.stats.stack.offered &+= 1
-                CountedLock.lock(tableLock, &delivery.stats.stack.sync, counting: counting)
+                CountedLock.lock(tableLock, &delivery.stats.sync, counting: counting)
                 guard let slot = org.table.lookup(p.key) else {
-                    CountedLock.unlock(tableLock, &delivery.stats.stack.sync, counting: counting)
-                    delivery.stats.stack.drops.record(.noSocket)
+                    CountedLock.unlock(tableLock, &delivery.stats.sync, counting: counting)
+                    delivery.deliver(p, to: nil, tcp: .caller, counting: counting)
                     continue
                 }
-                let connLock = org.connectionLocks + Int(slot)
-                CountedLock.lock(connLock, &delivery.stats.stack.sync, counting: counting)
-                let bits = org.slots[Int(slot)]
-                CountedLock.unlock(tableLock, &delivery.stats.stack.sync, counting: counting)
-                delivery.deliver(p, socketBits: bits)
-                CountedLock.unlock(connLock, &delivery.stats.stack.sync, counting: counting)
+                let connLock = org.connectionLocks + slot
+                CountedLock.lock(connLock, &delivery.stats.sync, counting: counting)
+                let socket = org.slots[slot]
+                CountedLock.unlock(tableLock, &delivery.stats.sync, counting: counting)
+                // The connection lock serializes the TCP state and the
+                // enqueue order of this connection.
+                delivery.deliver(p, to: socket, tcp: .caller, counting: counting)
+                CountedLock.unlock(connLock, &delivery.stats.sync, counting: counting)
             }
-            delivery.publishReadiness()
+            // Outside the locks: the sockets outlive the traffic (the
+            // organization's contract).
+            delivery.flush(counting: counting)
         }
 
         func quiescent() {}
 
         func end() -> OrganizationStats {
-            delivery.publishReadiness()
-            if counting { ThreadContextSwitches.record(since: switches, into: &delivery.stats) }
-            return delivery.stats
+            delivery.flush(counting: counting)
+            var stats = OrganizationStats(stack: delivery.stats)
+            if counting { ThreadContextSwitches.record(since: switches, into: &stats) }
+            return stats
         }
     }
 }

@@ -88,76 +88,13 @@ public struct OrganizationRunResult: Sendable {
     public func perDelivered(_ value: Int) -> Double { DemuxStats.perDelivered(value, delivered: delivered) }
 }
 
-/// The comparison's packets: flow keys and per-input packet words.
-/// Immutable after init (any thread reads it).
-final class OrganizationTraffic: @unchecked Sendable {
-    // @unchecked Sendable: written in init only.
-    static let payload = 64
-    static let local = InetEndpoint(IPAddress(ipv4: 0x0a00_0001), 80)
-    let flowCount: Int
-    let keys: UnsafeMutablePointer<FlowKey>
-    /// Per input thread: its packet words.
-    let words: [UnsafeMutablePointer<PacketRef>]
-    let counts: [Int]
-    /// Segments generated per flow.
-    let sent: [Int]
-
-    init(flows: Int, inputs: Int, packets: Int, seed: UInt64) {
-        flowCount = flows
-        keys = .allocate(capacity: flows)
-        for i in 0..<flows { (keys + i).initialize(to: Self.key(i)) }
-        var r = Xoshiro256StarStar(seed: seed)
-        var sent = [Int](repeating: 0, count: flows)
-        var words: [UnsafeMutablePointer<PacketRef>] = []
-        var counts: [Int] = []
-        for t in 0..<inputs {
-            let mine = Array(stride(from: t, to: flows, by: inputs))
-            let n = mine.isEmpty ? 0 : packets / inputs
-            let w = UnsafeMutablePointer<PacketRef>.allocate(capacity: max(1, n))
-            for j in 0..<n {
-                let f = mine[Int(r.below(UInt32(mine.count)))]
-                w[j] = PacketRef(word: (UInt(f) << 32 | UInt(sent[f])) &+ 1)
-                sent[f] += 1
-            }
-            words.append(w)
-            counts.append(n)
-        }
-        self.words = words
-        self.counts = counts
-        self.sent = sent
-    }
-
-    deinit {
-        keys.deallocate()
-        for w in words { w.deallocate() }
-    }
-
-    static func remote(_ i: Int) -> InetEndpoint {
-        InetEndpoint(IPAddress(ipv4: 0x6440_0000 &+ UInt32(i)), UInt16(1024 + i % 60_000))
-    }
-
-    static func key(_ i: Int) -> FlowKey { .connected(.tcp, local: local, remote: remote(i)) }
-
-    @inline(__always)
-    static func decode(_ w: PacketRef) -> (flow: Int, n: UInt32) {
-        let v = w.word &- 1
-        return (Int(v >> 32), UInt32(truncatingIfNeeded: v))
-    }
-
-    var decoder: PacketDecoder {
-        return { [self] w in
-            let (f, n) = Self.decode(w)
-            return DemuxPacket(packet: w, key: self.keys[f],
-                               tcp: TCPSegmentInfo(sequenceNumber: n &* UInt32(Self.payload), acknowledgmentNumber: 0,
-                                                   flags: [.psh, .ack], window: 0xffff),
-                               payloadLength: Self.payload)
-        }
-    }
-}
-
 /// Runs `configuration` once and checks it: every offered packet delivered
 /// or counted as dropped (exactly once), per-flow order kept at the reader
 /// and in the TCP receive state, every packet at its own socket.
+///
+/// Synchronous: starts the organization's threads, an input thread per
+/// ``OrganizationRunConfiguration/inputThreads``, the reader and (with
+/// churn) a control thread, and joins them all before returning.
 public func runOrganization(_ configuration: OrganizationRunConfiguration) -> OrganizationRunResult {
     let c = configuration
     let inputs = max(1, c.inputThreads)
@@ -191,7 +128,7 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
                                 initialReceiveSequence: 0)
         org.attach(sockets[f], key: traffic.keys[f])
     }
-    let socketRefs = sockets.map { Unmanaged.passUnretained($0) }
+    let socketRefs = sockets.map(SocketReference.init(unretained:))
     org.start()
 
     let parties = inputs + 1 + 1 + (c.churnFlows > 0 ? 1 : 0)
@@ -208,48 +145,17 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
     var inputThreads: [PinnedThread<Void>] = []
     for t in 0..<inputs {
         let cpu = c.pinned ? t % cpus : -1
-        let ctx = org.makeInput(index: t, cpu: cpu)
-        let count = traffic.counts[t]
-        let decode = traffic.decoder
+        let input = org.makeInput(index: t, cpu: cpu)
         let rep = inputReports[t]
-        // The context moves to its thread (a `sending` closure).
-        inputThreads.append(PinnedThread(cpu: cpu >= 0 ? cpu : nil, name: "org-input-\(t)") { [ctx] in
-            let burst = UnsafeMutablePointer<DemuxPacket>.allocate(capacity: 32)
-            defer { burst.deallocate() }
-            let words = traffic.words[t]
-            let limit = c.flowControl ? c.queueCapacity : Int.max
-            let controlled = c.connections
+        // The input context moves to its thread (a `sending` closure).
+        inputThreads.append(PinnedThread(cpu: cpu >= 0 ? cpu : nil, name: "org-input-\(t)") { [input] in
             barrier.wait()
             let cpu0 = threadCPUNanoseconds()
-            ctx.begin()
-            var i = 0, bursts = 0
-            while i < count {
-                var m = 0
-                let end = min(count, i + 32)
-                while i < end {
-                    let w = words[i]
-                    if limit != Int.max {
-                        let (f, seq) = OrganizationTraffic.decode(w)
-                        if f < controlled && !window.hasRoom(flow: f, segment: Int(seq), window: limit) {
-                            // Hand over what is built so far (the reader may
-                            // be waiting for it), then wait for the window.
-                            if m > 0 { ctx.deliver(UnsafeBufferPointer(start: burst, count: m)) }
-                            m = 0
-                            ctx.quiescent()
-                            window.waitForRoom(flow: f, segment: Int(seq), window: limit)
-                        }
-                    }
-                    burst[m] = decode(w)
-                    m += 1
-                    i += 1
-                }
-                if m > 0 { ctx.deliver(UnsafeBufferPointer(start: burst, count: m)) }
-                bursts &+= 1
-                if bursts & 7 == 0 { ctx.quiescent() }
-            }
-            rep.stats = ctx.end()
+            rep.stats = offerTraffic(traffic, thread: t, through: input, window: window,
+                                     limit: c.flowControl ? c.queueCapacity : Int.max,
+                                     controlledFlows: c.connections)
             rep.stats.stackCPUNanoseconds += threadCPUNanoseconds() - cpu0
-            rep.offered = count
+            rep.offered = traffic.counts[t]
         })
     }
     var churnThread: PinnedThread<Void>?
@@ -260,28 +166,7 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
         let box = OrganizationBox(org)
         churnThread = PinnedThread(name: "org-churn") {
             barrier.wait()
-            let org = box.org
-            var open: [Int] = []
-            for j in 0..<churnSockets.count {
-                try! churnSockets[j].connect(to: OrganizationTraffic.remote(first + j), from: OrganizationTraffic.local)
-                org.attach(churnSockets[j], key: keys[j])
-                open.append(j)
-                usleep(200)
-                if open.count > 3 {
-                    let k = open.removeFirst()
-                    // Give the oldest connection a chance to see traffic
-                    // before it closes (a deferred organization delivers a
-                    // little later): wait for its first delivered packet, at
-                    // most 20 ms. A relaxed load: a progress hint only.
-                    let deadline = monotonicNanoseconds() + 20_000_000
-                    while churnSockets[k].readerSide.pointee.delivered.load(ordering: .relaxed) == 0
-                            && monotonicNanoseconds() < deadline {
-                        usleep(100)
-                    }
-                    org.close(churnSockets[k], key: keys[k])
-                }
-            }
-            for k in open { org.close(churnSockets[k], key: keys[k]) }
+            churn(churnSockets, keys: keys, firstFlow: first, through: box.org)
         }
     }
     barrier.wait()
@@ -317,21 +202,29 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
     result.orderErrors = reader.orderErrors
     result.misdelivered = reader.misdelivered
     result.stats = stats
+    result.failures = checkRun(result, traffic: traffic, readerDelivered: reader.delivered, queueFull: queueFull,
+                               outOfSequence: outOfSequence)
+    withExtendedLifetime((traffic, org, readySet)) {}
+    return result
+}
 
-    // The checks.
+/// The checks of a run: what is wrong with `r` (empty: nothing).
+private func checkRun(_ r: OrganizationRunResult, traffic: OrganizationTraffic, readerDelivered: [Int],
+                      queueFull: [Int], outOfSequence: Int) -> [String] {
+    let c = r.configuration
     var failures: [String] = []
-    let s = stats.stack
-    if s.offered != result.offered { failures.append("stack saw \(s.offered) of \(result.offered) offered packets") }
-    let accounted = result.delivered + s.drops.total + result.drainedAtClose
-    if accounted != result.offered {
-        failures.append("conservation: delivered \(result.delivered) + dropped \(s.drops.total) + drained \(result.drainedAtClose) != offered \(result.offered)")
+    let s = r.stats.stack
+    if s.offered != r.offered { failures.append("stack saw \(s.offered) of \(r.offered) offered packets") }
+    let accounted = r.delivered + s.drops.total + r.drainedAtClose
+    if accounted != r.offered {
+        failures.append("conservation: delivered \(r.delivered) + dropped \(s.drops.total) + drained \(r.drainedAtClose) != offered \(r.offered)")
     }
-    if s.enqueued != result.delivered + result.drainedAtClose {
-        failures.append("enqueued \(s.enqueued) != delivered + drained \(result.delivered + result.drainedAtClose)")
+    if s.enqueued != r.delivered + r.drainedAtClose {
+        failures.append("enqueued \(s.enqueued) != delivered + drained \(r.delivered + r.drainedAtClose)")
     }
     if queueFull.reduce(0, +) != s.drops[.queueFull] { failures.append("queue_full per socket != stack count") }
-    for f in 0..<c.connections where reader.delivered[f] + queueFull[f] != traffic.sent[f] {
-        failures.append("flow \(f): delivered \(reader.delivered[f]) + queue_full \(queueFull[f]) != sent \(traffic.sent[f])")
+    for f in 0..<c.connections where readerDelivered[f] + queueFull[f] != traffic.sent[f] {
+        failures.append("flow \(f): delivered \(readerDelivered[f]) + queue_full \(queueFull[f]) != sent \(traffic.sent[f])")
         break
     }
     if c.churnFlows == 0 && s.drops.total != s.drops[.queueFull] {
@@ -340,53 +233,45 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
     if c.flowControl && s.drops[.queueFull] > 0 {
         failures.append("flow control on, yet \(s.drops[.queueFull]) queue_full drops")
     }
-    if result.orderErrors > 0 { failures.append("\(result.orderErrors) per-flow order errors at the reader") }
-    if result.misdelivered > 0 { failures.append("\(result.misdelivered) packets at the wrong socket") }
+    if r.orderErrors > 0 { failures.append("\(r.orderErrors) per-flow order errors at the reader") }
+    if r.misdelivered > 0 { failures.append("\(r.misdelivered) packets at the wrong socket") }
     if s.drops[.queueFull] == 0 && outOfSequence > 0 { failures.append("\(outOfSequence) TCP segments out of sequence") }
-    result.failures = failures
-    withExtendedLifetime((traffic, org, readySet)) {}
-    return result
+    return failures
 }
 
-/// The flow-control state: per flow, the number of segments the reader
-/// has taken.
-private final class FlowWindow: @unchecked Sendable {
-    // @unchecked Sendable: raw memory of atomics.
-    let taken: UnsafeMutablePointer<Atomic<Int>>
-    let count: Int
-
-    init(flows: Int) {
-        count = flows
-        taken = .allocate(capacity: flows)
-        for i in 0..<flows { (taken + i).initialize(to: Atomic(0)) }
-    }
-
-    deinit {
-        taken.deinitialize(count: count)
-        taken.deallocate()
-    }
-
-    /// Source side: whether segment `segment` of `flow` fits in the window.
-    @inline(__always)
-    func hasRoom(flow: Int, segment: Int, window: Int) -> Bool {
-        // Relaxed: only a pacing decision; no data is read on its strength.
-        segment - taken[flow].load(ordering: .relaxed) < window
-    }
-
-    /// Source side: waits (spinning, then yielding) until it fits.
-    func waitForRoom(flow: Int, segment: Int, window: Int) {
-        var spins = 0
-        while segment - taken[flow].load(ordering: .relaxed) >= window {
-            spins &+= 1
-            if spins & 15 == 0 { sched_yield() } else { spinLoopHint() }
+/// The churn thread: connects and attaches each churn socket in turn,
+/// keeping at most 4 open, closing the oldest (after its first delivered
+/// packet, or 20 ms) as the next opens; closes the rest at the end.
+private func churn(_ sockets: [Socket], keys: [FlowKey], firstFlow first: Int, through org: any DemuxOrganization) {
+    var open: [Int] = []
+    for j in 0..<sockets.count {
+        try! sockets[j].connect(to: OrganizationTraffic.remote(first + j), from: OrganizationTraffic.local)
+        org.attach(sockets[j], key: keys[j])
+        open.append(j)
+        usleep(200)
+        if open.count > 3 {
+            let k = open.removeFirst()
+            // Give the oldest connection a chance to see traffic before it
+            // closes (a deferred organization delivers a little later):
+            // wait for its first delivered packet, at most 20 ms. A relaxed
+            // load: a progress hint only.
+            let deadline = monotonicNanoseconds() + 20_000_000
+            while sockets[k].readerSide.pointee.delivered.load(ordering: .relaxed) == 0
+                    && monotonicNanoseconds() < deadline {
+                usleep(100)
+            }
+            org.close(sockets[k], key: keys[k])
         }
     }
+    for k in open { org.close(sockets[k], key: keys[k]) }
 }
 
+/// The driver's "traffic is over" flag for the reader.
 private final class RunFlag: Sendable {
     let value = Atomic<Bool>(false)
 }
 
+/// Hands the organization to the churn thread.
 private final class OrganizationBox: Sendable {
     let org: any DemuxOrganization
     init(_ org: any DemuxOrganization) { self.org = org }
@@ -399,6 +284,7 @@ private final class InputReport: @unchecked Sendable {
     var offered = 0
 }
 
+/// The reader's results: written by the reader before it is joined.
 private final class ReaderReport: @unchecked Sendable {
     // @unchecked Sendable: single writer (the reader), read after join.
     var stats = OrganizationStats()
@@ -410,7 +296,7 @@ private final class ReaderReport: @unchecked Sendable {
 /// The application: takes ready sockets, drains each (one receive call per
 /// ready socket), checks flow and per-flow order; parks after a spell of
 /// empty scans.
-private func readAll(readySet: SocketReadySet, sockets: [Unmanaged<Socket>], slotFlow: [Int], flows: Int,
+private func readAll(readySet: SocketReadySet, sockets: [SocketReference], slotFlow: [Int], flows: Int,
                      capacity: Int, barrier: SpinBarrier, done: RunFlag, window: FlowWindow,
                      report: ReaderReport) {
     var delivered = [Int](repeating: 0, count: flows)
@@ -420,14 +306,13 @@ private func readAll(readySet: SocketReadySet, sockets: [Unmanaged<Socket>], slo
     barrier.wait()
     let switches = ThreadContextSwitches.now()
     let cpu0 = threadCPUNanoseconds()
-    var idle = 0
-    while true {
+    stats.parks = pollUntilFinished(spinning: 256, {
         let finished = done.value.load(ordering: .acquiring)
         var found = 0
         _ = readySet.takeReady { slot in
             let f = slotFlow[slot]
             var l = last[f]
-            let got = sockets[f]._withUnsafeGuaranteedRef { s in
+            let got = sockets[f].withSocket { s in
                 s.receive(upTo: capacity) { w in
                     let (pf, n) = OrganizationTraffic.decode(w)
                     if pf != f { misdelivered &+= 1 }
@@ -436,27 +321,18 @@ private func readAll(readySet: SocketReadySet, sockets: [Unmanaged<Socket>], slo
                 }
             }
             last[f] = l
-            if got > 0 { window.taken[f].store(l + 1, ordering: .relaxed) }
+            if got > 0 { window.didTake(flow: f, upTo: l) }
             delivered[f] &+= got
             found &+= got
             stats.socketQueueConsumer.queueOps &+= 1
             stats.socketQueueConsumer.batchSizes.record(got)
         }
-        if found > 0 {
-            idle = 0
-            continue
-        }
+        if found > 0 { return .progress }
         // `finished` was read before this empty scan: nothing is left.
-        if finished { break }
-        idle &+= 1
-        if idle < 256 {
-            spinLoopHint()
-            continue
-        }
-        stats.parks &+= 1
+        return finished ? .finished : .idle
+    }, park: {
         readySet.parkUntilReady(extraCheck: { done.value.load(ordering: .acquiring) })
-        idle = 0
-    }
+    })
     report.endNanos = monotonicNanoseconds()
     ThreadContextSwitches.record(since: switches, into: &stats)
     stats.readerCPUNanoseconds = threadCPUNanoseconds() - cpu0

@@ -3,8 +3,8 @@ import SMPPrimitives
 
 /// The protocol control block tables of a ``Demux``: connected sockets by
 /// exact 5-tuple, bound/listening sockets by (protocol, local address, local
-/// port), each an ``RCUHashTable`` whose values are the sockets' `Unmanaged`
-/// bits.
+/// port), each an ``RCUHashTable`` whose values are the sockets'
+/// ``SocketReference`` bits (each entry holds one strong reference).
 ///
 /// Lookup order (as Linux and FreeBSD): the exact 5-tuple, then the
 /// specific local address and port, then the wildcard address and port.
@@ -38,22 +38,22 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
         self.pool = pool
     }
 
-    /// The socket for an arriving packet's key, as `Unmanaged` bits (nil if
-    /// none): exact, then specific local, then wildcard. Caller is inside a
-    /// `Flavor` read section and must not use the pointer after leaving it.
+    /// The socket for an arriving packet's key (nil if none): exact, then
+    /// specific local, then wildcard. Caller is inside a `Flavor` read
+    /// section and must not use the reference after leaving it.
     @inlinable
-    public func lookup(_ key: FlowKey) -> UInt? {
-        if let s = connected.lookup(key) { return s }
-        if let s = bound.lookup(key.boundKey) { return s }
+    public func lookup(_ key: FlowKey) -> SocketReference? {
+        if let s = connected.lookup(key) { return SocketReference(bits: s) }
+        if let s = bound.lookup(key.boundKey) { return SocketReference(bits: s) }
         if key.destination.isWildcard { return nil }
-        return bound.lookup(key.wildcardKey)
+        return bound.lookup(key.wildcardKey).map(SocketReference.init(bits:))
     }
 
     /// Control-path lookup from any thread (registers it with `Flavor` for
     /// the call if needed): returns the socket a packet with `key` reaches.
     public func socket(for key: FlowKey) -> Socket? {
         Flavor.withRegisteredThread { Flavor.withReadSection {
-            lookup(key).map { Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: $0)!).takeUnretainedValue() }
+            lookup(key)?.socket
         } }
     }
 
@@ -68,7 +68,7 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
 
     private static func bits(_ s: Socket) -> UInt {
         // +1 per table entry; balanced by `releaseAfterGracePeriod`.
-        UInt(bitPattern: Unmanaged.passRetained(s).toOpaque())
+        SocketReference.retained(s).bits
     }
 
     func bind(_ s: Socket, _ local: InetEndpoint) throws(SocketError) {
@@ -78,7 +78,7 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
             if s.proto == .udp {
                 let b = Self.bits(s)
                 guard bound.insert(key, value: b) else {
-                    Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release()
+                    SocketReference(bits: b).release()
                     throw .addressInUse
                 }
             } else {
@@ -98,7 +98,7 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
             let key = FlowKey.bound(.tcp, local: local.address, port: local.port)
             let b = Self.bits(s)
             guard bound.insert(key, value: b) else {
-                Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release()
+                SocketReference(bits: b).release()
                 throw .addressInUse
             }
             c.reserved.remove(key)
@@ -117,7 +117,7 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
             let key = FlowKey.connected(s.proto, local: local, remote: remote)
             let b = Self.bits(s)
             guard connected.insert(key, value: b) else {
-                Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release()
+                SocketReference(bits: b).release()
                 throw .addressInUse
             }
             if st == .bound, let old = s.localEndpoint {
@@ -196,11 +196,11 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
         var n = 0
         for s in closing { n += s.drainAtTeardown(pool: pool) }
         if n > 0 { teardownDrops.add(n, ordering: .relaxed) }
-        for b in removed { Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release() }
+        for b in removed { SocketReference(bits: b).release() }
     }
 
     private func releaseAfterGracePeriod(_ entries: [UInt]) {
         Flavor.synchronize()
-        for b in entries { Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).release() }
+        for b in entries { SocketReference(bits: b).release() }
     }
 }

@@ -62,16 +62,10 @@ public enum SyntheticFrame {
         return total
     }
 
-    /// The one's-complement checksum of an IPv4 header (checksum field zero).
+    /// The one's-complement checksum of an IPv4 header (checksum field zero),
+    /// by the parser's RFC 1071 code (`Checksum`). Any thread.
     public static func ipv4HeaderChecksum(_ header: UnsafeRawBufferPointer) -> UInt16 {
-        var s: UInt32 = 0
-        var i = 0
-        while i + 1 < header.count {
-            s += UInt32(header[i]) << 8 | UInt32(header[i + 1])
-            i += 2
-        }
-        while s >> 16 != 0 { s = (s & 0xffff) + (s >> 16) }
-        return ~UInt16(truncatingIfNeeded: s)
+        Checksum.fold(Checksum.sum(header, from: 0, count: header.count))
     }
 
     struct FrameWriter {

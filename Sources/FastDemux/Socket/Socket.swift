@@ -35,15 +35,20 @@ public enum SocketState: UInt8, Sendable {
 /// racing with the reader). Packets received belong to the caller (free
 /// pool buffers with ``PacketPool/free(_:)`` or a ``PacketPool/Cache``).
 ///
-/// Tables and ready sets refer to sockets as `Unmanaged` bits: the input
-/// path never retains or releases a socket. A closed socket is released by
-/// its table only after a grace period, so an input thread that looked it
-/// up inside a read section never touches freed memory.
+/// Tables and ready sets refer to sockets by ``SocketReference`` (one word,
+/// not counted): the input path never retains or releases a socket. A
+/// closed socket is released by its table only after a grace period, so an
+/// input thread that looked it up inside a read section never touches freed
+/// memory.
+///
+/// The class is split by side: this file holds the state, counters and
+/// control operations; `Socket+Receive.swift` the reader's side;
+/// `Socket+TCP.swift` the TCP lock, backlog and owed ACKs.
 public final class Socket: @unchecked Sendable {
     // @unchecked Sendable: mutable state is either atomic (`stateWord`,
     // counters), guarded by `control` / the reader lock / `tcpLock` (see each
     // field), or written once before the socket is published to input
-    // threads (`readySetBits`, `readySlot`, `readerCPU`).
+    // threads (`readySet`, `readySlot`, `readerCPU`, `worker`).
 
     // Hot fields first: what an input thread reads per packet (state, queue,
     // TCP lock, ready-set slot, reader wake-up flag) sits in the first
@@ -56,22 +61,25 @@ public final class Socket: @unchecked Sendable {
     /// these lines anyway). Only accessed while holding `tcpLock`, which
     /// orders the accesses (hence no dynamic exclusivity checks).
     @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var tcpState = TCPReceiveState()
+    /// UDP or TCP (immutable).
     public let proto: TransportProtocol
     /// The receive queue; input threads put, the single reader gets.
     @usableFromInline package let queue: PCQ<PacketRef>
-    /// Unmanaged bits of the ready set this socket belongs to (0 = none) and
-    /// the slot in it; written once by ``SocketReadySet/add(_:)`` before
-    /// traffic, read-only afterwards (hence no exclusivity checks).
-    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var readySetBits: UInt = 0
+    /// The ready set this socket belongs to (not retained: the set retains
+    /// its members) and the slot in it; written once by
+    /// ``SocketReadySet/add(_:)`` before traffic, read-only afterwards (hence
+    /// no exclusivity checks).
+    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var readySet: Unmanaged<SocketReadySet>?
     @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var readySlot: Int = -1
     /// The CPU the reader runs on, if known (for cross-core hand-off
     /// counts). Set before traffic.
     @exclusivity(unchecked) public nonisolated(unsafe) var readerCPU: Int = -1
     /// Parks a blocking or async reader; rung by input threads.
     @usableFromInline package let readerWakeup = ThreadParker()
-    /// Unmanaged bits of the worker continuation (0 = none); set once by
-    /// ``attachWorker(on:delay:emitACK:_:)`` before traffic.
-    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var workerBits: UInt = 0
+    /// The worker continuation (retained; released in `deinit`), set once
+    /// by ``attachWorker(on:delay:emitACK:_:)`` before traffic.
+    /// Unmanaged so that the input's check and schedule cost no retain.
+    @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var worker: Unmanaged<KernelContinuation>?
     @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var workerDelay: Duration = .milliseconds(100)
     /// True from the input's schedule until the worker starts running:
     /// coalesces schedules without touching the continuation's line.
@@ -99,29 +107,6 @@ public final class Socket: @unchecked Sendable {
     /// fields input threads read per packet.
     @usableFromInline package let readerSide: UnsafeMutablePointer<ReaderSide>
 
-    /// Reader-owned words: a tiny lock that makes receive calls and the
-    /// final drain of a closed socket mutually exclusive (one CAS and one
-    /// store per call, uncontended), and the delivered count.
-    @usableFromInline
-    package struct ReaderSide: ~Copyable {
-        @usableFromInline let busy = Atomic<Bool>(false)
-        @usableFromInline package let delivered = Atomic<Int>(0)
-        init() {}
-    }
-
-    /// Takes the reader lock (spinning: the other holder is a receive call
-    /// or the teardown drain, both short).
-    @inlinable
-    func lockReaderSide() {
-        // Acquire: the previous holder's queue consumption happens-before ours.
-        while !readerSide.pointee.busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {
-            spinLoopHint()
-        }
-    }
-
-    @inlinable
-    func unlockReaderSide() { readerSide.pointee.busy.store(false, ordering: .releasing) }
-
     private static let nextID = Atomic<Int>(1)
 
     init(proto: TransportProtocol, queueCapacity: Int, ackPolicy: TCPAckPolicy, control: any SocketTableControl) {
@@ -136,15 +121,13 @@ public final class Socket: @unchecked Sendable {
         readerSide.initialize(to: ReaderSide())
     }
 
-    private nonisolated(unsafe) var worker: KernelContinuation?
-
     deinit {
-        if workerBits != 0 { Unmanaged<KernelContinuation>.fromOpaque(UnsafeRawPointer(bitPattern: workerBits)!).release() }
+        worker?.release()
         readerSide.deinitialize(count: 1)
         UnsafeMutableRawPointer(readerSide).deallocate()
     }
 
-    /// Gives the socket a worker continuation (the seed's kcont): input
+    /// Gives the socket a worker continuation (NetBSD's kcont): input
     /// threads schedule it, with `delay` of coalescing delay,
     /// after a burst put packets on this socket (with no delay when the
     /// fast path left a TCP ACK to it). The worker runs `body(socket)` on
@@ -155,7 +138,7 @@ public final class Socket: @unchecked Sendable {
     public func attachWorker(on executor: CoreExecutor, delay: Duration = .milliseconds(100),
                              emitACK: (@Sendable (TCPAck) -> Void)? = nil,
                              _ body: @escaping @Sendable (Socket) -> Void) {
-        precondition(workerBits == 0, "attachWorker called twice")
+        precondition(worker == nil, "attachWorker called twice")
         let c = KernelContinuation(on: executor) { [weak self] in
             guard let self else { return }
             // Clear first, then look for work: an input that put after our
@@ -167,9 +150,8 @@ public final class Socket: @unchecked Sendable {
                 self.sendOwedACK(key: key, emitACK)
             }
         }
-        worker = c
         workerDelay = delay
-        workerBits = UInt(bitPattern: Unmanaged.passRetained(c).toOpaque())
+        worker = .passRetained(c)
     }
 
     /// The key of the packets a connected socket receives.
@@ -180,7 +162,7 @@ public final class Socket: @unchecked Sendable {
         }
     }
 
-    func cancelWorker() { worker?.cancel() }
+    func cancelWorker() { _ = worker?._withUnsafeGuaranteedRef { $0.cancel() } }
 
     // MARK: State and counters
 
@@ -231,6 +213,7 @@ public final class Socket: @unchecked Sendable {
         public var drainedAtClose: Int
     }
 
+    /// The counters now (any thread; takes the TCP lock briefly for TCP).
     public var counters: Counters {
         var acks = 0, ooo = 0
         if proto == .tcp {
@@ -248,7 +231,9 @@ public final class Socket: @unchecked Sendable {
             acksSent: acks, outOfSequence: ooo,
             drainedAtClose: drainedAtCloseCount.load(ordering: .relaxed))
     }
-    private let drainedAtCloseCount = Atomic<Int>(0)
+    /// Packets still queued when the socket was torn down (written by the
+    /// teardown drain only).
+    let drainedAtCloseCount = Atomic<Int>(0)
 
     // MARK: Control
 
@@ -300,216 +285,10 @@ public final class Socket: @unchecked Sendable {
         control.closeDeferred(self)
     }
 
-    // MARK: Receiving (single reader)
-
-    @inlinable
-    var isClosed: Bool { stateWord.load(ordering: .acquiring) == SocketState.closed.rawValue }
-
-    /// Takes up to `maxCount` packets without blocking; returns how many.
-    /// One uncontended CAS per call (the reader lock), no allocation.
-    @inlinable
-    @discardableResult
-    public func receive(upTo maxCount: Int, _ body: (PacketRef) throws -> Void) rethrows -> Int {
-        lockReaderSide()
-        defer { unlockReaderSide() }
-        let n = try queue.drain(max: maxCount, body)
-        if n > 0 {
-            // Single writer (under the reader lock): load + store, no RMW.
-            let d = readerSide.pointee.delivered.load(ordering: .relaxed)
-            readerSide.pointee.delivered.store(d &+ n, ordering: .relaxed)
-        }
-        return n
-    }
-
-    /// Takes one packet without blocking; nil if the queue is empty.
-    public func tryReceive() -> PacketRef? {
-        var p: PacketRef?
-        receive(upTo: 1) { p = $0 }
-        return p
-    }
-
-    /// Takes one packet, blocking while the queue is empty; nil once the
-    /// socket is closed and its queue empty.
-    public func receive() -> PacketRef? {
-        var p: PacketRef?
-        receiveBlocking(upTo: 1) { p = $0 }
-        return p
-    }
-
-    /// Takes up to `maxCount` packets, blocking until at least one is there;
-    /// returns 0 only once the socket is closed and its queue empty.
-    @discardableResult
-    public func receiveBlocking(upTo maxCount: Int, _ body: (PacketRef) throws -> Void) rethrows -> Int {
-        while true {
-            let n = try receive(upTo: maxCount, body)
-            if n > 0 { return n }
-            if isClosed { return 0 }
-            readerWakeup.prepareToPark()
-            // Re-check after announcing (see ThreadParker): either we see the
-            // packet or the input thread sees the announcement.
-            if queue.approximateCount > 0 || isClosed {
-                readerWakeup.cancelPark()
-                continue
-            }
-            readerWakeup.park()
-        }
-    }
-
-    /// Takes one packet, suspending while the queue is empty; nil once the
-    /// socket is closed and its queue empty. Never call it while holding an
-    /// RCU read section.
-    public func receiveAsync() async -> PacketRef? {
-        while true {
-            if let p = tryReceive() { return p }
-            if isClosed { return nil }
-            readerWakeup.prepareToPark()
-            if queue.approximateCount > 0 || isClosed {
-                readerWakeup.cancelPark()
-                continue
-            }
-            await readerWakeup.parkAsync()
-        }
-    }
-
-    /// The received packets as an `AsyncSequence` that ends when the socket
-    /// is closed and drained. Single reader: iterate it from one task.
-    public var packets: Packets { Packets(socket: self) }
-
-    public struct Packets: AsyncSequence, Sendable {
-        public typealias Element = PacketRef
-        let socket: Socket
-
-        public struct AsyncIterator: AsyncIteratorProtocol {
-            let socket: Socket
-            public mutating func next() async -> PacketRef? { await socket.receiveAsync() }
-        }
-
-        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
-    }
-
-    // MARK: Teardown (after the grace period)
-
-    /// Drains what is left after a grace period: no input thread can still
-    /// hold this socket, and the reader lock excludes the reader.
-    func drainAtTeardown(pool: PacketPool?) -> Int {
-        lockReaderSide()
-        defer { unlockReaderSide() }
-        do {
-            var n = 0
-            while let p = queue.get() {
-                pool?.free(p)
-                n += 1
-            }
-            if n > 0 {
-                droppedClosedCount.add(n, ordering: .relaxed)
-                drainedAtCloseCount.add(n, ordering: .relaxed)
-            }
-            return n
-        }
-    }
-
-    /// Wakes a parked reader so it observes `closed`, and withdraws a
-    /// pending worker run.
-    func wakeReaderForClose() {
-        readerWakeup.ringAlways()
-        cancelWorker()
-    }
-
-    // MARK: TCP (reader / worker side)
-
-    /// Packs a segment for the backlog: sequence, payload length (≤ 65535)
-    /// and flags in one word.
-    @inlinable
-    static func backlogWord(_ seg: TCPSegmentInfo, payloadLength: Int) -> UInt {
-        UInt(seg.sequenceNumber) << 32 | UInt(min(payloadLength, 0xffff)) << 16 | UInt(seg.flags.rawValue)
-    }
-
-    /// Under `tcpLock`: runs the announced backlogged segments through the
-    /// receive state; returns true if one of them wants an ACK now.
-    @inlinable
-    func processBacklogLocked() -> Bool {
-        let announced = tcpLock.backlogged
-        guard announced > 0 else { return false }
-        var due = false
-        // Only announced segments: their puts happen-before the announcement.
-        let n = tcpBacklog.drain(max: announced) { w in
-            let seg = TCPSegmentInfo(sequenceNumber: UInt32(truncatingIfNeeded: w >> 32), acknowledgmentNumber: 0,
-                                     flags: TCPFlags(rawValue: UInt16(truncatingIfNeeded: w)), window: 0)
-            if tcpState.receive(seg, payloadLength: Int((w >> 16) & 0xffff), policy: ackPolicy).ackNow { due = true }
-        }
-        tcpLock.consumedBacklogged(n)
-        return due
-    }
-
-    /// Releases `tcpLock`, first processing every segment announced in the
-    /// backlog (the release CAS fails while any is announced). `ackDue` says
-    /// an ACK is already due. With `sendNow`, a due ACK is recorded as sent
-    /// and its number returned; otherwise it is left to the worker
-    /// (`ackOwed`).
-    @inlinable
-    func releaseTCPLock(ackDue: Bool, sendNow: Bool) -> UInt32? {
-        var due = ackDue
-        var ack: UInt32?
-        while true {
-            if processBacklogLocked() { due = true }
-            if due {
-                if sendNow {
-                    tcpState.didSendAck()
-                    ack = tcpState.nextExpected
-                } else {
-                    ackOwed.store(true, ordering: .relaxed)
-                }
-                due = false
-            }
-            if tcpLock.tryUnlock() { return ack }
-            spinLoopHint()   // an announced segment may still be on its way into the queue
-        }
-    }
-
-    /// Sends the ACK the fast path left to the worker (its try-lock failed
-    /// and the lock holder could not send), through `emit`. Returns true if
-    /// an ACK was sent. Any thread (takes the TCP lock, spinning briefly).
-    @discardableResult
-    public func sendOwedACK(key: FlowKey, _ emit: (TCPAck) -> Void) -> Bool {
-        guard proto == .tcp else { return false }
-        let owed = ackOwed.load(ordering: .relaxed) && ackOwed.exchange(false, ordering: .acquiring)
-        guard owed || tcpLock.backlogged > 0 else { return false }
-        tcpLock.lock()
-        let due = processBacklogLocked() || owed
-        if let ack = releaseTCPLock(ackDue: due, sendNow: true) {
-            emit(TCPAck(key: key, ackNumber: ack, duplicate: false))
-            return true
-        }
-        return false
-    }
-
-    /// Runs `body` on the TCP receive state under the TCP lock (tests,
-    /// worker). Spins while an input thread holds it (a few instructions).
-    /// Segments backlogged meanwhile are processed on release; an ACK they
-    /// need is left to the worker (``owesACK``).
-    @discardableResult
-    public func withTCPState<R>(_ body: (inout TCPReceiveState) throws -> R) rethrows -> R {
-        tcpLock.lock()
-        defer {
-            _ = releaseTCPLock(ackDue: false, sendNow: false)
-            if ackOwed.load(ordering: .relaxed) { scheduleWorkerNow() }
-        }
-        return try body(&tcpState)
-    }
-
-    /// Schedules the worker without delay (control path).
-    func scheduleWorkerNow() {
-        guard let worker else { return }
-        workerScheduled.store(true, ordering: .relaxed)
-        worker.schedule()
-    }
-
-    /// Whether the fast path left an ACK to the worker.
-    public var owesACK: Bool { ackOwed.load(ordering: .relaxed) }
-
-    /// Attaches to a ready set (see ``SocketReadySet/add(_:)``).
+    /// Attaches to a ready set (see ``SocketReadySet/add(_:)``); the set
+    /// keeps the socket alive while it is a member, not the other way round.
     func attach(readySet: SocketReadySet, slot: Int) {
-        readySetBits = UInt(bitPattern: Unmanaged.passUnretained(readySet).toOpaque())
+        self.readySet = .passUnretained(readySet)
         readySlot = slot
     }
 }

@@ -10,21 +10,28 @@ import Synchronization
 /// only on a 0→1 transition, one `fetch_or` (counted as a wake-up) and a
 /// check of the reader's wakeup. The reader `exchange`s each non-zero word.
 ///
-/// Concurrency contract: ``add(_:)`` / ``remove(_:)`` from any thread (control
-/// path, one lock); ``markReady(slot:)`` from any input thread;
-/// ``takeReady(_:)``, ``hasReadyBits``, ``waitForReady(spins:)`` from the single reader.
+/// Concurrency contract: ``add(_:)`` from any thread (control path, one
+/// lock), before traffic reaches the socket; ``markReady(slot:)`` from any
+/// input thread (after its fence); ``takeReady(_:)``, ``hasReadyBits``,
+/// ``socket(at:)`` and ``parkUntilReady(extraCheck:)`` from the single
+/// reader; ``wakeReader()`` from any thread. Members stay until the set is
+/// freed (it retains them).
 public final class SocketReadySet: @unchecked Sendable {
-    // @unchecked Sendable: `words` is raw memory of atomics; `members` is
-    // only touched under `control`; the member table entries are Unmanaged
-    // (retained while a member) and read by the single reader.
+    // @unchecked Sendable: `words` is raw memory of atomics; the free slots
+    // are only touched under `control`; a member entry is written by
+    // `add(_:)` before traffic reaches the socket (retained while a member)
+    // and read by the single reader.
+    /// The number of slots (member sockets at most).
     public let capacity: Int
     @usableFromInline let wordCount: Int
     @usableFromInline let words: UnsafeMutablePointer<Atomic<UInt64>>
     /// The reader's doorbell: rung when a socket became ready while it parked.
     public let wakeup = ThreadParker()
     private let control = Mutex<[Int]>([])   // free slots
-    @usableFromInline let members: UnsafeMutablePointer<UInt>   // Unmanaged<Socket> bits or 0
+    /// Member sockets by slot (nil: free), each retained by the set.
+    @usableFromInline let members: UnsafeMutablePointer<SocketReference?>
 
+    /// An empty set of `capacity` slots (allocates once; any thread).
     public init(capacity: Int) {
         precondition(capacity >= 1)
         self.capacity = capacity
@@ -32,14 +39,12 @@ public final class SocketReadySet: @unchecked Sendable {
         words = .allocate(capacity: wordCount)
         for i in 0..<wordCount { (words + i).initialize(to: Atomic(0)) }
         members = .allocate(capacity: capacity)
-        members.initialize(repeating: 0, count: capacity)
+        members.initialize(repeating: nil, count: capacity)
         control.withLock { $0 = Array((0..<capacity).reversed()) }
     }
 
     deinit {
-        for i in 0..<capacity where members[i] != 0 {
-            Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: members[i])!).release()
-        }
+        for i in 0..<capacity { members[i]?.release() }
         words.deinitialize(count: wordCount)
         words.deallocate()
         members.deallocate()
@@ -50,16 +55,13 @@ public final class SocketReadySet: @unchecked Sendable {
     @discardableResult
     public func add(_ socket: Socket) -> Int? {
         guard let slot = control.withLock({ $0.popLast() }) else { return nil }
-        members[slot] = UInt(bitPattern: Unmanaged.passRetained(socket).toOpaque())
+        members[slot] = .retained(socket)
         socket.attach(readySet: self, slot: slot)
         return slot
     }
 
     /// The member socket in `slot` (reader side).
-    public func socket(at slot: Int) -> Socket? {
-        let bits = members[slot]
-        return bits == 0 ? nil : Unmanaged<Socket>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue()
-    }
+    public func socket(at slot: Int) -> Socket? { members[slot]?.socket }
 
     /// Input side: marks `slot` readable. Returns true on a 0→1 transition
     /// (a readiness notification, which costs one atomic RMW).

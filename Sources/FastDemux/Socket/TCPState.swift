@@ -1,4 +1,5 @@
 import Synchronization
+import SMPPrimitives
 
 extension TCPSegmentInfo {
     /// Sequence space a segment with `payloadLength` bytes occupies
@@ -19,6 +20,7 @@ public enum TCPAckPolicy: Sendable, Equatable {
     /// Never from the fast path (the worker ACKs later).
     case never
 
+    /// Delayed ACKs for a 1460-byte MSS (Ethernet).
     public static let `default` = TCPAckPolicy.delayed(mss: 1460)
 }
 
@@ -59,6 +61,7 @@ public struct TCPReceiveState: Sendable {
     /// ACKs sent (fast path and worker).
     public var acksSent = 0
 
+    /// The state before the first segment (not synchronized).
     public init() {}
 
     /// Processes an arriving segment under the TCP lock; returns true if an
@@ -132,7 +135,7 @@ struct TCPLock: ~Copyable {
     /// Spins until held (control path, worker, reader).
     @inlinable
     func lock() {
-        while !tryLock() { spinLoopHintForTCP() }
+        while !tryLock() { spinLoopHint() }
     }
 
     /// Segments announced as backlogged (racy unless held).
@@ -162,8 +165,3 @@ struct TCPLock: ~Copyable {
         word.compareExchange(expected: 1, desired: 0, ordering: .releasing).exchanged
     }
 }
-
-import SMPPrimitives
-
-@inlinable
-func spinLoopHintForTCP() { spinLoopHint() }

@@ -1,9 +1,9 @@
 // Hand-off statistics for packet-processing organizations.
 //
-// The fast path (this module) and the later MsgP / ConnP-T / ConnP-L
-// organizations all move packets through "hand-off points" (a queue between
-// two threads or two stages). To compare them we count, per delivered packet,
-// what each organization pays: queue operations, synchronization points
+// The fast path (this module) and the MsgP / ConnP-T / ConnP-L
+// organizations (DemuxLab) all move packets through "hand-off points" (a
+// queue between two threads or two stages). To compare them we count, per
+// delivered packet, what each organization pays: queue operations, synchronization points
 // (atomic read-modify-writes, lock acquisitions, contended acquisitions),
 // wake-ups and cross-core hand-offs, plus the queue depth seen at each
 // hand-off point.
@@ -51,29 +51,29 @@ public enum DemuxDropReason: Int, CaseIterable, Sendable, CustomStringConvertibl
     }
 }
 
-/// Drop counters indexed by ``DemuxDropReason`` (fixed inline storage, no heap).
+/// Drop counters indexed by ``DemuxDropReason`` (fixed inline storage, no
+/// heap). A value written by one thread; merge copies after the writers
+/// stopped.
 public struct DropCounters: Sendable, Equatable {
     @usableFromInline var counts = InlineArray<8, Int>(repeating: 0)
 
     public init() {}
 
+    /// Counts `count` drops for `reason` (a plain add).
     @inlinable
     public mutating func record(_ reason: DemuxDropReason, count: Int = 1) {
         counts[reason.rawValue] &+= count
     }
 
+    /// The drops counted for `reason`.
     @inlinable
     public subscript(reason: DemuxDropReason) -> Int { counts[reason.rawValue] }
 
-    public var total: Int {
-        var t = 0
-        for r in DemuxDropReason.allCases { t += counts[r.rawValue] }
-        return t
-    }
+    /// Drops of every reason (the slots past the last reason stay 0).
+    public var total: Int { counts.sum }
 
-    public mutating func merge(_ other: DropCounters) {
-        for r in DemuxDropReason.allCases { counts[r.rawValue] += other.counts[r.rawValue] }
-    }
+    /// Adds another thread's counts.
+    public mutating func merge(_ other: DropCounters) { counts.add(other.counts) }
 
     public static func == (a: DropCounters, b: DropCounters) -> Bool {
         DemuxDropReason.allCases.allSatisfy { a[$0] == b[$0] }
@@ -84,32 +84,33 @@ public struct DropCounters: Sendable, Equatable {
 }
 
 /// A histogram with power-of-two buckets: bucket 0 counts the value 0,
-/// bucket k (k ≥ 1) counts values in `[2^(k-1), 2^k)`.
+/// bucket k (k ≥ 1) counts values in `[2^(k-1), 2^k)`. A value written by
+/// one thread (inline storage, no heap).
 public struct Log2Histogram: Sendable {
+    /// Buckets: the value 0, then one per power of two up to 2^31 and above.
     public static let bucketCount = 33
     @usableFromInline var buckets = InlineArray<33, Int>(repeating: 0)
 
     public init() {}
 
+    /// The bucket `value` is counted in.
     @inlinable
     public static func bucket(for value: Int) -> Int {
         value <= 0 ? 0 : min(Int.bitWidth - value.leadingZeroBitCount, bucketCount - 1)
     }
 
+    /// Counts one value (a plain add).
     @inlinable
     public mutating func record(_ value: Int) { buckets[Self.bucket(for: value)] &+= 1 }
 
+    /// The count of bucket `bucket` (0 ..< ``bucketCount``).
     public subscript(bucket: Int) -> Int { buckets[bucket] }
 
-    public var total: Int {
-        var t = 0
-        for i in 0..<Self.bucketCount { t += buckets[i] }
-        return t
-    }
+    /// Values recorded.
+    public var total: Int { buckets.sum }
 
-    public mutating func merge(_ other: Log2Histogram) {
-        for i in 0..<Self.bucketCount { buckets[i] += other.buckets[i] }
-    }
+    /// Adds another thread's histogram.
+    public mutating func merge(_ other: Log2Histogram) { buckets.add(other.buckets) }
 
     /// Non-empty buckets as `(lower bound, count)`; the lower bound of bucket
     /// k ≥ 1 is 2^(k-1).
@@ -122,7 +123,8 @@ public struct Log2Histogram: Sendable {
 
 /// What one thread saw at one hand-off point (e.g. "socket receive queue").
 ///
-/// Recording is plain arithmetic on the owning thread's copy.
+/// Recording is plain arithmetic on the owning thread's copy; merge copies
+/// after their threads stopped.
 public struct HandoffPointStats: Sendable {
     /// Queue depth observed after a put (sampled; see the owner's docs for
     /// the sampling interval).
@@ -138,12 +140,14 @@ public struct HandoffPointStats: Sendable {
 
     public init() {}
 
+    /// Records a depth sample.
     @inlinable
     public mutating func recordDepth(_ d: Int) {
         depth.record(d)
         if d > highWater { highWater = d }
     }
 
+    /// Adds another thread's record (high water: the larger).
     public mutating func merge(_ o: HandoffPointStats) {
         depth.merge(o.depth)
         highWater = max(highWater, o.highWater)
@@ -152,7 +156,33 @@ public struct HandoffPointStats: Sendable {
     }
 }
 
-/// Synchronization points paid by one thread.
+/// Which puts of a thread sample their queue's depth: every `interval`-th
+/// (0: none). Reading a queue's depth touches its consumer's index line, so
+/// it is sampled rather than read per put. Owned by one thread.
+@usableFromInline
+package struct DepthSampler {
+    @usableFromInline let interval: Int
+    @usableFromInline var remaining: Int
+
+    package init(interval: Int) {
+        self.interval = interval
+        remaining = max(1, interval)
+    }
+
+    /// Counts one put; true when its depth is to be recorded.
+    @inlinable
+    @inline(__always)
+    package mutating func isDue() -> Bool {
+        guard interval > 0 else { return false }
+        remaining &-= 1
+        guard remaining == 0 else { return false }
+        remaining = interval
+        return true
+    }
+}
+
+/// Synchronization points paid by one thread (plain counters that thread
+/// owns; merge copies after their threads stopped).
 public struct SyncStats: Sendable {
     /// Atomic read-modify-write instructions issued (CAS, fetch-add, xchg),
     /// including those inside queue operations (counted per the queue's
@@ -164,7 +194,7 @@ public struct SyncStats: Sendable {
     public var contendedAcquisitions = 0
     /// Readiness notifications: a socket went from "nothing to read" to
     /// "readable" as seen by its reader (a ready-set bit 0→1 or a parked
-    /// reader rung). This is the "wakeups" of BENCHMARKS.md demux.
+    /// reader rung). This is the "wakeups" of the demux benchmark.
     public var wakeups = 0
     /// Sleeping threads actually woken (a condition-variable signal).
     public var threadWakeups = 0
@@ -173,6 +203,7 @@ public struct SyncStats: Sendable {
 
     public init() {}
 
+    /// Adds another thread's counts.
     public mutating func merge(_ o: SyncStats) {
         atomicRMWs += o.atomicRMWs
         lockAcquisitions += o.lockAcquisitions
@@ -185,9 +216,10 @@ public struct SyncStats: Sendable {
 
 /// The statistics of one demultiplexer input thread (or the merged total).
 ///
-/// Concurrency contract: a ``DemuxInput`` owns its `DemuxStats` and is the
-/// only writer; read it from another thread only after that thread stopped
-/// (e.g. after `join`), or accept a torn snapshot.
+/// Concurrency contract: the delivering thread (a ``DemuxInput``, or an
+/// organization's thread through the shared delivery step) owns its
+/// `DemuxStats` and is the only writer; read it from another thread only
+/// after that thread stopped (e.g. after `join`), or accept a torn snapshot.
 public struct DemuxStats: Sendable {
     /// Packets offered to the demultiplexer (parsed or not).
     public var offered = 0
@@ -227,6 +259,7 @@ public struct DemuxStats: Sendable {
         }
     }
 
+    /// Adds another thread's record (after that thread stopped).
     public mutating func merge(_ o: DemuxStats) {
         offered += o.offered
         enqueued += o.enqueued
@@ -239,18 +272,25 @@ public struct DemuxStats: Sendable {
         outOfSequence += o.outOfSequence
         readSections += o.readSections
         workerSchedules += o.workerSchedules
-        for i in 0..<32 { parseDrops[i] += o.parseDrops[i] }
-    }
-
-    /// Sums a set of per-thread records.
-    public static func merged<S: Sequence>(_ all: S) -> DemuxStats where S.Element == DemuxStats {
-        var t = DemuxStats()
-        for s in all { t.merge(s) }
-        return t
+        parseDrops.add(o.parseDrops)
     }
 
     /// `value / delivered`, 0 when nothing was delivered.
     public static func perDelivered(_ value: Int, delivered: Int) -> Double {
         delivered > 0 ? Double(value) / Double(delivered) : 0
+    }
+}
+
+extension InlineArray where Element == Int {
+    /// The sum of the elements (the counters' totals).
+    var sum: Int {
+        var t = 0
+        for i in indices { t &+= self[i] }
+        return t
+    }
+
+    /// Adds `other` element by element (the counters' merges).
+    mutating func add(_ other: Self) {
+        for i in indices { self[i] &+= other[i] }
     }
 }

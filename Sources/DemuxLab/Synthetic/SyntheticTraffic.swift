@@ -1,7 +1,7 @@
 import FastDemux
 import PacketIO
-/// xoshiro256** seeded through splitmix64: the generator of the C peer
-/// harness (shared/peers/common.h), so the same seed gives the same frames.
+/// xoshiro256** seeded through splitmix64 (Blackman and Vigna): the
+/// generator of the C peer harness, so the same seed gives the same frames.
 public struct Xoshiro256StarStar: Sendable {
     @usableFromInline var s0: UInt64, s1: UInt64, s2: UInt64, s3: UInt64
 
@@ -48,8 +48,8 @@ public struct Xoshiro256StarStar: Sendable {
     }
 }
 
-/// The frame set of BENCHMARKS.md "demux", built exactly as the C peer
-/// (shared/peers/demux.c, `build_frames`) builds it, from the same seed:
+/// The frame set of the "demux" benchmark, built exactly as the C peer
+/// harness builds it (its `build_frames`), from the same seed:
 /// 4,096 flows (2,048 connected UDP, 2,048 established TCP whose local ports
 /// are the listening ports), 16 TCP listening ports and 16 UDP wildcard
 /// ports receiving the 1% of frames that match no flow, Zipf(s = 1.0) flow
