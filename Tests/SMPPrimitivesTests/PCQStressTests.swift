@@ -104,10 +104,7 @@ import Testing
             for _ in 0..<config.rounds {
                 barrier.wait()
                 for i in next.indices { next[i] = 1 }
-                var got = 0
-                var idle = 0
                 func check(_ item: Element) {
-                    got += 1
                     guard let v = decode(item) else {
                         errors += 1
                         return
@@ -119,33 +116,8 @@ import Testing
                         errors += 1
                     }
                 }
-                while got < expectedPerRound {
-                    var progressed = false
-                    switch rng.next() % 4 {
-                    case 0:
-                        if let v = q.get() {
-                            check(v)
-                            progressed = true
-                        }
-                    case 1:
-                        if let v = q.peek() {
-                            if q.get() != v { errors += 1 }
-                            check(v)
-                            progressed = true
-                        }
-                    default:
-                        let maxCount = Int(rng.next() % 8) + 1
-                        let n = q.drain(max: maxCount) { check($0) }
-                        if n > maxCount { errors += 1 }
-                        progressed = n > 0
-                    }
-                    if progressed {
-                        idle = 0
-                    } else {
-                        idle += 1
-                        if idle & 7 == 0 { sched_yield() } else { spinLoopHint() }
-                    }
-                }
+                let inconsistent = consumeRandomly(q, count: expectedPerRound, rng: &rng, same: ==, check: check)
+                errors += inconsistent
                 if q.get() != nil { errors += 1 }  // nothing extra
                 if next.contains(where: { $0 != UInt(config.itemsPerProducer) + 1 }) { errors += 1 }
                 barrier.wait()
@@ -261,43 +233,16 @@ import Testing
                 var rng = SplitMix(seed: 7)
                 var next = [Int](repeating: 0, count: config.producers)
                 var errors = 0
-                var got = 0
                 func check(_ token: PCQToken) {
                     let p = token.id / perProducer
                     if token.id % perProducer == next[p] { next[p] += 1 } else { errors += 1 }
-                    // Released by the queue's reference only: nobody else has it.
+                    // Not released yet: the queue's reference is the one we hold.
                     if tally.releases(token.id) != 0 { errors += 1 }
-                    got += 1
                 }
                 barrier.wait()
-                var idle = 0
-                let share = config.producers * config.itemsPerProducer
-                while got < share {
-                    var progressed = false
-                    switch rng.next() % 4 {
-                    case 0:
-                        if let token = q.get() {
-                            check(token)
-                            progressed = true
-                        }
-                    case 1:
-                        if let token = q.peek() {
-                            if q.get() !== token { errors += 1 }
-                            check(token)
-                            progressed = true
-                        }
-                    default:
-                        let n = q.drain(max: Swift.min(Int(rng.next() % 8) + 1, share - got)) { check($0) }
-                        progressed = n > 0
-                    }
-                    if progressed {
-                        idle = 0
-                    } else {
-                        idle += 1
-                        if idle & 7 == 0 { sched_yield() } else { spinLoopHint() }
-                    }
-                }
-                report.errors.store(errors, ordering: .relaxed)
+                let inconsistent = consumeRandomly(q, count: config.producers * config.itemsPerProducer,
+                                                   rng: &rng, same: ===, check: check)
+                report.errors.store(errors + inconsistent, ordering: .relaxed)
             }
             for t in producers { t.join() }
             consumer.join()
@@ -314,6 +259,58 @@ import Testing
         #expect(tally.totalReleased == config.producers * perProducer)
         #expect(tally.everyObjectReleasedOnce)
     }
+}
+
+/// The consumer operations the stress tests mix, common to both forms.
+fileprivate protocol StressConsumer {
+    associatedtype Item
+    func get() -> Item?
+    func peek() -> Item?
+    func drain(max: Int, _ body: (Item) throws -> Void) rethrows -> Int
+}
+
+extension PCQ: StressConsumer {}
+extension ManagedPCQ: StressConsumer {}
+
+/// The consumer side of a stress round: takes exactly `count` items with a
+/// random mix of get, peek then get (the two must agree by `same`) and
+/// drains of 1 to 8, backing off while nothing is visible, and calls
+/// `check` for each. Returns the inconsistencies it saw itself.
+fileprivate func consumeRandomly<Q: StressConsumer>(
+    _ q: Q, count: Int, rng: inout SplitMix,
+    same: (Q.Item, Q.Item) -> Bool, check: (Q.Item) -> Void
+) -> Int {
+    var errors = 0
+    var got = 0
+    var idle = 0
+    while got < count {
+        var took = 0
+        switch rng.next() % 4 {
+        case 0:
+            if let v = q.get() {
+                check(v)
+                took = 1
+            }
+        case 1:
+            if let v = q.peek() {
+                if let w = q.get(), same(v, w) {} else { errors += 1 }
+                check(v)
+                took = 1
+            }
+        default:
+            let maxCount = Swift.min(Int(rng.next() % 8) + 1, count - got)
+            took = q.drain(max: maxCount) { check($0) }
+            if took > maxCount { errors += 1 }
+        }
+        got += took
+        if took > 0 {
+            idle = 0
+        } else {
+            idle += 1
+            if idle & 7 == 0 { sched_yield() } else { spinLoopHint() }
+        }
+    }
+    return errors
 }
 
 /// A 16-byte stress element.

@@ -339,27 +339,15 @@ import Testing
 
 /// Counts deinits per object id, so a test can check that every object
 /// was released exactly once (never leaked, never released twice).
-final class PCQReleaseTally: @unchecked Sendable {
-    // @unchecked Sendable: `counts` is allocated once in init and then
-    // accessed only through its atomics, from any thread.
-    private let counts: UnsafeMutablePointer<Atomic<Int>>
-    let count: Int
+final class PCQReleaseTally: Sendable {
+    private let counts: KAtomicInts
 
-    init(count: Int) {
-        self.count = count
-        counts = .allocate(capacity: count)
-        for i in 0..<count { (counts + i).initialize(to: Atomic(0)) }
-    }
+    init(count: Int) { counts = KAtomicInts(count) }
 
-    deinit {
-        counts.deinitialize(count: count)
-        counts.deallocate()
-    }
-
-    func released(_ id: Int) { counts[id].add(1, ordering: .relaxed) }
-    func releases(_ id: Int) -> Int { counts[id].load(ordering: .relaxed) }
-    var totalReleased: Int { (0..<count).reduce(0) { $0 + releases($1) } }
-    var everyObjectReleasedOnce: Bool { (0..<count).allSatisfy { releases($0) == 1 } }
+    func released(_ id: Int) { counts.add(id) }
+    func releases(_ id: Int) -> Int { counts[id] }
+    var totalReleased: Int { (0..<counts.count).reduce(0) { $0 + releases($1) } }
+    var everyObjectReleasedOnce: Bool { (0..<counts.count).allSatisfy { releases($0) == 1 } }
 }
 
 /// An object that reports its deinit to a tally.
