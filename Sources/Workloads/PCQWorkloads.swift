@@ -4,7 +4,9 @@
 // exactly-once and per-producer order. Timed from the start barrier to the
 // consumer's last item.
 //
-// Implementations: `pcq` (the project's PCQ, batch drain), `mutex_deque`
+// Implementations: `pcq` (the project's PCQ of words, batch drain),
+// `pcq_pair` (the same queue carrying a 16-byte struct: word vs two-word
+// element cost), `mutex_deque`
 // (Synchronization.Mutex around a bounded swift-collections Deque) and
 // `urcu_wfcq` (liburcu's wait-free concurrent queue with a recycled node
 // pool, as the C peers run it).
@@ -28,6 +30,7 @@ private func pcqImpls(producers: Int) -> [(name: String, run: Workload.Run)] {
     let workload = producers == 1 ? "pcq-1p1c" : "pcq-2p1c"
     return [
         ("pcq", { runQueueBench(PCQBenchQueue.self, workload: workload, impl: "pcq", producers: producers, options: $0) }),
+        ("pcq_pair", { runQueueBench(PCQPairBenchQueue.self, workload: workload, impl: "pcq_pair", producers: producers, options: $0) }),
         ("mutex_deque", { runQueueBench(MutexDequeBenchQueue.self, workload: workload, impl: "mutex_deque", producers: producers, options: $0) }),
         ("urcu_wfcq", { runQueueBench(WFCQBenchQueue.self, workload: workload, impl: "urcu_wfcq", producers: producers, options: $0) }),
     ]
@@ -61,6 +64,12 @@ private protocol PCQBenchSubject: AnyObject, Sendable {
     func take(_ body: (UInt) -> Void) -> Int
     /// Describes the implementation for the JSON `note`.
     static var note: String { get }
+    /// The queue's own counters, if it keeps them (the PCQs).
+    var pcqStatistics: PCQStatistics? { get }
+}
+
+extension PCQBenchSubject {
+    var pcqStatistics: PCQStatistics? { nil }
 }
 
 /// Cross-thread control words of one run.
@@ -137,8 +146,7 @@ private func runQueueBench<Q: PCQBenchSubject>(
     if producers > 1 {
         extra.append(("received_per_producer", .array(outcome.received.map { .int($0) })))
     }
-    if let pcq = queue as? PCQBenchQueue {
-        let s = pcq.queue.statistics
+    if let s = queue.pcqStatistics {
         extra.append(("failed_puts", .int(s.failedPuts)))
         extra.append(("high_water", .int(s.highWater)))
     }
@@ -239,7 +247,40 @@ private final class PCQBenchQueue: PCQBenchSubject {
     @inline(__always)
     func take(_ body: (UInt) -> Void) -> Int { queue.drain(max: pcqBenchDrainBatch, body) }
 
+    var pcqStatistics: PCQStatistics? { queue.statistics }
+
     static var note: String { "SMPPrimitives.PCQ<UInt>, capacity 1024 (exact), consumer drain(max: \(pcqBenchDrainBatch)), \(pcqBenchEmptyBackoff) pauses when empty" }
+}
+
+// MARK: - pcq_pair: the same queue, two words per item
+
+/// A two-word item: the tagged value and its complement. The consumer hands
+/// the harness the value only if the complement matches, so a value whose
+/// two words came from different puts (a torn or stale read) fails the
+/// harness's exactly-once / per-producer-order check like a wrong word.
+private struct PCQBenchPair: BitwiseCopyable {
+    var value: UInt
+    var complement: UInt
+}
+
+private final class PCQPairBenchQueue: PCQBenchSubject {
+    let queue = PCQ<PCQBenchPair>(capacity: pcqBenchCapacity)
+    init(producers: Int) {}
+
+    @inline(__always)
+    func tryPut(_ value: UInt, producer: Int) -> Bool {
+        queue.put(PCQBenchPair(value: value, complement: ~value))
+    }
+
+    @inline(__always)
+    func take(_ body: (UInt) -> Void) -> Int {
+        // A mismatch becomes UInt.max: its producer tag is out of range.
+        queue.drain(max: pcqBenchDrainBatch) { body($0.complement == ~$0.value ? $0.value : .max) }
+    }
+
+    var pcqStatistics: PCQStatistics? { queue.statistics }
+
+    static var note: String { "SMPPrimitives.PCQ of a 16-byte struct (value, complement; both checked), capacity 1024 (exact), consumer drain(max: \(pcqBenchDrainBatch)), \(pcqBenchEmptyBackoff) pauses when empty" }
 }
 
 // MARK: - mutex_deque: a lock around a bounded Deque

@@ -200,6 +200,92 @@ import Testing
         #expect(Tracked.live.load(ordering: .relaxed) == before)
     }
 
+    // MARK: Elements of several words
+
+    /// Two words, both varying with the item, so a value whose words came
+    /// from different puts or laps does not compare equal.
+    struct Pair: BitwiseCopyable, Equatable {
+        var index: UInt
+        var tag: UInt
+        init(_ n: UInt) {
+            index = n
+            tag = ~n &* 0x9E37_79B9_7F4A_7C15
+        }
+    }
+
+    /// 24 bytes of mixed fields: an optional pointer, two 32-bit words, a
+    /// 64-bit hash.
+    struct Triple: BitwiseCopyable, Equatable {
+        var pointer: UnsafeRawPointer?
+        var length: Int32
+        var flags: UInt32
+        var hash: UInt64
+        init(_ n: UInt) {
+            pointer = UnsafeRawPointer(bitPattern: n &* 8)  // nil for 0
+            length = Int32(truncatingIfNeeded: n) &- 7
+            flags = UInt32(truncatingIfNeeded: n &>> 3) ^ 0xA5A5_A5A5
+            hash = UInt64(n) &* 0xBF58_476D_1CE4_E5B9
+        }
+    }
+
+    @Test func multiWordElementsHaveTheirSize() {
+        #expect(MemoryLayout<Pair>.size == 16)
+        #expect(MemoryLayout<Triple>.size == 24)
+    }
+
+    /// put, peek, get, drain (batched and to the end), full and empty,
+    /// for enough laps to wrap the one-byte lap flag.
+    private func throughEveryOperation<E: BitwiseCopyable & Equatable>(_ make: (UInt) -> E) {
+        let capacity = 5  // 8 slots: the exact capacity is not the slot count
+        let q = PCQ<E>(capacity: capacity)
+        #expect(q.peek() == nil)
+        #expect(q.get() == nil)
+        var next: UInt = 0
+        var expected: UInt = 0
+        let rounds = 450  // 450 * 5 tickets / 8 slots: 281 laps
+        for _ in 0..<rounds {
+            while q.put(make(next)) { next += 1 }
+            #expect(next - expected == UInt(capacity), "exactly `capacity` puts fit")
+            #expect(q.peek() == make(expected))
+            #expect(q.peek() == make(expected), "peek does not remove")
+            #expect(q.get() == make(expected))
+            expected += 1
+            var batch: [E] = []
+            #expect(q.drain(max: 2) { batch.append($0) } == 2)
+            #expect(q.drain(max: 100) { batch.append($0) } == capacity - 3)
+            #expect(batch == (expected..<next).map(make))
+            expected = next
+            #expect(q.get() == nil)
+            #expect(q.peek() == nil)
+        }
+        let s = q.statistics
+        #expect(s.puts == Int(next))
+        #expect(s.gets == Int(next))
+        #expect(s.failedPuts == rounds)
+        #expect(s.highWater == capacity)
+    }
+
+    @Test func twoWordStructThroughEveryOperation() {
+        throughEveryOperation(Pair.init)
+    }
+
+    @Test func twentyFourByteStructThroughEveryOperation() {
+        throughEveryOperation(Triple.init)
+    }
+
+    @Test func multiWordHoleIsNotSkipped() throws {
+        let q = PCQ<Pair>(capacity: 3)
+        #expect(q.put(Pair(1)))
+        let hole = try #require(q.reserve())
+        #expect(q.put(Pair(3)))
+        #expect(q.get() == Pair(1))
+        #expect(q.peek() == nil, "ticket \(hole) is reserved, not written")
+        q.publish(Pair(2), at: hole)
+        var got: [Pair] = []
+        q.drain(max: 8) { got.append($0) }
+        #expect(got == [Pair(2), Pair(3)])
+    }
+
     // MARK: Preempted producer (deterministic, via the internal split)
 
     @Test func reservedButUnpublishedSlotHoldsBackTheConsumerOnly() throws {
@@ -248,5 +334,110 @@ import Testing
             #expect(got == [base + 1, base + 2, base + 3])
         }
         #expect(q.statistics.gets == 200)
+    }
+}
+
+/// Counts deinits per object id, so a test can check that every object
+/// was released exactly once (never leaked, never released twice).
+final class PCQReleaseTally: Sendable {
+    private let counts: KAtomicInts
+
+    init(count: Int) { counts = KAtomicInts(count) }
+
+    func released(_ id: Int) { counts.add(id) }
+    func releases(_ id: Int) -> Int { counts[id] }
+    var totalReleased: Int { (0..<counts.count).reduce(0) { $0 + releases($1) } }
+    var everyObjectReleasedOnce: Bool { (0..<counts.count).allSatisfy { releases($0) == 1 } }
+}
+
+/// An object that reports its deinit to a tally.
+final class PCQToken: Sendable {
+    let id: Int
+    let tally: PCQReleaseTally
+    init(id: Int, tally: PCQReleaseTally) {
+        self.id = id
+        self.tally = tally
+    }
+    deinit { tally.released(id) }
+}
+
+/// The safe form for class references: reference counts balanced by the
+/// queue, leftovers released by its deinit.
+@Suite struct ManagedPCQTests {
+    @Test func retainsOnPutAndHandsOwnershipToTheConsumer() {
+        let tally = PCQReleaseTally(count: 6)
+        do {
+            let q = ManagedPCQ<PCQToken>(capacity: 4)
+            #expect(q.capacity == 4)
+            #expect(q.get() == nil)
+            #expect(q.peek() == nil)
+            // Temporaries: after each put the queue holds the only reference.
+            for i in 0..<4 { #expect(q.put(PCQToken(id: i, tally: tally))) }
+            #expect(tally.totalReleased == 0, "the queue keeps them alive")
+            #expect(!q.put(PCQToken(id: 4, tally: tally)))
+            #expect(tally.releases(4) == 1, "a refused object is not retained")
+            #expect(q.peek()?.id == 0)
+            #expect(tally.releases(0) == 0, "peek leaves the queue's reference")
+            #expect(q.get()?.id == 0)
+            #expect(tally.releases(0) == 1, "get handed over the queue's reference")
+            #expect(q.put(PCQToken(id: 5, tally: tally)))
+            var kept: [PCQToken] = []
+            #expect(q.drain(max: 2) { kept.append($0) } == 2)
+            #expect(kept.map(\.id) == [1, 2])
+            #expect(tally.totalReleased == 2, "objects kept by the body stay alive")
+            kept.removeAll()
+            #expect(tally.releases(1) == 1 && tally.releases(2) == 1)
+            // Ids 3 and 5 are still queued.
+            #expect(q.approximateCount == 2)
+            #expect(q.statistics.puts == 5)
+            #expect(q.statistics.failedPuts == 1)
+            #expect(tally.releases(3) == 0 && tally.releases(5) == 0)
+        }
+        #expect(tally.everyObjectReleasedOnce, "the leftovers are released by the queue's deinit")
+    }
+
+    @Test func drainReleasesWhatTheBodyDoesNotKeep() {
+        let tally = PCQReleaseTally(count: 8)
+        let q = ManagedPCQ<PCQToken>(capacity: 8)
+        for i in 0..<8 { #expect(q.put(PCQToken(id: i, tally: tally))) }
+        var ids: [Int] = []
+        #expect(q.drain(max: 8) { ids.append($0.id) } == 8)
+        #expect(ids == Array(0..<8))
+        #expect(tally.everyObjectReleasedOnce)
+        #expect(q.approximateCount == 0)
+    }
+
+    struct Stop: Error {}
+
+    @Test func throwingDrainKeepsTheRestAndDeinitReleasesThem() {
+        let tally = PCQReleaseTally(count: 5)
+        do {
+            let q = ManagedPCQ<PCQToken>(capacity: 8)
+            for i in 0..<5 { #expect(q.put(PCQToken(id: i, tally: tally))) }
+            #expect(throws: Stop.self) {
+                try q.drain(max: 10) { if $0.id == 1 { throw Stop() } }
+            }
+            #expect(tally.totalReleased == 2, "the throwing item counts as taken")
+            #expect(q.statistics.gets == 2)
+        }
+        #expect(tally.everyObjectReleasedOnce)
+    }
+
+    @Test func leftoversAcrossTheWrapAreReleasedAtDeinit() {
+        // Capacity 3 in 4 slots: leave the queue partly full at every offset
+        // of the ring, so the deinit drain starts and wraps anywhere.
+        for offset in 0..<8 {
+            let tally = PCQReleaseTally(count: offset + 3)
+            do {
+                let q = ManagedPCQ<PCQToken>(capacity: 3)
+                for i in 0..<offset {
+                    #expect(q.put(PCQToken(id: i, tally: tally)))
+                    #expect(q.get()?.id == i)
+                }
+                for i in offset..<(offset + 3) { #expect(q.put(PCQToken(id: i, tally: tally))) }
+                #expect(tally.totalReleased == offset)
+            }
+            #expect(tally.everyObjectReleasedOnce, "offset \(offset)")
+        }
     }
 }

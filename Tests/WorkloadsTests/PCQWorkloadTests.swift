@@ -7,7 +7,7 @@ import Workloads
     @Test(arguments: ["pcq-1p1c", "pcq-2p1c"])
     func everyImplementationChecksOut(workload: String) throws {
         let w = try #require(WorkloadRegistry.named(workload))
-        #expect(w.impls.map(\.name) == ["pcq", "mutex_deque", "urcu_wfcq"])
+        #expect(w.impls.map(\.name) == ["pcq", "pcq_pair", "mutex_deque", "urcu_wfcq"])
         for impl in w.impls {
             let r = impl.run(WorkloadOptions(n: 200_000, capSeconds: 60))
             #expect(r.checked, "\(workload) \(impl.name): \(r.summary)")

@@ -13,12 +13,10 @@ import SMPPrimitives
 /// only frees words when a closed socket is torn down, through the
 /// ``PacketPool`` given in ``Demux/Configuration``.
 @frozen
-public struct PacketRef: PCQElement, Hashable, Sendable, BitwiseCopyable {
+public struct PacketRef: Hashable, Sendable, BitwiseCopyable {
     public var word: UInt
 
     @inlinable public init(word: UInt) { self.word = word }
-    @inlinable public init(pcqWord: UInt) { self.word = pcqWord }
-    @inlinable public var pcqWord: UInt { word }
 }
 
 /// Pooled fixed-size packet buffers: one slab, no allocation per packet.

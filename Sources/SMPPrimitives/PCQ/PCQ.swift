@@ -1,8 +1,33 @@
 import Synchronization
 
 /// A bounded, lock-free, multi-producer / single-consumer FIFO queue of
-/// one-word elements: NetBSD's `pcq(9)` semantics with a layout built for
+/// plain values: NetBSD's `pcq(9)` semantics with a layout built for
 /// cross-core throughput.
+///
+/// `Element` is any `BitwiseCopyable` type: a word (`UInt`, an index, a
+/// pointer, an `Unmanaged` reference) or a small struct of such fields (a
+/// buffer index and a length, a pointer and a flow hash: 16 or 24 bytes).
+/// The queue copies an element's bytes in on ``put(_:)`` and out on
+/// ``get()``; it never retains, releases or dereferences anything.
+///
+/// ## The unsafe form, and the safe one
+///
+/// For references and pointers, `PCQ` is the *unsafe* form, in the sense of
+/// swift-atomics' `UnsafeAtomic`: it moves bits, and whatever ownership the
+/// producer attached to them (an `Unmanaged.passRetained` reference, a
+/// pool buffer) is the callers' to balance. Nothing checks that the
+/// consumer takes the reference back exactly once, and items still queued
+/// when the queue is deinitialized are dropped without being released
+/// (they leak). That is what the hot paths want: no reference counting per
+/// item. ``ManagedPCQ`` is the safe form for class references (as
+/// `ManagedAtomic` is for atomics): it retains on put, hands the consumer
+/// an owned reference and releases the leftovers in its deinit, at the
+/// price of one retain and one release per item.
+///
+/// For the same reason the queue is `Sendable` whatever `Element` is: it
+/// exists to pass pointers and handles between threads, with their
+/// ownership travelling with the item, which `Sendable` on the element
+/// cannot express. Whoever puts a value hands over what it refers to.
 ///
 /// ## Semantics
 ///
@@ -16,7 +41,9 @@ import Synchronization
 ///   still count: a drain releases its slots when it returns.
 /// - ``get()``, ``peek()`` and ``drain(max:_:)`` must only be called by one
 ///   consumer thread at a time (calls from different threads need a
-///   happens-before edge between them, e.g. a lock or a thread hand-off).
+///   happens-before edge between them, e.g. a lock or a thread hand-off;
+///   see "The single-consumer rule" below for why the type system does
+///   not enforce it).
 /// - Items from one producer are taken in the order that producer put them.
 ///   Items from different producers are taken in the order their puts
 ///   reserved slots (a global ticket order).
@@ -48,9 +75,37 @@ import Synchronization
 /// The consumer position is published once per ``drain(max:_:)`` call (once
 /// per ``get()``), in its own 128-byte region (Intel's adjacent-line
 /// prefetcher pairs 64-byte lines). Producers read it only when their shared
-/// cached copy says the queue may be full. Values (8 per cache line) and
-/// flags (64 per cache line) are in separate arrays, so a cache-line transfer
-/// carries as many items as possible.
+/// cached copy says the queue may be full. Values (`64 / stride` per cache
+/// line: 8 words, 4 two-word structs) and flags (64 per cache line) are in
+/// separate arrays, so a cache-line transfer carries as many items as
+/// possible.
+///
+/// ## Values of several words
+///
+/// A value slot is plain memory of `MemoryLayout<Element>.stride` bytes,
+/// written and read with ordinary, non-atomic copies, however many words
+/// they take. Only the one-byte lap flag is atomic. In the C++ memory model
+/// (which Swift's `Atomic` follows) this publishes a multi-word value as
+/// correctly as a single word, because the slot is never accessed by two
+/// threads without a happens-before edge between them; there is no data
+/// race, so there is nothing to tear:
+/// - Producer to consumer: the producer's copy into the slot is sequenced
+///   before its releasing store of the slot's lap flag. The consumer's
+///   acquiring load that reads that flag value synchronizes with the store,
+///   and its copy out of the slot is sequenced after the load. A
+///   release/acquire pair orders *every* memory access before the release
+///   with every access after the acquire, not just one word: all the bytes
+///   of the value are visible, none from an older lap. A consumer that reads
+///   an older flag does not read the slot at all.
+/// - Consumer to the next lap's producer: the consumer's copy out of the
+///   slot is sequenced before its releasing store of `head`. A producer
+///   takes the ticket that reuses the slot only after an acquiring load of a
+///   `head` past the slot (directly, or through `cachedHead`, whose
+///   releasing store was made after acquiring `head`), so its overwrite
+///   happens after the consumer's read.
+/// The same two edges serve one word or three; only the number of values
+/// per cache line changes. The thread sanitizer checks exactly these edges
+/// in the stress tests, with words and with two-word structs.
 ///
 /// ## Counters
 ///
@@ -67,18 +122,42 @@ import Synchronization
 /// ``drain(max:_:)`` returns 0, back off (tens of `PAUSE`s, a few
 /// microseconds) or block, then drain a batch.
 ///
-/// Cost: a put is one compare-and-swap on the producers' line plus two
-/// stores into the ring; a get is two loads and one store to the consumer's
-/// own line; a drain of `n` items is `2n` loads and one store. No allocation
+/// Cost: a put is one compare-and-swap on the producers' line plus the
+/// value copy and one flag store into the ring; a get is a flag load, the
+/// value copy and one store to the consumer's own line; a drain of `n`
+/// items is `n` flag loads, `n` value copies and one store. No allocation
 /// or reference counting per item.
+///
+/// ## The single-consumer rule
+///
+/// The rule that one thread at a time plays the consumer is a contract,
+/// checked by nothing (a violation corrupts the order and can duplicate
+/// items). The type-system way to check it, a `~Copyable` consumer handle
+/// with `mutating` get/drain methods, is free only where the handle lives
+/// in a local variable or in a value owned by one thread. In this package
+/// the consumer role moves between threads: a socket's receive queue is
+/// drained by whichever reader thread holds the socket's reader-side lock
+/// (a one-CAS lock shared with the teardown drain of a closed socket), and
+/// a socket's TCP backlog by whoever holds its TCP lock. The handle would
+/// have to be a stored property of the shared `Socket` object, and a
+/// mutating access to a class's stored property is checked by Swift's
+/// dynamic exclusivity enforcement (a begin/end-access call on every
+/// receive), or not at all if marked `@exclusivity(unchecked)`: the type
+/// system cannot see the lock that really serializes the readers, so it
+/// would not stop two threads either way. Keeping the handle behind a
+/// `Mutex` would make the check static, but would replace those locks with
+/// another one and move every consumer call into a closure. So the rule
+/// stays documented: calls from different threads need a happens-before
+/// edge between them (a lock, a thread hand-off), which the thread
+/// sanitizer checks.
 ///
 /// `@unchecked Sendable`: the queue's state is raw memory shared between
 /// threads on purpose. Every shared word is an `Atomic`, and every plain
 /// value slot is ordered by the release/acquire pairs documented on the
 /// operations (value written before its flag is released; value read before
-/// the consumer position is released). The single-consumer rule is the
-/// caller's contract.
-public final class PCQ<Element: PCQElement>: @unchecked Sendable {
+/// the consumer position is released; see "Values of several words"). The
+/// single-consumer rule is the caller's contract.
+public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
     /// Producer-side shared words, alone in their 128-byte region.
     @usableFromInline
     struct ProducerIndex: ~Copyable {
@@ -126,10 +205,11 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
     @usableFromInline let consumer: UnsafeMutablePointer<ConsumerIndex>
     /// One lap flag per slot.
     @usableFromInline let flags: UnsafeMutablePointer<Atomic<UInt8>>
-    /// One value word per slot. Plain memory: every access is ordered by
-    /// the flag (producer to consumer) and by `head` (consumer to the next
-    /// lap's producer).
-    @usableFromInline let values: UnsafeMutablePointer<UInt>
+    /// One value per slot (`MemoryLayout<Element>.stride` bytes each).
+    /// Plain memory: every access is ordered by the flag (producer to
+    /// consumer) and by `head` (consumer to the next lap's producer), for
+    /// one word or several (see "Values of several words").
+    @usableFromInline let values: UnsafeMutablePointer<Element>
     private let indexRegion: UnsafeMutableRawPointer
 
     /// Size of an index region: two 64-byte lines, because the adjacent-line
@@ -138,8 +218,9 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
 
     /// Creates an empty queue that holds exactly `capacity` items.
     ///
-    /// Memory: `capacity` rounded up to a power of two, times 9 bytes, plus
-    /// 256 bytes of indices. Allocation happens here only.
+    /// Memory: `capacity` rounded up to a power of two, times
+    /// `MemoryLayout<Element>.stride + 1` bytes (9 for a word), plus 256
+    /// bytes of indices. Allocation happens here only.
     ///
     /// - Precondition: `1 <= capacity <= 2^30`.
     public init(capacity: Int) {
@@ -162,15 +243,20 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
         flags = flagBytes.bindMemory(to: Atomic<UInt8>.self, capacity: slots)
         for i in 0..<slots { (flags + i).initialize(to: Atomic(0)) }  // 0 is no lap's flag
 
+        let valueByteCount = Swift.max(slots * MemoryLayout<Element>.stride, Self.regionSize)
         let valueBytes = UnsafeMutableRawPointer.allocate(
-            byteCount: Swift.max(slots * MemoryLayout<UInt>.stride, Self.regionSize), alignment: Self.regionSize)
-        values = valueBytes.bindMemory(to: UInt.self, capacity: slots)
-        values.initialize(repeating: 0, count: slots)
+            byteCount: valueByteCount, alignment: Swift.max(Self.regionSize, MemoryLayout<Element>.alignment))
+        // Zeroed so the ring's pages are touched here, not by the first
+        // lap's puts. No `Element` value is needed: a slot is read only
+        // after its lap flag says a put wrote it, and `Element` is
+        // trivial, so the bytes need no deinitialization either.
+        valueBytes.initializeMemory(as: UInt8.self, repeating: 0, count: valueByteCount)
+        values = valueBytes.bindMemory(to: Element.self, capacity: slots)
     }
 
     deinit {
         let slots = Int(mask) + 1
-        values.deinitialize(count: slots)
+        // Items still queued are dropped as bits (see "The unsafe form").
         UnsafeMutableRawPointer(values).deallocate()
         flags.deinitialize(count: slots)
         UnsafeMutableRawPointer(flags).deallocate()
@@ -188,12 +274,13 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
     /// written by preempted producers). Never waits for another producer.
     ///
     /// Cost: one compare-and-swap on the producers' shared line (retried
-    /// only when another producer took the ticket first) and two stores into
-    /// the ring; the consumer's line is read only when the queue looks full.
+    /// only when another producer took the ticket first), the value copy and
+    /// one flag store into the ring; the consumer's line is read only when
+    /// the queue looks full.
     @inlinable
     public func put(_ item: Element) -> Bool {
         guard let ticket = reserve() else { return false }
-        publish(item.pcqWord, at: ticket)
+        publish(item, at: ticket)
         return true
     }
 
@@ -235,11 +322,15 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
 
     /// Writes the value of a reserved ticket and makes it visible.
     @inlinable
-    internal func publish(_ word: UInt, at ticket: UInt) {
+    internal func publish(_ item: Element, at ticket: UInt) {
         let i = Int(bitPattern: ticket & mask)
-        values[i] = word
-        // Releasing: the value store above must be visible before the flag;
-        // pairs with the consumer's acquiring flag load.
+        // A plain copy of all the value's bytes (one store per word for a
+        // small struct). `initialize`, not assignment: the slot holds a
+        // previous lap's bits or the initial zeros, which for a trivial
+        // type is the same thing.
+        (values + i).initialize(to: item)
+        // Releasing: every byte of the value stored above must be visible
+        // before the flag; pairs with the consumer's acquiring flag load.
         flags[i].store(lapFlag(ticket), ordering: .releasing)
     }
 
@@ -290,106 +381,6 @@ public final class PCQ<Element: PCQElement>: @unchecked Sendable {
     @inlinable @inline(__always)
     internal func lapFlag(_ t: UInt) -> UInt8 {
         UInt8(truncatingIfNeeded: t &>> lapShift) &+ 1
-    }
-
-    // MARK: Consumer
-
-    /// Removes and returns the oldest item, or nil if there is none visible.
-    ///
-    /// Single consumer only. Returns nil when the queue is empty, and also
-    /// while the oldest item's producer has reserved its slot but not yet
-    /// written it (items behind it wait; none is skipped).
-    ///
-    /// Cost: two loads from the ring and one store to the consumer's own
-    /// line. Prefer ``drain(max:_:)`` to take many items: it publishes the
-    /// consumer position once per call.
-    @inlinable
-    public func get() -> Element? {
-        let c = consumer
-        // Relaxed: only this thread writes `head`.
-        let h = c.pointee.head.load(ordering: .relaxed)
-        let i = Int(bitPattern: h & mask)
-        // Acquiring: pairs with the producer's releasing flag store, so the
-        // value read below is the one written for ticket `h`.
-        guard flags[i].load(ordering: .acquiring) == lapFlag(h) else { return nil }
-        let word = values[i]
-        // Releasing: our read of the slot happens before any producer that
-        // sees the new `head` reuses the slot.
-        c.pointee.head.store(h &+ 1, ordering: .releasing)
-        if c.pointee.highWater.load(ordering: .relaxed) == 0 {
-            c.pointee.highWater.store(1, ordering: .relaxed)
-        }
-        return Element(pcqWord: word)
-    }
-
-    /// Returns the oldest item without removing it, or nil when ``get()``
-    /// would return nil. Single consumer only; costs two loads.
-    @inlinable
-    public func peek() -> Element? {
-        let h = consumer.pointee.head.load(ordering: .relaxed)  // own variable
-        let i = Int(bitPattern: h & mask)
-        // Acquiring: as in `get`.
-        guard flags[i].load(ordering: .acquiring) == lapFlag(h) else { return nil }
-        return Element(pcqWord: values[i])
-    }
-
-    /// Takes up to `max` items in FIFO order, calling `body` for each, and
-    /// returns how many it took. Stops early at the first slot that is not
-    /// yet visible (see ``get()``).
-    ///
-    /// Single consumer only. `body` must not call `get`, `peek` or `drain`
-    /// on this queue (it may `put`). The consumer position is published once,
-    /// when the call returns, so the slots of this batch stay occupied for
-    /// producers while `body` runs: keep `max` moderate (tens to hundreds)
-    /// when `body` is slow. If `body` throws, the item it was given counts
-    /// as taken, later items stay queued, and the error is rethrown.
-    ///
-    /// Cost: two loads per item and one store per call.
-    @inlinable
-    @discardableResult
-    public func drain(max maxCount: Int, _ body: (Element) throws -> Void) rethrows -> Int {
-        guard maxCount > 0 else { return 0 }
-        // Copies of the immutable layout: the acquiring loads below would
-        // otherwise make the compiler reload them from the object each item.
-        let flags = self.flags, values = self.values, mask = self.mask, shift = self.lapShift
-        let start = consumer.pointee.head.load(ordering: .relaxed)  // own variable
-        let end = start &+ UInt(maxCount)
-        // Phase 1: find the run of published slots. Flag loads only, 64 per
-        // cache line. Acquiring: pairs with each producer's releasing flag
-        // store, so every value of the run is visible below. (The expected
-        // flag is `lapFlag(ready)`, spelled out on the local shift.)
-        var ready = start
-        while ready != end
-            && flags[Int(bitPattern: ready & mask)].load(ordering: .acquiring)
-                == UInt8(truncatingIfNeeded: ready &>> shift) &+ 1 {
-            ready &+= 1
-        }
-        if ready == start { return 0 }
-        // Phase 2: the values. Their loads do not depend on each other or on
-        // a flag test any more, so the processor overlaps their cache misses
-        // (one per 8 items) instead of taking them one after another.
-        var h = start
-        defer { finishBatch(from: start, to: h) }
-        while h != ready {
-            let word = values[Int(bitPattern: h & mask)]
-            h &+= 1
-            try body(Element(pcqWord: word))
-        }
-        return Int(bitPattern: h &- start)
-    }
-
-    @inlinable @inline(__always)
-    internal func finishBatch(from start: UInt, to h: UInt) {
-        let c = consumer
-        // Releasing: every value of the batch was read before this store;
-        // producers acquire `head` before reusing those slots.
-        c.pointee.head.store(h, ordering: .releasing)
-        // The batch was a run of ready items: the queue held at least that
-        // many. Own variable, plain store: no RMW on the consumer's path.
-        let batch = Int(bitPattern: h &- start)
-        if batch > c.pointee.highWater.load(ordering: .relaxed) {
-            c.pointee.highWater.store(batch, ordering: .relaxed)
-        }
     }
 
     // MARK: Observation (any thread)
