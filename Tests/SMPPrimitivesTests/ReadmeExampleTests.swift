@@ -6,11 +6,12 @@ import Testing
 /// documentation cannot drift from the API.
 @Suite struct ReadmeExampleTests {
     @Test func readmeExampleWorks() {
-        let q = PCQ<UInt>(capacity: 256)
-        _ = q.put(42)
+        struct Job: BitwiseCopyable { var id: UInt; var cost: UInt }
+        let q = PCQ<Job>(capacity: 256)
+        _ = q.put(Job(id: 1, cost: 42))
         var drained: [UInt] = []
-        q.drain(max: 64) { item in drained.append(item) }
-        #expect(drained == [42])
+        q.drain(max: 64) { job in drained.append(job.id * 1000 + job.cost) }
+        #expect(drained == [1042])
 
         let table = RCUHashTable<UInt64, UInt, Memb>(initialBucketCount: 1024)
         _ = table.insert(7, value: 700)
