@@ -3,8 +3,15 @@
 # project (every in-process implementation, --impl all), then the C
 # reference harness, workload by workload, in one session, with the
 # cache-line round-trip calibration (c2c-latency) before and after. One JSON
-# line per (workload, impl) on stdout.
+# line per (workload, impl) on stdout, each tagged with "build" (which binary
+# ran it: "project", "baseline" or "peer") and "round".
+#
 #   PEERS=/path/to/peers scripts/bench-vs-peers.sh pcq-1p1c rcu-lookup ...
+#   ROUNDS=3               alternate the whole sequence 3 times (default 1)
+#   BASELINE=/path/to/an/older/fastdemux   also run that build, right before
+#                          this one, in every round (before/after comparisons)
+#
+# scripts/bench-summary.py turns the lines into medians and ratios.
 # Needs a release build (swift build -c release) and the C harness's
 # directory in PEERS (built here with make; its Debian packages: liburcu-dev
 # libck-dev dpdk-dev libconcurrentqueue-dev).
@@ -12,19 +19,49 @@ set -u
 cd "$(dirname "$0")/.."
 B=$PWD/.build/release/fastdemux
 P=${PEERS:?bench-vs-peers: set PEERS to the C reference harness directory}
+ROUNDS=${ROUNDS:-1}
+BASELINE=${BASELINE:-}
 [ -x "$B" ] || { echo "bench-vs-peers: build first: swift build -c release" >&2; exit 2; }
+[ -z "$BASELINE" ] || [ -x "$BASELINE" ] || { echo "bench-vs-peers: BASELINE $BASELINE is not executable" >&2; exit 2; }
 make -s -C "$P" all >&2 || { echo "bench-vs-peers: cannot build the peers in $P" >&2; exit 2; }
 cd "$P"
-./bench_c2c c2c-latency --json
-for w in "$@"; do
-  "$B" bench "$w" --impl all --json
-  case $w in
-    pcq-*) ./bench_pcq "$w" --impl all --json ;;
-    rcu-*) ./bench_rcu "$w" --impl all --json ;;
-    mailbox-*) ./bench_mailbox "$w" --impl all --json ;;
+
+# Adds "build" and "round" to every JSON line of the command's output;
+# passes anything else (a stray diagnostic) to stderr.
+tag() {
+  local build=$1 round=$2; shift 2
+  "$@" | python3 -c '
+import json, sys
+build, rnd = sys.argv[1], int(sys.argv[2])
+for line in sys.stdin:
+    line = line.strip()
+    try:
+        d = json.loads(line)
+    except ValueError:
+        print(line, file=sys.stderr)
+        continue
+    d["build"], d["round"] = build, rnd
+    print(json.dumps(d, separators=(",", ":")), flush=True)
+' "$build" "$round"
+}
+
+peer() {
+  case $1 in
+    pcq-*) ./bench_pcq "$1" --impl all --json ;;
+    rcu-*) ./bench_rcu "$1" --impl all --json ;;
+    mailbox-*) ./bench_mailbox "$1" --impl all --json ;;
     demux) ./bench_demux demux --impl all --json ;;
     kernel-udp) ./bench_kudp kernel-udp --impl all --json ;;
-    *) echo "bench-vs-peers: no peer for $w" >&2 ;;
+    *) echo "bench-vs-peers: no peer for $1" >&2 ;;
   esac
+}
+
+tag peer 0 ./bench_c2c c2c-latency --json
+for r in $(seq 1 "$ROUNDS"); do
+  for w in "$@"; do
+    [ -z "$BASELINE" ] || tag baseline "$r" "$BASELINE" bench "$w" --impl all --json
+    tag project "$r" "$B" bench "$w" --impl all --json
+    tag peer "$r" peer "$w"
+  done
+  tag peer "$r" ./bench_c2c c2c-latency --json
 done
-./bench_c2c c2c-latency --json
