@@ -3,8 +3,8 @@ import Glibc
 import SMPPrimitives
 import Synchronization
 
-/// Where a ``DemuxSession`` gets its frames: a capture file, a live TUN
-/// device, a generator.
+/// Where a demultiplexing session (DemuxLab's `DemuxSession`) gets its
+/// frames: a capture file, a live TUN device, a generator.
 ///
 /// Concurrency contract: a source is used by one thread at a time (the
 /// session's reader thread). The frame returned by ``nextFrame()`` is valid
@@ -22,11 +22,15 @@ public protocol PacketSource: SendableMetatype {
 }
 
 extension PacketSource {
+    /// By default a source does not block (a file, a generator).
     public var mayBlock: Bool { false }
 }
 
 /// A capture file (pcap or pcapng, see ``PcapReader``) as a packet source.
+/// One thread at a time (the reader is not thread-safe); no allocation per
+/// frame.
 public struct CaptureFileSource: PacketSource {
+    /// The reader frames come from (used only by the source's thread).
     public let reader: PcapReader
 
     /// Opens `path`.
@@ -40,6 +44,8 @@ public struct CaptureFileSource: PacketSource {
         self.reader = reader
     }
 
+    /// The reader's next frame (``PcapReader/next()``): valid until the next
+    /// call. Source thread only.
     public mutating func nextFrame() throws -> CapturedFrame? {
         try reader.next()
     }
@@ -56,6 +62,7 @@ public final class TUNPacketSource: PacketSource, @unchecked Sendable {
     // @unchecked Sendable: everything but `stopRequested` is used only by
     // the single reader thread (the PacketSource contract); `stop()` touches
     // only the atomic.
+    /// The device packets are read from (open until its owner closes it).
     public let device: TUNDevice
     private let buffer: UnsafeMutableRawBufferPointer
     private let deadline: Double?
@@ -76,6 +83,7 @@ public final class TUNPacketSource: PacketSource, @unchecked Sendable {
 
     deinit { buffer.deallocate() }
 
+    /// True: ``nextFrame()`` waits for traffic.
     public var mayBlock: Bool { true }
 
     /// Packets read so far.
@@ -87,6 +95,14 @@ public final class TUNPacketSource: PacketSource, @unchecked Sendable {
         stopRequested.store(true, ordering: .relaxed)
     }
 
+    /// The next IP packet the kernel routes into the device, as a
+    /// `LINKTYPE_RAW` frame timestamped with the real-time clock; nil once
+    /// the duration or the packet count is reached, or after ``stop()``.
+    /// Blocks (in `poll` slices of at most 100 ms) while no traffic arrives.
+    /// The frame's bytes are the source's one buffer: valid until the next
+    /// call. Source thread only; no allocation.
+    ///
+    /// - Throws: ``TUNError`` if reading or polling the device fails.
     public func nextFrame() throws -> CapturedFrame? {
         if let maxPackets, count >= maxPackets { return nil }
         while !stopRequested.load(ordering: .relaxed) {

@@ -30,6 +30,8 @@ public struct CapturedFrame {
     @inlinable
     public var capturedLength: Int { bytes.count }
 
+    /// A frame from its parts (for sources other than a file, and tests);
+    /// `bytes` must stay valid as long as the frame is used.
     public init(index: Int, linkType: LinkType, timestampNanoseconds: Int64, wireLength: Int,
                 bytes: UnsafeRawBufferPointer) {
         self.index = index
@@ -49,6 +51,7 @@ public enum PcapError: Error, CustomStringConvertible, Equatable {
     /// A record after `packetsRead` good packets is broken or cut short.
     case malformed(path: String, packetsRead: Int, reason: String)
 
+    /// `path: what went wrong`, for error messages.
     public var description: String {
         switch self {
         case .cannotOpen(let path, let reason): return "\(path): cannot open: \(reason)"
@@ -73,13 +76,18 @@ public enum PcapError: Error, CustomStringConvertible, Equatable {
 public final class PcapReader {
     /// The container format.
     public enum Format: Sendable {
+        /// Classic pcap (any byte order, microsecond or nanosecond timestamps),
+        /// read through libpcap.
         case pcap
+        /// pcapng, read by ``PcapngReader`` (several interfaces and link types
+        /// per file).
         case pcapng
     }
 
     /// The file's path, or the name given to an in-memory capture (used in
     /// error messages).
     public let path: String
+    /// The container format, from the file's magic number.
     public let format: Format
     private var pcap: OpaquePointer?
     private var pcapng: PcapngReader?

@@ -25,7 +25,9 @@ public final class PcapTrace: @unchecked Sendable {
 
     /// Loads every frame of `path`.
     ///
-    /// - Parameter limit: stop after this many frames.
+    /// - Parameters:
+    ///   - path: the pcap or pcapng file to read.
+    ///   - limit: stop after this many frames.
     /// - Throws: ``PcapError`` as ``PcapReader`` does; a file broken part
     ///   way through throws too (no partial trace).
     public init(path: String, limit: Int = .max) throws(PcapError) {

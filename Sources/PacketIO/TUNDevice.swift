@@ -11,11 +11,15 @@ public struct TUNError: Error, CustomStringConvertible, Sendable, Equatable {
     /// The `errno` value.
     public let code: Int32
 
+    /// An error for `operation` with `errno` value `code`.
     public init(operation: String, code: Int32) {
         self.operation = operation
         self.code = code
     }
 
+    /// The operation, `strerror(code)` and, for the usual set-up mistakes
+    /// (missing privileges, no tun module, a busy or differently configured
+    /// device), a hint. Allocates: for error messages.
     public var description: String {
         var text = "\(operation): \(String(cString: strerror(code)))"
         switch code {
@@ -71,7 +75,8 @@ public final class TUNDevice: Sendable {
         self.name = actual.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
-    /// Reads one packet into `buffer`.
+    /// Reads one packet into `buffer`. The reader thread; one non-blocking
+    /// `read` system call (retried on `EINTR`), no allocation.
     ///
     /// - Returns: the packet's length, or nil if no packet is queued now.
     ///   A packet longer than the buffer is truncated by the kernel and its

@@ -4,18 +4,19 @@ import Testing
 import TestSupport
 @testable import FastDemux
 
-/// Agreement with an independent oracle: tshark's per-packet 5-tuples
-/// (shared/oracle/oracle.py), stored as fixtures by scripts/regen-oracle.sh.
+/// Agreement with an independent oracle: tshark's per-packet outer 5-tuples
+/// and tiers, stored as fixtures (Tests/Fixtures/oracle) by
+/// scripts/regen-oracle.sh.
 ///
-/// The rule is compare.py's, ported: STRICT frames (TCP/UDP directly
+/// The oracle's comparison rule, ported: STRICT frames (TCP/UDP directly
 /// under the outer IP, clean) must be delivered with the identical directed
 /// tuple; LOOSE frames (the same but fragmented/truncated/malformed) must be
 /// delivered identically or rejected; NONL4 frames must be rejected; BAD
-/// frames and frames of link types outside compare.py's supported list are
+/// frames and frames of link types outside the oracle's supported list are
 /// not judged (only "no crash"). In addition the canonical key of every
 /// STRICT frame must equal the oracle's `canon_key`.
 @Suite struct OracleAgreementTests {
-    /// compare.py's SUPPORTED link prefixes (tshark protocol chains before the IP layer).
+    /// The oracle's supported link prefixes (tshark protocol chains before the IP layer).
     static let supportedLinks: Set<Substring> = [
         "eth:ethertype", "eth:ethertype:vlan:ethertype", "eth:ethertype:ieee8021ad:ethertype:vlan:ethertype",
         "sll:ethertype", "sll", "raw", "null", "",
@@ -24,7 +25,9 @@ import TestSupport
     static let packageRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    /// `../shared` beside the repository (as in CI), or `SMPNET_SHARED_DIR`.
+    /// The directory given at run time that holds the tcpdump test-suite
+/// captures (under `captures/tcpdump-tests`): `SMPNET_SHARED_DIR`, by
+/// default a directory named `shared` beside the repository (as in CI).
     static var sharedDirectory: URL {
         if let env = ProcessInfo.processInfo.environment["SMPNET_SHARED_DIR"] {
             return URL(fileURLWithPath: env)
@@ -143,7 +146,7 @@ import TestSupport
     @Test func tcpdumpCorpusAgreesWithTshark() throws {
         let captures = Self.sharedDirectory.appendingPathComponent("captures/tcpdump-tests")
         try #require(FileManager.default.fileExists(atPath: captures.path),
-                     "\(captures.path) is missing: the test needs the shared directory beside the repository (or SMPNET_SHARED_DIR)")
+                     "\(captures.path) is missing: the test needs the tcpdump test-suite captures directory (SMPNET_SHARED_DIR, by default beside the repository)")
         let start = Date()
         let tally = try Self.check(directory: captures,
                                    fixture: Self.packageRoot.appendingPathComponent("Tests/Fixtures/oracle/tcpdump-tests.tsv"))

@@ -85,7 +85,8 @@ private func readAll(_ file: TemporaryFile) throws -> [(index: Int, link: LinkTy
                 flows[p.flow.canonical, default: 0] += 1
             }
         }
-        // Samples/README.md: 6 TCP connections of 12 packets, 4 UDP flows of 10.
+        // Sources/fastdemux/Resources/README.md: 6 TCP connections of 12
+        // packets, 4 UDP flows of 10.
         #expect(reader.framesRead == 112)
         #expect(flows.count == 10)
         #expect(flows.filter { $0.key.transport == .tcp }.values.sorted() == [12, 12, 12, 12, 12, 12])

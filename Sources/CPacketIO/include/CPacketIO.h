@@ -1,6 +1,6 @@
 // Linux network calls Swift's Glibc module cannot import: sendmmsg/recvmmsg
 // and setns need _GNU_SOURCE, epoll is not in the Glibc module, and
-// ioctl(TUNSETIFF) is variadic. Implemented in net.c.
+// ioctl(TUNSETIFF) is variadic. Implemented in packetio.c.
 //
 // This header deliberately includes no system header: a system header
 // included here would be compiled into this module a second time and hide

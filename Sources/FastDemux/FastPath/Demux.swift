@@ -116,6 +116,14 @@ public struct DemuxPacket: Sendable, BitwiseCopyable {
     /// Transport payload bytes (sequence space for TCP).
     public var payloadLength: Int
 
+    /// Creates the delivery record of one packet (a plain value: any thread).
+    ///
+    /// - Parameters:
+    ///   - packet: the word the socket's reader receives if the packet is
+    ///     queued (a dropped packet's buffer stays with the caller).
+    ///   - key: the 5-tuple as the packet arrived.
+    ///   - tcp: the segment's header fields; nil for UDP.
+    ///   - payloadLength: transport payload bytes.
     @inlinable
     public init(packet: PacketRef, key: FlowKey, tcp: TCPSegmentInfo? = nil, payloadLength: Int = 0) {
         self.packet = packet

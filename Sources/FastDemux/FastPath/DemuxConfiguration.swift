@@ -15,6 +15,7 @@ extension Demux {
         /// Expected number of connections (initial table size).
         public var expectedConnections: Int = 4096
 
+        /// A configuration; every parameter sets the property of the same name.
         public init(queueCapacity: Int = 256, ackPolicy: TCPAckPolicy = .default, pool: PacketPool? = nil,
                     depthSampleInterval: Int = 64, expectedConnections: Int = 4096) {
             self.queueCapacity = queueCapacity

@@ -2,7 +2,7 @@ import Synchronization
 import SMPPrimitives
 
 /// The per-input-thread side of a ``Demux``: the lookup in the PCB tables
-/// and the delivery step (``SocketDelivery``, shared with every
+/// and the delivery step (`SocketDelivery`, shared with every
 /// organization of the comparison) with its statistics, the sockets touched
 /// in the current burst and the ACKs to emit.
 ///

@@ -20,9 +20,10 @@ extension IPAddress {
 
 extension FlowKey: RCUHashKey {
     /// A fast keyed mix over the key's words (folded multiplies,
-    /// ``rcuHashMix(_:_:seed:)``); the IPv6 high halves are mixed in only
-    /// for IPv6. Not DoS-resistant unless
-    /// `seed` is secret and random.
+    /// SMPPrimitives' `rcuHashMix(_:_:seed:)`); the IPv6 high halves are
+    /// mixed in only for IPv6. Not DoS-resistant unless `seed` is secret and
+    /// random (``PCBTable``'s tables draw theirs at random). A pure function:
+    /// any thread, no memory access.
     @inlinable
     public func rcuHash(seed: UInt64) -> UInt64 {
         let ports = UInt64(destinationPort) << 32 | UInt64(sourcePort) << 16
@@ -63,9 +64,13 @@ extension FlowKey: RCUHashKey {
 
 /// A socket endpoint: address and port.
 public struct InetEndpoint: Hashable, Sendable, CustomStringConvertible {
+    /// The IP address (the wildcard, ``IPAddress/isWildcard``, binds every
+    /// local address).
     public var address: IPAddress
+    /// The port, host order.
     public var port: UInt16
 
+    /// An endpoint from an address and a port (a plain value: any thread).
     public init(_ address: IPAddress, _ port: UInt16) {
         self.address = address
         self.port = port
@@ -77,6 +82,7 @@ public struct InetEndpoint: Hashable, Sendable, CustomStringConvertible {
         self.init(a, port)
     }
 
+    /// `a.b.c.d:port` or `[v6]:port`. Allocates (a String): for tools and logs.
     public var description: String {
         address.family == .ipv4 ? "\(address):\(port)" : "[\(address)]:\(port)"
     }

@@ -3,7 +3,7 @@ import SMPPrimitives
 
 /// The protocol control block tables of a ``Demux``: connected sockets by
 /// exact 5-tuple, bound/listening sockets by (protocol, local address, local
-/// port), each an ``RCUHashTable`` whose values are the sockets'
+/// port), each an `RCUHashTable` (SMPPrimitives) whose values are the sockets'
 /// ``SocketReference`` bits (each entry holds one strong reference).
 ///
 /// Lookup order (as Linux and FreeBSD): the exact 5-tuple, then the
@@ -32,6 +32,14 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
         var listening: Set<FlowKey> = []
     }
 
+    /// Creates empty tables. Any thread; allocates both RCU tables.
+    ///
+    /// - Parameters:
+    ///   - expectedConnections: the connected table's initial bucket count (at
+    ///     least 64); it grows past that on its own.
+    ///   - pool: where packets still queued in sockets torn down after close
+    ///     are freed (nil: they are dropped); either way they are counted in
+    ///     ``packetsDrainedAtTeardown``.
     public init(expectedConnections: Int = 4096, pool: PacketPool? = nil) {
         connected = RCUHashTable(initialBucketCount: max(64, expectedConnections))
         bound = RCUHashTable(initialBucketCount: 256)
@@ -57,8 +65,13 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
         } }
     }
 
-    /// Entries in the connected and bound tables.
+    /// Entries in the connected table (connected sockets by 5-tuple). Any
+    /// thread; a racy snapshot while control operations run (one relaxed
+    /// load).
     public var connectedCount: Int { connected.count }
+    /// Entries in the bound table (bound UDP and listening TCP sockets). Any
+    /// thread; a racy snapshot while control operations run (one relaxed
+    /// load).
     public var boundCount: Int { bound.count }
 
     /// Packets that were still queued in sockets when they were torn down.

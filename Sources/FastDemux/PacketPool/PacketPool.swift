@@ -8,14 +8,17 @@ import SMPPrimitives
 /// module:
 /// - a ``PacketPool`` buffer: `index + 1` (never 0), see ``PacketPool/handle(index:)``;
 /// - the demux benchmark's pre-built frames: `(frameIndex << 4 | pass) + 1`
-///   (the frame slab is the "buffer"; see `DemuxWorkloads.swift`).
+///   (the frame slab is the "buffer"; see the demux workloads of the
+///   Workloads module).
 /// Whoever created the word knows how to read and free it; the demultiplexer
 /// only frees words when a closed socket is torn down, through the
 /// ``PacketPool`` given in ``Demux/Configuration``.
 @frozen
 public struct PacketRef: Hashable, Sendable, BitwiseCopyable {
+    /// The word itself; its meaning belongs to whoever created it.
     public var word: UInt
 
+    /// Wraps a word (a plain value: any thread).
     @inlinable public init(word: UInt) { self.word = word }
 }
 
@@ -31,15 +34,19 @@ public struct PacketRef: Hashable, Sendable, BitwiseCopyable {
 /// Concurrency contract: ``allocate()`` / ``free(_:)`` on the pool itself may be
 /// called from any thread (one lock each); a ``Cache`` belongs to one thread.
 /// A buffer's bytes belong to whoever holds its ``PacketRef``; handing the
-/// word through a ``PCQ`` transfers ownership (the queue's release/acquire
+/// word through a `PCQ` transfers ownership (the queue's release/acquire
 /// orders the bytes).
 public final class PacketPool: @unchecked Sendable {
     // @unchecked Sendable: the slab and length array are raw memory whose
     // parts are owned by whoever holds the buffer's PacketRef (ownership is
     // transferred through queues); the free stack and `transfers` are only
     // touched while holding `freeLock` (a pthread mutex).
+    /// Number of buffers in the slab (immutable: any thread).
     public let bufferCount: Int
+    /// Bytes per buffer (immutable: any thread).
     public let bufferSize: Int
+    /// Buffers a ``Cache`` moves per transfer with the global stack (immutable:
+    /// any thread).
     public let batchSize: Int
     @usableFromInline let slab: UnsafeMutableRawPointer
     @usableFromInline let lengths: UnsafeMutablePointer<UInt32>
@@ -50,6 +57,10 @@ public final class PacketPool: @unchecked Sendable {
     private nonisolated(unsafe) var transfers = 0
     private let freeLock = PthreadMutex()
 
+    /// Creates a pool with every buffer free. Any thread; allocates the slab
+    /// (page-aligned, `bufferCount × bufferSize` bytes) and two arrays of
+    /// `bufferCount` words, once.
+    ///
     /// - Parameters:
     ///   - bufferCount: number of buffers (≥ 1).
     ///   - bufferSize: bytes per buffer (default 2 KiB, enough for a
@@ -185,12 +196,15 @@ public final class PacketPool: @unchecked Sendable {
     /// Not shareable: it is `~Copyable` and not `Sendable`-safe to use
     /// concurrently (move it into the thread that uses it).
     public struct Cache: ~Copyable {
+        /// The pool the cache takes buffers from and returns them to.
         public let pool: PacketPool
         @usableFromInline let items: UnsafeMutablePointer<UInt32>
         @usableFromInline var count = 0
         /// Batch transfers with the global stack made by this cache.
         public private(set) var transfers = 0
 
+        /// An empty cache on `pool`; allocates its `2 × batchSize`-slot stack
+        /// once. The first ``allocate()`` refills it from the pool (one lock).
         public init(pool: PacketPool) {
             self.pool = pool
             items = .allocate(capacity: 2 * pool.batchSize)

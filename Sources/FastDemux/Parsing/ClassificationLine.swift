@@ -4,7 +4,8 @@ extension ParseResult {
     /// where proto is `tcp`/`udp`, addresses are in ``IPAddress/description``
     /// form, ports are decimal, and verdict is `deliver`; a dropped frame
     /// has `-` in the five tuple columns and the ``DropReason/name`` as
-    /// verdict. This is the demux format `shared/oracle/compare.py` reads.
+    /// verdict. A comparison against a tshark oracle reads this format;
+    /// OracleAgreementTests prints it for each frame that disagrees.
     ///
     /// Allocates (it builds a String): for tools and tests, not the fast path.
     public func classificationLine(index: Int) -> String {

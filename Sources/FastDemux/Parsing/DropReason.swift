@@ -20,7 +20,11 @@ public enum DropReason: UInt8, CaseIterable, Sendable, BitwiseCopyable, CustomSt
     case notIP
 
     // IPv4.
+    /// The capture ends inside the IPv4 header (before 20 bytes or before
+    /// the length its IHL gives).
     case truncatedIPv4
+    /// The IPv4 header's version field is not 4 (with an Ethernet type, cooked
+    /// protocol or loopback family that announced IPv4).
     case badIPv4Version
     /// IHL < 5.
     case badIPv4HeaderLength
@@ -30,7 +34,11 @@ public enum DropReason: UInt8, CaseIterable, Sendable, BitwiseCopyable, CustomSt
     case fragmentNoPorts
 
     // IPv6.
+    /// The capture ends inside the 40-byte IPv6 header or an extension
+    /// header the parser must read.
     case truncatedIPv6
+    /// The IPv6 header's version field is not 6 (with a link layer that
+    /// announced IPv6).
     case badIPv6Version
     /// An extension header that runs past the packet, or too long a chain.
     case badIPv6Extension
@@ -43,9 +51,12 @@ public enum DropReason: UInt8, CaseIterable, Sendable, BitwiseCopyable, CustomSt
     /// AH or ESP: the transport header is behind IPsec processing, which a
     /// demultiplexer without security associations cannot do.
     case ipsec
+    /// The capture ends inside the TCP header (before 20 bytes or before its
+    /// data offset).
     case truncatedTCP
     /// TCP data offset < 5 or past the end of the segment.
     case badTCPDataOffset
+    /// The capture ends inside the 8-byte UDP header.
     case truncatedUDP
     /// UDP length < 8 or longer than the IP payload.
     case badUDPLength
@@ -87,5 +98,6 @@ public enum DropReason: UInt8, CaseIterable, Sendable, BitwiseCopyable, CustomSt
         self = r
     }
 
+    /// The stable ``name``.
     public var description: String { name }
 }

@@ -1,7 +1,9 @@
 /// The transport protocol of a ``FlowKey`` (IP protocol number).
 @frozen
 public enum TransportProtocol: UInt8, Sendable, BitwiseCopyable, Hashable, CustomStringConvertible {
+    /// TCP (IP protocol 6).
     case tcp = 6
+    /// UDP (IP protocol 17).
     case udp = 17
 
     /// `tcp` or `udp`, as tshark and the oracle spell it.
@@ -24,8 +26,11 @@ public struct FlowKey: Hashable, Sendable, BitwiseCopyable, CustomStringConverti
     @usableFromInline var sourceLow: UInt64
     @usableFromInline var destinationHigh: UInt64
     @usableFromInline var destinationLow: UInt64
+    /// The sender's port (host order).
     public var sourcePort: UInt16
+    /// The receiver's port (host order).
     public var destinationPort: UInt16
+    /// TCP or UDP.
     public var transport: TransportProtocol
     /// The address family of both endpoints.
     public var family: AddressFamily
@@ -77,7 +82,8 @@ public struct FlowKey: Hashable, Sendable, BitwiseCopyable, CustomStringConverti
     }
 
     /// `proto|lowaddr|lowport|highaddr|highport` of the ``canonical`` key:
-    /// the oracle's `canon_key` format (oracle.py `canon()`).
+    /// the format of the `canon_key` column of the tshark oracle's fixtures
+    /// (Tests/Fixtures/oracle). Allocates (a String): for tools and tests.
     public var canonicalDescription: String {
         let c = canonical
         return "\(c.transport)|\(c.source)|\(c.sourcePort)|\(c.destination)|\(c.destinationPort)"

@@ -7,7 +7,9 @@ import Darwin
 /// The IP version of an ``IPAddress``.
 @frozen
 public enum AddressFamily: UInt8, Sendable, BitwiseCopyable, Hashable {
+    /// IPv4 (the value of the version field).
     case ipv4 = 4
+    /// IPv6 (the value of the version field).
     case ipv6 = 6
 }
 
@@ -23,8 +25,12 @@ public enum AddressFamily: UInt8, Sendable, BitwiseCopyable, Hashable {
 /// Only ``description`` and ``init(_:)`` (text conversions) allocate.
 @frozen
 public struct IPAddress: Hashable, Sendable, BitwiseCopyable, Comparable, CustomStringConvertible {
+    /// Bytes 0...7 of the address as a big-endian number (0 for IPv4).
     public var high: UInt64
+    /// Bytes 8...15 of the address as a big-endian number; for IPv4 the address
+    /// in its low 32 bits.
     public var low: UInt64
+    /// IPv4 or IPv6.
     public var family: AddressFamily
 
     /// An IPv4 address from its 32-bit value in host order

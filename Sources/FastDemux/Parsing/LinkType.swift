@@ -6,8 +6,10 @@
 /// Values are immutable and freely shareable between threads.
 @frozen
 public struct LinkType: RawRepresentable, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
+    /// The `LINKTYPE_` number as stored in the capture file.
     public var rawValue: UInt32
 
+    /// Wraps any `LINKTYPE_` number, supported or not (see ``isSupported``).
     @inlinable
     public init(rawValue: UInt32) { self.rawValue = rawValue }
 
@@ -44,6 +46,9 @@ public struct LinkType: RawRepresentable, Hashable, Sendable, BitwiseCopyable, C
         }
     }
 
+    /// The `DLT_`/`LINKTYPE_` name without its prefix (`EN10MB`,
+    /// `LINUX_SLL2`, ...), or `LINKTYPE_<number>` for a type without a name
+    /// here. For tools and logs.
     public var description: String {
         switch rawValue {
         case 0: return "NULL"

@@ -8,6 +8,7 @@ public struct ParserOptions: Sendable, BitwiseCopyable, Hashable {
     /// that are fragments or snaplen-truncated cannot be verified and pass.
     public var verifyChecksums: Bool
 
+    /// Options with checksum verification on or off (off by default).
     @inlinable
     public init(verifyChecksums: Bool = false) {
         self.verifyChecksums = verifyChecksums
@@ -30,12 +31,16 @@ public struct ParserOptions: Sendable, BitwiseCopyable, Hashable {
 /// does no ARC traffic: a handful of bounds-checked loads per header.
 @frozen
 public struct PacketParser: Sendable, BitwiseCopyable {
+    /// What the parser checks beyond the headers' structure (see
+    /// ``ParserOptions``).
     public var options: ParserOptions
 
     /// Bound on the IPv6 extension-header chain walked before giving up
     /// (``DropReason/badIPv6Extension``): a frame cannot make us loop long.
     public static let maxIPv6ExtensionHeaders = 16
 
+    /// A parser with the given options. A plain value: create it once and share
+    /// it, or copy it, between threads.
     @inlinable
     public init(options: ParserOptions = ParserOptions()) {
         self.options = options

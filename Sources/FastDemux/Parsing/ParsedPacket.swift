@@ -1,28 +1,46 @@
 /// TCP flag bits (the low 9 bits of header bytes 12...13).
 @frozen
 public struct TCPFlags: OptionSet, Sendable, BitwiseCopyable, Hashable {
+    /// The flag bits, FIN in bit 0 up to AE (the former NS) in bit 8.
     public var rawValue: UInt16
+    /// Flags from their bits (bits above 8 are kept, but no header carries
+    /// them).
     @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
 
+    /// FIN: the sender has finished sending.
     public static let fin = TCPFlags(rawValue: 0x001)
+    /// SYN: synchronize sequence numbers (connection set-up).
     public static let syn = TCPFlags(rawValue: 0x002)
+    /// RST: reset the connection.
     public static let rst = TCPFlags(rawValue: 0x004)
+    /// PSH: push the data to the receiving application.
     public static let psh = TCPFlags(rawValue: 0x008)
+    /// ACK: the acknowledgment number is valid.
     public static let ack = TCPFlags(rawValue: 0x010)
+    /// URG: the urgent pointer is valid.
     public static let urg = TCPFlags(rawValue: 0x020)
+    /// ECE: ECN echo (RFC 3168).
     public static let ece = TCPFlags(rawValue: 0x040)
+    /// CWR: congestion window reduced (RFC 3168).
     public static let cwr = TCPFlags(rawValue: 0x080)
+    /// AE, the former NS (the ECN nonce of RFC 3540): bit 8.
     public static let ae = TCPFlags(rawValue: 0x100)
 }
 
 /// The TCP header fields the demultiplexer's fast path needs.
 @frozen
 public struct TCPSegmentInfo: Sendable, BitwiseCopyable, Hashable {
+    /// The segment's sequence number (host order).
     public var sequenceNumber: UInt32
+    /// The acknowledgment number (host order; meaningful with
+    /// ``TCPFlags/ack``).
     public var acknowledgmentNumber: UInt32
+    /// The flag bits.
     public var flags: TCPFlags
+    /// The advertised receive window, unscaled (host order).
     public var window: UInt16
 
+    /// Creates the fields of a segment (a plain value: any thread).
     @inlinable
     public init(sequenceNumber: UInt32, acknowledgmentNumber: UInt32, flags: TCPFlags, window: UInt16) {
         self.sequenceNumber = sequenceNumber
@@ -64,6 +82,8 @@ public struct ParsedPacket: Sendable, BitwiseCopyable {
     /// the IP datagram.
     public var isTruncated: Bool
 
+    /// Creates a parsed packet from its parts (for tests and synthetic traffic;
+    /// ``PacketParser`` is the usual source). A plain value: any thread.
     @inlinable
     public init(flow: FlowKey, networkOffset: Int, transportOffset: Int, payloadOffset: Int,
                 payloadLength: Int, capturedPayloadLength: Int, tcp: TCPSegmentInfo?,

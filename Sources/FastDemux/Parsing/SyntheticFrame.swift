@@ -3,15 +3,26 @@
 /// Writes synthetic Ethernet frames (IPv4 or IPv6, UDP or TCP) for tests,
 /// demos and benchmarks. Checksums: the IPv4 header checksum is correct;
 /// TCP/UDP checksums are left zero (NIC offload assumed).
+///
+/// Stateless: any thread, any number at once. Writing a frame touches only
+/// the caller's buffer and allocates nothing.
 public enum SyntheticFrame {
     /// Bytes of a frame for `flow` with `payloadLength` payload bytes.
     public static func length(for flow: FlowKey, payloadLength: Int) -> Int {
         14 + (flow.family == .ipv4 ? 20 : 40) + (flow.transport == .tcp ? 20 : 8) + payloadLength
     }
 
-    /// Writes one frame into `buffer` and returns its length. `tcp` is used
-    /// for TCP flows (a PSH|ACK segment with sequence 0 if nil).
-    /// `payloadByte(i)` gives payload byte i.
+    /// Writes one frame into `buffer` and returns its length.
+    ///
+    /// - Parameters:
+    ///   - buffer: at least ``length(for:payloadLength:)`` bytes.
+    ///   - flow: the frame's 5-tuple (source = sender).
+    ///   - tcp: the segment's header fields for a TCP flow (nil: a PSH|ACK
+    ///     segment with sequence 0); ignored for UDP.
+    ///   - payloadLength: payload bytes after the transport header.
+    ///   - ipID: the IPv4 identification field (unused for IPv6).
+    ///   - payloadByte: payload byte `i` (by default `i` truncated to a
+    ///     byte).
     @discardableResult
     public static func write(into buffer: UnsafeMutableRawBufferPointer, flow: FlowKey,
                              tcp: TCPSegmentInfo? = nil, payloadLength: Int,

@@ -104,14 +104,22 @@ extension Socket {
     /// The `AsyncSequence` of ``Socket/packets``: each `next()` is a
     /// ``Socket/receiveAsync()``. Single reader (one iterating task).
     public struct Packets: AsyncSequence, Sendable {
+        /// The packet words the socket received, in arrival order per input.
         public typealias Element = PacketRef
         let socket: Socket
 
+        /// The iterator of ``Socket/Packets``. Single reader: use it from one
+        /// task.
         public struct AsyncIterator: AsyncIteratorProtocol {
             let socket: Socket
+            /// The next packet (``Socket/receiveAsync()``): suspends while the
+            /// queue is empty, nil once the socket is closed and drained. The
+            /// caller owns the returned buffer and frees it to its pool.
             public mutating func next() async -> PacketRef? { await socket.receiveAsync() }
         }
 
+        /// An iterator over the socket's packets. Make one per socket: a second
+        /// concurrent iterator would break the single-reader contract.
         public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
     }
 

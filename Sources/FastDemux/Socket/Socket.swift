@@ -16,10 +16,23 @@ public enum SocketError: Error, Equatable, Sendable {
 
 /// The life cycle of a socket.
 public enum SocketState: UInt8, Sendable {
-    case unbound = 0, bound, listening, connected, closed
+    /// Created, not yet bound or connected: receives nothing.
+    case unbound = 0
+    /// Bound to a local endpoint (``Socket/bind(_:)``): a UDP socket
+    /// receives the datagrams addressed to it; a TCP socket only reserves it.
+    case bound
+    /// TCP, after ``Socket/listen()``: receives the segments for its
+    /// endpoint that match no connection.
+    case listening
+    /// Connected (``Socket/connect(to:from:initialReceiveSequence:)``):
+    /// receives exactly the packets of its 5-tuple.
+    case connected
+    /// After ``Socket/close()`` or ``Socket/closeDeferred()``: out of the
+    /// tables; what arrives for it is dropped as closed.
+    case closed
 }
 
-/// A UDP or TCP socket of a ``Demux``: a receive queue (a ``PCQ`` of
+/// A UDP or TCP socket of a ``Demux``: a receive queue (a `PCQ` of
 /// packet words), a reader wake-up, per-socket counters and, for TCP, the
 /// minimal receive state the fast path needs.
 ///
@@ -241,12 +254,15 @@ public final class Socket: @unchecked Sendable {
     /// addressed to it (the wildcard address receives for every local
     /// address without a more specific binding). TCP: reserves the endpoint
     /// for ``listen()`` or ``connect(to:from:initialReceiveSequence:)``.
+    /// Any thread; takes the owning table's control lock and inserts into
+    /// an RCU table (readers never wait).
     public func bind(_ local: InetEndpoint) throws(SocketError) {
         try control.bind(self, local)
     }
 
     /// TCP: starts receiving segments for the bound endpoint that match no
-    /// connection (SYNs, in a full stack).
+    /// connection (SYNs, in a full stack). Any thread; takes the owning
+    /// table's control lock.
     public func listen() throws(SocketError) {
         try control.listen(self)
     }
@@ -255,7 +271,9 @@ public final class Socket: @unchecked Sendable {
     /// that 5-tuple. `from` gives the local endpoint (required unless the
     /// socket is bound). TCP: the connection is considered established
     /// (no handshake here); `initialReceiveSequence` is the peer's next
-    /// sequence number, or nil to take it from the first segment.
+    /// sequence number, or nil to take it from the first segment. Any
+    /// thread; TCP takes the socket's TCP lock once, then every protocol
+    /// the owning table's control lock.
     public func connect(to remote: InetEndpoint, from local: InetEndpoint? = nil,
                         initialReceiveSequence: UInt32? = nil) throws(SocketError) {
         if proto == .tcp {

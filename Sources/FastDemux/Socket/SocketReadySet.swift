@@ -52,6 +52,7 @@ public final class SocketReadySet: @unchecked Sendable {
 
     /// Registers `socket`; returns its slot, or nil if the set is full.
     /// A socket belongs to at most one set; do this before traffic reaches it.
+    /// Any thread; one lock; retains the socket for as long as the set lives.
     @discardableResult
     public func add(_ socket: Socket) -> Int? {
         guard let slot = control.withLock({ $0.popLast() }) else { return nil }
@@ -99,7 +100,7 @@ public final class SocketReadySet: @unchecked Sendable {
     }
 
     /// Reader: true if any bit is set (seq_cst loads: used as the re-check
-    /// after ``ThreadParker/prepareToPark()``).
+    /// after `ThreadParker.prepareToPark()`).
     public var hasReadyBits: Bool {
         for wi in 0..<wordCount where words[wi].load(ordering: .sequentiallyConsistent) != 0 { return true }
         return false

@@ -17,7 +17,8 @@
 public struct SocketReference: BitwiseCopyable, Sendable, Equatable {
     @usableFromInline let unmanaged: Unmanaged<Socket>
 
-    /// A reference to `socket` that does not retain it.
+    /// A reference to `socket` that does not retain it. Any thread; costs
+    /// nothing at run time.
     @inlinable
     public init(unretained socket: Socket) {
         unmanaged = .passUnretained(socket)
@@ -60,6 +61,8 @@ public struct SocketReference: BitwiseCopyable, Sendable, Equatable {
     @inlinable
     public var socket: Socket { unmanaged.takeUnretainedValue() }
 
+    /// Identity: true if both refer to the same socket object. Any thread; a
+    /// pointer compare, no retain.
     @inlinable
     public static func == (a: SocketReference, b: SocketReference) -> Bool {
         a.unmanaged.toOpaque() == b.unmanaged.toOpaque()

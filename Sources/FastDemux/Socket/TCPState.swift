@@ -34,6 +34,7 @@ public struct TCPAck: Sendable, Equatable, BitwiseCopyable {
     /// True for a duplicate ACK triggered by an out-of-sequence segment.
     public var duplicate: Bool
 
+    /// Creates an ACK decision (a plain value: any thread).
     public init(key: FlowKey, ackNumber: UInt32, duplicate: Bool) {
         self.key = key
         self.ackNumber = ackNumber

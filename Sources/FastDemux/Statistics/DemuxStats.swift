@@ -40,6 +40,8 @@ public enum DemuxDropReason: Int, CaseIterable, Sendable, CustomStringConvertibl
         }
     }
 
+    /// The snake_case name used in statistics output and JSON (`queue_full`,
+    /// ...).
     public var description: String {
         switch self {
         case .malformed: return "malformed"
@@ -57,6 +59,7 @@ public enum DemuxDropReason: Int, CaseIterable, Sendable, CustomStringConvertibl
 public struct DropCounters: Sendable, Equatable {
     @usableFromInline var counts = InlineArray<8, Int>(repeating: 0)
 
+    /// No drops counted.
     public init() {}
 
     /// Counts `count` drops for `reason` (a plain add).
@@ -75,6 +78,7 @@ public struct DropCounters: Sendable, Equatable {
     /// Adds another thread's counts.
     public mutating func merge(_ other: DropCounters) { counts.add(other.counts) }
 
+    /// Equal when every reason has the same count.
     public static func == (a: DropCounters, b: DropCounters) -> Bool {
         DemuxDropReason.allCases.allSatisfy { a[$0] == b[$0] }
     }
@@ -91,6 +95,7 @@ public struct Log2Histogram: Sendable {
     public static let bucketCount = 33
     @usableFromInline var buckets = InlineArray<33, Int>(repeating: 0)
 
+    /// An empty histogram.
     public init() {}
 
     /// The bucket `value` is counted in.
@@ -138,6 +143,7 @@ public struct HandoffPointStats: Sendable {
     /// puts to one queue within a burst, or items per drain).
     public var batchSizes = Log2Histogram()
 
+    /// No samples, no operations.
     public init() {}
 
     /// Records a depth sample.
@@ -201,6 +207,7 @@ public struct SyncStats: Sendable {
     /// Packets handed to a queue read by a thread on another CPU.
     public var crossCoreHandoffs = 0
 
+    /// Every counter 0.
     public init() {}
 
     /// Adds another thread's counts.
@@ -249,6 +256,7 @@ public struct DemuxStats: Sendable {
     /// included in `drops[.malformed] + drops[.unsupported]`.
     public var parseDrops = InlineArray<32, Int>(repeating: 0)
 
+    /// Every counter 0 (the merge of no threads).
     public init() {}
 
     /// Non-zero parser drop counts as `(reason name, count)`.

@@ -100,8 +100,8 @@ public final class KernelContinuation: @unchecked Sendable {
     /// up to whole milliseconds d (zero or negative: d = 0, the executor's
     /// next loop pass). The executor files the continuation d ticks after
     /// the current tick, so the body starts no earlier than `delay` minus
-    /// one tick after this call (see ``TimerWheel`` lateness), and later by
-    /// however long the executor takes to get to it. A schedule that
+    /// one tick after this call (the wheel's tick granularity), and later
+    /// by however long the executor takes to get to it. A schedule that
     /// coalesces keeps the pending run's delay.
     ///
     /// Any thread. The coalesced path (already pending) costs one fence and

@@ -1,10 +1,10 @@
 import CSMPLinux
 import Synchronization
 
-// The executor thread's loop (see the type's documentation and
-// docs/ExecutorModel.md): drain mailboxes, run foreign jobs, continuations
-// and pollers, report a quiescent state, spin, then park. Everything here
-// runs on the executor thread only.
+// The executor thread's loop (see the type's documentation and the
+// ExecutorModel article of SMPPrimitives.docc): drain mailboxes, run foreign
+// jobs, continuations and pollers, report a quiescent state, spin, then
+// park. Everything here runs on the executor thread only.
 
 extension CoreExecutor {
     /// The thread's body: the loop, until a stop request finds it idle.

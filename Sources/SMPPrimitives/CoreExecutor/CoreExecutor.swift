@@ -6,7 +6,7 @@ import Synchronization
 /// ``KernelContinuation``s on a timer wheel, registered pollers and Swift tasks
 /// (``CoreExecutor`` is a `TaskExecutor`).
 ///
-/// The loop (see docs/ExecutorModel.md):
+/// The loop (see <doc:ExecutorModel>):
 /// 1. drain incoming mailboxes (batches, per-sender order),
 /// 2. run jobs queued by non-executor threads,
 /// 3. take hand-offs of newly scheduled continuations, advance the timer

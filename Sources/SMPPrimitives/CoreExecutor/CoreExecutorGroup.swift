@@ -13,9 +13,16 @@ public final class CoreExecutorGroup: Sendable {
     private let stopped = Atomic<Bool>(false)
 
     /// Starts `count` executors, each on its own (by default pinned) thread.
-    /// Any thread; costs `count` thread creations.
-    /// - Parameter messageHandler: called on the receiving executor for
-    ///   messages without a function (`MailboxMessage(a, b)`).
+    /// Any thread; costs `count` thread creations and the mesh's `count²`
+    /// rings.
+    /// - Parameters:
+    ///   - count: the number of executors (≥ 1); core `i`'s thread is
+    ///     pinned to CPU `i` (modulo the CPU count) unless
+    ///     `configuration.pinned` is false.
+    ///   - configuration: spinning, mailbox capacity, the pollers' park
+    ///     timeout and pinning (see ``Configuration``).
+    ///   - messageHandler: called on the receiving executor for messages
+    ///     without a function (`MailboxMessage(a, b)`).
     public init(count: Int = onlineCPUCount, configuration: Configuration = Configuration(),
                 messageHandler: (@Sendable (_ sender: Int, _ message: MailboxMessage) -> Void)? = nil) {
         precondition(count >= 1)
@@ -38,7 +45,9 @@ public final class CoreExecutorGroup: Sendable {
         executor(for: core).call(body)
     }
 
-    /// Runs `body` on core `core` and resumes the caller with its result.
+    /// Runs `body` on core `core` and resumes the caller with its result
+    /// (see ``CoreExecutor``'s async `call`). Any task; the caller suspends
+    /// instead of blocking its thread.
     public func call<R>(on core: Int, _ body: sending @escaping () -> sending R) async -> sending R {
         await executor(for: core).call(body)
     }

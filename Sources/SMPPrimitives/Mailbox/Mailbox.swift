@@ -131,9 +131,14 @@ public final class MailboxMesh: @unchecked Sendable {
     @usableFromInline static let highWaterWord = 5
     @usableFromInline static let headWord = 16
 
+    /// Creates the mesh: one ring per (sender, receiver) pair and one
+    /// ``Doorbell`` per receiver. Any thread; allocates `cores²` rings of
+    /// 256 bytes of control words plus 32 bytes per slot, once.
+    ///
     /// - Parameters:
     ///   - cores: number of cores (at least 1).
-    ///   - capacity: slots per ring, rounded up to a power of two.
+    ///   - capacity: slots per ring, rounded up to a power of two (at least
+    ///     2).
     public init(cores: Int, capacity: Int = 1024) {
         precondition(cores >= 1 && capacity >= 2)
         precondition(MemoryLayout<MailboxMessage>.stride + 8 <= MailboxMesh.slotBytes)
@@ -347,6 +352,7 @@ public final class MailboxMesh: @unchecked Sendable {
     /// message is already waiting or `otherWork()` says there is work.
     /// Receiver role only. Spurious returns are possible: callers loop.
     /// - Parameters:
+    ///   - receiver: the parking core (its own index in the mesh).
     ///   - timeout: the longest sleep (rounded up to nanoseconds); nil
     ///     sleeps until rung.
     ///   - otherWork: the receiver's other work sources, read with
@@ -360,7 +366,9 @@ public final class MailboxMesh: @unchecked Sendable {
 
     // MARK: statistics (any thread, racy snapshots)
 
-    /// Counters of the (sender, receiver) ring.
+    /// Counters of the (sender, receiver) ring. Any thread: a racy
+    /// snapshot (six relaxed loads, individually accurate, not mutually
+    /// consistent while the ring is in use).
     public func statistics(from sender: Int, to receiver: Int) -> MailboxStatistics {
         let ctl = control(sender, receiver)
         var s = MailboxStatistics()
@@ -373,12 +381,14 @@ public final class MailboxMesh: @unchecked Sendable {
         return s
     }
 
-    /// Counters summed over every ring into `receiver`.
+    /// Counters summed over every ring into `receiver`. Any thread (a racy
+    /// snapshot, as ``statistics(from:to:)``).
     public func statistics(of receiver: Int) -> MailboxStatistics {
         (0..<cores).reduce(MailboxStatistics()) { $0 + statistics(from: $1, to: receiver) }
     }
 
-    /// Counters summed over every ring.
+    /// Counters summed over every ring. Any thread (a racy snapshot, as
+    /// ``statistics(from:to:)``).
     public var totalStatistics: MailboxStatistics {
         (0..<cores).reduce(MailboxStatistics()) { $0 + statistics(of: $1) }
     }

@@ -39,7 +39,8 @@ public final class ManagedPCQ<Object: AnyObject> {
     @usableFromInline let queue: PCQ<Unmanaged<Object>>
 
     /// Creates an empty queue that holds exactly `capacity` objects (see
-    /// ``PCQ/init(capacity:)`` for the memory it takes).
+    /// ``PCQ/init(capacity:)`` for the memory it takes). Any thread; all of
+    /// the queue's allocation happens here.
     ///
     /// - Precondition: `1 <= capacity <= 2^30`.
     public init(capacity: Int) {
@@ -53,7 +54,8 @@ public final class ManagedPCQ<Object: AnyObject> {
         queue.drain(max: queue.capacity) { $0.release() }
     }
 
-    /// The exact number of objects the queue can hold.
+    /// The exact number of objects the queue can hold (immutable: any
+    /// thread).
     public var capacity: Int { queue.capacity }
 
     /// Appends `object` if the queue is not full, retaining it for the

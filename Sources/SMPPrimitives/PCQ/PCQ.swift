@@ -195,7 +195,8 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
         }
     }
 
-    /// The exact number of items the queue can hold (what was asked for).
+    /// The exact number of items the queue can hold (what was asked for;
+    /// immutable: any thread).
     public let capacity: Int
     /// Slot count minus one (slot count = capacity rounded up to 2^k).
     @usableFromInline let mask: UInt
@@ -220,7 +221,8 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
     ///
     /// Memory: `capacity` rounded up to a power of two, times
     /// `MemoryLayout<Element>.stride + 1` bytes (9 for a word), plus 256
-    /// bytes of indices. Allocation happens here only.
+    /// bytes of indices. Allocation happens here only. Any thread; the
+    /// queue may then be shared with its producers and its one consumer.
     ///
     /// - Precondition: `1 <= capacity <= 2^30`.
     public init(capacity: Int) {

@@ -27,6 +27,8 @@ public struct PCQStatistics: Sendable, Hashable, CustomStringConvertible {
     /// equal to the capacity once any put has failed).
     public var highWater: Int
 
+    /// A snapshot with the given counts (all zero by default);
+    /// ``PCQ/statistics`` is the usual source.
     public init(puts: Int = 0, failedPuts: Int = 0, gets: Int = 0, highWater: Int = 0) {
         self.puts = puts
         self.failedPuts = failedPuts
@@ -34,6 +36,7 @@ public struct PCQStatistics: Sendable, Hashable, CustomStringConvertible {
         self.highWater = highWater
     }
 
+    /// `puts=… failedPuts=… gets=… highWater=…`, for logs.
     public var description: String {
         "puts=\(puts) failedPuts=\(failedPuts) gets=\(gets) highWater=\(highWater)"
     }

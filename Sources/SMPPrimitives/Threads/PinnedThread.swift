@@ -13,8 +13,9 @@ public func spinLoopHint() {
     curcu_cpu_relax()
 }
 
-/// The number of CPUs this process may run on (`sched_getaffinity` at
-/// start-up), at least 1.
+/// The number of CPUs this process may run on (`sched_getaffinity`, read
+/// once at first use), at least 1. A global constant: any thread; later
+/// affinity changes are not seen.
 public let onlineCPUCount: Int = Int(smp_allowed_cpu_count())
 
 /// A dedicated pthread, optionally pinned to one CPU, that runs one closure

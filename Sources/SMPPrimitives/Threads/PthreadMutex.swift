@@ -64,7 +64,9 @@ public struct PthreadMutex: ~Copyable, @unchecked Sendable {
     }
 
     /// Runs `body` while holding the mutex (released also when `body`
-    /// throws).
+    /// throws). Any thread; blocks while another thread holds the mutex.
+    /// `body` must not lock the same mutex again (non-recursive: that
+    /// deadlocks).
     @inlinable
     public func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         lock()
