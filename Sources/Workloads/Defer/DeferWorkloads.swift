@@ -102,16 +102,20 @@ struct DriveOutcome: Sendable {
     var accepted = 0
 }
 
-/// The driver loop: for each of `n` schedules, pick an item, bump its
-/// stamp, `schedule(item)` (true if accepted); stops at the cap.
+/// The driver loop: for each of `n` schedules, pick one of the
+/// ``deferItems`` items, bump its stamp, `schedule(item)` (true if
+/// accepted); stops at the cap.
 @inline(__always)
 func drive(n: Int, ledger: DeferLedger, cap: Double, _ schedule: (Int) -> Bool) -> DriveOutcome {
+    assert(ledger.items == deferItems)
     var rng: UInt64 = 0x9E37_79B9_7F4A_7C15
     var accepted = 0
     let start = monotonicSeconds()
     var k = 0
     while k < n {
-        let i = Int(xorshift(&rng) % UInt64(ledger.items))
+        // A constant modulus: a multiply, not a division. (A division here
+        // slows the driver enough to double the accepted schedules.)
+        let i = Int(xorshift(&rng) % UInt64(deferItems))
         // The stamp is written before the schedule; the body must see it.
         ledger.stamp[i].store(k &+ 1, ordering: .relaxed)
         if schedule(i) { accepted += 1 }
