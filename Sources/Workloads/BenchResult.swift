@@ -1,15 +1,16 @@
 import Glibc
+import SMPPrimitives
 
 /// The result of running one implementation of one workload, and the JSON
 /// line `fastdemux bench --json` prints for it.
 ///
-/// The line has the fields every workload has, which the C peers' lines
-/// have too and which are compared field by field: `workload`, `impl`,
-/// `ops`, `seconds`, `mops` (throughput workloads), `ns_per_op`, `checked`
-/// and `note` (when there is one); then the workload-specific ``extra``
-/// fields under their own names (`complete` among them); and
-/// `schemaVersion` (``JSONSchema/version``) and `version`
-/// (``packageVersion``). Decoding a line gives the result back, with every
+/// The line has the fields every workload has, which the lines of the C
+/// peer harness have too and which are compared field by field:
+/// `workload`, `impl`, `ops`, `seconds`, `mops` (throughput workloads),
+/// `ns_per_op`, `checked` and `note` (when there is one); then the
+/// workload-specific ``extra`` fields under their own names (`complete`
+/// among them); and `schemaVersion` (``JSONSchema/version``) and
+/// `version` (``packageVersion``). Decoding a line gives the result back, with every
 /// field not listed here in ``extra`` (sorted by key).
 ///
 /// Concurrency: a value type; any thread.
@@ -106,8 +107,8 @@ extension BenchResult: Codable {
         try c.encode(checked, forKey: "checked")
         try c.encodeIfPresent(note, forKey: "note")
         for (key, value) in extra {
-            // An extra never replaces a standard field (the peers' lines
-            // are compared by those names).
+            // An extra never replaces a standard field (the C peer
+            // harness's lines are compared by those names).
             assert(!standardKeys.contains(key), "extra field '\(key)' has a standard field's name")
             guard !standardKeys.contains(key) else { continue }
             try c.encode(value, forKey: JSONKey(key))
@@ -137,9 +138,11 @@ func format2(_ v: Double) -> String {
 
 /// A note to add when a workload names more CPUs than this machine has.
 public func pinningNote(requiredCPUs: Int) -> String? {
-    let n = onlineCPUCountForNote
+    let n = onlineCPUCount
     return n < requiredCPUs ? "pinned modulo \(n) CPUs (workload names \(requiredCPUs))" : nil
 }
 
-import SMPPrimitives
-var onlineCPUCountForNote: Int { onlineCPUCount }
+/// `note`, then the ``pinningNote(requiredCPUs:)`` if there is one.
+func pinnedNote(_ note: String, requiredCPUs: Int = 2) -> String {
+    pinningNote(requiredCPUs: requiredCPUs).map { note + "; " + $0 } ?? note
+}

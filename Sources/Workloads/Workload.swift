@@ -1,6 +1,6 @@
 /// Sizes and knobs shared by all workloads. Defaults are the sizes each
-/// workload defines (its ``Workload/summary``, docs/Benchmarks.md); tests
-/// pass smaller ones.
+/// workload defines (its ``Workload/summary``; the definitions are in
+/// docs/BenchmarkWorkloads.md); tests pass smaller ones.
 public struct WorkloadOptions: Sendable {
     /// Overrides the workload's operation count N (items, lookups, messages,
     /// schedules or passes, as the workload defines N). nil = the workload's own.
@@ -19,8 +19,8 @@ public struct WorkloadOptions: Sendable {
 }
 
 /// A benchmark workload: its name (the `workload` field of its JSON lines,
-/// shared with the C peers' lines) and its implementations, the project's
-/// own first, then the in-process baselines.
+/// the same in the lines of the C peer harness) and its implementations,
+/// the project's own first, then the in-process baselines.
 public struct Workload: Sendable {
     public typealias Run = @Sendable (WorkloadOptions) -> BenchResult
 
@@ -36,12 +36,12 @@ public struct Workload: Sendable {
     }
 }
 
-/// Every workload `fastdemux bench` knows, in the order docs/Benchmarks.md
-/// reports them.
+/// Every workload `fastdemux bench` knows, in the order
+/// docs/BenchmarkWorkloads.md defines them.
 public enum WorkloadRegistry {
     public static var all: [Workload] {
         var w: [Workload] = []
-        // Each workload file contributes its entries here.
+        // Each workload folder contributes its entries here.
         w += pcqWorkloads
         w += rcuWorkloads
         w += mailboxWorkloads

@@ -2,8 +2,8 @@ import Testing
 import Workloads
 
 /// The JSON line of a bench result: the standard fields under the names the
-/// C peers' lines use, the extras under their own, `schemaVersion` and
-/// `version`, one line, and decoding it gives the result back.
+/// C peer harness's lines use, the extras under their own, `schemaVersion`
+/// and `version`, one line, and decoding it gives the result back.
 @Suite struct BenchResultJSONTests {
     static let sample = BenchResult.throughput(
         workload: "pcq-1p1c", impl: "pcq", ops: 2_000_000, seconds: 0.0141234, checked: true,
@@ -36,7 +36,7 @@ import Workloads
         #expect(object["received_per_producer"] == .array([.int(1_000_000), .int(1_000_000)]))
         #expect(object["stats"]?["high_water"] == .int(1024))
         #expect(object["stats"]?["kind"] == .string("exact"))
-        // Names as the peers' lines spell them; no other standard field.
+        // Names as the C peer harness's lines spell them; no other standard field.
         #expect(line.contains("\"ns_per_op\":7.062"))
         #expect(line.contains("\"checked\":true"))
         #expect(line.contains("\"schemaVersion\":1"))
