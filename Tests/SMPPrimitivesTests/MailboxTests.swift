@@ -72,12 +72,13 @@ func environmentInt(_ name: String) -> Int? {
     /// through tiny rings (full all the time), draining its own mailboxes
     /// while waiting, and parks when idle. Checks exactly-once, per-pair
     /// order and that no park outlived a waiting message (lost wake-up).
-    @Test(arguments: [2, 3, 4, 6])
-    func manyToManyStress(cores: Int) {
+    /// Both doorbell fences (membarrier and the hardware fallback).
+    @Test(arguments: [2, 3, 4, 6], [DoorbellFence.membarrier, .hardware])
+    func manyToManyStress(cores: Int, fence: DoorbellFence) {
         let rounds = runningUnderTSan ? 4 : 10
         let perPair = runningUnderTSan ? 200 : 1_000
         for _ in 0..<rounds {
-            let mesh = MailboxMesh(cores: cores, capacity: 8)
+            let mesh = MailboxMesh(cores: cores, capacity: 8, fence: fence)
             let barrier = SpinBarrier(parties: cores)
             let errors = KAtomicInts(3)   // 0 order/dup, 1 count, 2 lost wake-ups
             let threads = (0..<cores).map { me in
@@ -140,14 +141,15 @@ func environmentInt(_ name: String) -> Int? {
     /// wake-up, ~5-20 us on these VMs, much more when the machine is
     /// loaded); override with SMP_PARK_CYCLES. scripts/test.sh (CI) runs
     /// this test alone under TSan with SMP_PARK_CYCLES=1000000.
-    @Test func parkUnparkCyclesNoLostWakeup() {
+    @Test(arguments: [DoorbellFence.automatic, .hardware])
+    func parkUnparkCyclesNoLostWakeup(fence: DoorbellFence) {
         #if DEBUG
         let defaultCycles = runningUnderTSan ? 40_000 : 200_000
         #else
         let defaultCycles = runningUnderTSan ? 40_000 : 1_000_000
         #endif
         let roundTrips = (environmentInt("SMP_PARK_CYCLES") ?? defaultCycles) / 2
-        let mesh = MailboxMesh(cores: 2, capacity: 16)
+        let mesh = MailboxMesh(cores: 2, capacity: 16, fence: fence)
         let progress = KAtomicInts(4)   // 0 round trips, 1 stalls, 2 done, 3 parks
         let threads = (0..<2).map { me in
             PinnedThread(cpu: me) {
@@ -203,7 +205,7 @@ func environmentInt(_ name: String) -> Int? {
         #expect(s.sent == 2 * roundTrips)
         // Each park needs a doorbell; most messages should have rung one.
         #expect(s.doorbellsRung > 0)
-        print("park/unpark: \(roundTrips) round trips, \(progress[3]) parks, \(s.doorbellsRung) doorbells rung, \(s.doorbellsAvoided) avoided")
+        print("park/unpark (\(fence)): \(roundTrips) round trips, \(progress[3]) parks, \(s.doorbellsRung) doorbells rung, \(s.doorbellsAvoided) avoided")
     }
 }
 

@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 import SMPPrimitives
 
@@ -65,11 +66,20 @@ extension Socket {
     /// returns 0 only once the socket is closed and its queue empty.
     @discardableResult
     public func receiveBlocking(upTo maxCount: Int, _ body: (PacketRef) throws -> Void) rethrows -> Int {
+        var misses = 0
         while true {
             let n = try receive(upTo: maxCount, body)
             if n > 0 { return n }
             if isClosed { return 0 }
-            if announcePark() { readerWakeup.park() }
+            if announcePark() {
+                readerWakeup.park()
+            } else {
+                // The re-check saw a reserved ticket whose packet is not
+                // published yet (its producer may be preempted between
+                // reserving and publishing): yield rather than spin hot.
+                misses += 1
+                if misses & 15 == 0 { sched_yield() } else { spinLoopHint() }
+            }
         }
     }
 
@@ -88,6 +98,22 @@ extension Socket {
     /// re-checks (see ``ThreadParker``): either it sees a packet (or the
     /// close) that arrived meanwhile, withdraws and returns false, or the
     /// input thread's check after its fence sees the announcement and rings.
+    ///
+    /// Why this holds in the C++/Swift memory model, not only on x86: the
+    /// reader does `armed = 1` (relaxed), a seq_cst fence X, then loads the
+    /// queue's tail and the socket state. The input path does its PCQ put
+    /// (the tail CAS) or the close (the state store), then a seq_cst fence
+    /// Y (``SocketDelivery``'s per-batch fence, or `ringAlways`), then loads
+    /// `armed`. X and Y are ordered in the single total order S. If X comes
+    /// first, the input path's load of `armed`, sequenced after Y, must see
+    /// the reader's store or a later one ([atomics.fences]: a store before a
+    /// seq_cst fence is visible to a load after a later seq_cst fence), so
+    /// it rings. If Y comes first, the reader's re-check, after X, sees the
+    /// new tail or the closed state by the same rule, and does not sleep.
+    /// Both cannot miss. The re-check reads the tail, which the producer
+    /// advances when it *reserves*, before it publishes the packet; a reader
+    /// that sees a reserved but unpublished ticket retries (it does not
+    /// sleep), see `receiveBlocking`.
     func announcePark() -> Bool {
         readerWakeup.prepareToPark()
         if queue.approximateCount > 0 || isClosed {

@@ -27,16 +27,52 @@ extension CoreExecutor {
         // Set after the append (see drainForeign for why the order matters);
         // the doorbell's fence orders this store before its load.
         hasForeignJobs.store(true, ordering: .sequentiallyConsistent)
+        // Dekker with collectLeftovers, which stores `closed` and then
+        // empties the queue: we append, then load `closed` (both seq_cst).
+        // Either it takes our job, or we see `closed` and dispose of
+        // whatever is still queued ourselves: nothing stays queued forever.
+        if closed.load(ordering: .sequentiallyConsistent) {
+            disposeLateJobs()
+            return
+        }
         doorbell.ring()
     }
 
-    /// Sends `message` to `target` through the (self, target) ring, waiting
-    /// while it is full; while waiting it handles this executor's own
-    /// incoming messages, so two executors sending to each other cannot
-    /// deadlock. Only on this executor's thread; `target` in the same group.
+    /// Sends `message` to `target` through the (self, target) ring.
+    /// Only on this executor's thread; `target` in the same group.
+    ///
+    /// When the ring is full it waits, and while it waits it *absorbs* its
+    /// own incoming rings into a private backlog without running anything
+    /// (so a handler is never re-entered from inside another, and two
+    /// executors sending to each other cannot deadlock: each frees the
+    /// rings the other waits on). The wait is a quiescent point: the thread
+    /// reports a QSBR quiescent state on every attempt (a target that waits
+    /// for a grace period cannot deadlock with this sender), so it must not
+    /// be inside an explicit RCU read section. If the target has left its
+    /// loop (shutdown), the message is not delivered: it is counted
+    /// (``CoreExecutorShutdownReport/messagesUndelivered``), a boxed
+    /// closure is released, and a Swift task job is handed to the global
+    /// concurrent executor instead (see ``CoreExecutorShutdownReport/taskJobsRedirected``).
+    ///
+    /// Cost when the ring has room: a slot copy, a release store and the
+    /// doorbell check (see ``MailboxMesh``).
     public func send(_ message: MailboxMessage, to target: CoreExecutor) {
         precondition(isCurrent && target.mesh === mesh, "send(_:to:) belongs on the sending executor's thread")
-        mesh.send(message, from: core, to: target.core) { _ = self.drainIncoming(max: 64) }
+        if mesh.post(message, from: core, to: target.core) {
+            mesh.ringDoorbell(of: target.core, from: core)
+            return
+        }
+        sendWaitingForRoom(message, to: target)
+    }
+
+    private func sendWaitingForRoom(_ message: MailboxMessage, to target: CoreExecutor) {
+        let sent = mesh.sendWaitingForRoom(
+            message, from: core, to: target.core,
+            whileFull: { absorbIncoming() },
+            // Acquire pairs with the target's release when it left its loop:
+            // nothing will ever make room.
+            giveUp: { target.leftLoop.load(ordering: .acquiring) })
+        if !sent { target.disposeLate(message) }
     }
 
     /// Sends `message` to `target` without waiting. Only on this executor's
@@ -47,12 +83,24 @@ extension CoreExecutor {
     }
 
     /// Runs `body` on this executor and returns its result, blocking the
-    /// caller. On the executor itself it runs inline. From another executor
-    /// the caller keeps handling its own incoming mailboxes while it waits
-    /// (never its timers or pollers); from a foreign thread it blocks on a
-    /// futex (from async code use the async overload instead: blocking a
-    /// cooperative-pool thread can starve the tasks it waits for). Must not
-    /// be used during shutdown.
+    /// caller. On the executor itself it runs inline.
+    ///
+    /// - From another executor of the group the caller waits *draining*:
+    ///   it keeps running its own incoming messages and foreign jobs (never
+    ///   its timers or pollers), so the target may call back into it. Such
+    ///   nested waits are bounded by `Configuration.maxCallNesting` (the
+    ///   call traps beyond it, as DragonFly BSD panics past a fixed IPI
+    ///   nesting depth).
+    /// - From any other thread it blocks on a futex; a QSBR-registered,
+    ///   online caller goes offline while it waits. From async code use the
+    ///   async overload instead: blocking a cooperative-pool thread can
+    ///   starve the tasks it waits for.
+    ///
+    /// The wait is a quiescent point: it ends the caller's implicit QSBR
+    /// read section (a pointer looked up before the call must be looked
+    /// up again after it), and calling it inside an explicit read section
+    /// (any flavour) traps. A call whose target has shut down before
+    /// running `body` traps too (it could never return).
     ///
     /// `body` and its result are `sending`: the closure's captures move to
     /// the executor thread and the result moves back, so neither needs to
@@ -62,23 +110,39 @@ extension CoreExecutor {
         let box = CallBox<R>(waiter: currentPeer)
         execute { box.complete(body()) }
         if let me = box.waiter {
-            me.waitDraining { box.isDone }
+            me.callNesting += 1
+            defer { me.callNesting -= 1 }
+            if me.callNesting > me.configuration.maxCallNesting {
+                fatalError("CoreExecutor.call(_:) nested \(me.callNesting) deep on core \(me.core) (Configuration.maxCallNesting)")
+            }
+            // seq_cst: `leftLoop` is part of the park's re-check.
+            me.waitDraining { box.isDone || leftLoop.load(ordering: .sequentiallyConsistent) }
         } else {
-            box.event.wait()
+            _ = QSBR.withThreadOffline {
+                box.event.wait(givingUpWhen: { leftLoop.load(ordering: .acquiring) })
+            }
+        }
+        // The reply first: a target that completed it in its final pass
+        // set `leftLoop` after it (release), so we see the reply.
+        guard box.isDone else {
+            fatalError("CoreExecutor.call(_:) to core \(core), which shut down before running the call")
         }
         return box.takeResult()
     }
 
     /// Runs `body` on this executor and resumes the caller with its result
     /// (`sending` both ways, as in the synchronous overload). Any task; the
-    /// caller suspends instead of blocking its thread.
+    /// caller suspends instead of blocking its thread. As with the
+    /// synchronous overload, a call whose target shut down before running
+    /// `body` traps (the task could never be resumed).
     public func call<R>(_ body: sending @escaping () -> sending R) async -> sending R {
         // `body` arrived as `sending` (disconnected) and is used only by the
         // one job below; the region checker cannot follow it through the
         // synchronous continuation closure into that job, hence unsafe.
         nonisolated(unsafe) let body = body
         return await withCheckedContinuation { (k: CheckedContinuation<R, Never>) in
-            execute { k.resume(returning: body()) }
+            let pending = PendingResumption(k, core: core)
+            execute { pending.resume(returning: body()) }
         }
     }
 
@@ -139,12 +203,22 @@ final class CallBox<R>: @unchecked Sendable {
         self.waiter = waiter
     }
 
-    var isDone: Bool { done.load(ordering: .acquiring) }
+    /// Sequentially consistent, not just acquire: besides pairing with
+    /// `complete`'s release, this load is the caller's park re-check in the
+    /// doorbell protocol (see ``Doorbell``: a seq_cst announcement, then
+    /// seq_cst loads of every work source). With an acquire load there,
+    /// the completer's store/fence/load and the parker's store/load are not
+    /// ordered in the single total order S, and both could miss each other
+    /// (the parker sleeps, the completer does not ring).
+    var isDone: Bool { done.load(ordering: .sequentiallyConsistent) }
 
     func complete(_ value: sending R) {
         result = value
+        // Release publishes `result` to the caller's load of `done`; the
+        // doorbell's fence (or the parker's membarrier) then orders this
+        // store before the ring's load of the doorbell word.
+        done.store(true, ordering: .releasing)
         if let w = waiter {
-            done.store(true, ordering: .releasing)
             w.doorbell.ring()
         } else {
             event.signal()
@@ -156,6 +230,32 @@ final class CallBox<R>: @unchecked Sendable {
         // the box is dropped after this, so the value is disconnected.
         nonisolated(unsafe) let value = result.take()!
         return value
+    }
+}
+
+/// The continuation of an async ``CoreExecutor/call(_:)``, held by its job.
+/// If the job is dropped unrun (its executor shut down), the last release
+/// traps instead of leaving the task suspended forever.
+final class PendingResumption<R>: @unchecked Sendable {
+    // @unchecked Sendable: `continuation` is written at init and taken once,
+    // by the job on the executor thread; deinit runs after the last
+    // reference is gone, so no access is concurrent.
+    private var continuation: CheckedContinuation<R, Never>?
+    private let core: Int
+
+    init(_ continuation: CheckedContinuation<R, Never>, core: Int) {
+        self.continuation = continuation
+        self.core = core
+    }
+
+    func resume(returning value: sending R) {
+        continuation.take()!.resume(returning: value)
+    }
+
+    deinit {
+        if continuation != nil {
+            fatalError("async CoreExecutor.call(_:) to core \(core), which shut down before running the call")
+        }
     }
 }
 

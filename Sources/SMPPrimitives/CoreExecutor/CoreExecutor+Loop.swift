@@ -36,6 +36,12 @@ extension CoreExecutor {
             idlePasses = 0
             parkIdle()
         }
+        // Release: a sender or caller that reads `true` (acquire) also sees
+        // everything this thread did, in particular a reply completed in
+        // the final pass (see `call`, which checks the reply first). What
+        // senders post after this store stays in the rings and is counted
+        // by `collectLeftovers` once the thread is joined.
+        leftLoop.store(true, ordering: .releasing)
         QSBR.unregisterThread()
         smp_set_current_executor(nil)
         finished.store(true, ordering: .releasing)
@@ -68,21 +74,36 @@ extension CoreExecutor {
                 || hasForeignJobs.load(ordering: .sequentiallyConsistent)
                 || stopRequest.load(ordering: .sequentiallyConsistent) != 0
                 || pollersVersion.load(ordering: .sequentiallyConsistent) != localPollersVersion
+                || wakeRequested.load(ordering: .sequentiallyConsistent)
                 || wheel.hasExpired
         }
         tickParked.store(false, ordering: .relaxed)
         QSBR.threadOnline()
     }
 
-    /// Waits (on the executor thread) until `done()`; handles only incoming
-    /// mailboxes and foreign jobs meanwhile, parking when idle.
+    /// Waits (on the executor thread) until `done()`, handling incoming
+    /// mailboxes and foreign jobs meanwhile (never timers or pollers) —
+    /// what a synchronous ``call(_:)`` between executors does.
+    ///
+    /// A blocking wait is a quiescent point (see the ExecutorModel article):
+    /// it reports a QSBR quiescent state on every idle pass and goes
+    /// offline while parked, so a target that waits for a grace period
+    /// cannot deadlock with this caller; a pointer the caller looked up
+    /// before the wait must be looked up again after it. The park is
+    /// bounded (1 ms), so conditions that nobody rings for (a continuation
+    /// body ending, see ``KernelContinuation/cancelAndWait()``) are seen
+    /// without a doorbell.
+    ///
+    /// `done()` is also the park's re-check: it must read what the
+    /// completer publishes with a sequentially consistent load.
     func waitDraining(until done: () -> Bool) {
         var idle = 0
         while !done() {
-            if drainIncoming(max: 64) + drainForeign() > 0 {
+            if drainIncoming(max: CoreExecutor.batchSize) + drainForeign() > 0 {
                 idle = 0
                 continue
             }
+            QSBR.quiescentState()
             idle += 1
             if idle < configuration.spinPasses {
                 spinLoopHint()
@@ -90,45 +111,71 @@ extension CoreExecutor {
             }
             idle = 0
             QSBR.threadOffline()
-            mesh.park(core, timeout: nil) {
-                done() || hasForeignJobs.load(ordering: .sequentiallyConsistent)
+            mesh.park(core, timeout: .milliseconds(1)) {
+                !done() && !hasForeignJobs.load(ordering: .sequentiallyConsistent)
             }
             QSBR.threadOnline()
         }
     }
 
-    /// Handles up to `max` incoming messages (reentrant, see `staged`).
+    /// Handles up to `max` incoming messages: first the backlog, then the
+    /// rings, round-robin over senders, a batch at a time (the batch goes
+    /// through the backlog). Reentrant: a handler that waits in a
+    /// synchronous `call` drains on from the next message, so every
+    /// message is handled once and in per-sender order.
     @discardableResult
     func drainIncoming(max: Int) -> Int {
         var handled = 0
         while handled < max {
-            if stagedIndex < stagedCount {
-                let m = staged[stagedIndex]
-                stagedIndex += 1
-                handle(m, from: stagedSender)
+            if let e = backlog.popFirst() {
+                handle(e.message, from: e.sender)
                 handled += 1
                 continue
             }
-            // Refill from the next non-empty ring, round-robin over senders.
-            var found = false
-            for _ in 0..<mesh.cores {
-                let s = drainSender
-                drainSender = s + 1 == mesh.cores ? 0 : s + 1
-                let n = mesh.receive(from: s, at: core, into: staged, max: CoreExecutor.stageCapacity)
-                if n > 0 {
-                    stagedIndex = 0
-                    stagedCount = n
-                    stagedSender = s
-                    found = true
-                    break
-                }
-            }
-            if !found { break }
+            if !refillBacklog() { break }
         }
         if handled > 0 {
             statMessages.store(statMessages.load(ordering: .relaxed) &+ handled, ordering: .relaxed)
         }
         return handled
+    }
+
+    /// Moves one batch from the next non-empty ring (round-robin over
+    /// senders) into the empty backlog. Returns false if every ring is empty.
+    private func refillBacklog() -> Bool {
+        for _ in 0..<mesh.cores {
+            let s = drainSender
+            drainSender = s + 1 == mesh.cores ? 0 : s + 1
+            if backlog.receive(from: mesh, sender: s, receiver: core, max: CoreExecutor.batchSize) > 0 {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// While a send waits for room: moves everything waiting in this
+    /// executor's incoming rings to its backlog without running it (see
+    /// ``MessageBacklog``), so peers blocked on those rings can go on.
+    /// Traps once the backlog reaches `Configuration.mailboxBacklogLimit`.
+    func absorbIncoming() {
+        var moved = 0
+        for s in 0..<mesh.cores {
+            while true {
+                let n = backlog.receive(from: mesh, sender: s, receiver: core, max: CoreExecutor.batchSize)
+                if n == 0 { break }
+                moved += n
+                if backlog.count >= configuration.mailboxBacklogLimit {
+                    fatalError("""
+                        CoreExecutor \(core): \(backlog.count) incoming messages absorbed while a send waited \
+                        for a full ring (Configuration.mailboxBacklogLimit): executors are flooding each \
+                        other from handlers that never return; use trySend or larger rings
+                        """)
+                }
+            }
+        }
+        if moved > 0 {
+            statAbsorbed.store(statAbsorbed.load(ordering: .relaxed) &+ moved, ordering: .relaxed)
+        }
     }
 
     private func handle(_ m: MailboxMessage, from sender: Int) {

@@ -6,8 +6,9 @@ import Synchronization
 extension CoreExecutor {
     /// Registers a poller, run once per loop pass; it returns how much work
     /// it did (0 = idle, which lets the executor park). While pollers exist
-    /// an idle executor parks at most `Configuration.pollerParkNanoseconds`.
-    /// Any thread; takes effect at the next pass.
+    /// an idle executor parks at most `Configuration.pollerParkTimeout`
+    /// (call ``wake()`` when a poller's source gets input, to end the park
+    /// early). Any thread; takes effect at the next pass.
     public func addPoller(_ poller: @escaping @Sendable () -> Int) {
         pollers.withLock { $0.append(poller) }
         pollersVersion.add(1, ordering: .releasing)
@@ -15,6 +16,17 @@ extension CoreExecutor {
     }
 
     func runPollers() -> Int {
+        // Consume a pending wake() before polling: the acquiring exchange
+        // synchronizes with the waker's releasing store, so the polls below
+        // see the input it published; a wake() after the exchange sets the
+        // flag again, which the park's re-check sees (no lost wake-up). The
+        // relaxed load keeps the common case (no wake pending) write-free:
+        // a stale `false` only leaves the flag set, so the park returns at
+        // once and the next pass consumes it. (Consumed even without
+        // pollers, or the park would never sleep.)
+        if wakeRequested.load(ordering: .relaxed) {
+            _ = wakeRequested.exchange(false, ordering: .acquiring)
+        }
         let v = pollersVersion.load(ordering: .acquiring)
         if v != localPollersVersion {
             localPollers = pollers.withLock { $0 }

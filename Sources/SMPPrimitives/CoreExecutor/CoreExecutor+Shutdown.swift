@@ -42,41 +42,71 @@ extension CoreExecutor {
         report.withLock { $0 = r }
     }
 
-    /// After the thread ended: count (and release) what arrived too late.
+    /// After the thread ended (the group joined it): counts and disposes
+    /// of what arrived too late — messages left in the rings and the
+    /// backlog, foreign jobs — and closes the executor so that later
+    /// hand-offs and foreign jobs are disposed of by their submitters.
     func collectLeftovers() -> CoreExecutorShutdownReport {
-        var r = report.withLock { $0 }
-        withUnsafeTemporaryAllocation(of: MailboxMessage.self, capacity: 64) { buf in
-            for s in 0..<mesh.cores {
-                while true {
-                    let n = mesh.receive(from: s, at: core, into: buf.baseAddress!, max: 64)
-                    if n == 0 { break }
-                    for i in 0..<n {
-                        r.messagesUndelivered += 1
-                        releaseIfBoxed(buf[i])
-                    }
-                }
-            }
+        for s in 0..<mesh.cores {
+            while backlog.receive(from: mesh, sender: s, receiver: core, max: CoreExecutor.batchSize) > 0 {}
         }
-        r.messagesUndelivered += stagedCount - stagedIndex
-        for i in stagedIndex..<stagedCount { releaseIfBoxed(staged[i]) }
-        stagedIndex = stagedCount
+        while let e = backlog.popFirst() { disposeLate(e.message) }
+        closed.store(true, ordering: .sequentiallyConsistent)
+        disposeLateJobs()
+        let cancelled = releaseHandoffsAfterClose()
+        return report.withLock { r in
+            r.continuationsCancelled += cancelled
+            r.messagesUndelivered = statLateMessages.load(ordering: .relaxed)
+            r.foreignJobsUndelivered = statLateJobs.load(ordering: .relaxed)
+            r.taskJobsRedirected = statTaskJobsRedirected.load(ordering: .relaxed)
+            return r
+        }
+    }
+
+    /// A message that will never be handled here: a Swift task job is
+    /// handed to the global concurrent executor (a task must never be left
+    /// suspended forever); anything else is counted as undelivered and its
+    /// closure box, if any, released. Any thread (a sender that found this
+    /// executor gone, or the group after the join).
+    func disposeLate(_ m: MailboxMessage) {
+        guard let f = m.function else {
+            statLateMessages.add(1, ordering: .relaxed)
+            return
+        }
+        let fn = unsafeBitCast(f, to: UInt.self)
+        if fn == unsafeBitCast(runTaskJobMessage, to: UInt.self) {
+            redirect(unsafeBitCast(m.a, to: UnownedJob.self))
+            return
+        }
+        statLateMessages.add(1, ordering: .relaxed)
+        if fn == unsafeBitCast(runClosureMessage, to: UInt.self),
+           let raw = UnsafeMutableRawPointer(bitPattern: m.a) {
+            Unmanaged<ClosureBox>.fromOpaque(raw).release()
+        }
+    }
+
+    /// Disposes of every queued foreign job (after the thread is gone):
+    /// closures are counted and dropped, task jobs redirected.
+    func disposeLateJobs() {
         let jobs = foreignJobs.withLock { q -> [ForeignJob] in
             defer { q.removeAll() }
             return q
         }
-        r.foreignJobsUndelivered += jobs.count
-        closed.store(true, ordering: .sequentiallyConsistent)
-        r.continuationsCancelled += releaseHandoffsAfterClose()
-        report.withLock { $0 = r }
-        return r
+        for job in jobs {
+            switch job {
+            case .closure: statLateJobs.add(1, ordering: .relaxed)
+            case .task(let j): redirect(j)
+            }
+        }
     }
 
-    private func releaseIfBoxed(_ m: MailboxMessage) {
-        guard let f = m.function else { return }
-        if unsafeBitCast(f, to: UInt.self) == unsafeBitCast(runClosureMessage, to: UInt.self),
-           let raw = UnsafeMutableRawPointer(bitPattern: m.a) {
-            Unmanaged<ClosureBox>.fromOpaque(raw).release()
-        }
+    /// Runs a task job that reached this executor after it stopped on the
+    /// global concurrent executor instead (counted): the task resumes
+    /// off-core rather than never. Its later jobs, still preferring this
+    /// executor, come back here and are redirected again.
+    func redirect(_ job: UnownedJob) {
+        statTaskJobsRedirected.add(1, ordering: .relaxed)
+        globalConcurrentExecutor.enqueue(ExecutorJob(job))
     }
 }
 
@@ -87,10 +117,15 @@ public struct CoreExecutorShutdownReport: Sendable, Equatable {
     public var continuationsRunAtShutdown = 0
     /// Continuations that were pending and were cancelled instead.
     public var continuationsCancelled = 0
-    /// Mailbox messages that arrived after the executor stopped (not run).
+    /// Mailbox messages that arrived after the executor stopped (not run;
+    /// boxed closures released).
     public var messagesUndelivered = 0
     /// Jobs from foreign threads that arrived after it stopped (not run).
     public var foreignJobsUndelivered = 0
+    /// Swift task jobs that arrived after it stopped: never dropped, they
+    /// were handed to the global concurrent executor (the task resumed
+    /// off-core).
+    public var taskJobsRedirected = 0
 
     /// An empty report (all zero).
     public init() {}
@@ -101,6 +136,7 @@ public struct CoreExecutorShutdownReport: Sendable, Equatable {
         s.continuationsCancelled += r.continuationsCancelled
         s.messagesUndelivered += r.messagesUndelivered
         s.foreignJobsUndelivered += r.foreignJobsUndelivered
+        s.taskJobsRedirected += r.taskJobsRedirected
         return s
     }
 }

@@ -69,21 +69,36 @@ public final class CoreExecutor: @unchecked Sendable {
     let statPollerWork = Atomic<Int>(0)
     let statParks = Atomic<Int>(0)
     let statLoops = Atomic<Int>(0)
+    let statAbsorbed = Atomic<Int>(0)
+    // Any thread (added to): work that reached the executor after it left
+    // its loop.
+    let statLateMessages = Atomic<Int>(0)
+    let statLateJobs = Atomic<Int>(0)
+    let statTaskJobsRedirected = Atomic<Int>(0)
 
     // Owner-only state (the executor thread).
     @exclusivity(unchecked) var wheel: TimerWheel
     @exclusivity(unchecked) var localPollers: [@Sendable () -> Int] = []
     @exclusivity(unchecked) var localPollersVersion = 0
-    /// The staging buffer of the reentrant mailbox drain: messages copied
-    /// out of a ring and not yet handled. A handler that waits (a
-    /// synchronous call, a full ring) drains re-entrantly; it continues from
-    /// `stagedIndex`, so every message is handled once and in order.
-    let staged: UnsafeMutablePointer<MailboxMessage>
-    @exclusivity(unchecked) var stagedIndex = 0
-    @exclusivity(unchecked) var stagedCount = 0
-    @exclusivity(unchecked) var stagedSender = 0
+    /// Messages taken out of the rings and not yet handled (see
+    /// ``MessageBacklog``): the loop's drain handles them in order; a
+    /// `send` to a full ring absorbs into it instead of running handlers.
+    @exclusivity(unchecked) var backlog: MessageBacklog
     @exclusivity(unchecked) var drainSender = 0
-    static let stageCapacity = 64
+    /// How many synchronous ``call(_:)`` waits are active on this thread
+    /// (bounded by `Configuration.maxCallNesting`).
+    @exclusivity(unchecked) var callNesting = 0
+    /// Messages moved per ring batch.
+    static let batchSize = 64
+
+    /// Set (release) right after the thread left its loop, before it
+    /// reports and unregisters: from then on nothing in its rings or queue
+    /// runs, so senders stop waiting for room (see ``send(_:to:)``) and
+    /// callers stop waiting for replies.
+    let leftLoop = Atomic<Bool>(false)
+    /// Set by ``wake()`` and cleared by the loop before it runs the pollers:
+    /// a wake that lands after the last poll is still seen by the park.
+    let wakeRequested = Atomic<Bool>(false)
 
     init(core: Int, cpu: Int?, mesh: MailboxMesh, configuration: CoreExecutorGroup.Configuration,
          messageHandler: (@Sendable (Int, MailboxMessage) -> Void)?) {
@@ -94,7 +109,7 @@ public final class CoreExecutor: @unchecked Sendable {
         self.configuration = configuration
         self.messageHandler = messageHandler
         self.wheel = TimerWheel(now: TimerWheel.nowTick())
-        self.staged = .allocate(capacity: CoreExecutor.stageCapacity)
+        self.backlog = MessageBacklog(initialCapacity: CoreExecutor.batchSize * 4)
     }
 
     func start(name: String) {
@@ -105,7 +120,6 @@ public final class CoreExecutor: @unchecked Sendable {
     deinit {
         // Continuations handed off after the thread ended: drop their retains.
         _ = releaseHandoffsAfterClose()
-        staged.deallocate()
     }
 
     /// The executor whose thread is the calling thread, or nil.
@@ -126,10 +140,25 @@ public final class CoreExecutor: @unchecked Sendable {
         return me
     }
 
-    /// Wakes the executor if it is parked (e.g. after making input
-    /// available to a poller). Any thread; one fence and one load when it
-    /// is running.
-    public func wake() { doorbell.ring() }
+    /// Wakes the executor so that its pollers run again soon: call it after
+    /// making input available to a poller. Any thread.
+    ///
+    /// Never lost: the request is a flag the loop clears before it runs its
+    /// pollers and that the park re-checks, so a wake that lands after the
+    /// last poll of a pass (when the doorbell still reads "running") keeps
+    /// the executor from sleeping. Costs a store plus the doorbell's fence
+    /// and load; a `futex_wake` only if the executor is parked.
+    public func wake() {
+        // Release: the loop's acquiring exchange that clears the flag (see
+        // runPollers) synchronizes with this store, so the poll after the
+        // clear sees the input published before `wake()`. For the park:
+        // this store is the ringer's publication in the doorbell protocol
+        // (the ring's fence, or the parker's membarrier, orders it before
+        // the load of the doorbell word; the park re-checks the flag with a
+        // sequentially consistent load after announcing).
+        wakeRequested.store(true, ordering: .releasing)
+        doorbell.ring()
+    }
 
     /// The mesh this executor's mailboxes belong to (its group's).
     var mailboxes: MailboxMesh { mesh }

@@ -26,7 +26,8 @@ public final class CoreExecutorGroup: Sendable {
     public init(count: Int = onlineCPUCount, configuration: Configuration = Configuration(),
                 messageHandler: (@Sendable (_ sender: Int, _ message: MailboxMessage) -> Void)? = nil) {
         precondition(count >= 1)
-        let mesh = MailboxMesh(cores: count, capacity: configuration.mailboxCapacity)
+        let mesh = MailboxMesh(cores: count, capacity: configuration.mailboxCapacity,
+                               fence: configuration.doorbellFence)
         mailboxes = mesh
         executors = (0..<count).map {
             CoreExecutor(core: $0, cpu: configuration.pinned ? $0 : nil, mesh: mesh,

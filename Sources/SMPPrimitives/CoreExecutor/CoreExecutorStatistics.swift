@@ -8,6 +8,10 @@ extension CoreExecutor {
         s.pollerWork = statPollerWork.load(ordering: .relaxed)
         s.parks = statParks.load(ordering: .relaxed)
         s.loopPasses = statLoops.load(ordering: .relaxed)
+        s.messagesAbsorbed = statAbsorbed.load(ordering: .relaxed)
+        s.lateMessages = statLateMessages.load(ordering: .relaxed)
+        s.lateForeignJobs = statLateJobs.load(ordering: .relaxed)
+        s.taskJobsRedirected = statTaskJobsRedirected.load(ordering: .relaxed)
         s.mailbox = mesh.statistics(of: core)
         return s
     }
@@ -29,6 +33,16 @@ public struct CoreExecutorStatistics: Sendable {
     public var parks = 0
     /// Loop passes.
     public var loopPasses = 0
+    /// Incoming messages moved to the backlog (not run) while one of this
+    /// executor's sends waited for room in a full ring.
+    public var messagesAbsorbed = 0
+    /// Messages that reached the executor after it left its loop (not run).
+    public var lateMessages = 0
+    /// Foreign closure jobs that reached it after it left its loop (not run).
+    public var lateForeignJobs = 0
+    /// Swift task jobs that reached it after it left its loop, handed to
+    /// the global concurrent executor.
+    public var taskJobsRedirected = 0
     /// Counters of the rings into this executor.
     public var mailbox = MailboxStatistics()
 }

@@ -1,3 +1,4 @@
+import Glibc
 import CSMPLinux
 import Synchronization
 
@@ -55,10 +56,31 @@ public final class Doorbell: @unchecked Sendable {
     /// Whether this process may use the asymmetric fence (registered once).
     static let membarrierAvailable: Bool = smp_membarrier_register() == 0
 
+    /// True if `SMP_DOORBELL_FENCE=hardware` is set in the environment:
+    /// ``DoorbellFence/automatic`` then means ``DoorbellFence/hardware``
+    /// (read once per process).
+    static let environmentForcesHardwareFence: Bool = {
+        guard let v = getenv("SMP_DOORBELL_FENCE") else { return false }
+        return String(cString: v) == "hardware"
+    }()
+
+    /// Whether this doorbell uses the asymmetric fence (ringers: a compiler
+    /// barrier; parker: `membarrier`) rather than hardware fences on both
+    /// sides. Fixed at `init`.
+    public var usesMembarrier: Bool { asymmetric }
+
     /// A doorbell whose owner is running. The first doorbell of the
-    /// process registers it for expedited `membarrier` (one system call).
-    public init() {
-        asymmetric = Doorbell.membarrierAvailable
+    /// process that may use `membarrier` registers the process for its
+    /// expedited form (one system call).
+    /// - Parameter fence: which fence pairs ringers with the parker (see
+    ///   ``DoorbellFence``); both choices are correct, they differ in who
+    ///   pays.
+    public init(fence: DoorbellFence = .automatic) {
+        switch fence {
+        case .automatic: asymmetric = !Doorbell.environmentForcesHardwareFence && Doorbell.membarrierAvailable
+        case .membarrier: asymmetric = Doorbell.membarrierAvailable
+        case .hardware: asymmetric = false
+        }
         region = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)
         word = region.bindMemory(to: Atomic<UInt32>.self, capacity: 1)
         word.initialize(to: Atomic(Doorbell.running))
@@ -129,6 +151,23 @@ public final class Doorbell: @unchecked Sendable {
     }
 }
 
+/// How a ``Doorbell`` orders a ringer's publication (a store) before its
+/// load of the doorbell word, the StoreLoad half of the lost-wake-up
+/// argument.
+public enum DoorbellFence: Sendable, Equatable {
+    /// ``membarrier`` where the kernel supports it, else ``hardware``;
+    /// ``hardware`` if the environment has `SMP_DOORBELL_FENCE=hardware`
+    /// (how the test suite exercises the fallback path as a whole).
+    case automatic
+    /// The asymmetric fence (ringers pay a compiler barrier, the parker a
+    /// `membarrier` system call per park); ``hardware`` if the kernel
+    /// lacks expedited membarrier.
+    case membarrier
+    /// A sequentially consistent fence on every ring and none extra on
+    /// the parking side.
+    case hardware
+}
+
 /// A one-shot event a foreign (non-executor) thread can block on: one
 /// thread waits, one thread signals. Used for synchronous cross-core calls
 /// (it carries no value: the call's result travels in its `CallBox`).
@@ -157,16 +196,22 @@ final class OneShotEvent: @unchecked Sendable {
         _ = smp_futex_wake(UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self), 1)
     }
 
-    func wait() {
+    /// Blocks until signalled, or until `giveUp()` (checked every 10 ms
+    /// once the short spin is over) returns true. Returns whether it was
+    /// signalled.
+    @discardableResult
+    func wait(givingUpWhen giveUp: () -> Bool = { false }) -> Bool {
         var spins = 0
         while !isSignalled {
             if spins < 1_000 {
                 spins += 1
                 spinLoopHint()
             } else {
+                if giveUp() { return isSignalled }
                 // futex_wait returns at once if the word is no longer 0.
-                _ = smp_futex_wait(UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self), 0, -1)
+                _ = smp_futex_wait(UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self), 0, 10_000_000)
             }
         }
+        return true
     }
 }

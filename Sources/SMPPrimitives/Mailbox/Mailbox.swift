@@ -139,7 +139,8 @@ public final class MailboxMesh: @unchecked Sendable {
     ///   - cores: number of cores (at least 1).
     ///   - capacity: slots per ring, rounded up to a power of two (at least
     ///     2).
-    public init(cores: Int, capacity: Int = 1024) {
+    ///   - fence: the doorbells' fence (see ``DoorbellFence``).
+    public init(cores: Int, capacity: Int = 1024, fence: DoorbellFence = .automatic) {
         precondition(cores >= 1 && capacity >= 2)
         precondition(MemoryLayout<MailboxMessage>.stride + 8 <= MailboxMesh.slotBytes)
         self.cores = cores
@@ -161,7 +162,7 @@ public final class MailboxMesh: @unchecked Sendable {
             }
             rings[i] = raw
         }
-        doorbells = (0..<cores).map { _ in Doorbell() }
+        doorbells = (0..<cores).map { _ in Doorbell(fence: fence) }
     }
 
     deinit {
@@ -261,24 +262,46 @@ public final class MailboxMesh: @unchecked Sendable {
     }
 
     /// Sends one message, waiting while the ring is full. While it waits it
-    /// calls `whileFull` — pass a closure that drains the sender's own
-    /// incoming mailboxes (as DragonFly does), so that two cores sending to
-    /// each other through full rings cannot deadlock. Sender role only.
+    /// calls `whileFull` — pass a closure that frees the sender's own
+    /// incoming rings (as DragonFly does; ``CoreExecutor`` moves them to a
+    /// backlog without running them), so that two cores sending to each
+    /// other through full rings cannot deadlock. Sender role only.
+    ///
+    /// The wait is a quiescent point: a QSBR-registered, online sender
+    /// reports a quiescent state on every attempt (a receiver that waits
+    /// for a grace period must not wait for its blocked sender), so it must
+    /// not be inside an explicit RCU read section then.
     @inlinable
     public func send(_ message: MailboxMessage, from sender: Int, to receiver: Int,
                      whileFull: () -> Void) {
+        if post(message, from: sender, to: receiver) {
+            ringDoorbell(of: receiver, from: sender)
+            return
+        }
+        _ = sendWaitingForRoom(message, from: sender, to: receiver, whileFull: whileFull)
+    }
+
+    /// The waiting part of ``send(_:from:to:whileFull:)``; gives up (and
+    /// returns false, the message not sent) once `giveUp()` is true.
+    @usableFromInline
+    func sendWaitingForRoom(_ message: MailboxMessage, from sender: Int, to receiver: Int,
+                            whileFull: () -> Void, giveUp: () -> Bool = { false }) -> Bool {
+        let reportsQuiescentStates = QSBR.isInReadSection
         var attempts = 0
         while !post(message, from: sender, to: receiver) {
+            if giveUp() { return false }
             // The receiver may be parked on a full ring only if it has not yet
             // seen our earlier doorbell; ring again to be sure.
             ringDoorbell(of: receiver, from: sender)
             whileFull()
+            if reportsQuiescentStates { QSBR.quiescentState() }
             attempts &+= 1
             // On an oversubscribed CPU the receiver may be waiting for our
             // time slice: yield after a short spin.
             if attempts & 63 == 0 { sched_yield() } else { spinLoopHint() }
         }
         ringDoorbell(of: receiver, from: sender)
+        return true
     }
 
     // MARK: receiving (core `receiver` only)
