@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One command on a fresh Debian machine: install what is missing, then
 #   1. release build, which must print no warnings;
-#   2. the whole test suite (debug);
+#   2. the whole test suite (debug), then the executor, continuation and
+#      mailbox suites again with the doorbells' hardware-fence fallback
+#      (SMP_DOORBELL_FENCE=hardware);
 #   3. the whole test suite under ThreadSanitizer (judged by exit code:
 #      the TSan runtime reports races by failing the process), then the
 #      mailbox doorbell's 1,000,000 park/unpark cycles under TSan on their own.
@@ -28,7 +30,19 @@ watchdog() {
     return $status
 }
 
-echo "== release build (no warnings allowed)"
+# Prints a step's title and, from the second step on, how long the previous
+# one took (where CI time goes).
+step_started=$SECONDS
+step() {
+    if [ -n "${step_title:-}" ]; then
+        echo "test.sh: '$step_title' took $((SECONDS - step_started)) s"
+    fi
+    step_title=$1
+    step_started=$SECONDS
+    echo "== $1"
+}
+
+step "release build (no warnings allowed)"
 log=$(mktemp)
 watchdog 1800 swift build -c release 2>&1 | tee "$log"
 if grep -q "warning:" "$log"; then
@@ -36,34 +50,40 @@ if grep -q "warning:" "$log"; then
     exit 1
 fi
 
-echo "== swift test"
+step "swift test"
 watchdog 1200 swift test
 
-echo "== swift test --sanitize=thread"
+step "executor, continuation and mailbox suites again with the doorbells' hardware-fence fallback"
+SMP_DOORBELL_FENCE=hardware watchdog 600 swift test --skip-build \
+    --filter "ExecutorLifecycleTests|CoreExecutorTests|ContinuationTests|MailboxTests"
+
+step "swift test --sanitize=thread"
 TSAN_OPTIONS="history_size=7 halt_on_error=1" \
     watchdog 2400 swift test --sanitize=thread --scratch-path .build-tsan
 
-echo "== 1,000,000 park/unpark cycles under ThreadSanitizer (alone: in parallel with"
-echo "   the rest of the suite the test runs a shorter default)"
+# Alone: in parallel with the rest of the suite the test runs a shorter
+# default. Both doorbell fences (the test is parameterized).
+step "1,000,000 park/unpark cycles per doorbell fence under ThreadSanitizer"
 TSAN_OPTIONS="history_size=7 halt_on_error=1" SMP_PARK_CYCLES=1000000 \
     watchdog 600 swift test --sanitize=thread --scratch-path .build-tsan --filter parkUnparkCyclesNoLostWakeup
 
 if [ "${SMP_TEST_ASAN:-0}" = 1 ]; then
-    echo "== swift test --sanitize=address"
+    step "swift test --sanitize=address"
     # --disable-xctest: XCTest's own runner leaks 144 bytes, which LeakSanitizer
     # would report; every test here is a Swift Testing test.
     watchdog 2400 swift test --sanitize=address --scratch-path .build-asan --disable-xctest
 fi
 if [ "${SMP_TEST_BENCH:-0}" = 1 ]; then
-    echo "== Benchmarks: hot paths allocate nothing (mallocCountTotal thresholds of 0)"
+    step "Benchmarks: hot paths allocate nothing (mallocCountTotal thresholds of 0)"
     (cd Benchmarks && watchdog 1800 swift package benchmark thresholds check --no-progress)
 fi
 if [ "${SMP_TEST_STANDALONE:-0}" = 1 ]; then
-    echo "== SMPPrimitives alone: a throwaway package that depends on it by path"
+    step "SMPPrimitives alone: a throwaway package that depends on it by path"
     watchdog 900 scripts/check-standalone-primitives.sh
 fi
 if [ "${SMP_TEST_DOCS:-0}" = 1 ]; then
-    echo "== DocC documentation of every library module, no warnings"
+    step "DocC documentation of every library module, no warnings"
     watchdog 1200 scripts/check-docs.sh
 fi
-echo "test.sh: all passes succeeded"
+step "done"
+echo "test.sh: all passes succeeded in $SECONDS s"

@@ -27,7 +27,13 @@ import Synchronization
 ///
 /// Concurrency contract: every method may be called from any thread unless
 /// it says otherwise. Work submitted to one executor runs on its thread,
-/// one item at a time. Create executors with ``CoreExecutorGroup``.
+/// one item at a time, never nested inside another item except inside a
+/// synchronous ``call(_:)`` that the item makes. Code on the executor is
+/// inside an implicit QSBR read section until it returns or makes one of
+/// the library's blocking calls (``call(_:)``, ``send(_:to:)`` to a full
+/// ring, ``KernelContinuation/cancelAndWait()``): those are quiescent
+/// points (see "What may block" in <doc:ExecutorModel>). Create executors
+/// with ``CoreExecutorGroup``.
 public final class CoreExecutor: @unchecked Sendable {
     // @unchecked: the `@exclusivity(unchecked)` fields are touched only by
     // the executor's own thread; everything shared is atomic, a Mutex, or
