@@ -55,6 +55,9 @@ static _Thread_local void *smp_current_executor_slot;
 void *smp_current_executor(void) { return smp_current_executor_slot; }
 void smp_set_current_executor(void *executor) { smp_current_executor_slot = executor; }
 
+// ---- the RCU misuse checks' per-thread record (SMPPrimitives/RCU) ----
+_Thread_local struct smp_rcu_thread_state smp_rcu_thread_state_slot __attribute__((tls_model("initial-exec")));
+
 // ---- asymmetric fences (membarrier) for the doorbell ----
 #include <linux/membarrier.h>
 

@@ -2,41 +2,36 @@
 //
 // liburcu is linked dynamically and _LGPL_SOURCE is NOT defined, so every
 // liburcu call is a call into the shared library (see README, Licensing).
-// Both flavours' headers are included; their name-mapping macros are never
-// used from Swift: Swift calls the flavour-qualified symbols
-// (urcu_qsbr_read_lock, urcu_memb_synchronize_rcu, ...) directly.
+// The three flavours' headers are included (QSBR, memb, bp); their
+// name-mapping macros are never used from Swift: Swift calls the
+// flavour-qualified symbols (urcu_qsbr_read_lock, urcu_memb_synchronize_rcu,
+// urcu_bp_barrier, ...) directly. The misuse checks' per-thread record is a
+// thread-local defined in C, so it lives in CSMPLinux (this module is a
+// system library: headers only).
 #ifndef SMPNET_CURCU_SHIM_H
 #define SMPNET_CURCU_SHIM_H
 
 #include <urcu/urcu-qsbr.h>
 #include <urcu/urcu-memb.h>
+#include <urcu/urcu-bp.h>
 #include <urcu/rculfhash.h>
 #include <urcu/wfcqueue.h>
 
 /// caa_cpu_relax() is a macro ("rep; nop" on x86, PAUSE): a spin-wait hint.
 static inline void curcu_cpu_relax(void) { caa_cpu_relax(); }
 
-/* call-rcu.h is guarded by one include guard, so only the first flavour
- * included (QSBR) got its call_rcu/barrier declared; these are memb's. */
+/* call-rcu.h and flavor.h are guarded by one include guard each, so only
+ * the first flavour included (QSBR) got its call_rcu, barrier and flavour
+ * descriptor declared; these are memb's and bp's (liburcu-memb.so and
+ * liburcu-bp.so define them). */
 void urcu_memb_call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *head));
 void urcu_memb_barrier(void);
 extern const struct rcu_flavor_struct urcu_memb_flavor;
+void urcu_bp_call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *head));
+void urcu_bp_barrier(void);
+extern const struct rcu_flavor_struct urcu_bp_flavor;
 /* For cds_lfht_new_flavor(): Swift cannot take the address of a C const. */
 static inline const struct rcu_flavor_struct *curcu_qsbr_flavor(void) { return &urcu_qsbr_flavor; }
-
-/* Per-thread RCU bookkeeping for SMPPrimitives' misuse checks. A static
- * thread-local inside a static inline function has one copy per object
- * file that calls it: only Sources/SMPPrimitives/RCU/RCUMisuseChecks.swift
- * calls it. */
-struct curcu_thread_state {
-	int qsbr_registered, qsbr_online, qsbr_depth;
-	int memb_registered, memb_depth;
-};
-static inline struct curcu_thread_state *curcu_thread_state(void)
-{
-	static _Thread_local struct curcu_thread_state state;
-	return &state;
-}
 
 /* ThreadSanitizer cannot see liburcu's grace periods (uninstrumented
  * barriers and futexes). Readers "release" a per-flavour address (the
@@ -50,6 +45,8 @@ static inline void curcu_qsbr_tsan_release(void) { if (__tsan_release) __tsan_re
 static inline void curcu_qsbr_tsan_acquire(void) { if (__tsan_acquire) __tsan_acquire((void *)&urcu_qsbr_flavor); }
 static inline void curcu_memb_tsan_release(void) { if (__tsan_release) __tsan_release((void *)&urcu_memb_flavor); }
 static inline void curcu_memb_tsan_acquire(void) { if (__tsan_acquire) __tsan_acquire((void *)&urcu_memb_flavor); }
+static inline void curcu_bp_tsan_release(void) { if (__tsan_release) __tsan_release((void *)&urcu_bp_flavor); }
+static inline void curcu_bp_tsan_acquire(void) { if (__tsan_acquire) __tsan_acquire((void *)&urcu_bp_flavor); }
 /* The same for one object published through uninstrumented code (cds_lfht). */
 static inline void curcu_tsan_release_object(const void *addr) { if (__tsan_release) __tsan_release((void *)addr); }
 static inline void curcu_tsan_acquire_object(const void *addr) { if (__tsan_acquire) __tsan_acquire((void *)addr); }

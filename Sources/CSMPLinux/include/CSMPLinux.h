@@ -1,7 +1,8 @@
 // The few Linux calls SMPPrimitives needs that Swift cannot import: CPU
 // affinity and thread names (they need _GNU_SOURCE, which Swift's Glibc
 // module is built without), futex and membarrier (reached only through the
-// variadic syscall(2)), and a C thread-local. Nothing about packets.
+// variadic syscall(2)), and C thread-locals (the current executor, the
+// RCU misuse checks' per-thread record). Nothing about packets.
 #ifndef SMPNET_CSMPLINUX_H
 #define SMPNET_CSMPLINUX_H
 
@@ -25,6 +26,29 @@ int smp_futex_wake(uint32_t *addr, int count);
 /// or NULL. A C `_Thread_local` because Swift has no thread-local storage.
 void *smp_current_executor(void);
 void smp_set_current_executor(void *executor);
+
+/// Per-thread RCU bookkeeping for SMPPrimitives' misuse checks
+/// (Sources/SMPPrimitives/RCU/RCUMisuseChecks.swift): registration and
+/// explicit read-section depth per liburcu flavour. Written only by the
+/// thread it belongs to.
+///
+/// One definition (linux.c), reached through an inline accessor, so that a
+/// read lock in any module costs a thread-local load and store rather than
+/// a call. initial-exec: the address is %fs plus a constant offset (a
+/// link-time constant when the library is linked into the executable, as
+/// SwiftPM does; one GOT load in a shared library, whose few bytes come
+/// from glibc's static TLS surplus if it is dlopen'd).
+struct smp_rcu_thread_state {
+    int32_t qsbr_registered;
+    int32_t qsbr_online;   /* nonzero only while registered */
+    int32_t qsbr_depth;    /* explicit QSBR read sections (readLock) */
+    int32_t memb_registered;
+    int32_t memb_depth;
+    int32_t bp_depth;
+};
+extern _Thread_local struct smp_rcu_thread_state smp_rcu_thread_state_slot
+    __attribute__((tls_model("initial-exec")));
+static inline struct smp_rcu_thread_state *smp_rcu_state(void) { return &smp_rcu_thread_state_slot; }
 
 /// membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED): once per process,
 /// before smp_membarrier. Returns 0 or an errno value.

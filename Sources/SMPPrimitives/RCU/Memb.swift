@@ -1,14 +1,22 @@
 // liburcu's membarrier flavour.
+import CSMPLinux
 import CURCU
 
-/// liburcu's membarrier flavour, for any thread (including Swift
-/// concurrency pool threads, as long as a read section never spans an
-/// `await`).
+/// liburcu's membarrier flavour, for threads you own that register when
+/// they start and unregister before they exit (or for a scoped
+/// ``RCUFlavor/withRegisteredThread(_:)`` on any thread).
 ///
 /// Read sections are explicit: ``readLock()``/``readUnlock()`` update the
 /// thread's own reader record (no shared write); grace periods use the
 /// `membarrier` system call to order them. Threads must register before
-/// their first read section.
+/// their first read section (a read lock on an unregistered thread traps,
+/// in every build), and must unregister before they exit: liburcu keeps a
+/// registered thread's reader record, which lives in that thread's
+/// thread-local storage, in its registry, so a thread that exits
+/// registered leaves a dangling record that later grace periods read.
+/// Threads that may exit without warning (Swift concurrency's pool,
+/// callbacks from C libraries) should use ``Bulletproof``; see
+/// <doc:ChoosingAnRCUFlavor>.
 public enum Memb: RCUFlavor {
     /// "memb".
     public static var name: String { "memb" }
@@ -28,9 +36,7 @@ public enum Memb: RCUFlavor {
     public static func unregisterThread() {
         let s = _rcuThreadState()
         if s.pointee.memb_registered == 0 { _rcuMisuse("Memb.unregisterThread() on a thread that is not registered") }
-        #if DEBUG
         if s.pointee.memb_depth != 0 { _rcuMisuse("Memb.unregisterThread() inside a read section") }
-        #endif
         urcu_memb_unregister_thread()
         s.pointee.memb_registered = 0
     }
@@ -40,72 +46,58 @@ public enum Memb: RCUFlavor {
         _rcuThreadState().pointee.memb_registered != 0
     }
 
-    /// Whether the calling thread is inside a memb read section (debug
-    /// builds: the package's nesting count; release builds: liburcu's
-    /// reader record). Registered threads.
+    /// Whether the calling thread is inside a memb read section (the
+    /// package's nesting count, exact in every build). Any thread.
     public static var isInReadSection: Bool {
-        #if DEBUG
-        return _rcuThreadState().pointee.memb_depth > 0
-        #else
-        return urcu_memb_read_ongoing() != 0
-        #endif
+        _rcuThreadState().pointee.memb_depth > 0
     }
 
-    /// Starts a read section: a call into liburcu that updates the thread's
-    /// own reader record (no shared write). Registered threads;
-    /// sections nest.
+    /// Starts a read section: the misuse check (a thread-local load and
+    /// compare: traps if the thread is not registered) and the nesting
+    /// count (a store), then a call into liburcu that updates the thread's
+    /// own reader record (no shared write). Registered threads; sections
+    /// nest. Synchronous code only: a section belongs to its thread, and
+    /// an `await` may resume on another.
     @inlinable
+    @available(*, noasync, message: "a read section belongs to its thread; use withReadSection with a synchronous body")
     public static func readLock() {
-        #if DEBUG
-        _debugReadLock()
-        #endif
+        let s = _rcuThreadState()
+        if _slowPath(s.pointee.memb_registered == 0) {
+            _rcuMisuse("Memb read section on a thread that is not registered (call Memb.registerThread() first)")
+        }
+        s.pointee.memb_depth &+= 1
         urcu_memb_read_lock()
     }
 
     /// Ends the innermost read section (the outermost one ends the
-    /// thread's participation in grace periods that wait for it).
+    /// thread's participation in grace periods that wait for it). Traps on
+    /// an unlock without a lock.
     @inlinable
+    @available(*, noasync, message: "a read section belongs to its thread; use withReadSection with a synchronous body")
     public static func readUnlock() {
-        #if DEBUG
-        _debugReadUnlock()
-        #endif
+        let s = _rcuThreadState()
+        if _slowPath(s.pointee.memb_depth <= 0) { _rcuMisuse("Memb.readUnlock() without a matching readLock()") }
+        s.pointee.memb_depth &-= 1
         // Release before the section ends (TSan only; see shim.h).
         curcu_memb_tsan_release()
         urcu_memb_read_unlock()
     }
 
-    @usableFromInline
-    static func _debugReadLock() {
-        let s = _rcuThreadState()
-        if s.pointee.memb_registered == 0 {
-            _rcuMisuse("Memb read section on a thread that is not registered (call Memb.registerThread() first)")
-        }
-        s.pointee.memb_depth += 1
-    }
-
-    @usableFromInline
-    static func _debugReadUnlock() {
-        let s = _rcuThreadState()
-        if s.pointee.memb_depth <= 0 { _rcuMisuse("Memb.readUnlock() without a matching readLock()") }
-        s.pointee.memb_depth -= 1
-    }
-
     /// Waits for a memb grace period (`membarrier` plus waiting for the
-    /// readers). Any thread outside a memb read section.
+    /// readers). Any thread outside read sections of every flavour (traps
+    /// otherwise: a memb section would deadlock, another flavour's would
+    /// hold up its grace periods for the wait).
     public static func synchronize() {
-        #if DEBUG
-        if _rcuThreadState().pointee.memb_depth != 0 { _rcuMisuse("Memb.synchronize() inside a read section") }
-        #endif
+        rcuCheckMayBlock("Memb.synchronize()")
         urcu_memb_synchronize_rcu()
         curcu_memb_tsan_acquire()
     }
 
     /// Waits for all pending memb callbacks and jobs. Any thread but a
-    /// call_rcu worker, outside a memb read section.
+    /// call_rcu worker, outside read sections of every flavour (traps
+    /// otherwise).
     public static func barrier() {
-        #if DEBUG
-        if _rcuThreadState().pointee.memb_depth != 0 { _rcuMisuse("Memb.barrier() inside a read section") }
-        #endif
+        rcuCheckMayBlock("Memb.barrier()")
         urcu_memb_barrier()
         curcu_memb_tsan_acquire()
     }

@@ -1,4 +1,5 @@
 // liburcu's QSBR flavour (quiescent-state-based reclamation).
+import CSMPLinux
 import CURCU
 
 /// liburcu's QSBR flavour, for dedicated threads (see ``PinnedThread``).
@@ -8,7 +9,13 @@ import CURCU
 /// ``quiescentState()`` regularly, outside any read section (for example
 /// once per loop iteration or every 1024 lookups), or go offline before
 /// blocking (sleeping, waiting for I/O, joining). Never use it on Swift
-/// concurrency pool threads; use ``Memb`` there.
+/// concurrency pool threads or other threads you do not own; use
+/// ``Bulletproof`` there (see <doc:ChoosingAnRCUFlavor>).
+///
+/// Read sections marked with ``readLock()``/``readUnlock()`` are free in
+/// liburcu (the whole online period is one) and cost the misuse checks a
+/// thread-local load and store here: they are what the blocking checks
+/// (``synchronize()``, ``barrier()``, ``ThreadParker/park()``, ...) see.
 public enum QSBR: RCUFlavor {
     /// "qsbr".
     public static var name: String { "qsbr" }
@@ -30,9 +37,7 @@ public enum QSBR: RCUFlavor {
     public static func unregisterThread() {
         let s = _rcuThreadState()
         if s.pointee.qsbr_registered == 0 { _rcuMisuse("QSBR.unregisterThread() on a thread that is not registered") }
-        #if DEBUG
         if s.pointee.qsbr_depth != 0 { _rcuMisuse("QSBR.unregisterThread() inside a read section") }
-        #endif
         // Release before leaving the reader set (see shim.h).
         curcu_qsbr_tsan_release()
         urcu_qsbr_unregister_thread()
@@ -52,57 +57,56 @@ public enum QSBR: RCUFlavor {
         return s.pointee.qsbr_registered != 0 && s.pointee.qsbr_online != 0
     }
 
-    /// Marks a read section. With QSBR this is a no-op in liburcu (the
-    /// whole online period is a read section); debug builds check that the
-    /// thread is registered and online and count the nesting.
+    /// Marks a read section. A no-op in liburcu (the whole online period
+    /// is a read section); here, in every build, it checks that the thread
+    /// is registered and online (trapping otherwise) and counts the
+    /// nesting: a thread-local load, a compare and a store. Registered,
+    /// online threads; sections nest. Synchronous code only: a section
+    /// belongs to its thread, and an `await` may resume on another.
     @inlinable
+    @available(*, noasync, message: "a read section belongs to its thread; use withReadSection with a synchronous body")
     public static func readLock() {
-        #if DEBUG
-        _debugReadLock()
-        #endif
+        let s = _rcuThreadState()
+        // qsbr_online is nonzero only while registered: one word tells both.
+        if _slowPath(s.pointee.qsbr_online == 0) { _readLockMisuse() }
+        s.pointee.qsbr_depth &+= 1
         urcu_qsbr_read_lock()
     }
 
-    /// Ends a read section marked by ``readLock()`` (a no-op in release
-    /// builds; debug builds check the balance).
+    /// Ends a read section marked by ``readLock()`` (a no-op in liburcu;
+    /// here a thread-local load, a compare and a store that check the
+    /// balance, trapping on an unlock without a lock).
     @inlinable
+    @available(*, noasync, message: "a read section belongs to its thread; use withReadSection with a synchronous body")
     public static func readUnlock() {
         urcu_qsbr_read_unlock()
-        #if DEBUG
-        _debugReadUnlock()
-        #endif
+        let s = _rcuThreadState()
+        if _slowPath(s.pointee.qsbr_depth <= 0) { _rcuMisuse("QSBR.readUnlock() without a matching readLock()") }
+        s.pointee.qsbr_depth &-= 1
     }
 
-    @usableFromInline
-    static func _debugReadLock() {
-        let s = _rcuThreadState()
-        if s.pointee.qsbr_registered == 0 {
+    /// The cold half of ``readLock()``: says why the thread may not read.
+    @usableFromInline @inline(never)
+    static func _readLockMisuse() -> Never {
+        if _rcuThreadState().pointee.qsbr_registered == 0 {
             _rcuMisuse("QSBR read section on a thread that is not registered (call QSBR.registerThread() first)")
         }
-        if s.pointee.qsbr_online == 0 {
-            _rcuMisuse("QSBR read section on an offline thread (call QSBR.threadOnline() first)")
-        }
-        s.pointee.qsbr_depth += 1
-    }
-
-    @usableFromInline
-    static func _debugReadUnlock() {
-        let s = _rcuThreadState()
-        if s.pointee.qsbr_depth <= 0 { _rcuMisuse("QSBR.readUnlock() without a matching readLock()") }
-        s.pointee.qsbr_depth -= 1
+        _rcuMisuse("QSBR read section on an offline thread (call QSBR.threadOnline() first)")
     }
 
     /// Announces that the calling thread holds no reference to RCU-protected
     /// data. Call it regularly, outside read sections. Costs a load and a
     /// store to the thread's own liburcu reader record (plus a wake-up of a
-    /// waiting writer, if any). Registered, online threads only.
+    /// waiting writer, if any), and the misuse check's thread-local load
+    /// and compare (every build). Registered, online threads only, outside
+    /// read sections; traps otherwise.
     public static func quiescentState() {
-        #if DEBUG
         let s = _rcuThreadState()
-        if s.pointee.qsbr_registered == 0 { _rcuMisuse("QSBR.quiescentState() on a thread that is not registered") }
-        if s.pointee.qsbr_online == 0 { _rcuMisuse("QSBR.quiescentState() on an offline thread") }
-        if s.pointee.qsbr_depth != 0 { _rcuMisuse("QSBR.quiescentState() inside a read section") }
-        #endif
+        if _slowPath(s.pointee.qsbr_online == 0 || s.pointee.qsbr_depth != 0) {
+            if s.pointee.qsbr_registered == 0 { _rcuMisuse("QSBR.quiescentState() on a thread that is not registered") }
+            if s.pointee.qsbr_online == 0 { _rcuMisuse("QSBR.quiescentState() on an offline thread") }
+            _rcuMisuse("QSBR.quiescentState() inside a read section")
+        }
         // Release before the announcement, so a reclaimer that sees it
         // (and acquires) is ordered after this thread's reads (TSan only).
         curcu_qsbr_tsan_release()
@@ -111,25 +115,22 @@ public enum QSBR: RCUFlavor {
 
     /// Takes the calling thread out of the reader set (an extended
     /// quiescent state) before it blocks. Grace periods do not wait for
-    /// offline threads. Registered threads only, outside read sections.
+    /// offline threads. Registered threads only, outside read sections
+    /// (traps otherwise).
     public static func threadOffline() {
         let s = _rcuThreadState()
-        #if DEBUG
         if s.pointee.qsbr_registered == 0 { _rcuMisuse("QSBR.threadOffline() on a thread that is not registered") }
         if s.pointee.qsbr_depth != 0 { _rcuMisuse("QSBR.threadOffline() inside a read section") }
-        #endif
         curcu_qsbr_tsan_release()
         urcu_qsbr_thread_offline()
         s.pointee.qsbr_online = 0
     }
 
     /// Puts the calling thread back in the reader set after
-    /// ``threadOffline()``. Registered threads only.
+    /// ``threadOffline()``. Registered threads only (traps otherwise).
     public static func threadOnline() {
         let s = _rcuThreadState()
-        #if DEBUG
         if s.pointee.qsbr_registered == 0 { _rcuMisuse("QSBR.threadOnline() on a thread that is not registered") }
-        #endif
         urcu_qsbr_thread_online()
         s.pointee.qsbr_online = 1
     }
@@ -147,11 +148,10 @@ public enum QSBR: RCUFlavor {
 
     /// Waits for a QSBR grace period. A registered, online caller is taken
     /// offline by liburcu while it waits (so it does not wait for itself),
-    /// but must not be inside an explicit read section. Any thread.
+    /// but must not be inside an explicit read section of any flavour
+    /// (traps, in every build). Any thread.
     public static func synchronize() {
-        #if DEBUG
-        if _rcuThreadState().pointee.qsbr_depth != 0 { _rcuMisuse("QSBR.synchronize() inside a read section") }
-        #endif
+        rcuCheckMayBlock("QSBR.synchronize()")
         urcu_qsbr_synchronize_rcu()
         curcu_qsbr_tsan_acquire()
     }
@@ -159,11 +159,10 @@ public enum QSBR: RCUFlavor {
     /// Waits for all pending QSBR callbacks and jobs. liburcu refuses (with
     /// a warning, and without waiting) to run a barrier on an online QSBR
     /// thread, so an online caller is taken offline for the wait. Any
-    /// thread but a call_rcu worker, outside explicit read sections.
+    /// thread but a call_rcu worker, outside explicit read sections of any
+    /// flavour (traps, in every build).
     public static func barrier() {
-        #if DEBUG
-        if _rcuThreadState().pointee.qsbr_depth != 0 { _rcuMisuse("QSBR.barrier() inside a read section") }
-        #endif
+        rcuCheckMayBlock("QSBR.barrier()")
         withThreadOffline { urcu_qsbr_barrier() }
         curcu_qsbr_tsan_acquire()
     }

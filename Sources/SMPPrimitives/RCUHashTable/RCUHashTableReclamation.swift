@@ -12,6 +12,7 @@ let rcuFreeNodeCallback: RCUCallback = { head in
     // tell TSan (for whichever flavour queued us).
     QSBR.gracePeriodDidEnd()
     Memb.gracePeriodDidEnd()
+    Bulletproof.gracePeriodDidEnd()
     let node = UnsafeMutableRawPointer(head!)
     let shared = rcuNodeHeader(node).pointee.shared
     rcuPoisonNode(node, size: shared.pointee.nodeSize)
@@ -37,6 +38,7 @@ let rcuFreeNodeCallback: RCUCallback = { head in
 let rcuFreeArrayCallback: RCUCallback = { head in
     QSBR.gracePeriodDidEnd()
     Memb.gracePeriodDidEnd()
+    Bulletproof.gracePeriodDidEnd()
     let array = UnsafeMutableRawPointer(head!)
     let header = _RCUBucketArray.header(array)
     let shared = header.pointee.shared

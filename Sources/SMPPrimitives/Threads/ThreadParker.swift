@@ -108,8 +108,11 @@ public struct ThreadParker: ~Copyable, @unchecked Sendable {
     public var isArmed: Bool { armed.load(ordering: .relaxed) != 0 }
 
     /// Waiter (thread): blocks until rung; returns at once if it already
-    /// was since ``prepareToPark()``.
+    /// was since ``prepareToPark()``. Never inside an explicit RCU read
+    /// section (of any flavour): that traps, in every build, before
+    /// blocking.
     public func park() {
+        rcuCheckMayBlock("ThreadParker.park()")
         sleep.pointee.mutex.lock()
         // Acquire pairs with the ringer's exchange: what it published before
         // ringing is visible once we return.
@@ -120,8 +123,10 @@ public struct ThreadParker: ~Copyable, @unchecked Sendable {
     }
 
     /// Waiter (thread): blocks until rung or until `timeout` has passed
-    /// (on the monotonic clock), then withdraws the announcement.
+    /// (on the monotonic clock), then withdraws the announcement. Never
+    /// inside an explicit RCU read section (traps, as ``park()``).
     public func park(timeout: Duration) {
+        rcuCheckMayBlock("ThreadParker.park(timeout:)")
         let deadline = monotonicNanoseconds() &+ timeout.nanosecondsRoundedUp
         sleep.pointee.mutex.lock()
         while armed.load(ordering: .acquiring) != 0 {
