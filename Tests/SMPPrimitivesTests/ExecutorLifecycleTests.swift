@@ -235,6 +235,43 @@ private func finishes<R: Sendable>(within seconds: Double, _ body: @escaping @Se
         }
     }
 
+    /// Defect: a synchronous `call` between executors went QSBR-offline in
+    /// the middle of the caller's handler, silently ending the read section
+    /// a pointer looked up before it relied on. The promise now ends at a
+    /// blocking call (ExecutorModel), and holding an explicit read section
+    /// across one traps, in every build.
+    @Test func callInsideAnExplicitReadSectionTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let group = CoreExecutorGroup(count: 2)
+            group.executor(for: 0).call {
+                QSBR.withReadSection { _ = group.executor(for: 1).call { 1 } }
+            }
+        }
+        await #expect(processExitsWith: .failure) {
+            let group = CoreExecutorGroup(count: 1)
+            Memb.withRegisteredThread {
+                Memb.withReadSection { _ = group.executor(for: 0).call { 1 } }
+            }
+        }
+    }
+
+    /// The same for a send that has to wait for room in a full ring.
+    @Test func sendWaitingForRoomInsideAnExplicitReadSectionTraps() async {
+        await #expect(processExitsWith: .failure) {
+            var config = CoreExecutorGroup.Configuration()
+            config.mailboxCapacity = 2
+            let group = CoreExecutorGroup(count: 2, configuration: config)
+            let a = group.executor(for: 0), b = group.executor(for: 1)
+            b.execute { usleep(200_000) }   // b stops draining for a while
+            usleep(20_000)
+            a.call {
+                QSBR.withReadSection {
+                    for _ in 0..<16 { a.send(MailboxMessage(0), to: b) }
+                }
+            }
+        }
+    }
+
     /// Misuse made detectable: nesting synchronous calls between executors
     /// past `maxCallNesting` traps (unbounded recursion through mailboxes).
     @Test func callNestingPastTheLimitTraps() async {

@@ -66,6 +66,7 @@ extension Socket {
     /// returns 0 only once the socket is closed and its queue empty.
     @discardableResult
     public func receiveBlocking(upTo maxCount: Int, _ body: (PacketRef) throws -> Void) rethrows -> Int {
+        rcuCheckMayBlock("Socket.receiveBlocking")
         var misses = 0
         while true {
             let n = try receive(upTo: maxCount, body)

@@ -107,6 +107,7 @@ extension CoreExecutor {
     /// be `Sendable`. Allocates the closure box and one result box.
     public func call<R>(_ body: sending @escaping () -> sending R) -> sending R {
         if isCurrent { return body() }
+        rcuCheckMayBlock("CoreExecutor.call(_:)")
         let box = CallBox<R>(waiter: currentPeer)
         execute { box.complete(body()) }
         if let me = box.waiter {

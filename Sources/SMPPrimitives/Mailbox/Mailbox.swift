@@ -286,6 +286,7 @@ public final class MailboxMesh: @unchecked Sendable {
     @usableFromInline
     func sendWaitingForRoom(_ message: MailboxMessage, from sender: Int, to receiver: Int,
                             whileFull: () -> Void, giveUp: () -> Bool = { false }) -> Bool {
+        rcuCheckMayBlock("MailboxMesh.send to a full ring")
         let reportsQuiescentStates = QSBR.isInReadSection
         var attempts = 0
         while !post(message, from: sender, to: receiver) {
