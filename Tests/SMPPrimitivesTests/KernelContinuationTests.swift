@@ -154,6 +154,39 @@ func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
         #expect(wheel.count == 0)
     }
 
+    /// The expired list is FIFO and counted: an entry filed with no delay
+    /// while the owner works through the list joins its back, so a pass
+    /// bounded by the count it read at its start does not reach it.
+    @Test func expiredListIsCountedAndFIFO() {
+        let group = CoreExecutorGroup(count: 1)
+        defer { group.shutdown() }
+        let wheel = TimerWheel(now: 500)
+        let nodes = (0..<4).map { _ in KernelContinuation(on: group.executor(for: 0)) {} }
+        let u = nodes.map { Unmanaged.passUnretained($0) }
+        wheel.insert(u[0], expires: 502)
+        wheel.insert(u[1], expires: 501)
+        wheel.insert(u[2], expires: 503)
+        wheel.advance(to: 503)
+        #expect(wheel.expiredCount == 3 && wheel.count == 0)
+        var due = wheel.expiredCount
+        var order: [Int] = []
+        while due > 0, let n = wheel.popExpired() {
+            due -= 1
+            let i = u.firstIndex { $0.toOpaque() == n.toOpaque() }!
+            order.append(i)
+            if i == 1 {
+                wheel.insert(n, expires: wheel.currentTick)       // re-filed with no delay
+                wheel.insert(u[3], expires: wheel.currentTick - 1) // already late
+            }
+        }
+        #expect(order == [1, 0, 2])
+        #expect(wheel.expiredCount == 2)
+        #expect(wheel.remove(u[1]) == false)   // off the expired list, not a slot
+        #expect(wheel.expiredCount == 1)
+        #expect(wheel.popExpired()?.toOpaque() == u[3].toOpaque())
+        #expect(wheel.popExpired() == nil && wheel.expiredCount == 0 && !wheel.hasExpired)
+    }
+
     /// Continuations scheduled, cancelled and rescheduled from several
     /// threads; after a final round of schedules every continuation must
     /// run at least once after its last schedule, observing the counter
@@ -203,6 +236,97 @@ func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
             let ok = waitFor(seconds: 20) { (0..<items).allSatisfy { seen[$0] == stamp[$0] } }
             #expect(ok, "some continuation did not run after its last schedule")
             #expect(runs[0] >= items)
+        }
+    }
+}
+
+/// A continuation whose body re-schedules itself with no delay, over and
+/// over, until ``stop()``: a timer that re-arms itself at once. Every test
+/// stops it once it has made its observation (or timed out), so a broken
+/// executor is reported by `#expect`, and cleanup still works.
+final class SelfRescheduler: @unchecked Sendable {
+    // @unchecked: `continuation` is set in init, before the first
+    // schedule (whose release publishes it to the body), and never changes.
+    let runs = Atomic<Int>(0)
+    private let stopped = Atomic<Bool>(false)
+    private(set) var continuation: KernelContinuation!
+
+    init(on executor: CoreExecutor) {
+        continuation = KernelContinuation(on: executor) { [unowned self] in
+            self.runs.add(1, ordering: .relaxed)
+            if !self.stopped.load(ordering: .relaxed) { self.continuation.schedule() }
+        }
+    }
+
+    func start() { continuation.schedule() }
+
+    /// Stops re-scheduling and waits (bounded) until no run is pending.
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        _ = waitFor(seconds: 10) { !continuation.isPending }
+    }
+
+    var runCount: Int { runs.load(ordering: .relaxed) }
+}
+
+/// A body that re-schedules itself with no delay must run on a later loop
+/// pass, not in the same one: the executor must keep draining its
+/// mailboxes, reporting QSBR quiescent states and honouring shutdown.
+@Suite struct SelfReschedulingContinuationTests {
+    @Test func mailboxesAndForeignJobsStillDrain() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let exe = group.executor(for: 0)
+        let spinner = SelfRescheduler(on: exe)
+        defer { spinner.stop() }
+        spinner.start()
+        #expect(waitFor(seconds: 5) { spinner.runCount >= 100 }, "the body does not re-run")
+        let passes = exe.statistics.loopPasses
+        let ran = KAtomicInts(2)
+        exe.execute { ran.add(0) }                                 // a foreign thread's job
+        group.executor(for: 1).execute { exe.execute { ran.add(1) } } // a peer's, through the ring
+        #expect(waitFor(seconds: 5) { ran[0] == 1 }, "a foreign job did not run while the body re-schedules itself")
+        #expect(waitFor(seconds: 5) { ran[1] == 1 }, "a peer's message was not handled while the body re-schedules itself")
+        #expect(waitFor(seconds: 5) { exe.statistics.loopPasses > passes + 10 }, "the loop does not pass")
+    }
+
+    @Test func gracePeriodsComplete() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let spinner = SelfRescheduler(on: group.executor(for: 0))
+        defer { spinner.stop() }
+        spinner.start()
+        #expect(waitFor(seconds: 5) { spinner.runCount >= 100 }, "the body does not re-run")
+        let done = KAtomicInts(2)
+        let waiter = PinnedThread { QSBR.synchronize(); done[0] = 1 }
+        QSBR.afterGracePeriod { done[1] = 1 }
+        #expect(waitFor(seconds: 5) { done[0] == 1 }, "QSBR.synchronize() stalls")
+        #expect(waitFor(seconds: 5) { done[1] == 1 }, "QSBR.afterGracePeriod stalls")
+        spinner.stop()
+        waiter.join()
+        #expect(waitFor(seconds: 10) { done[1] == 1 })
+    }
+
+    @Test func shutdownReturnsAndCancelsTheReschedule() {
+        let group = CoreExecutorGroup(count: 2)
+        let spinner = SelfRescheduler(on: group.executor(for: 0))
+        spinner.start()
+        #expect(waitFor(seconds: 5) { spinner.runCount >= 100 }, "the body does not re-run")
+        let done = KAtomicInts(1)
+        let stopper = PinnedThread { () -> CoreExecutorShutdownReport in
+            let report = group.shutdown()
+            done[0] = 1
+            return report
+        }
+        let returned = waitFor(seconds: 5) { done[0] == 1 }
+        #expect(returned, "shutdown does not return while a body re-schedules itself")
+        spinner.stop()
+        let report = stopper.join()
+        if returned {
+            // The re-schedule made by the body's last run (at shutdown) is
+            // cancelled and reported.
+            #expect(report.continuationsCancelled == 1)
+            #expect(!spinner.continuation.isPending)
         }
     }
 }

@@ -9,6 +9,10 @@ import Synchronization
 /// - Guarantee: a continuation scheduled at least once runs at least once
 ///   *after* its last schedule (and sees the memory effects that preceded
 ///   that schedule), unless cancelled afterwards.
+/// - A schedule from inside the body (a timer that re-arms itself) runs on
+///   a later pass of the executor's loop at the earliest, even with no
+///   delay: between two runs the executor drains its mailboxes and reports
+///   a quiescent state.
 ///
 /// ## State machine
 ///
@@ -45,6 +49,10 @@ import Synchronization
 ///   latest phase and delay.
 /// - cancel of a filed entry: the node stays filed (the wheel is owner-only)
 ///   and is dropped when its tick comes and the owner finds it IDLE.
+/// - schedule from inside the body: RUNNING -> RESCHED; after the body the
+///   owner re-files it at the back of the expired list (delay 0) or in a
+///   slot, and the current pass, which runs only what was due when it
+///   began, does not run it again.
 ///
 /// Lifetime: each push onto the hand-off list carries a retain; the owner
 /// keeps one reference while the node is filed or queued and releases it
@@ -102,7 +110,9 @@ public final class KernelContinuation: @unchecked Sendable {
     /// the current tick, so the body starts no earlier than `delay` minus
     /// one tick after this call (the wheel's tick granularity), and later
     /// by however long the executor takes to get to it. A schedule that
-    /// coalesces keeps the pending run's delay.
+    /// coalesces keeps the pending run's delay. Called from inside the body
+    /// it re-arms the continuation for a later loop pass, never the
+    /// current one.
     ///
     /// Any thread. The coalesced path (already pending) costs one fence and
     /// one load, writes no shared memory and never looks at `delay`; the

@@ -54,6 +54,8 @@ extension CoreExecutor {
     // MARK: - filing and running (executor thread only)
 
     /// Files handed-off continuations, advances the wheel, runs due ones.
+    /// Returns the pass's work: the bodies run, or 0 once a stop was
+    /// requested (see below).
     func runContinuations() -> Int {
         let hasHandoff = handoffHead.load(ordering: .relaxed) != nil
         if !hasHandoff && wheel.count == 0 && !wheel.hasExpired { return 0 }
@@ -62,7 +64,15 @@ extension CoreExecutor {
         // unlinked from it and filed again by its new delay).
         wheel.advance(to: TimerWheel.nowTick())
         if hasHandoff { takeHandoffs() }
-        return runExpired()
+        let ran = runExpired()
+        // Once a stop is requested, runs no longer count as work: the loop
+        // stops at the first pass that finds no messages or foreign jobs,
+        // and `finish` runs (or cancels) once what is then pending. Else a
+        // body that re-schedules itself (every pass runs it) would keep a
+        // stopping executor from ever stopping. Relaxed: only a hint; the
+        // loop's own load of `stopRequest` decides.
+        if ran > 0 && stopRequest.load(ordering: .relaxed) != 0 { return 0 }
+        return ran
     }
 
     func takeHandoffs() {
@@ -106,11 +116,22 @@ extension CoreExecutor {
         u.release()
     }
 
+    /// Runs the continuations that were due when the pass began, in expiry
+    /// order. One that a body re-files (a re-schedule from inside a body,
+    /// delay 0 included) goes to the back of the expired list and runs on
+    /// a later pass: a pass is bounded, so between passes the loop drains
+    /// its mailboxes and reports a quiescent state, however often a body
+    /// re-arms itself.
     func runExpired() -> Int {
         var ran = 0
-        // One at a time: a body may re-file itself (delay 0 appends it to
-        // this same list again, to run after the others).
-        while let u = wheel.popExpired() {
+        // Pop at most the entries there now: popping takes the front,
+        // re-filing appends at the back. (Nothing else unlinks from this
+        // list while bodies run: a body reaches the wheel only through the
+        // hand-off, filed on the next pass. Even if something did, the
+        // count still bounds the pass.)
+        var due = wheel.expiredCount
+        while due > 0, let u = wheel.popExpired() {
+            due -= 1
             if runIfPending(u) { ran += 1 }
         }
         if ran > 0 { statContinuations.store(statContinuations.load(ordering: .relaxed) &+ ran, ordering: .relaxed) }
