@@ -330,3 +330,101 @@ final class SelfRescheduler: @unchecked Sendable {
         }
     }
 }
+
+/// Plain (non-atomic) integers that test threads share on purpose: each
+/// test orders its accesses only through the primitive under test, so that
+/// ThreadSanitizer checks that the primitive does order them.
+final class PlainInts: @unchecked Sendable {
+    // @unchecked: deliberately unsynchronized (see above).
+    let base: UnsafeMutablePointer<Int>
+    let count: Int
+    init(_ count: Int) {
+        self.count = count
+        base = .allocate(capacity: count)
+        base.initialize(repeating: 0, count: count)
+    }
+    deinit { base.deallocate() }
+    subscript(i: Int) -> Int {
+        get { base[i] }
+        set { base[i] = newValue }
+    }
+}
+
+/// Atomic integers accessed with relaxed ordering only: signals that must
+/// create no happens-before (unlike ``KAtomicInts``' release/acquire, whose
+/// storage they use).
+final class RelaxedInts: Sendable {
+    let storage: KAtomicInts
+    init(_ count: Int) { storage = KAtomicInts(count) }
+    subscript(i: Int) -> Int {
+        get { storage.base[i].load(ordering: .relaxed) }
+        set { storage.base[i].store(newValue, ordering: .relaxed) }
+    }
+}
+
+/// The guarantee "the body sees the writes that preceded a schedule" for a
+/// schedule that coalesces, checked in the memory model rather than on x86:
+/// several threads write plain memory and then schedule a continuation
+/// that is certainly pending (its executor is held, or its body is held
+/// with a re-schedule already made), so every one of those schedules
+/// coalesces; then the body reads the memory. Nothing but the schedules
+/// orders the writers before the body (the executor is held and released
+/// through relaxed atomics), so under ThreadSanitizer, which tracks
+/// happens-before and ignores fences, a coalesced path that performs no
+/// release operation is reported as a data race.
+@Suite struct CoalescedScheduleOrderingTests {
+    @Test(arguments: ["pending", "rescheduled"])
+    func coalescedScheduleOrdersTheCallersWritesBeforeTheBody(phase: String) {
+        let writers = 4
+        let rounds = runningUnderTSan ? 20 : 200
+        let holdInBody = phase == "rescheduled"
+        let group = CoreExecutorGroup(count: 1)
+        defer { group.shutdown() }
+        let exe = group.executor(for: 0)
+        let data = PlainInts(writers)
+        let bodyRuns = PlainInts(1)   // touched by the body only
+        let gate = RelaxedInts(2)     // [0] the round held, [1] the round released
+        let seen = KAtomicInts(2)     // [0] the round the body read, [1] stale reads
+        let coalesced = KAtomicInts(1)
+        let c = KernelContinuation(on: exe) {
+            bodyRuns[0] += 1
+            let n = bodyRuns[0]
+            if holdInBody && n % 2 == 1 {
+                // The first run of a round: hold the body (RUNNING) while
+                // the test re-schedules it and the writers coalesce.
+                let r = (n + 1) / 2
+                gate[0] = r
+                while gate[1] != r { spinLoopHint() }
+                return
+            }
+            let r = holdInBody ? n / 2 : n
+            for w in 0..<writers where data[w] != r { seen.add(1) }
+            seen[0] = r
+        }
+        for r in 1...rounds {
+            if holdInBody {
+                #expect(c.schedule())                     // IDLE -> PENDING
+                #expect(waitFor { gate[0] == r })         // now RUNNING, held
+                #expect(c.schedule())                     // RUNNING -> RESCHEDULED
+            } else {
+                exe.execute {
+                    gate[0] = r
+                    while gate[1] != r { spinLoopHint() }
+                }
+                #expect(waitFor { gate[0] == r })         // the executor is held
+                #expect(c.schedule())                     // IDLE -> PENDING
+            }
+            let threads = (0..<writers).map { w in
+                PinnedThread(cpu: w) {
+                    data[w] = r
+                    if !c.schedule() { coalesced.add(0) }
+                }
+            }
+            for t in threads { t.join() }
+            gate[1] = r
+            #expect(waitFor { seen[0] == r }, "round \(r): the body did not run")
+        }
+        #expect(coalesced[0] == writers * rounds)
+        #expect(seen[1] == 0, "the body read data older than a schedule that preceded its run")
+    }
+}

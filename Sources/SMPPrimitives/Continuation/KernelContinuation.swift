@@ -33,14 +33,47 @@ import Synchronization
 /// at now + d; IDLE: cancelled, unfile). The wheel never fires a node whose
 /// `queued` bit is set: a newer schedule is on its way and re-files it.
 ///
+/// Memory ordering (the C++/Swift model). Every write to `state` is a
+/// read-modify-write (CAS, fetch-and, exchange, or the coalesced path's
+/// add of zero), never a plain store. So a release RMW heads a release
+/// sequence that runs through every later modification of the word, and
+/// an acquiring operation that reads any later value synchronizes with it.
+/// - schedule, coalesced: an RMW that adds 0 with release ordering; the
+///   value it reads (PENDING or RESCHED) decides. The owner's acquiring CAS
+///   that starts the run (PENDING -> RUNNING, after RESCHED -> PENDING) is
+///   later in the modification order, so it reads from the release
+///   sequence this RMW heads and the caller's earlier writes happen before
+///   the body. Linux's queue_work relies on the same thing: its
+///   test_and_set_bit of the work's PENDING bit must be ordered even when
+///   it finds the bit already set. A fence and a relaxed load (the old
+///   path) write nothing: no release sequence starts there, and a release
+///   fence synchronizes only through a later atomic write of its own
+///   thread, so in the model the body's reads raced with those writes.
+/// - schedule, IDLE -> PENDING and RUNNING -> RESCHED: sequentially
+///   consistent CASes; their release orders the caller's writes before the
+///   next run the same way (their acquire lets the scheduler see what the
+///   runs before wrote).
+/// - owner: PENDING -> RUNNING acquires (above); RUNNING -> IDLE and
+///   RESCHED -> PENDING release the body's effects to whatever acquires a
+///   later value (the next scheduler's CAS).
+///   All are sequentially consistent CASes.
+/// - cancel: a sequentially consistent CAS; exactly one of a cancel and
+///   the owner's CAS PENDING -> RUNNING wins.
+/// - hand-off: the pusher writes `handoffNext`, then publishes it with a
+///   releasing (sequentially consistent) CAS of the executor's list head;
+///   the owner takes the list with an acquiring exchange, reads and clears
+///   `handoffNext`, and only then clears `queued` (a releasing fetch-and),
+///   so the next pusher, whose CAS acquires that value, does not race with
+///   it on `handoffNext`.
+///
 /// Interleavings:
 /// - schedule racing schedule: one CAS wins; the loser reloads, sees
 ///   PENDING and coalesces.
 /// - schedule racing the start of a run (owner CAS PENDING -> RUNNING):
-///   the scheduler either sees PENDING (coalesced; the run starts after its
-///   load, and its fence plus the owner's sequentially consistent CAS make
-///   its earlier writes visible to the body), or RUNNING, in which case it
-///   moves to RESCHED and the owner runs the body again.
+///   the scheduler's RMW either reads PENDING (coalesced; the run starts
+///   later in the modification order and sees its earlier writes, above),
+///   or RUNNING, in which case it moves to RESCHED and the owner runs the
+///   body again.
 /// - schedule racing the end of a run (owner CAS RUNNING -> IDLE): either
 ///   the owner's CAS fails (RESCHED: re-filed) or the scheduler sees IDLE
 ///   and pushes a fresh hand-off.
@@ -114,22 +147,32 @@ public final class KernelContinuation: @unchecked Sendable {
     /// it re-arms the continuation for a later loop pass, never the
     /// current one.
     ///
-    /// Any thread. The coalesced path (already pending) costs one fence and
-    /// one load, writes no shared memory and never looks at `delay`; the
-    /// first schedule of a period converts the delay (a compare and, unless
-    /// it is zero, one 64-bit division by a constant), then costs one CAS,
-    /// one more CAS to push onto the owner's hand-off list, and a doorbell
-    /// check (a `futex_wake` only if the owner is parked). No allocation.
+    /// Any thread. The coalesced path (already pending) is one atomic
+    /// read-modify-write of the state word that adds zero with release
+    /// ordering, and it never looks at `delay`. In the memory model that
+    /// RMW is a write (it joins the word's modification order, which is
+    /// what orders the caller's earlier writes before the body); it leaves
+    /// the value unchanged. LLVM lowers such an idempotent RMW on x86-64 to
+    /// a full barrier (a locked no-op on the stack, `lock or $0, -64(%rsp)`)
+    /// and a plain load of the word: the very instructions of the fence and
+    /// load this path used before, so on x86-64 it costs the same and the
+    /// cache line may stay shared. On AArch64 it is a real atomic RMW (one
+    /// LSE instruction, or a load/store-exclusive loop), which takes the
+    /// line exclusive. The first schedule of a period converts
+    /// the delay (a compare and, unless it is zero, one 64-bit division by
+    /// a constant), then costs one CAS, one more CAS to push onto the
+    /// owner's hand-off list, and a doorbell check (a `futex_wake` only if
+    /// the owner is parked). No allocation.
     /// - Returns: false if coalesced with an already pending run.
     @discardableResult @inlinable
     public func schedule(after delay: Duration = .zero) -> Bool {
-        // The fence orders the caller's earlier writes before the state load:
-        // if we see PENDING and coalesce, the owner's later CAS
-        // PENDING -> RUNNING (sequentially consistent) comes after our load
-        // in the total order, so the body sees those writes. Without it x86
-        // may satisfy the load before our stores drain from the store buffer.
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
-        var s = state.load(ordering: .relaxed)
+        // An idempotent RMW with release ordering whose result decides:
+        // if it reads PENDING or RESCHED we coalesce, and the owner's
+        // acquiring CAS that starts the run reads from the release
+        // sequence this RMW heads (see the type's comment), so the body
+        // sees the caller's earlier writes. Not acquiring: the coalescing
+        // caller needs nothing from the owner.
+        var s = state.wrappingAdd(0, ordering: .releasing).oldValue
         let phase = s & KernelContinuation.phaseMask
         if phase == KernelContinuation.pending || phase == KernelContinuation.rescheduled { return false }
         return scheduleSlow(s: &s, delay: delay)

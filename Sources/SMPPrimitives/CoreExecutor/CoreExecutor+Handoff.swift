@@ -15,7 +15,8 @@ extension CoreExecutor {
             c.handoffNext = head
             // Release publishes handoffNext (and the state CAS before it) to
             // the owner's acquiring exchange; sequentially consistent so it
-            // also serves as the store half of the doorbell protocol.
+            // is also the store half of the doorbell protocol and of the
+            // Dekker pairing with `closed` below.
             let (ok, cur) = handoffHead.compareExchange(expected: head, desired: raw,
                                                         ordering: .sequentiallyConsistent)
             if ok { break }
@@ -41,12 +42,35 @@ extension CoreExecutor {
     /// - Returns: how many pending runs were cancelled.
     func releaseHandoffsAfterClose() -> Int {
         var cancelled = 0
-        var p = handoffHead.exchange(nil, ordering: .acquiring)
+        // Sequentially consistent, not only acquiring: this is the load
+        // half of a Dekker pairing with handOff (push, then load `closed`;
+        // collectLeftovers stores `closed`, then calls this). A pusher
+        // that read `closed` false precedes that store in the single total
+        // order S, and so does its push, which comes before its load; the
+        // store precedes this exchange in S (sequenced before it). Two
+        // sequentially consistent RMWs of one location are modification-
+        // ordered as in S, so this exchange takes the node. An acquiring
+        // exchange is outside S and could, in the model, precede the push
+        // in the modification order (x86's locked exchange hides that).
+        var p = handoffHead.exchange(nil, ordering: .sequentiallyConsistent)
         while let raw = p {
-            let c = Unmanaged<KernelContinuation>.fromOpaque(raw)
-            p = c._withUnsafeGuaranteedRef { $0.handoffNext }
-            if c._withUnsafeGuaranteedRef({ $0.cancel() }) { cancelled += 1 }
-            c.release()
+            let u = Unmanaged<KernelContinuation>.fromOpaque(raw)
+            let c = u._withUnsafeGuaranteedRef { $0 }
+            p = c.handoffNext
+            c.handoffNext = nil
+            // The executor thread has ended (joined before `closed` was
+            // set): its fields are ours. It may still hold its reference
+            // to a node it popped from the wheel but did not run because
+            // this newer hand-off was on its way (see runIfPending).
+            if c.ownerHoldsReference { dropOwnership(u) }
+            // Cancel and clear `queued` in one step (nothing runs any more:
+            // the phase is IDLE or PENDING), so that a later schedule
+            // pushes, and is released, again rather than staying pending.
+            // After the writes above: its release orders them before the
+            // next pusher's CAS.
+            let s = c.state.exchange(KernelContinuation.idle, ordering: .sequentiallyConsistent)
+            if s & KernelContinuation.phaseMask != KernelContinuation.idle { cancelled += 1 }
+            u.release()
         }
         return cancelled
     }
@@ -149,8 +173,11 @@ extension CoreExecutor {
                 dropOwnership(u)   // cancelled
                 return false
             }
-            // Sequentially consistent: pairs with the schedulers' fence
-            // (see KernelContinuation.schedule) so the body sees their writes.
+            // Acquiring (sequentially consistent): every schedule of this
+            // period was a release RMW of `state` (coalesced ones too, see
+            // KernelContinuation.schedule) and all later writes are RMWs,
+            // so this CAS reads from the release sequence each of them
+            // heads: their callers' earlier writes happen before the body.
             let (ok, cur) = c.state.compareExchange(expected: s, desired: KernelContinuation.running,
                                                     ordering: .sequentiallyConsistent)
             if ok { break }
