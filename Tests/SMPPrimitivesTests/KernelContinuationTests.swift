@@ -428,3 +428,202 @@ final class RelaxedInts: Sendable {
         #expect(seen[1] == 0, "the body read data older than a schedule that preceded its run")
     }
 }
+
+/// ``KernelContinuation/cancelAndWait()`` (NetBSD's callout_halt): when it
+/// returns, the body is not running and will not run. The body's writes
+/// are plain, so under ThreadSanitizer a return that is not ordered after
+/// the body's end is also reported as a race with the caller's writes.
+@Suite struct CancelAndWaitTests {
+    /// A body that sleeps `ms` on its executor, recording entry and exit;
+    /// it re-arms itself at its end when `rearm` is set.
+    final class SlowBody: @unchecked Sendable {
+        // @unchecked: `continuation` is set in init before any schedule;
+        // `touched` is plain on purpose (see the suite).
+        let flags = KAtomicInts(3)   // 0 entered, 1 exited, 2 runs
+        let touched = PlainInts(1)
+        private(set) var continuation: KernelContinuation!
+        init(on executor: CoreExecutor, ms: Int, rearm: Bool = false) {
+            continuation = KernelContinuation(on: executor) { [unowned self] in
+                self.flags.add(2)
+                self.flags[0] = 1
+                usleep(UInt32(ms * 1_000))
+                self.touched[0] += 1
+                if rearm { self.continuation.schedule() }
+                self.flags[1] = 1
+            }
+        }
+    }
+
+    /// Waits for `job` to set `done[0]` on another thread; meanwhile rings
+    /// `executor` now and then. A peer's wait parks until rung or until its
+    /// park times out: the rings keep this test's deadline independent of
+    /// that timeout.
+    func waitRinging(_ executor: CoreExecutor, _ done: KAtomicInts) -> Bool {
+        waitFor(seconds: 10) {
+            executor.wake()
+            return done[0] == 1
+        }
+    }
+
+    /// "running": the body runs when the call comes; "rescheduled": it was
+    /// also re-scheduled (the call withdraws that, and says so);
+    /// "rearming": the body re-arms itself while the call waits (withdrawn,
+    /// not counted: nothing was pending when the call began).
+    @Test(arguments: ["running", "rescheduled", "rearming"])
+    func fromAForeignThreadWaitsForTheRunningBody(_ state: String) {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let slow = SlowBody(on: group.executor(for: 1), ms: 50, rearm: state == "rearming")
+        let c = slow.continuation!
+        #expect(c.schedule())
+        #expect(waitFor { slow.flags[0] == 1 })
+        if state == "rescheduled" { #expect(c.schedule()) }    // RUNNING -> RESCHEDULED
+        let t0 = monotonicNanoseconds()
+        #expect(c.cancelAndWait() == (state == "rescheduled"))
+        #expect(slow.flags[1] == 1, "returned while the body was still running")
+        #expect(monotonicNanoseconds() - t0 < 5_000_000_000)
+        slow.touched[0] += 1                        // ours now (TSan checks the order)
+        usleep(100_000)
+        #expect(slow.flags[2] == 1, "the body ran again after cancelAndWait")
+        #expect(!c.isPending)
+    }
+
+    @Test func cancelsAPendingRunWithoutWaiting() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let slow = SlowBody(on: group.executor(for: 1), ms: 0)
+        let c = slow.continuation!
+        #expect(!c.cancelAndWait())                 // idle: nothing to withdraw
+        #expect(c.schedule(after: .milliseconds(50)))
+        let t0 = monotonicNanoseconds()
+        #expect(c.cancelAndWait())
+        #expect(monotonicNanoseconds() - t0 < 1_000_000_000)
+        usleep(100_000)
+        #expect(slow.flags[2] == 0, "a cancelled run ran")
+        #expect(!c.isPending)
+        // Usable again afterwards.
+        #expect(c.schedule())
+        #expect(waitFor { slow.flags[2] == 1 })
+    }
+
+    @Test func fromInsideTheBodyReturnsAtOnce() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let result = KAtomicInts(4)  // 0 runs, 1 withdrew the re-arm, 2 ns taken, 3 done
+        let box = SelfRef()
+        box.continuation = KernelContinuation(on: group.executor(for: 0)) {
+            let c = box.continuation!
+            guard result.add(0) == 1 else { return }   // must not run again
+            c.schedule()                                // re-arm ...
+            let t0 = monotonicNanoseconds()
+            if c.cancelAndWait() { result[1] = 1 }      // ... and halt from inside
+            result[2] = monotonicNanoseconds() - t0
+            result[3] = 1
+        }
+        #expect(box.continuation.schedule())
+        #expect(waitFor(seconds: 5) { result[3] == 1 })
+        #expect(result[1] == 1, "the body's re-arm was not withdrawn")
+        #expect(result[2] < 100_000_000, "cancelAndWait from the body waited")
+        usleep(100_000)
+        #expect(result[0] == 1, "the body ran again")
+        #expect(!box.continuation.isPending)
+        box.continuation = nil
+    }
+
+    @Test func fromAPeerExecutorWaitsDraining() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let slow = SlowBody(on: group.executor(for: 0), ms: 200)
+        let c = slow.continuation!
+        let peer = group.executor(for: 1)
+        #expect(c.schedule())
+        #expect(waitFor { slow.flags[0] == 1 })
+        #expect(c.schedule())                       // RUNNING -> RESCHEDULED
+        let result = KAtomicInts(3)   // 0 done, 1 cancelled, 2 exited at return
+        let handled = KAtomicInts(1)
+        peer.execute {
+            if c.cancelAndWait() { result[1] = 1 }
+            result[2] = slow.flags[1]
+            slow.touched[0] += 1
+            result[0] = 1
+        }
+        // While it waits, the peer keeps handling its own foreign jobs
+        // (1: handled while the body still ran).
+        usleep(10_000)
+        peer.execute { handled[0] = slow.flags[1] == 0 ? 1 : 2 }
+        #expect(waitRinging(peer, result))
+        #expect(result[1] == 1)
+        #expect(result[2] == 1, "returned while the body was still running")
+        #expect(handled[0] == 1, "the waiting peer did not handle its foreign jobs")
+        usleep(100_000)
+        #expect(slow.flags[2] == 1, "the body ran again after cancelAndWait")
+    }
+}
+
+/// A mutable reference to a continuation, for a body that refers to its
+/// own continuation. Set before the first schedule, cleared after the
+/// last run (breaking the cycle).
+final class SelfRef: @unchecked Sendable {
+    // @unchecked: written before the first schedule (whose release
+    // publishes it) and after the last run (ordered by the test's waits).
+    var continuation: KernelContinuation!
+}
+
+/// cancelAndWait against runs that start, re-arm and end at random points:
+/// after every call the body is not running and does not run again until
+/// the test schedules it; the memory it touches is then the caller's
+/// (under ThreadSanitizer, plain accesses check the ordering).
+@Suite struct CancelAndWaitStressTests {
+    @Test(arguments: ["foreign", "peer"])
+    func haltRacesRunsAndReArms(from caller: String) {
+        let rounds = runningUnderTSan ? 300 : 2_000
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let flags = KAtomicInts(3)   // 0 in body, 1 runs, 2 violations
+        let touched = PlainInts(1)
+        let rearm = RelaxedInts(1)
+        let box = SelfRef()
+        box.continuation = KernelContinuation(on: group.executor(for: 0)) {
+            if flags.add(0) != 1 { flags.add(2) }
+            flags.add(1)
+            touched[0] += 1
+            for _ in 0..<Int.random(in: 0..<200) { spinLoopHint() }
+            if rearm[0] != 0 { box.continuation.schedule() }
+            flags.add(0, -1)
+        }
+        let c = box.continuation!
+        let work: @Sendable () -> Int = {
+            var violations = 0
+            var rng = SystemRandomNumberGenerator()
+            for round in 0..<rounds {
+                rearm[0] = round % 3 == 0 ? 1 : 0
+                c.schedule(after: .milliseconds(Int.random(in: 0...1, using: &rng)))
+                for _ in 0..<Int.random(in: 0..<2_000, using: &rng) { spinLoopHint() }
+                c.cancelAndWait()
+                if flags[0] != 0 { violations += 1 }
+                let runs = flags[1]
+                touched[0] += 1   // the body's memory is ours now
+                for _ in 0..<200 { spinLoopHint() }
+                if flags[1] != runs || c.isPending { violations += 1 }
+            }
+            return violations
+        }
+        let violations: Int
+        if caller == "peer" {
+            let result = KAtomicInts(2)   // 0 done, 1 violations
+            group.executor(for: 1).execute {
+                result[1] = work()
+                result[0] = 1
+            }
+            // Rings, as in CancelAndWaitTests.waitRinging.
+            #expect(waitFor(seconds: 60) { group.executor(for: 1).wake(); return result[0] == 1 })
+            violations = result[1]
+        } else {
+            violations = work()
+        }
+        #expect(violations == 0, "a body ran, or was running, after cancelAndWait returned")
+        #expect(flags[2] == 0, "the body ran concurrently with itself")
+        #expect(flags[1] > 0)
+        box.continuation = nil
+    }
+}

@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 
 /// A kernel continuation (NetBSD kcont): a piece of work bound to one
@@ -5,7 +6,9 @@ import Synchronization
 ///
 /// - ``schedule(after:)`` makes it pending; scheduling a pending
 ///   continuation coalesces (returns false, it still runs once).
-/// - ``cancel()`` withdraws a pending run.
+/// - ``cancel()`` withdraws a pending run; ``cancelAndWait()`` also waits
+///   until the body is not running (NetBSD's callout_halt(9)), so that its
+///   owner may free what the body touches.
 /// - Guarantee: a continuation scheduled at least once runs at least once
 ///   *after* its last schedule (and sees the memory effects that preceded
 ///   that schedule), unless cancelled afterwards.
@@ -16,15 +19,16 @@ import Synchronization
 ///
 /// ## State machine
 ///
-/// One atomic word: bits 0-1 phase, bit 2 `queued`, bits 3... the delay in
-/// milliseconds of the pending run.
+/// One atomic word: bits 0-1 phase, bit 2 `queued`, bit 3 `halting`, bits
+/// 4... the delay in milliseconds of the pending run.
 ///
 /// ```
 ///  phase      schedule (any thread)          cancel (any thread)     owner (executor)
 ///  IDLE       -> PENDING(d), push if !queued   no-op, false            -
 ///  PENDING    coalesced, false                -> IDLE, true           expiry & !queued: -> RUNNING, run
 ///  RUNNING    -> RESCHED(d), true             no-op, false            after body: -> IDLE
-///  RESCHED    coalesced, false                -> RUNNING, true        after body: -> PENDING(d), re-file
+///  RESCHED    coalesced, false                -> RUNNING, true        after body: -> PENDING(d), re-file;
+///                                                                     if halting: -> IDLE
 /// ```
 /// `queued` is set by the scheduler that pushes the continuation onto the
 /// owner's hand-off list (only when it was clear: a node is never on the
@@ -32,6 +36,13 @@ import Synchronization
 /// files it by the phase it reads in the same atomic step (PENDING: re-file
 /// at now + d; IDLE: cancelled, unfile). The wheel never fires a node whose
 /// `queued` bit is set: a newer schedule is on its way and re-files it.
+/// A running continuation is never `queued`.
+///
+/// `halting` is set only on a running body, by ``cancelAndWait()`` (with
+/// a CAS: RUNNING -> RUNNING + halting, RESCHED -> RUNNING + halting, the
+/// latter withdrawing the re-schedule), kept by schedule and cancel, and
+/// cleared by the owner's CAS that ends the run, which then goes to IDLE
+/// even from RESCHED: a body that re-arms itself cannot outrun the wait.
 ///
 /// Memory ordering (the C++/Swift model). Every write to `state` is a
 /// read-modify-write (CAS, fetch-and, exchange, or the coalesced path's
@@ -55,10 +66,13 @@ import Synchronization
 ///   runs before wrote).
 /// - owner: PENDING -> RUNNING acquires (above); RUNNING -> IDLE and
 ///   RESCHED -> PENDING release the body's effects to whatever acquires a
-///   later value (the next scheduler's CAS).
+///   later value (a scheduler's CAS, ``cancelAndWait()``'s final load).
 ///   All are sequentially consistent CASes.
-/// - cancel: a sequentially consistent CAS; exactly one of a cancel and
-///   the owner's CAS PENDING -> RUNNING wins.
+/// - cancel, and cancelAndWait's marking: sequentially consistent CASes;
+///   exactly one of a cancel and the owner's CAS PENDING -> RUNNING wins.
+///   cancelAndWait returns after an acquiring load reads IDLE: that value
+///   is in the release sequence of the owner's CAS that ended the last
+///   run, so every run happens before the return.
 /// - hand-off: the pusher writes `handoffNext`, then publishes it with a
 ///   releasing (sequentially consistent) CAS of the executor's list head;
 ///   the owner takes the list with an acquiring exchange, reads and clears
@@ -86,17 +100,24 @@ import Synchronization
 ///   owner re-files it at the back of the expired list (delay 0) or in a
 ///   slot, and the current pass, which runs only what was due when it
 ///   began, does not run it again.
+/// - cancelAndWait racing the end of a run: either its mark lands first
+///   (the owner's CAS fails, reloads and ends in IDLE) or the owner's CAS
+///   does (IDLE, or PENDING after a re-schedule, which the waiter then
+///   cancels like any pending run); either way it waits for IDLE.
 ///
 /// Lifetime: each push onto the hand-off list carries a retain; the owner
 /// keeps one reference while the node is filed or queued and releases it
 /// when the continuation goes idle. Nothing is allocated per schedule.
 ///
-/// Concurrency contract: `schedule` and `cancel` from any thread; the body
-/// runs on the executor's thread, never concurrently with itself.
+/// Concurrency contract: `schedule`, `cancel` and `cancelAndWait` from any
+/// thread (`cancelAndWait` with the limits it states); the body runs on
+/// the executor's thread, never concurrently with itself.
 public final class KernelContinuation: @unchecked Sendable {
     // @unchecked: the `@exclusivity(unchecked)` fields below are owned by the
-    // executor thread (links) or handed over through the release/acquire of
-    // the hand-off list (handoffNext); `state` is atomic.
+    // executor thread (links, ownerHoldsReference; after that thread ended,
+    // by whoever empties the closed hand-off list) or handed over through
+    // the release/acquire of the hand-off list (handoffNext); `state` is
+    // atomic.
 
     @usableFromInline static let phaseMask = 3
     @usableFromInline static let idle = 0
@@ -104,7 +125,10 @@ public final class KernelContinuation: @unchecked Sendable {
     @usableFromInline static let running = 2
     @usableFromInline static let rescheduled = 3
     @usableFromInline static let queued = 4
-    @usableFromInline static let delayShift = 3
+    @usableFromInline static let halting = 8
+    /// The bits a phase change keeps.
+    @usableFromInline static let flagBits = queued | halting
+    @usableFromInline static let delayShift = 4
 
     /// The executor whose thread runs the body.
     public let executor: CoreExecutor
@@ -195,7 +219,7 @@ public final class KernelContinuation: @unchecked Sendable {
                 }
                 return true
             default: // running
-                let new = KernelContinuation.rescheduled | (s & KernelContinuation.queued) | (d << KernelContinuation.delayShift)
+                let new = KernelContinuation.rescheduled | (s & KernelContinuation.flagBits) | (d << KernelContinuation.delayShift)
                 let (ok, cur) = state.compareExchange(expected: s, desired: new,
                                                       ordering: .sequentiallyConsistent)
                 guard ok else { s = cur; continue }
@@ -204,7 +228,8 @@ public final class KernelContinuation: @unchecked Sendable {
         }
     }
 
-    /// Withdraws a pending run. Any thread. A body already running finishes.
+    /// Withdraws a pending run. Any thread. A body already running finishes
+    /// (use ``cancelAndWait()`` to wait for it). One CAS.
     /// - Returns: true if a pending run was cancelled.
     @discardableResult
     public func cancel() -> Bool {
@@ -212,12 +237,114 @@ public final class KernelContinuation: @unchecked Sendable {
         while true {
             let new: Int
             switch s & KernelContinuation.phaseMask {
-            case KernelContinuation.pending: new = KernelContinuation.idle | (s & KernelContinuation.queued)
-            case KernelContinuation.rescheduled: new = KernelContinuation.running | (s & KernelContinuation.queued)
+            case KernelContinuation.pending: new = KernelContinuation.idle | (s & KernelContinuation.flagBits)
+            case KernelContinuation.rescheduled: new = KernelContinuation.running | (s & KernelContinuation.flagBits)
             default: return false
             }
             let (ok, cur) = state.compareExchange(expected: s, desired: new, ordering: .sequentiallyConsistent)
             if ok { return true }
+            s = cur
+        }
+    }
+
+    /// Withdraws a pending run and waits until the body is not running, so
+    /// that when it returns the body neither runs nor will run and its
+    /// owner may free what the body touches (NetBSD's callout_halt(9)).
+    ///
+    /// A re-schedule that the running body makes while the call waits (a
+    /// timer that re-arms itself) is withdrawn too: the call marks the
+    /// running body `halting`, and its executor then ends the run in IDLE
+    /// whatever the body scheduled. Every run of the body happens before
+    /// the return (the final load acquires the owner's release at the end
+    /// of the last run).
+    ///
+    /// Contract: the caller must first stop everything else that schedules
+    /// this continuation (as callout_halt's caller must stop re-arming it).
+    /// A ``schedule(after:)`` from another thread that races with the call
+    /// may be withdrawn, or may survive it: its run can then start after
+    /// the return. The caller must not hold a lock the body takes (NetBSD
+    /// passes such a lock to callout_halt as its interlock; there is none
+    /// here), and two bodies that halt each other's continuations from
+    /// different executors wait for each other forever.
+    ///
+    /// From where, and what it costs:
+    /// - A foreign thread: one CAS; while the body runs, one more CAS to
+    ///   mark it, then a brief spin, then `sched_yield`, then sleeps of
+    ///   50 µs growing to 1 ms. A QSBR-registered, online caller goes
+    ///   offline while it waits (the body may wait for a grace period); it
+    ///   must not be inside an RCU read section of any flavour.
+    /// - Another executor (of the same group or another): it waits as a
+    ///   synchronous `call` does, handling its own incoming messages and
+    ///   foreign jobs, so a body that calls into the waiting executor
+    ///   cannot deadlock with it.
+    /// - The continuation's own executor, outside the body: the body cannot
+    ///   be running there; one CAS, no wait.
+    /// - Inside the body (or a message handler nested in it, e.g. while
+    ///   the body waits for a `call`): it withdraws a re-schedule the body
+    ///   made and returns at once. It cannot wait for the run it is part
+    ///   of, which finishes after it returns; NetBSD's callout_halt does
+    ///   not wait either when a callout halts itself from its own handler.
+    /// - Returns: true if a run was pending when the call began and was
+    ///   withdrawn (as ``cancel()`` returns); re-schedules withdrawn while
+    ///   it waits are not counted.
+    @discardableResult
+    public func cancelAndWait() -> Bool {
+        let cancelled = cancel()
+        if executor.isCurrent {
+            // On the owner's thread a RUNNING body is our own caller.
+            return cancelled
+        }
+        if let waiter = CoreExecutor.current {
+            waiter.waitDraining { haltSettled() }
+            return cancelled
+        }
+        QSBR.withThreadOffline {
+            var spins = 0
+            while !haltSettled() {
+                spins += 1
+                if spins < KernelContinuation.haltSpins {
+                    spinLoopHint()
+                } else if spins < 2 * KernelContinuation.haltSpins {
+                    sched_yield()
+                } else {
+                    // 50, 100, 200, ... µs, at most 1 ms: a body that runs
+                    // long is noticed at most a millisecond late.
+                    let step = min(spins - 2 * KernelContinuation.haltSpins, 5)
+                    usleep(UInt32(min(50 << step, 1_000)))
+                }
+            }
+        }
+        return cancelled
+    }
+
+    /// Passes of the busy phases of a foreign ``cancelAndWait()`` wait.
+    static let haltSpins = 64
+
+    /// One step of ``cancelAndWait()``'s wait: true once the body is neither
+    /// running nor pending. A running body is marked `halting` (its owner
+    /// then withdraws any re-schedule when the run ends, so a body that
+    /// re-arms itself cannot outrun the wait); a pending run found here
+    /// (re-armed before the mark, or a racing schedule) is withdrawn.
+    /// Acquiring: when it returns true, every run of the body happens
+    /// before (the owner's CAS that ended the last run heads a release
+    /// sequence this load reads from).
+    private func haltSettled() -> Bool {
+        var s = state.load(ordering: .acquiring)
+        while true {
+            let new: Int
+            switch s & KernelContinuation.phaseMask {
+            case KernelContinuation.idle:
+                return true
+            case KernelContinuation.running:
+                if s & KernelContinuation.halting != 0 { return false }
+                new = s | KernelContinuation.halting
+            case KernelContinuation.rescheduled:
+                new = KernelContinuation.running | KernelContinuation.halting | (s & KernelContinuation.queued)
+            default: // pending
+                new = KernelContinuation.idle | (s & KernelContinuation.queued)
+            }
+            let (ok, cur) = state.compareExchange(expected: s, desired: new, ordering: .sequentiallyConsistent)
+            if ok { return false }   // look again (the next look may settle)
             s = cur
         }
     }

@@ -184,27 +184,32 @@ extension CoreExecutor {
             s = cur
         }
         c.body()
+        // After the body: IDLE, unless it was re-scheduled meanwhile
+        // (RESCHED: back to PENDING and re-filed, behind this pass) and no
+        // cancelAndWait is waiting for the run to end (`halting`: IDLE all
+        // the same, withdrawing the re-schedule; the bit goes with it). A
+        // failed CAS means a schedule, cancel or halt mark came in: decide
+        // again. Releasing (sequentially consistent): the body's effects
+        // happen before whatever acquires a later value of `state` (the
+        // next scheduler's CAS, cancelAndWait's final load). A running
+        // continuation is never `queued` (only IDLE -> PENDING pushes).
         s = KernelContinuation.running
         while true {
-            let (ok, cur) = c.state.compareExchange(expected: s, desired: KernelContinuation.idle,
-                                                    ordering: .sequentiallyConsistent)
+            assert(s & KernelContinuation.queued == 0, "a running continuation was queued")
+            let refile = s & KernelContinuation.phaseMask == KernelContinuation.rescheduled
+                && s & KernelContinuation.halting == 0
+            let d = s >> KernelContinuation.delayShift
+            let new = refile ? KernelContinuation.pending | (d << KernelContinuation.delayShift) : KernelContinuation.idle
+            let (ok, cur) = c.state.compareExchange(expected: s, desired: new, ordering: .sequentiallyConsistent)
             if ok {
-                dropOwnership(u)
+                if refile {
+                    wheel.insert(u, expires: wheel.currentTick + d)
+                } else {
+                    dropOwnership(u)
+                }
                 return true
             }
             s = cur
-            if s & KernelContinuation.phaseMask == KernelContinuation.rescheduled {
-                let d = s >> KernelContinuation.delayShift
-                let new = KernelContinuation.pending | (s & KernelContinuation.queued) | (d << KernelContinuation.delayShift)
-                let (ok2, cur2) = c.state.compareExchange(expected: s, desired: new,
-                                                          ordering: .sequentiallyConsistent)
-                if ok2 {
-                    wheel.insert(u, expires: wheel.currentTick + d)
-                    return true
-                }
-                s = cur2
-            }
-            // else: a cancel moved RESCHED back to RUNNING; retry.
         }
     }
 }
