@@ -154,6 +154,39 @@ func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
         #expect(wheel.count == 0)
     }
 
+    /// The expired list is FIFO and counted: an entry filed with no delay
+    /// while the owner works through the list joins its back, so a pass
+    /// bounded by the count it read at its start does not reach it.
+    @Test func expiredListIsCountedAndFIFO() {
+        let group = CoreExecutorGroup(count: 1)
+        defer { group.shutdown() }
+        let wheel = TimerWheel(now: 500)
+        let nodes = (0..<4).map { _ in KernelContinuation(on: group.executor(for: 0)) {} }
+        let u = nodes.map { Unmanaged.passUnretained($0) }
+        wheel.insert(u[0], expires: 502)
+        wheel.insert(u[1], expires: 501)
+        wheel.insert(u[2], expires: 503)
+        wheel.advance(to: 503)
+        #expect(wheel.expiredCount == 3 && wheel.count == 0)
+        var due = wheel.expiredCount
+        var order: [Int] = []
+        while due > 0, let n = wheel.popExpired() {
+            due -= 1
+            let i = u.firstIndex { $0.toOpaque() == n.toOpaque() }!
+            order.append(i)
+            if i == 1 {
+                wheel.insert(n, expires: wheel.currentTick)       // re-filed with no delay
+                wheel.insert(u[3], expires: wheel.currentTick - 1) // already late
+            }
+        }
+        #expect(order == [1, 0, 2])
+        #expect(wheel.expiredCount == 2)
+        #expect(wheel.remove(u[1]) == false)   // off the expired list, not a slot
+        #expect(wheel.expiredCount == 1)
+        #expect(wheel.popExpired()?.toOpaque() == u[3].toOpaque())
+        #expect(wheel.popExpired() == nil && wheel.expiredCount == 0 && !wheel.hasExpired)
+    }
+
     /// Continuations scheduled, cancelled and rescheduled from several
     /// threads; after a final round of schedules every continuation must
     /// run at least once after its last schedule, observing the counter
@@ -204,5 +237,393 @@ func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
             #expect(ok, "some continuation did not run after its last schedule")
             #expect(runs[0] >= items)
         }
+    }
+}
+
+/// A continuation whose body re-schedules itself with no delay, over and
+/// over, until ``stop()``: a timer that re-arms itself at once. Every test
+/// stops it once it has made its observation (or timed out), so a broken
+/// executor is reported by `#expect`, and cleanup still works.
+final class SelfRescheduler: @unchecked Sendable {
+    // @unchecked: `continuation` is set in init, before the first
+    // schedule (whose release publishes it to the body), and never changes.
+    let runs = Atomic<Int>(0)
+    private let stopped = Atomic<Bool>(false)
+    private(set) var continuation: KernelContinuation!
+
+    init(on executor: CoreExecutor) {
+        continuation = KernelContinuation(on: executor) { [unowned self] in
+            self.runs.add(1, ordering: .relaxed)
+            if !self.stopped.load(ordering: .relaxed) { self.continuation.schedule() }
+        }
+    }
+
+    func start() { continuation.schedule() }
+
+    /// Stops re-scheduling and waits (bounded) until no run is pending.
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        _ = waitFor(seconds: 10) { !continuation.isPending }
+    }
+
+    var runCount: Int { runs.load(ordering: .relaxed) }
+}
+
+/// A body that re-schedules itself with no delay must run on a later loop
+/// pass, not in the same one: the executor must keep draining its
+/// mailboxes, reporting QSBR quiescent states and honouring shutdown.
+@Suite struct SelfReschedulingContinuationTests {
+    @Test func mailboxesAndForeignJobsStillDrain() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let exe = group.executor(for: 0)
+        let spinner = SelfRescheduler(on: exe)
+        defer { spinner.stop() }
+        spinner.start()
+        #expect(waitFor(seconds: 5) { spinner.runCount >= 100 }, "the body does not re-run")
+        let passes = exe.statistics.loopPasses
+        let ran = KAtomicInts(2)
+        exe.execute { ran.add(0) }                                 // a foreign thread's job
+        group.executor(for: 1).execute { exe.execute { ran.add(1) } } // a peer's, through the ring
+        #expect(waitFor(seconds: 5) { ran[0] == 1 }, "a foreign job did not run while the body re-schedules itself")
+        #expect(waitFor(seconds: 5) { ran[1] == 1 }, "a peer's message was not handled while the body re-schedules itself")
+        #expect(waitFor(seconds: 5) { exe.statistics.loopPasses > passes + 10 }, "the loop does not pass")
+    }
+
+    @Test func gracePeriodsComplete() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let spinner = SelfRescheduler(on: group.executor(for: 0))
+        defer { spinner.stop() }
+        spinner.start()
+        #expect(waitFor(seconds: 5) { spinner.runCount >= 100 }, "the body does not re-run")
+        let done = KAtomicInts(2)
+        let waiter = PinnedThread { QSBR.synchronize(); done[0] = 1 }
+        QSBR.afterGracePeriod { done[1] = 1 }
+        #expect(waitFor(seconds: 5) { done[0] == 1 }, "QSBR.synchronize() stalls")
+        #expect(waitFor(seconds: 5) { done[1] == 1 }, "QSBR.afterGracePeriod stalls")
+        spinner.stop()
+        waiter.join()
+        #expect(waitFor(seconds: 10) { done[1] == 1 })
+    }
+
+    @Test func shutdownReturnsAndCancelsTheReschedule() {
+        let group = CoreExecutorGroup(count: 2)
+        let spinner = SelfRescheduler(on: group.executor(for: 0))
+        spinner.start()
+        #expect(waitFor(seconds: 5) { spinner.runCount >= 100 }, "the body does not re-run")
+        let done = KAtomicInts(1)
+        let stopper = PinnedThread { () -> CoreExecutorShutdownReport in
+            let report = group.shutdown()
+            done[0] = 1
+            return report
+        }
+        let returned = waitFor(seconds: 5) { done[0] == 1 }
+        #expect(returned, "shutdown does not return while a body re-schedules itself")
+        spinner.stop()
+        let report = stopper.join()
+        if returned {
+            // The re-schedule made by the body's last run (at shutdown) is
+            // cancelled and reported.
+            #expect(report.continuationsCancelled == 1)
+            #expect(!spinner.continuation.isPending)
+        }
+    }
+}
+
+/// Plain (non-atomic) integers that test threads share on purpose: each
+/// test orders its accesses only through the primitive under test, so that
+/// ThreadSanitizer checks that the primitive does order them.
+final class PlainInts: @unchecked Sendable {
+    // @unchecked: deliberately unsynchronized (see above).
+    let base: UnsafeMutablePointer<Int>
+    let count: Int
+    init(_ count: Int) {
+        self.count = count
+        base = .allocate(capacity: count)
+        base.initialize(repeating: 0, count: count)
+    }
+    deinit { base.deallocate() }
+    subscript(i: Int) -> Int {
+        get { base[i] }
+        set { base[i] = newValue }
+    }
+}
+
+/// Atomic integers accessed with relaxed ordering only: signals that must
+/// create no happens-before (unlike ``KAtomicInts``' release/acquire, whose
+/// storage they use).
+final class RelaxedInts: Sendable {
+    let storage: KAtomicInts
+    init(_ count: Int) { storage = KAtomicInts(count) }
+    subscript(i: Int) -> Int {
+        get { storage.base[i].load(ordering: .relaxed) }
+        set { storage.base[i].store(newValue, ordering: .relaxed) }
+    }
+}
+
+/// The guarantee "the body sees the writes that preceded a schedule" for a
+/// schedule that coalesces, checked in the memory model rather than on x86:
+/// several threads write plain memory and then schedule a continuation
+/// that is certainly pending (its executor is held, or its body is held
+/// with a re-schedule already made), so every one of those schedules
+/// coalesces; then the body reads the memory. Nothing but the schedules
+/// orders the writers before the body (the executor is held and released
+/// through relaxed atomics), so under ThreadSanitizer, which tracks
+/// happens-before and ignores fences, a coalesced path that performs no
+/// release operation is reported as a data race.
+@Suite struct CoalescedScheduleOrderingTests {
+    @Test(arguments: ["pending", "rescheduled"])
+    func coalescedScheduleOrdersTheCallersWritesBeforeTheBody(phase: String) {
+        let writers = 4
+        let rounds = runningUnderTSan ? 20 : 200
+        let holdInBody = phase == "rescheduled"
+        let group = CoreExecutorGroup(count: 1)
+        defer { group.shutdown() }
+        let exe = group.executor(for: 0)
+        let data = PlainInts(writers)
+        let bodyRuns = PlainInts(1)   // touched by the body only
+        let gate = RelaxedInts(2)     // [0] the round held, [1] the round released
+        let seen = KAtomicInts(2)     // [0] the round the body read, [1] stale reads
+        let coalesced = KAtomicInts(1)
+        let c = KernelContinuation(on: exe) {
+            bodyRuns[0] += 1
+            let n = bodyRuns[0]
+            if holdInBody && n % 2 == 1 {
+                // The first run of a round: hold the body (RUNNING) while
+                // the test re-schedules it and the writers coalesce.
+                let r = (n + 1) / 2
+                gate[0] = r
+                while gate[1] != r { spinLoopHint() }
+                return
+            }
+            let r = holdInBody ? n / 2 : n
+            for w in 0..<writers where data[w] != r { seen.add(1) }
+            seen[0] = r
+        }
+        for r in 1...rounds {
+            if holdInBody {
+                #expect(c.schedule())                     // IDLE -> PENDING
+                #expect(waitFor { gate[0] == r })         // now RUNNING, held
+                #expect(c.schedule())                     // RUNNING -> RESCHEDULED
+            } else {
+                exe.execute {
+                    gate[0] = r
+                    while gate[1] != r { spinLoopHint() }
+                }
+                #expect(waitFor { gate[0] == r })         // the executor is held
+                #expect(c.schedule())                     // IDLE -> PENDING
+            }
+            let threads = (0..<writers).map { w in
+                PinnedThread(cpu: w) {
+                    data[w] = r
+                    if !c.schedule() { coalesced.add(0) }
+                }
+            }
+            for t in threads { t.join() }
+            gate[1] = r
+            #expect(waitFor { seen[0] == r }, "round \(r): the body did not run")
+        }
+        #expect(coalesced[0] == writers * rounds)
+        #expect(seen[1] == 0, "the body read data older than a schedule that preceded its run")
+    }
+}
+
+/// ``KernelContinuation/cancelAndWait()`` (NetBSD's callout_halt): when it
+/// returns, the body is not running and will not run. The body's writes
+/// are plain, so under ThreadSanitizer a return that is not ordered after
+/// the body's end is also reported as a race with the caller's writes.
+@Suite struct CancelAndWaitTests {
+    /// A body that sleeps `ms` on its executor, recording entry and exit;
+    /// it re-arms itself at its end when `rearm` is set.
+    final class SlowBody: @unchecked Sendable {
+        // @unchecked: `continuation` is set in init before any schedule;
+        // `touched` is plain on purpose (see the suite).
+        let flags = KAtomicInts(3)   // 0 entered, 1 exited, 2 runs
+        let touched = PlainInts(1)
+        private(set) var continuation: KernelContinuation!
+        init(on executor: CoreExecutor, ms: Int, rearm: Bool = false) {
+            continuation = KernelContinuation(on: executor) { [unowned self] in
+                self.flags.add(2)
+                self.flags[0] = 1
+                usleep(UInt32(ms * 1_000))
+                self.touched[0] += 1
+                if rearm { self.continuation.schedule() }
+                self.flags[1] = 1
+            }
+        }
+    }
+
+    /// Waits for `job` to set `done[0]` on another thread; meanwhile rings
+    /// `executor` now and then. A peer's wait parks until rung or until its
+    /// park times out: the rings keep this test's deadline independent of
+    /// that timeout.
+    func waitRinging(_ executor: CoreExecutor, _ done: KAtomicInts) -> Bool {
+        waitFor(seconds: 10) {
+            executor.wake()
+            return done[0] == 1
+        }
+    }
+
+    /// "running": the body runs when the call comes; "rescheduled": it was
+    /// also re-scheduled (the call withdraws that, and says so);
+    /// "rearming": the body re-arms itself while the call waits (withdrawn,
+    /// not counted: nothing was pending when the call began).
+    @Test(arguments: ["running", "rescheduled", "rearming"])
+    func fromAForeignThreadWaitsForTheRunningBody(_ state: String) {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let slow = SlowBody(on: group.executor(for: 1), ms: 50, rearm: state == "rearming")
+        let c = slow.continuation!
+        #expect(c.schedule())
+        #expect(waitFor { slow.flags[0] == 1 })
+        if state == "rescheduled" { #expect(c.schedule()) }    // RUNNING -> RESCHEDULED
+        let t0 = monotonicNanoseconds()
+        #expect(c.cancelAndWait() == (state == "rescheduled"))
+        #expect(slow.flags[1] == 1, "returned while the body was still running")
+        #expect(monotonicNanoseconds() - t0 < 5_000_000_000)
+        slow.touched[0] += 1                        // ours now (TSan checks the order)
+        usleep(100_000)
+        #expect(slow.flags[2] == 1, "the body ran again after cancelAndWait")
+        #expect(!c.isPending)
+    }
+
+    @Test func cancelsAPendingRunWithoutWaiting() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let slow = SlowBody(on: group.executor(for: 1), ms: 0)
+        let c = slow.continuation!
+        #expect(!c.cancelAndWait())                 // idle: nothing to withdraw
+        #expect(c.schedule(after: .milliseconds(50)))
+        let t0 = monotonicNanoseconds()
+        #expect(c.cancelAndWait())
+        #expect(monotonicNanoseconds() - t0 < 1_000_000_000)
+        usleep(100_000)
+        #expect(slow.flags[2] == 0, "a cancelled run ran")
+        #expect(!c.isPending)
+        // Usable again afterwards.
+        #expect(c.schedule())
+        #expect(waitFor { slow.flags[2] == 1 })
+    }
+
+    @Test func fromInsideTheBodyReturnsAtOnce() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let result = KAtomicInts(4)  // 0 runs, 1 withdrew the re-arm, 2 ns taken, 3 done
+        let box = SelfRef()
+        box.continuation = KernelContinuation(on: group.executor(for: 0)) {
+            let c = box.continuation!
+            guard result.add(0) == 1 else { return }   // must not run again
+            c.schedule()                                // re-arm ...
+            let t0 = monotonicNanoseconds()
+            if c.cancelAndWait() { result[1] = 1 }      // ... and halt from inside
+            result[2] = monotonicNanoseconds() - t0
+            result[3] = 1
+        }
+        #expect(box.continuation.schedule())
+        #expect(waitFor(seconds: 5) { result[3] == 1 })
+        #expect(result[1] == 1, "the body's re-arm was not withdrawn")
+        #expect(result[2] < 100_000_000, "cancelAndWait from the body waited")
+        usleep(100_000)
+        #expect(result[0] == 1, "the body ran again")
+        #expect(!box.continuation.isPending)
+        box.continuation = nil
+    }
+
+    @Test func fromAPeerExecutorWaitsDraining() {
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let slow = SlowBody(on: group.executor(for: 0), ms: 200)
+        let c = slow.continuation!
+        let peer = group.executor(for: 1)
+        #expect(c.schedule())
+        #expect(waitFor { slow.flags[0] == 1 })
+        #expect(c.schedule())                       // RUNNING -> RESCHEDULED
+        let result = KAtomicInts(3)   // 0 done, 1 cancelled, 2 exited at return
+        let handled = KAtomicInts(1)
+        peer.execute {
+            if c.cancelAndWait() { result[1] = 1 }
+            result[2] = slow.flags[1]
+            slow.touched[0] += 1
+            result[0] = 1
+        }
+        // While it waits, the peer keeps handling its own foreign jobs
+        // (1: handled while the body still ran).
+        usleep(10_000)
+        peer.execute { handled[0] = slow.flags[1] == 0 ? 1 : 2 }
+        #expect(waitRinging(peer, result))
+        #expect(result[1] == 1)
+        #expect(result[2] == 1, "returned while the body was still running")
+        #expect(handled[0] == 1, "the waiting peer did not handle its foreign jobs")
+        usleep(100_000)
+        #expect(slow.flags[2] == 1, "the body ran again after cancelAndWait")
+    }
+}
+
+/// A mutable reference to a continuation, for a body that refers to its
+/// own continuation. Set before the first schedule, cleared after the
+/// last run (breaking the cycle).
+final class SelfRef: @unchecked Sendable {
+    // @unchecked: written before the first schedule (whose release
+    // publishes it) and after the last run (ordered by the test's waits).
+    var continuation: KernelContinuation!
+}
+
+/// cancelAndWait against runs that start, re-arm and end at random points:
+/// after every call the body is not running and does not run again until
+/// the test schedules it; the memory it touches is then the caller's
+/// (under ThreadSanitizer, plain accesses check the ordering).
+@Suite struct CancelAndWaitStressTests {
+    @Test(arguments: ["foreign", "peer"])
+    func haltRacesRunsAndReArms(from caller: String) {
+        let rounds = runningUnderTSan ? 300 : 2_000
+        let group = CoreExecutorGroup(count: 2)
+        defer { group.shutdown() }
+        let flags = KAtomicInts(3)   // 0 in body, 1 runs, 2 violations
+        let touched = PlainInts(1)
+        let rearm = RelaxedInts(1)
+        let box = SelfRef()
+        box.continuation = KernelContinuation(on: group.executor(for: 0)) {
+            if flags.add(0) != 1 { flags.add(2) }
+            flags.add(1)
+            touched[0] += 1
+            for _ in 0..<Int.random(in: 0..<200) { spinLoopHint() }
+            if rearm[0] != 0 { box.continuation.schedule() }
+            flags.add(0, -1)
+        }
+        let c = box.continuation!
+        let work: @Sendable () -> Int = {
+            var violations = 0
+            var rng = SystemRandomNumberGenerator()
+            for round in 0..<rounds {
+                rearm[0] = round % 3 == 0 ? 1 : 0
+                c.schedule(after: .milliseconds(Int.random(in: 0...1, using: &rng)))
+                for _ in 0..<Int.random(in: 0..<2_000, using: &rng) { spinLoopHint() }
+                c.cancelAndWait()
+                if flags[0] != 0 { violations += 1 }
+                let runs = flags[1]
+                touched[0] += 1   // the body's memory is ours now
+                for _ in 0..<200 { spinLoopHint() }
+                if flags[1] != runs || c.isPending { violations += 1 }
+            }
+            return violations
+        }
+        let violations: Int
+        if caller == "peer" {
+            let result = KAtomicInts(2)   // 0 done, 1 violations
+            group.executor(for: 1).execute {
+                result[1] = work()
+                result[0] = 1
+            }
+            // Rings, as in CancelAndWaitTests.waitRinging.
+            #expect(waitFor(seconds: 60) { group.executor(for: 1).wake(); return result[0] == 1 })
+            violations = result[1]
+        } else {
+            violations = work()
+        }
+        #expect(violations == 0, "a body ran, or was running, after cancelAndWait returned")
+        #expect(flags[2] == 0, "the body ran concurrently with itself")
+        #expect(flags[1] > 0)
+        box.continuation = nil
     }
 }

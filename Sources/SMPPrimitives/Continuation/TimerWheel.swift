@@ -14,6 +14,11 @@
 ///   (tick granularity), plus however late the owner gets to ``advance``.
 ///   The wheel itself adds no further rounding: cascading re-files entries
 ///   into exact level-0 slots.
+/// - Expired entries wait on one FIFO list, in expiry order; an entry
+///   inserted at or before the current tick (a delay of 0) joins its back.
+///   ``expiredCount`` lets the owner bound a pass to the entries that were
+///   due when the pass began (see `CoreExecutor.runExpired`), so that one
+///   a body re-files runs on a later pass.
 ///
 /// Concurrency contract: owned by one thread (a ``CoreExecutor``); nothing
 /// here is thread-safe. Other threads reach it only through the executor's
@@ -40,9 +45,12 @@ final class TimerWheel {
     /// Entries filed in slots (not counting the expired list).
     private(set) var count = 0
     /// Entries whose tick has come, in expiry order, linked through
-    /// `wheelNext`; taken by ``takeExpired()``.
+    /// `wheelNext` (and `wheelPrev`, for O(1) removal); taken from the
+    /// front by ``popExpired()``.
     private var expiredHead: Unmanaged<KernelContinuation>?
     private var expiredTail: Unmanaged<KernelContinuation>?
+    /// Entries on the expired list.
+    private(set) var expiredCount = 0
 
     init(now: Int) {
         slots = .allocate(capacity: TimerWheel.slotCount)
@@ -121,7 +129,7 @@ final class TimerWheel {
         c.wheelSlot = TimerWheel.unlinked
         c.wheelPrev = nil
         c.wheelNext = nil
-        if slot >= 0 { count -= 1 }
+        if slot >= 0 { count -= 1 } else { expiredCount -= 1 }
         return slot >= 0
     }
 
@@ -136,6 +144,7 @@ final class TimerWheel {
             expiredHead = node
         }
         expiredTail = node
+        expiredCount += 1
     }
 
     /// Takes the first entry of the expired list (now unlinked), or nil.

@@ -15,7 +15,8 @@ extension CoreExecutor {
             c.handoffNext = head
             // Release publishes handoffNext (and the state CAS before it) to
             // the owner's acquiring exchange; sequentially consistent so it
-            // also serves as the store half of the doorbell protocol.
+            // is also the store half of the doorbell protocol and of the
+            // Dekker pairing with `closed` below.
             let (ok, cur) = handoffHead.compareExchange(expected: head, desired: raw,
                                                         ordering: .sequentiallyConsistent)
             if ok { break }
@@ -41,12 +42,35 @@ extension CoreExecutor {
     /// - Returns: how many pending runs were cancelled.
     func releaseHandoffsAfterClose() -> Int {
         var cancelled = 0
-        var p = handoffHead.exchange(nil, ordering: .acquiring)
+        // Sequentially consistent, not only acquiring: this is the load
+        // half of a Dekker pairing with handOff (push, then load `closed`;
+        // collectLeftovers stores `closed`, then calls this). A pusher
+        // that read `closed` false precedes that store in the single total
+        // order S, and so does its push, which comes before its load; the
+        // store precedes this exchange in S (sequenced before it). Two
+        // sequentially consistent RMWs of one location are modification-
+        // ordered as in S, so this exchange takes the node. An acquiring
+        // exchange is outside S and could, in the model, precede the push
+        // in the modification order (x86's locked exchange hides that).
+        var p = handoffHead.exchange(nil, ordering: .sequentiallyConsistent)
         while let raw = p {
-            let c = Unmanaged<KernelContinuation>.fromOpaque(raw)
-            p = c._withUnsafeGuaranteedRef { $0.handoffNext }
-            if c._withUnsafeGuaranteedRef({ $0.cancel() }) { cancelled += 1 }
-            c.release()
+            let u = Unmanaged<KernelContinuation>.fromOpaque(raw)
+            let c = u._withUnsafeGuaranteedRef { $0 }
+            p = c.handoffNext
+            c.handoffNext = nil
+            // The executor thread has ended (joined before `closed` was
+            // set): its fields are ours. It may still hold its reference
+            // to a node it popped from the wheel but did not run because
+            // this newer hand-off was on its way (see runIfPending).
+            if c.ownerHoldsReference { dropOwnership(u) }
+            // Cancel and clear `queued` in one step (nothing runs any more:
+            // the phase is IDLE or PENDING), so that a later schedule
+            // pushes, and is released, again rather than staying pending.
+            // After the writes above: its release orders them before the
+            // next pusher's CAS.
+            let s = c.state.exchange(KernelContinuation.idle, ordering: .sequentiallyConsistent)
+            if s & KernelContinuation.phaseMask != KernelContinuation.idle { cancelled += 1 }
+            u.release()
         }
         return cancelled
     }
@@ -54,6 +78,8 @@ extension CoreExecutor {
     // MARK: - filing and running (executor thread only)
 
     /// Files handed-off continuations, advances the wheel, runs due ones.
+    /// Returns the pass's work: the bodies run, or 0 once a stop was
+    /// requested (see below).
     func runContinuations() -> Int {
         let hasHandoff = handoffHead.load(ordering: .relaxed) != nil
         if !hasHandoff && wheel.count == 0 && !wheel.hasExpired { return 0 }
@@ -62,7 +88,15 @@ extension CoreExecutor {
         // unlinked from it and filed again by its new delay).
         wheel.advance(to: TimerWheel.nowTick())
         if hasHandoff { takeHandoffs() }
-        return runExpired()
+        let ran = runExpired()
+        // Once a stop is requested, runs no longer count as work: the loop
+        // stops at the first pass that finds no messages or foreign jobs,
+        // and `finish` runs (or cancels) once what is then pending. Else a
+        // body that re-schedules itself (every pass runs it) would keep a
+        // stopping executor from ever stopping. Relaxed: only a hint; the
+        // loop's own load of `stopRequest` decides.
+        if ran > 0 && stopRequest.load(ordering: .relaxed) != 0 { return 0 }
+        return ran
     }
 
     func takeHandoffs() {
@@ -106,11 +140,22 @@ extension CoreExecutor {
         u.release()
     }
 
+    /// Runs the continuations that were due when the pass began, in expiry
+    /// order. One that a body re-files (a re-schedule from inside a body,
+    /// delay 0 included) goes to the back of the expired list and runs on
+    /// a later pass: a pass is bounded, so between passes the loop drains
+    /// its mailboxes and reports a quiescent state, however often a body
+    /// re-arms itself.
     func runExpired() -> Int {
         var ran = 0
-        // One at a time: a body may re-file itself (delay 0 appends it to
-        // this same list again, to run after the others).
-        while let u = wheel.popExpired() {
+        // Pop at most the entries there now: popping takes the front,
+        // re-filing appends at the back. (Nothing else unlinks from this
+        // list while bodies run: a body reaches the wheel only through the
+        // hand-off, filed on the next pass. Even if something did, the
+        // count still bounds the pass.)
+        var due = wheel.expiredCount
+        while due > 0, let u = wheel.popExpired() {
+            due -= 1
             if runIfPending(u) { ran += 1 }
         }
         if ran > 0 { statContinuations.store(statContinuations.load(ordering: .relaxed) &+ ran, ordering: .relaxed) }
@@ -128,35 +173,43 @@ extension CoreExecutor {
                 dropOwnership(u)   // cancelled
                 return false
             }
-            // Sequentially consistent: pairs with the schedulers' fence
-            // (see KernelContinuation.schedule) so the body sees their writes.
+            // Acquiring (sequentially consistent): every schedule of this
+            // period was a release RMW of `state` (coalesced ones too, see
+            // KernelContinuation.schedule) and all later writes are RMWs,
+            // so this CAS reads from the release sequence each of them
+            // heads: their callers' earlier writes happen before the body.
             let (ok, cur) = c.state.compareExchange(expected: s, desired: KernelContinuation.running,
                                                     ordering: .sequentiallyConsistent)
             if ok { break }
             s = cur
         }
         c.body()
+        // After the body: IDLE, unless it was re-scheduled meanwhile
+        // (RESCHED: back to PENDING and re-filed, behind this pass) and no
+        // cancelAndWait is waiting for the run to end (`halting`: IDLE all
+        // the same, withdrawing the re-schedule; the bit goes with it). A
+        // failed CAS means a schedule, cancel or halt mark came in: decide
+        // again. Releasing (sequentially consistent): the body's effects
+        // happen before whatever acquires a later value of `state` (the
+        // next scheduler's CAS, cancelAndWait's final load). A running
+        // continuation is never `queued` (only IDLE -> PENDING pushes).
         s = KernelContinuation.running
         while true {
-            let (ok, cur) = c.state.compareExchange(expected: s, desired: KernelContinuation.idle,
-                                                    ordering: .sequentiallyConsistent)
+            assert(s & KernelContinuation.queued == 0, "a running continuation was queued")
+            let refile = s & KernelContinuation.phaseMask == KernelContinuation.rescheduled
+                && s & KernelContinuation.halting == 0
+            let d = s >> KernelContinuation.delayShift
+            let new = refile ? KernelContinuation.pending | (d << KernelContinuation.delayShift) : KernelContinuation.idle
+            let (ok, cur) = c.state.compareExchange(expected: s, desired: new, ordering: .sequentiallyConsistent)
             if ok {
-                dropOwnership(u)
+                if refile {
+                    wheel.insert(u, expires: wheel.currentTick + d)
+                } else {
+                    dropOwnership(u)
+                }
                 return true
             }
             s = cur
-            if s & KernelContinuation.phaseMask == KernelContinuation.rescheduled {
-                let d = s >> KernelContinuation.delayShift
-                let new = KernelContinuation.pending | (s & KernelContinuation.queued) | (d << KernelContinuation.delayShift)
-                let (ok2, cur2) = c.state.compareExchange(expected: s, desired: new,
-                                                          ordering: .sequentiallyConsistent)
-                if ok2 {
-                    wheel.insert(u, expires: wheel.currentTick + d)
-                    return true
-                }
-                s = cur2
-            }
-            // else: a cancel moved RESCHED back to RUNNING; retry.
         }
     }
 }

@@ -22,6 +22,6 @@ func deferKcont(_ options: WorkloadOptions) -> BenchResult {
         let stats = worker.statistics
         group.shutdown()
         withExtendedLifetime(conts) {}
-        return "KernelContinuation.schedule(after: .milliseconds(1)) from a plain pinned thread; worker = CoreExecutor on CPU 1 (hierarchical timer wheel, MPSC hand-off); coalesced path = fence + load; ns_per_op includes the driver loop (loop_overhead_ns); executor parks \(stats.parks), loop passes \(stats.loopPasses), runs \(stats.continuationsRun)"
+        return "KernelContinuation.schedule(after: .milliseconds(1)) from a plain pinned thread; worker = CoreExecutor on CPU 1 (hierarchical timer wheel, MPSC hand-off); coalesced path = one release RMW adding 0 (x86-64: a locked no-op on the stack + load); ns_per_op includes the driver loop (loop_overhead_ns); executor parks \(stats.parks), loop passes \(stats.loopPasses), runs \(stats.continuationsRun)"
     })
 }
