@@ -16,7 +16,12 @@ extension CoreExecutor {
             var work = drainIncoming(max: 1024)
             work += drainForeign()
             work += runContinuations()
-            work += runPollers()
+            let polled = runPollers()
+            // Once a stop is requested, only mailboxes and foreign jobs keep
+            // the executor looping: a poller that always finds input (like
+            // a continuation that re-arms itself, see runContinuations)
+            // must not keep it from stopping.
+            if stopRequest.load(ordering: .relaxed) == 0 { work += polled }
             QSBR.quiescentState()
             statLoops.store(statLoops.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
             if work > 0 {
