@@ -252,7 +252,10 @@ final class SelfRescheduler: @unchecked Sendable {
     private(set) var continuation: KernelContinuation!
 
     init(on executor: CoreExecutor) {
-        continuation = KernelContinuation(on: executor) { [unowned self] in
+        // weak, not unowned: a run at the group's shutdown may come after
+        // the test's last use of this object, which Swift may release.
+        continuation = KernelContinuation(on: executor) { [weak self] in
+            guard let self else { return }
             self.runs.add(1, ordering: .relaxed)
             if !self.stopped.load(ordering: .relaxed) { self.continuation.schedule() }
         }
@@ -443,7 +446,10 @@ final class RelaxedInts: Sendable {
         let touched = PlainInts(1)
         private(set) var continuation: KernelContinuation!
         init(on executor: CoreExecutor, ms: Int, rearm: Bool = false) {
-            continuation = KernelContinuation(on: executor) { [unowned self] in
+            // weak, not unowned: a run at the group's shutdown may come after
+            // the test's last use of this object, which Swift may release.
+            continuation = KernelContinuation(on: executor) { [weak self] in
+                guard let self else { return }
                 self.flags.add(2)
                 self.flags[0] = 1
                 usleep(UInt32(ms * 1_000))
