@@ -173,6 +173,33 @@ private func finishes<R: Sendable>(within seconds: Double, _ body: @escaping @Se
         #expect(waitFor(seconds: 10) { phase[0] == 3 }, "a wake() after the last poll was lost")
     }
 
+    /// Shutdown releases the pollers: one that captures its own executor
+    /// (as the test above does, to call wake()) would otherwise keep the
+    /// executor, its mesh and its group alive in a cycle (LeakSanitizer
+    /// reported it). A poller added after shutdown is released at once.
+    @Test func shutdownReleasesPollersThatCaptureTheirExecutor() {
+        final class Token: Sendable {}
+        weak var weakExecutor: CoreExecutor?
+        weak var captured: Token?
+        weak var late: Token?
+        do {
+            let group = CoreExecutorGroup(count: 1)
+            let exe = group.executor(for: 0)
+            weakExecutor = exe
+            let token = Token()
+            captured = token
+            exe.addPoller { withExtendedLifetime((exe, token)) { 0 } }
+            #expect(waitFor(seconds: 10) { exe.statistics.loopPasses > 1 })
+            group.shutdown()
+            let lateToken = Token()
+            late = lateToken
+            exe.addPoller { withExtendedLifetime(lateToken) { 0 } }
+        }
+        #expect(captured == nil, "the poller outlived the shutdown")
+        #expect(late == nil, "a poller added after shutdown was kept")
+        #expect(weakExecutor == nil, "the executor is kept alive by its own poller")
+    }
+
     /// Defect: a send waiting for room ran the sender's other incoming
     /// handlers re-entrantly, inside the current one. Now they are absorbed
     /// into the backlog and run after it, in order; nothing nests.

@@ -9,8 +9,20 @@ extension CoreExecutor {
     /// an idle executor parks at most `Configuration.pollerParkTimeout`
     /// (call ``wake()`` when a poller's source gets input, to end the park
     /// early). Any thread; takes effect at the next pass.
+    ///
+    /// The executor holds the poller until its group shuts down, then
+    /// releases it, so a poller may capture its own executor. A poller
+    /// added after shutdown is released at once and never runs.
     public func addPoller(_ poller: @escaping @Sendable () -> Int) {
-        pollers.withLock { $0.append(poller) }
+        // The shutdown sets `closed` and then empties the list under this
+        // lock: an add that takes the lock first is emptied with the rest;
+        // one that takes it after is ordered after the store and sees it.
+        let added = pollers.withLock { list -> Bool in
+            if closed.load(ordering: .sequentiallyConsistent) { return false }
+            list.append(poller)
+            return true
+        }
+        guard added else { return }
         pollersVersion.add(1, ordering: .releasing)
         doorbell.ring()
     }

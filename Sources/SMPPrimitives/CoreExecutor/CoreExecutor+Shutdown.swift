@@ -53,6 +53,13 @@ extension CoreExecutor {
         while let e = backlog.popFirst() { disposeLate(e.message) }
         closed.store(true, ordering: .sequentiallyConsistent)
         disposeLateJobs()
+        // Release the pollers: they will never run again, and a poller
+        // that captures its own executor (the natural way to call wake())
+        // would otherwise keep the executor alive in a cycle. The loop's
+        // copy is the thread's; the join ordered its last use before this.
+        // `addPoller` after `closed` drops the poller itself.
+        pollers.withLock { $0.removeAll() }
+        localPollers = []
         let cancelled = releaseHandoffsAfterClose()
         return report.withLock { r in
             r.continuationsCancelled += cancelled
