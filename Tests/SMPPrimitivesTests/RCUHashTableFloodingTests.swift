@@ -121,7 +121,8 @@ struct RCUHashTableFloodingTests {
     /// factor is zero: `(C_A, i)` for 65,536 values of `i`.
     @Test func keysWithZeroFirstFactorSpreadInAKeyedTable() throws {
         let keys = (0..<UInt64(floodKeyCount)).map { RCUTestKey16(a: rcuMixConstantA, b: $0 &* 0x9E37_79B9_7F4A_7C15) }
-        let r = try #require(runFlood(keys, label: "(C_A, i)"))
+        let flood = runFlood(keys, label: "(C_A, i)")
+        let r = try #require(flood)
         print("flood (C_A, i) unkeyed: \(r.unkeyed)\nflood (C_A, i) keyed: \(r.keyed)")
         expectFloodResisted(r.keyed, label: "(C_A, i)")
     }
@@ -132,7 +133,8 @@ struct RCUHashTableFloodingTests {
     /// whatever the seed): this test failed with one 65,536-key chain.
     @Test func keysWithZeroSecondFactorSpreadInAKeyedTable() throws {
         let keys = (0..<UInt64(floodKeyCount)).map { RCUTestKey16(a: $0, b: rcuMixConstantB) }
-        let r = try #require(runFlood(keys, label: "(i, C_B)"))
+        let flood = runFlood(keys, label: "(i, C_B)")
+        let r = try #require(flood)
         print("flood (i, C_B) unkeyed: \(r.unkeyed)\nflood (i, C_B) keyed: \(r.keyed)")
         expectFloodResisted(r.keyed, label: "(i, C_B)")
     }
