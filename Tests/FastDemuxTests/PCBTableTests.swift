@@ -101,6 +101,68 @@ struct PCBTableTests {
         #expect(demux.table.connectedCount == 0 && demux.table.boundCount == 0)
     }
 
+    /// Hash flooding the connected table: 65,536 UDP flows to one local
+    /// endpoint, [2001:db8::1]:53, from sources in one /64 that an attacker
+    /// can own, e703:7ed1:a0b4:28db::/64. That prefix is the second
+    /// multiplier constant of `rcuHashMix`: in FlowKey's last mix
+    /// (`sourceHigh` as the second word) it zeroes a factor at seed 0, so
+    /// every such flow has the same unkeyed hash. Before the mix keyed that
+    /// factor they collided under every seed too, and this test found one
+    /// chain of 65,536.
+    @Test func connectedTableResistsHashFlooding() throws {
+        let n = 65_536
+        let prefix: UInt64 = 0xe703_7ed1_a0b4_28db
+        let local = IPAddress(ipv6High: 0x2001_0db8_0000_0000, low: 1)
+        let keys = (0..<n).map { i in
+            FlowKey(transport: .udp, source: IPAddress(ipv6High: prefix, low: UInt64(i) &* 0x9E37_79B9_7F4A_7C15),
+                    sourcePort: UInt16(truncatingIfNeeded: 1024 + i), destination: local, destinationPort: 53)
+        }
+        #expect(Set(keys).count == n)
+        #expect(Set(keys.map { $0.rcuHash(seed: 0) }).count == 1)
+
+        // Unkeyed (seed 0): one chain, an O(n) lookup (4,096 keys: each
+        // insert compares every earlier key).
+        let unkeyed = RCUHashTable<FlowKey, UInt, Memb>(initialBucketCount: 64, seed: 0)
+        Memb.withRegisteredThread { for k in keys.prefix(4096) { unkeyed.insert(k, value: 0) } }
+        #expect(unkeyed.chainStatistics.longestChain == 4096)
+        #expect(keys.prefix(4096).map { unkeyed.lookupProbes($0) }.max() == 4096)
+
+        // The PCB table's own tables: each with a random seed of its own.
+        let demux = Demux<Memb>()
+        let t = demux.table
+        #expect(t.connected.seed != 0 && t.bound.seed != 0 && t.connected.seed != t.bound.seed)
+        // One real connected socket among the flood, then the flood itself,
+        // inserted straight into the connected table (65,536 sockets would
+        // cost a queue each). Those values are not socket references: no
+        // `lookup` below reaches them, only the probe counter does.
+        let real = demux.makeSocket(.udp)
+        try real.connect(to: InetEndpoint(IPAddress(ipv6High: prefix, low: 0xFFFF), 9), from: InetEndpoint(local, 53))
+        let spread = Memb.withRegisteredThread {
+            for (i, k) in keys.enumerated() {
+                #expect(t.connected.insert(k, value: 0))
+                // Fail fast on a flood that works (O(n^2) otherwise).
+                if i == 4096, t.connected.chainStatistics.longestChain > 16 { return false }
+            }
+            return true
+        }
+        let chains = t.connected.chainStatistics
+        print("PCB connected table flood: \(chains), resizes \(t.connected.statistics.resizes)")
+        try #require(spread, "the flood collides under the table's random seed: \(chains)")
+        #expect(chains.keys == n + 1)
+        // 4096 -> 131,072 buckets by load alone (65,537 keys); n keys in m
+        // >= n buckets: P(a chain of 16 or more) <= m / 16! ~ 6e-9.
+        #expect(chains.bucketCount == 131_072)
+        #expect(chains.longestChain <= 16)
+        #expect(keys.allSatisfy { t.connected.lookupProbes($0) <= chains.longestChain })
+        let realKey = packetKey(.udp, from: "e703:7ed1:a0b4:28db::ffff", 9, to: "2001:db8::1", 53)
+        #expect(t.connected.lookupProbes(realKey) <= chains.longestChain)
+        #expect(t.socket(for: realKey) === real)
+        real.close()
+        #expect(t.socket(for: realKey) == nil)
+        Memb.withRegisteredThread { t.connected.removeAll() }
+        Memb.barrier()
+    }
+
     @Test func flowKeyHashSeparatesFields() {
         let k = packetKey(.udp, from: "192.0.2.1", 1, to: "10.0.0.1", 2)
         var variants = [k]

@@ -42,6 +42,36 @@ struct RCUTestKey16: RCUHashKey {
     func rcuHash(seed: UInt64) -> UInt64 { rcuHashMix(a, b, seed: seed) }
 }
 
+/// Whether AddressSanitizer's runtime is in this process (as
+/// `runningUnderTSan` detects ThreadSanitizer's).
+let runningUnderASan: Bool = dlsym(nil, "__asan_init") != nil
+
+/// Inserts one key into a fresh table, keeps a raw pointer to its node's
+/// value (the mistake under test: a pointer that outlives the read
+/// section), removes the key, waits for the grace period and the
+/// reclamation callback (`Memb.barrier()`), and calls `body` with the stale
+/// pointer while the table is still alive (so only the reclamation, not
+/// the table's deinit, has had the node).
+func withStaleValuePointer(_ body: (UnsafeRawPointer) -> Void) {
+    let table = RCUHashTable<UInt64, UInt, Memb>(initialBucketCount: 64)
+    Memb.withRegisteredThread {
+        #expect(table.insert(7, value: 0x7777))
+        let value = Memb.withReadSection {
+            // The only key: its node heads its bucket.
+            let h = UInt64(7).rcuHash(seed: table.seed)
+            let node = _RCUBucketArray.bucket(table.current.load(ordering: .acquiring), h).pointee
+                .load(ordering: .acquiring)!
+            return UnsafeRawPointer(node + _RCUNodeLayout<UInt64, UInt>.valueOffset)
+        }
+        #expect(value.load(as: UInt.self) == 0x7777)
+        #expect(table.remove(7) == 0x7777)
+        Memb.barrier()
+        #expect(table.statistics.liveNodes == 0 && table.statistics.pendingReclaim == 0)
+        body(value)
+    }
+    withExtendedLifetime(table) {}
+}
+
 @Suite struct RCUHashTableTests {
     @Test func insertLookupRemoveAndDuplicates() {
         let table = RCUHashTable<UInt64, UInt, Memb>(initialBucketCount: 256)
@@ -231,7 +261,37 @@ struct RCUTestKey16: RCUHashKey {
         }
     }
 
+    /// Under AddressSanitizer, a read through a pointer into a node after
+    /// the node's grace period is a reported heap-use-after-free: the table
+    /// frees reclaimed nodes there instead of recycling them.
+    @Test(.enabled(if: runningUnderASan, "needs AddressSanitizer (swift test --sanitize=address)"))
+    func useAfterGracePeriodIsCaughtByASan() async throws {
+        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            withStaleValuePointer { stale in
+                // ASan stops the process here, in this load. Through
+                // `pointee`, whose load is this module's (instrumented)
+                // code: `UnsafeRawPointer.load(as:)` at -Onone runs the
+                // standard library's uninstrumented copy, which ASan
+                // cannot see.
+                let v = stale.assumingMemoryBound(to: UInt.self).pointee
+                print("read \(v) through a pointer into a reclaimed node unnoticed")
+            }
+        }
+        let report = String(decoding: try #require(result).standardErrorContent, as: UTF8.self)
+        #expect(report.contains("AddressSanitizer: heap-use-after-free"), "child's stderr: \(report.prefix(2000))")
+    }
+
     #if DEBUG
+    /// Without ASan (debug builds, not under TSan, which cannot see
+    /// liburcu's barrier order the poisoning before our read), the node
+    /// is recycled and poisoned: a stale read sees the poison, not the value.
+    @Test(.enabled(if: !runningUnderASan && !runningUnderTSan))
+    func useAfterGracePeriodReadsPoisonWithoutASan() {
+        withStaleValuePointer { stale in
+            #expect(stale.load(as: UInt.self) == UInt(truncatingIfNeeded: 0xA5A5_A5A5_A5A5_A5A5 as UInt64))
+        }
+    }
+
     @Test func lookupOutsideReadSectionTraps() async {
         await #expect(processExitsWith: .failure) {
             let table = RCUHashTable<UInt64, UInt, Memb>()

@@ -13,6 +13,7 @@ int smp_allowed_cpu_count(void);
 /// Names the calling thread (truncated to 15 bytes).
 void smp_set_current_thread_name(const char *name);
 
+#include <stddef.h>
 #include <stdint.h>
 /// futex(FUTEX_WAIT_PRIVATE): sleeps while `*addr == expected`, at most
 /// `timeout_ns` (relative; negative = no timeout). Returns 0 when woken,
@@ -59,5 +60,18 @@ int smp_membarrier_register(void);
 int smp_membarrier(void);
 /// A compiler-only barrier (the light side of an asymmetric fence).
 static inline void smp_compiler_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
+
+/// AddressSanitizer's manual poisoning entry point, declared weak: it is
+/// non-null exactly when ASan's runtime is in the process (a build with
+/// `--sanitize=address`), null otherwise. Declared here rather than taken
+/// from <sanitizer/asan_interface.h>, whose declaration is not weak (a
+/// normal build would fail to link).
+extern void __asan_poison_memory_region(void const volatile *addr, size_t size) __attribute__((weak));
+/// Nonzero when AddressSanitizer's runtime is in the process. One load of
+/// the weak symbol's address and a compare: the RCU hash table asks it
+/// once per reclaimed node (never on a lookup or insert) and then frees
+/// the node instead of recycling it, so ASan sees a use after the grace
+/// period as a heap-use-after-free.
+static inline int smp_asan_active(void) { return __asan_poison_memory_region != 0; }
 
 #endif

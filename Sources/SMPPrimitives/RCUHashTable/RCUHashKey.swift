@@ -17,9 +17,16 @@ public protocol RCUHashKey: Equatable, BitwiseCopyable {
 /// A keyed 64-bit mix of two words (a folded 64x64->128 multiply, in the
 /// style of wyhash). One multiply; every input bit affects the result.
 /// A pure function: any thread, no memory access.
+///
+/// Both factors of the first multiply are keyed. A folded multiply loses
+/// everything when a factor is zero: with `b` unkeyed, every key whose
+/// `b` word equals the second constant (an IPv6 source address half an
+/// attacker can pick) hashed to one value under every seed. Now a zero
+/// factor needs `a == seed ^ C1` or `b == seed ^ C2`, which only the
+/// seed's holder can aim at (docs/Security.md, "Hash flooding").
 @inlinable @inline(__always)
 public func rcuHashMix(_ a: UInt64, _ b: UInt64, seed: UInt64) -> UInt64 {
-    let x = (a ^ seed ^ 0xa076_1d64_78bd_642f).multipliedFullWidth(by: b ^ 0xe703_7ed1_a0b4_28db)
+    let x = (a ^ seed ^ 0xa076_1d64_78bd_642f).multipliedFullWidth(by: b ^ seed ^ 0xe703_7ed1_a0b4_28db)
     let y = (x.high ^ x.low ^ seed).multipliedFullWidth(by: 0x8ebc_6af0_9c88_c6e3)
     return y.high ^ y.low
 }

@@ -18,7 +18,9 @@
 // builds) pushes the node on a shared stack, and inserts take nodes from
 // it, whole stack at a time, into a per-stripe cache. glibc's cross-thread
 // free/malloc pair was a fifth of the rcu-churn writer's time. Nodes go
-// back to malloc when the table goes. The memory layout is in
+// back to malloc when the table goes. Under AddressSanitizer the callback
+// frees nodes instead, so a use after the grace period is a reported
+// use-after-free rather than a silent read of a recycled node. The memory layout is in
 // RCUHashTableStorage.swift.
 import CURCU
 import Synchronization
@@ -57,7 +59,13 @@ import Synchronization
 /// - Memory: one node per key, the 40-byte header, then the key, then the
 ///   value, 64-byte aligned (64 bytes for a 16-byte key and a word value),
 ///   and 8 bytes per bucket. Removed nodes are recycled for later inserts,
-///   so a table keeps the memory of its peak size until it is dropped.
+///   so a table keeps the memory of its peak size until it is dropped
+///   (under AddressSanitizer they are freed instead, so ASan can see a
+///   use after the grace period).
+/// - Hashing: each table draws a secret random seed, so keys chosen to
+///   collide (hash flooding) spread like any others: 65,536 keys that
+///   share one bucket under the unkeyed hash have a longest chain of about
+///   8 here (docs/Security.md).
 public final class RCUHashTable<Key: RCUHashKey, Value: BitwiseCopyable, Flavor: RCUFlavor>: @unchecked Sendable {
     // @unchecked Sendable: all mutable state is behind raw pointers, with
     // readers synchronized by acquire/release publication and RCU grace
@@ -70,22 +78,36 @@ public final class RCUHashTable<Key: RCUHashKey, Value: BitwiseCopyable, Flavor:
     /// The current bucket array. Stored with release by a resize (publishing
     /// the array and every node in it); loaded with acquire by everyone.
     @usableFromInline let current: Atomic<UnsafeMutableRawPointer>
-    @usableFromInline let seed: UInt64
+    /// The table's secret hash seed (package: tests check it is random
+    /// per table; nothing may hand it to the network).
+    @usableFromInline package let seed: UInt64
     @usableFromInline let shared: UnsafeMutablePointer<_RCUTableShared>
     /// Striped update locks, one per 64-byte line (RCUHashTableStripes.swift).
     @usableFromInline let stripes: UnsafeMutablePointer<Atomic<UInt32>>
 
     /// Creates an empty table. Any thread; allocates the bucket array and
-    /// the stripe locks.
+    /// the stripe locks, and draws the table's secret hash seed from the
+    /// system's random source (getrandom(2)): keys chosen to collide in
+    /// the unkeyed hash, or in another table, spread here.
     ///
     /// - Parameter initialBucketCount: rounded up to a power of two, at least
     ///   64. The table doubles its buckets whenever it holds more keys than
     ///   buckets.
-    public init(initialBucketCount: Int = 1024) {
+    public convenience init(initialBucketCount: Int = 1024) {
+        // SystemRandomNumberGenerator reads getrandom(2) on Linux: a fresh
+        // secret per table, so keys aimed at one table (or at the unkeyed
+        // mix) spread in every other.
+        var rng = SystemRandomNumberGenerator()
+        self.init(initialBucketCount: initialBucketCount, seed: rng.next())
+    }
+
+    /// Creates an empty table hashing with `seed` instead of a random one.
+    /// For tests (seed 0 is the unkeyed hash an attacker can compute);
+    /// a known seed makes the table floodable.
+    package init(initialBucketCount: Int, seed: UInt64) {
         var buckets = Self.stripeCount
         while buckets < initialBucketCount { buckets <<= 1 }
-        var rng = SystemRandomNumberGenerator()
-        self.seed = rng.next()
+        self.seed = seed
         let shared = UnsafeMutablePointer<_RCUTableShared>.allocate(capacity: 1)
         shared.initialize(to: _RCUTableShared(nodeSize: Layout.size))
         self.shared = shared

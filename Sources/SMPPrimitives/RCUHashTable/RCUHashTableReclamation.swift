@@ -2,6 +2,7 @@
 // replaced bucket array), node recycling, and the counters block's last
 // reference. Callbacks are C functions, so nothing here is generic: a
 // node's size comes from the counters block.
+import CSMPLinux
 import CURCU
 import Synchronization
 
@@ -16,20 +17,34 @@ let rcuFreeNodeCallback: RCUCallback = { head in
     let node = UnsafeMutableRawPointer(head!)
     let shared = rcuNodeHeader(node).pointee.shared
     rcuPoisonNode(node, size: shared.pointee.nodeSize)
-    // Recycle rather than free: a later insert reuses the node without a
-    // trip through malloc (cross-thread frees are slow in glibc).
+    if smp_asan_active() != 0 {
+        // Under AddressSanitizer, free for real: a recycled node is live
+        // memory to ASan, so a reader that kept a pointer into it past the
+        // grace period would go unseen; a freed one sits in ASan's
+        // quarantine and such a read is a heap-use-after-free. (Inserts
+        // then always find the free lists empty and malloc.)
+        node.deallocate()
+    } else {
+        rcuRecycle(node, shared)
+    }
+    shared.pointee.liveNodes.subtract(1, ordering: .relaxed)
+    rcuDropPending(shared, 1)
+}
+
+/// Pushes a reclaimed node on the table's shared stack of recycled nodes:
+/// a later insert reuses it without a trip through malloc (cross-thread
+/// frees are slow in glibc).
+private func rcuRecycle(_ node: UnsafeMutableRawPointer, _ shared: UnsafeMutablePointer<_RCUTableShared>) {
     var top = shared.pointee.freeNodes.load(ordering: .relaxed)
     while true {
         node.storeBytes(of: top, as: UnsafeMutableRawPointer?.self)
-        // Release: the poisoning above happens before the node's reuse by
-        // the writer that takes the stack (acquire).
+        // Release: the poisoning before this call happens before the
+        // node's reuse by the writer that takes the stack (acquire).
         let r = shared.pointee.freeNodes.compareExchange(
             expected: top, desired: node, successOrdering: .releasing, failureOrdering: .relaxed)
         if r.exchanged { break }
         top = r.original
     }
-    shared.pointee.liveNodes.subtract(1, ordering: .relaxed)
-    rcuDropPending(shared, 1)
 }
 
 /// Frees a bucket array replaced by a resize, with every node in it, after
