@@ -17,16 +17,6 @@ enum Checksum {
         return partial(UInt32(total))
     }
 
-    /// Sum of an address's 16-bit words.
-    static func sum(address a: IPAddress) -> UInt32 {
-        @inline(__always)
-        func words(_ w: UInt64) -> UInt32 {
-            UInt32(truncatingIfNeeded: w >> 48) &+ UInt32(truncatingIfNeeded: (w >> 32) & 0xffff)
-                &+ UInt32(truncatingIfNeeded: (w >> 16) & 0xffff) &+ UInt32(truncatingIfNeeded: w & 0xffff)
-        }
-        return words(a.high) &+ words(a.low)
-    }
-
     /// Keeps a 32-bit partial sum from overflowing later additions.
     @inline(__always)
     static func partial(_ x: UInt32) -> UInt32 { (x & 0xffff) &+ (x >> 16) }
