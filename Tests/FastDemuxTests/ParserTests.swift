@@ -410,6 +410,28 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
         #expect(P.parse(bad, .raw, verify: true).dropReason == .checksum)
     }
 
+    @Test func ipv4HeaderFastPathAgreesWithTheGeneralSum() {
+        var rng = SplitMix64(seed: 0xc5)
+        var verified = 0
+        for i in 0..<4000 {
+            var h = (0..<((5 + i % 11) * 4)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            if i % 2 == 0 {  // half of them with a correct checksum
+                h[10] = 0
+                h[11] = 0
+                let c = P.checksum(h)
+                h[10] = UInt8(c >> 8)
+                h[11] = UInt8(c & 0xff)
+            }
+            if i % 97 == 0 { h = [UInt8](repeating: i % 2 == 0 ? 0 : 0xff, count: h.count) }
+            h.withUnsafeBytes { b in
+                let general = Checksum.fold(Checksum.sum(b, from: 0, count: b.count)) == 0
+                #expect(Checksum.ipv4HeaderVerifies(b, from: 0, length: b.count) == general, "\(h)")
+                if general { verified += 1 }
+            }
+        }
+        #expect(verified >= 1900)
+    }
+
     @Test func truncatedSegmentsAreNotVerified() {
         let full = Self.v4tcp(corruptSegment: true)
         #expect(P.parse(Array(full.dropLast()), wire: full.count, verify: true).packet?.isTruncated == true)

@@ -17,6 +17,30 @@ enum Checksum {
         return partial(UInt32(total))
     }
 
+    /// Whether the IPv4 header of `length` bytes (IHL × 4, so a multiple of
+    /// 4) at `from` checksums correctly: its one's-complement sum is 0xffff.
+    /// The fast path's version of `fold(sum(...)) == 0`: it adds 32-bit
+    /// words in native byte order into a 64-bit accumulator and folds the
+    /// carries back in, which RFC 1071 section 2 allows (the sum is
+    /// independent of byte order up to a swap, and 0xffff is its own swap;
+    /// wider accumulators with end-around carry give the same 16-bit sum).
+    @inline(__always)
+    static func ipv4HeaderVerifies(_ bytes: UnsafeRawBufferPointer, from: Int, length: Int) -> Bool {
+        var total: UInt64 = 0
+        var i = from
+        let end = from + length
+        while i < end {
+            total &+= UInt64(bytes.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+            i += 4
+        }
+        total = (total & 0xffff_ffff) &+ (total >> 32)
+        total = (total & 0xffff_ffff) &+ (total >> 32)
+        var folded = UInt32(truncatingIfNeeded: total)
+        folded = (folded & 0xffff) &+ (folded >> 16)
+        folded = (folded & 0xffff) &+ (folded >> 16)
+        return folded == 0xffff
+    }
+
     /// Keeps a 32-bit partial sum from overflowing later additions.
     @inline(__always)
     static func partial(_ x: UInt32) -> UInt32 { (x & 0xffff) &+ (x >> 16) }

@@ -260,7 +260,7 @@ struct Cursor {
         guard headerLength >= 20 else { return .dropped(.badIPv4HeaderLength) }
         guard available >= headerLength else { return .dropped(.truncatedIPv4) }
         if (options.verifyIPv4HeaderChecksum || options.verifyChecksums)
-            && Checksum.fold(Checksum.sum(frame, from: ip, count: headerLength)) != 0 {
+            && !Checksum.ipv4HeaderVerifies(frame, from: ip, length: headerLength) {
             return .dropped(.badIPv4HeaderChecksum)
         }
         let wireAvailable = wireEnd - ip
