@@ -18,7 +18,7 @@ enum Checksum {
     }
 
     /// Whether the IPv4 header of `length` bytes (IHL × 4, so a multiple of
-    /// 4) at `from` checksums correctly: its one's-complement sum is 0xffff.
+    /// 4 and at least 20) at `from` checksums correctly: its one's-complement sum is 0xffff.
     /// The fast path's version of `fold(sum(...)) == 0`: it adds 32-bit
     /// words in native byte order into a 64-bit accumulator and folds the
     /// carries back in, which RFC 1071 section 2 allows (the sum is
@@ -26,12 +26,16 @@ enum Checksum {
     /// wider accumulators with end-around carry give the same 16-bit sum).
     @inline(__always)
     static func ipv4HeaderVerifies(_ bytes: UnsafeRawBufferPointer, from: Int, length: Int) -> Bool {
-        var total: UInt64 = 0
-        var i = from
-        let end = from + length
+        @inline(__always) func word(_ at: Int) -> UInt64 {
+            UInt64(bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self))
+        }
+        // The fixed 20 bytes unrolled, then any options.
+        var total = word(from) &+ word(from &+ 4) &+ word(from &+ 8) &+ word(from &+ 12) &+ word(from &+ 16)
+        var i = from &+ 20
+        let end = from &+ length
         while i < end {
-            total &+= UInt64(bytes.loadUnaligned(fromByteOffset: i, as: UInt32.self))
-            i += 4
+            total &+= word(i)
+            i &+= 4
         }
         total = (total & 0xffff_ffff) &+ (total >> 32)
         total = (total & 0xffff_ffff) &+ (total >> 32)
