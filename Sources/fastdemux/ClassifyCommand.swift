@@ -23,7 +23,7 @@ struct ClassifyCommand: ParsableCommand {
     @Argument(help: "The capture file (pcap or pcapng).")
     var file: String
 
-    @Flag(help: "Verify IPv4 header and TCP/UDP checksums; failures are dropped as 'checksum'.")
+    @Flag(help: "Verify TCP/UDP checksums; failures are dropped as 'checksum'. (The IPv4 header checksum is always verified, as Linux does.)")
     var verifyChecksums = false
 
     func run() throws {

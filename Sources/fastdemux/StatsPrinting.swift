@@ -99,7 +99,7 @@ func renderText(_ r: DemuxSessionReport, _ ctx: ReportContext) -> String {
     out.append("Drops by reason: \(r.dropped) of \(r.framesIn)")
     var any = false
     for (reason, n) in r.parseDrops {
-        out.append("  " + padRight(reason.name, 28) + padLeft(String(n), 10) + "  (parser: \(DemuxDropReason(reason)))")
+        out.append("  " + padRight(reason.name, 28) + padLeft(String(n), 10) + "  (parser: \(DemuxDropReason(reason)); \(reason.summary))")
         any = true
     }
     for reason in [DemuxDropReason.noSocket, .queueFull, .socketClosed] where r.input.drops[reason] > 0 {

@@ -25,7 +25,6 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
         #expect(p.capturedPayloadLength == 5)
         #expect(p.tcp == TCPSegmentInfo(sequenceNumber: 0x0102_0304, acknowledgmentNumber: 0x0a0b_0c0d,
                                         flags: [.psh, .ack], window: 0xfedc))
-        #expect(!p.isFirstFragment)
         #expect(!p.isTruncated)
     }
 
@@ -85,20 +84,18 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
         #expect(P.parse(P.ethernet(type: 0x0800, payload: P.ipv4(proto: 51, payload: P.ext(next: 6) + P.tcp()))).dropReason == .ipsec)
     }
 
-    @Test func firstFragmentIsClassifiedByItsPorts() throws {
-        // UDP length says 1000 bytes, this first fragment holds 24.
+    @Test func firstFragmentIsNotAWholeDatagram() {
+        // UDP length says 1000 bytes, this first fragment holds 24: no
+        // reassembly yet, so it must not reach a socket.
         let frame = P.ethernet(type: 0x0800, payload: P.ipv4(proto: 17, fragment: 0x2000,
                                                              payload: P.udp(length: 1000, payload: [UInt8](repeating: 7, count: 16))))
-        let p = try #require(delivered(P.parse(frame)))
-        #expect(p.isFirstFragment)
-        #expect(p.payloadLength == 992)
-        #expect(p.capturedPayloadLength == 16)
+        #expect(P.parse(frame).dropReason == .ipv4Fragment)
     }
 
-    @Test func laterFragmentsHaveNoPorts() {
+    @Test func laterFragmentsAreDropped() {
         for fragment: UInt16 in [0x2001, 0x0010, 0x1fff] {
             let frame = P.ethernet(type: 0x0800, payload: P.ipv4(proto: 6, fragment: fragment, payload: P.tcp()))
-            #expect(P.parse(frame).dropReason == .fragmentNoPorts)
+            #expect(P.parse(frame).dropReason == .ipv4Fragment)
         }
     }
 
@@ -217,32 +214,38 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
         #expect(t.flow.destination == IPAddress("2001:db8::abc")!)
         #expect(t.flow.family == .ipv6)
         #expect(t.transportOffset == 54 && t.payloadLength == 1)
-        let u = try #require(delivered(P.parse(P.ethernet(type: 0x86dd, payload: P.ipv6(next: 17, payload: P.udp())))))
+        let u = try #require(delivered(P.parse(P.ethernet(type: 0x86dd, payload: P.ipv6(next: 17, payload: P.udp(checksum: 0xbeef))))))
         #expect(u.flow.transport == .udp)
     }
 
     @Test func extensionHeaderChain() throws {
+        // Hop-by-hop, routing (type 0, no segments left), destination
+        // options, atomic fragment, UDP.
         let chain = P.ext(next: 43, lengthUnits: 0) + P.ext(next: 60, lengthUnits: 2)
-            + P.ext(next: 44) + P.fragmentHeader(next: 17, offset: 0, more: true)
-        let frame = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 0, payload: chain + P.udp(length: 500, payload: [1, 2, 3, 4])))
+            + P.ext(next: 44) + P.fragmentHeader(next: 17, offset: 0, more: false)
+        let frame = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 0, payload: chain + P.udp(checksum: 0xbeef, payload: [1, 2, 3, 4])))
         let p = try #require(delivered(P.parse(frame)))
         #expect(p.transportOffset == 14 + 40 + chain.count)
-        #expect(p.isFirstFragment)
         #expect(p.flow.destinationPort == 53)
+        // The same chain ending in a first fragment: not delivered.
+        let first = P.ext(next: 43, lengthUnits: 0) + P.ext(next: 60, lengthUnits: 2)
+            + P.ext(next: 44) + P.fragmentHeader(next: 17, offset: 0, more: true)
+        let ff = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 0, payload: first + P.udp(length: 500, payload: [1, 2, 3, 4])))
+        #expect(P.parse(ff).dropReason == .ipv6Fragment)
     }
 
     @Test func atomicFragmentIsAWholeDatagram() throws {
-        let frame = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 44, payload: P.fragmentHeader(next: 17, offset: 0, more: false) + P.udp(payload: [1, 2])))
+        let frame = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 44, payload: P.fragmentHeader(next: 17, offset: 0, more: false) + P.udp(checksum: 0xbeef, payload: [1, 2])))
         let p = try #require(delivered(P.parse(frame)))
-        #expect(!p.isFirstFragment && p.payloadLength == 2)
+        #expect(p.payloadLength == 2)
         // ... so its UDP length is checked in full.
         let bad = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 44, payload: P.fragmentHeader(next: 17, offset: 0, more: false) + P.udp(length: 50, payload: [1, 2])))
         #expect(P.parse(bad).dropReason == .badUDPLength)
     }
 
-    @Test func laterFragmentHasNoPorts() {
+    @Test func laterFragmentIsDropped() {
         let frame = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 44, payload: P.fragmentHeader(next: 6, offset: 185, more: false) + P.tcp()))
-        #expect(P.parse(frame).dropReason == .fragmentNoPorts)
+        #expect(P.parse(frame).dropReason == .ipv6Fragment)
     }
 
     @Test func chainEnds() {
@@ -289,21 +292,21 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
     }
 
     @Test func payloadLengthZeroAndTooLong() throws {
-        // 0: jumbogram / TSO, decode to the end of the frame.
+        // 0 with TCP: a BIG TCP / TSO capture, decode to the end of the frame.
         let zero = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 6, payloadLength: 0, payload: P.tcp(payload: [1, 2, 3])))
         #expect(try #require(delivered(P.parse(zero))).payloadLength == 3)
-        // Longer than the frame: tshark warns and decodes what is there.
+        // Longer than the frame: tshark warns and decodes what is there,
+        // Linux's ip6_rcv_core drops it.
         let long = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 17, payloadLength: 65, payload: P.udp(payload: [UInt8](repeating: 0, count: 56))))
-        #expect(try #require(delivered(P.parse(long))).payloadLength == 56)
-        // ... but a UDP datagram longer than what is there is still bad.
+        #expect(P.parse(long).dropReason == .badIPv6PayloadLength)
         let udpLong = P.ethernet(type: 0x86dd, payload: P.ipv6(next: 17, payloadLength: 100, payload: P.udp(length: 100, payload: [1])))
-        #expect(P.parse(udpLong).dropReason == .badUDPLength)
+        #expect(P.parse(udpLong).dropReason == .badIPv6PayloadLength)
     }
 }
 
 @Suite struct LinkTypeTests {
     static let ip4 = P.ipv4(proto: 6, payload: P.tcp())
-    static let ip6 = P.ipv6(next: 17, payload: P.udp())
+    static let ip6 = P.ipv6(next: 17, payload: P.udp(checksum: 0xbeef))
 
     @Test func rawIP() {
         for link in [LinkType.raw, .rawBSD, .rawOpenBSD] {
@@ -360,8 +363,13 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
         return P.ethernet(type: 0x0800, payload: ip)
     }
 
-    @Test func notVerifiedByDefault() {
-        #expect(P.parse(Self.v4tcp(corruptHeader: true)).packet != nil)
+    @Test func transportChecksumsNotVerifiedByDefault() {
+        // The IPv4 header checksum is, as in Linux's ip_rcv_core; it can be
+        // turned off.
+        #expect(P.parse(Self.v4tcp(corruptHeader: true)).dropReason == .badIPv4HeaderChecksum)
+        let lenient = PacketParser(options: ParserOptions(verifyIPv4HeaderChecksum: false))
+        let corrupt = Self.v4tcp(corruptHeader: true)
+        #expect(corrupt.withUnsafeBytes { lenient.parse($0, linkType: .ethernet) }.packet != nil)
         #expect(P.parse(Self.v4tcp(corruptSegment: true)).packet != nil)
         // Unfilled checksums, as captured on loopback.
         #expect(P.parse(P.ethernet(type: 0x0800, payload: P.ipv4(proto: 17, payload: P.udp(payload: [1])))).packet != nil)
@@ -369,7 +377,7 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
 
     @Test func verifiedOnRequest() {
         #expect(P.parse(Self.v4tcp(), verify: true).packet != nil)
-        #expect(P.parse(Self.v4tcp(corruptHeader: true), verify: true).dropReason == .checksum)
+        #expect(P.parse(Self.v4tcp(corruptHeader: true), verify: true).dropReason == .badIPv4HeaderChecksum)
         #expect(P.parse(Self.v4tcp(corruptSegment: true), verify: true).dropReason == .checksum)
     }
 
@@ -379,9 +387,10 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
         var bad4 = good4
         bad4[bad4.count - 2] ^= 1
         #expect(P.parse(bad4, .raw, verify: true).dropReason == .checksum)
-        // Zero = "no checksum" is fine over IPv4, invalid over IPv6.
+        // Zero = "no checksum" is fine over IPv4, invalid over IPv6 (with
+        // or without verification: it is not an unfilled offload checksum).
         #expect(P.parse(P.ipv4(proto: 17, payload: P.udp(payload: [1])), .raw, verify: true).packet != nil)
-        #expect(P.parse(P.ipv6(next: 17, payload: P.udp(payload: [1])), .raw, verify: true).dropReason == .checksum)
+        #expect(P.parse(P.ipv6(next: 17, payload: P.udp(payload: [1])), .raw, verify: true).dropReason == .udpZeroChecksumIPv6)
         let good6 = P.withTransportChecksum(P.ipv6(next: 17, payload: P.udp(payload: [5, 6, 7])), l4: 40, proto: 17)
         #expect(P.parse(good6, .raw, verify: true).packet != nil)
         // UDP length shorter than the IP payload: the pseudo-header uses UDP's length.
@@ -390,12 +399,37 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
     }
 
     @Test func ipv6TCPChecksumThroughExtensionHeaders() {
-        let ip = P.ipv6(next: 60, payload: P.ext(next: 6, lengthUnits: 1) + P.tcp(payload: [1, 2, 3, 4, 5]))
+        // Destination options holding one skippable option (type 0x1e,
+        // action bits 00) of 12 bytes: 16 bytes in all.
+        let options: [UInt8] = [6, 1, 0x1e, 12] + [UInt8](repeating: 0xab, count: 12)
+        let ip = P.ipv6(next: 60, payload: options + P.tcp(payload: [1, 2, 3, 4, 5]))
         let good = P.withTransportChecksum(ip, l4: 40 + 16, proto: 6)
         #expect(P.parse(good, .raw, verify: true).packet != nil)
         var bad = good
         bad[20] ^= 0x10  // destination address
         #expect(P.parse(bad, .raw, verify: true).dropReason == .checksum)
+    }
+
+    @Test func ipv4HeaderFastPathAgreesWithTheGeneralSum() {
+        var rng = SplitMix64(seed: 0xc5)
+        var verified = 0
+        for i in 0..<4000 {
+            var h = (0..<((5 + i % 11) * 4)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            if i % 2 == 0 {  // half of them with a correct checksum
+                h[10] = 0
+                h[11] = 0
+                let c = P.checksum(h)
+                h[10] = UInt8(c >> 8)
+                h[11] = UInt8(c & 0xff)
+            }
+            if i % 97 == 0 { h = [UInt8](repeating: i % 2 == 0 ? 0 : 0xff, count: h.count) }
+            h.withUnsafeBytes { b in
+                let general = Checksum.fold(Checksum.sum(b, from: 0, count: b.count)) == 0
+                #expect(Checksum.ipv4HeaderVerifies(b, from: 0, length: b.count) == general, "\(h)")
+                if general { verified += 1 }
+            }
+        }
+        #expect(verified >= 1900)
     }
 
     @Test func truncatedSegmentsAreNotVerified() {
@@ -483,7 +517,7 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
         let links: [LinkType] = [.ethernet, .raw, .ipv4, .ipv6, .linuxSLL, .linuxSLL2, .null, .loop, LinkType(rawValue: 9)]
         let seeds: [[UInt8]] = [
             P.ethernet(type: 0x0800, payload: P.ipv4(proto: 6, options: [1, 1, 1, 0], payload: P.tcp(payload: [1, 2, 3]))),
-            P.ethernet(type: 0x8100, payload: P.be16(0x86dd) + P.ipv6(next: 0, payload: P.ext(next: 44) + P.fragmentHeader(next: 17, offset: 0, more: true) + P.udp())),
+            P.ethernet(type: 0x8100, payload: P.be16(0x86dd) + P.ipv6(next: 0, payload: P.ext(next: 44) + P.fragmentHeader(next: 17, offset: 0, more: false) + P.udp(checksum: 0xbeef))),
             P.ethernet(type: 0x86dd, payload: P.ipv6(next: 43, payload: P.ext(next: 60, lengthUnits: 2) + P.ext(next: 6) + P.tcp())),
         ]
         var delivered = 0
@@ -507,7 +541,7 @@ private func delivered(_ r: ParseResult, sourceLocation: SourceLocation = #_sour
             if let p = r.packet {
                 delivered += 1
                 #expect(p.payloadOffset + p.capturedPayloadLength <= frame.count)
-                #expect(p.capturedPayloadLength >= 0 && p.capturedPayloadLength <= p.payloadLength || p.isFirstFragment)
+                #expect(p.capturedPayloadLength >= 0 && p.capturedPayloadLength <= p.payloadLength)
             }
         }
         #expect(delivered > 1000)  // the corruptions do not hide every frame

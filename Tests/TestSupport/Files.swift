@@ -57,14 +57,21 @@ package struct PcapWriter {
     }
 }
 
-/// An Ethernet + IPv4 + UDP or TCP frame (checksums left 0: not verified by default).
+/// An Ethernet + IPv4 + UDP or TCP frame as Linux's loopback device
+/// captures it: both MAC addresses zero (so 127.0.0.0/8 addresses are not
+/// martian), IPv4 header checksum filled in, TCP/UDP checksums left 0 (not
+/// verified by default).
 package func makeEthernetFrame(tcp: Bool, src: UInt32, sport: UInt16, dst: UInt32, dport: UInt16,
                        seq: UInt32 = 1, payload: Int) -> [UInt8] {
-    var f: [UInt8] = [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 6, 0x08, 0x00]
+    var f: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00]
     let l4 = tcp ? 20 : 8
     let total = 20 + l4 + payload
-    f += [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 0, 0x40, 0, 64, tcp ? 6 : 17, 0, 0]
-    for a in [src, dst] { f += [UInt8(a >> 24), UInt8(a >> 16 & 0xff), UInt8(a >> 8 & 0xff), UInt8(a & 0xff)] }
+    var ip: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 0, 0x40, 0, 64, tcp ? 6 : 17, 0, 0]
+    for a in [src, dst] { ip += [UInt8(a >> 24), UInt8(a >> 16 & 0xff), UInt8(a >> 8 & 0xff), UInt8(a & 0xff)] }
+    let c = TestPacket.checksum(ip)
+    ip[10] = UInt8(c >> 8)
+    ip[11] = UInt8(c & 0xff)
+    f += ip
     f += [UInt8(sport >> 8), UInt8(sport & 0xff), UInt8(dport >> 8), UInt8(dport & 0xff)]
     if tcp {
         f += [UInt8(seq >> 24), UInt8(seq >> 16 & 0xff), UInt8(seq >> 8 & 0xff), UInt8(seq & 0xff)]

@@ -71,8 +71,12 @@ package enum TestPacket {
             + [doff << 4 | UInt8(flags >> 8), UInt8(flags & 0xff)] + be16(window) + [0, 0, 0, 0] + options + payload
     }
 
-    package static func udp(sport: UInt16 = 5353, dport: UInt16 = 53, length: Int? = nil, payload: [UInt8] = []) -> [UInt8] {
-        be16(sport) + be16(dport) + be16(UInt16(length ?? 8 + payload.count)) + [0, 0] + payload
+    /// A UDP header plus payload. The checksum field is `checksum` as
+    /// given (0, "none", by default: valid over IPv4 only; IPv6 tests pass
+    /// any non-zero value, which is not verified by default).
+    package static func udp(sport: UInt16 = 5353, dport: UInt16 = 53, length: Int? = nil, checksum: UInt16 = 0,
+                            payload: [UInt8] = []) -> [UInt8] {
+        be16(sport) + be16(dport) + be16(UInt16(length ?? 8 + payload.count)) + be16(checksum) + payload
     }
 
     /// Fills in the TCP or UDP checksum of a bare IPv4/IPv6 packet whose

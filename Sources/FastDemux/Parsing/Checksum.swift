@@ -17,14 +17,32 @@ enum Checksum {
         return partial(UInt32(total))
     }
 
-    /// Sum of an address's 16-bit words.
-    static func sum(address a: IPAddress) -> UInt32 {
-        @inline(__always)
-        func words(_ w: UInt64) -> UInt32 {
-            UInt32(truncatingIfNeeded: w >> 48) &+ UInt32(truncatingIfNeeded: (w >> 32) & 0xffff)
-                &+ UInt32(truncatingIfNeeded: (w >> 16) & 0xffff) &+ UInt32(truncatingIfNeeded: w & 0xffff)
+    /// Whether the IPv4 header of `length` bytes (IHL × 4, so a multiple of
+    /// 4 and at least 20) at `from` checksums correctly: its one's-complement sum is 0xffff.
+    /// The fast path's version of `fold(sum(...)) == 0`: it adds 32-bit
+    /// words in native byte order into a 64-bit accumulator and folds the
+    /// carries back in, which RFC 1071 section 2 allows (the sum is
+    /// independent of byte order up to a swap, and 0xffff is its own swap;
+    /// wider accumulators with end-around carry give the same 16-bit sum).
+    @inline(__always)
+    static func ipv4HeaderVerifies(_ bytes: UnsafeRawBufferPointer, from: Int, length: Int) -> Bool {
+        @inline(__always) func word(_ at: Int) -> UInt64 {
+            UInt64(bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self))
         }
-        return words(a.high) &+ words(a.low)
+        // The fixed 20 bytes unrolled, then any options.
+        var total = word(from) &+ word(from &+ 4) &+ word(from &+ 8) &+ word(from &+ 12) &+ word(from &+ 16)
+        var i = from &+ 20
+        let end = from &+ length
+        while i < end {
+            total &+= word(i)
+            i &+= 4
+        }
+        total = (total & 0xffff_ffff) &+ (total >> 32)
+        total = (total & 0xffff_ffff) &+ (total >> 32)
+        var folded = UInt32(truncatingIfNeeded: total)
+        folded = (folded & 0xffff) &+ (folded >> 16)
+        folded = (folded & 0xffff) &+ (folded >> 16)
+        return folded == 0xffff
     }
 
     /// Keeps a 32-bit partial sum from overflowing later additions.

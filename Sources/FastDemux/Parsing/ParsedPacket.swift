@@ -52,7 +52,8 @@ public struct TCPSegmentInfo: Sendable, BitwiseCopyable, Hashable {
 
 /// A frame that carries a TCP segment or UDP datagram directly in its
 /// outermost IP header, with the offsets needed to hand its payload to a
-/// socket. All offsets are from the start of the captured frame.
+/// socket. All offsets are from the start of the captured frame. Never a
+/// fragment: until reassembly exists the parser drops every fragment.
 ///
 /// A plain value (`BitwiseCopyable`); it refers to the frame's bytes only
 /// by offset, so it stays valid however the bytes are moved.
@@ -68,16 +69,12 @@ public struct ParsedPacket: Sendable, BitwiseCopyable {
     public var payloadOffset: Int
     /// Payload length according to the headers (IP total length, UDP
     /// length); may exceed ``capturedPayloadLength`` in a snaplen-truncated
-    /// capture or a first fragment.
+    /// capture.
     public var payloadLength: Int
     /// Payload bytes actually present in the frame, from ``payloadOffset``.
     public var capturedPayloadLength: Int
     /// TCP header fields; `nil` for UDP.
     public var tcp: TCPSegmentInfo?
-    /// The first fragment (offset 0, more-fragments or an IPv6 fragment
-    /// header) of a fragmented datagram: the ports are real, the payload is
-    /// partial.
-    public var isFirstFragment: Bool
     /// The frame was cut short by the capture snaplen (caplen < len) within
     /// the IP datagram.
     public var isTruncated: Bool
@@ -87,7 +84,7 @@ public struct ParsedPacket: Sendable, BitwiseCopyable {
     @inlinable
     public init(flow: FlowKey, networkOffset: Int, transportOffset: Int, payloadOffset: Int,
                 payloadLength: Int, capturedPayloadLength: Int, tcp: TCPSegmentInfo?,
-                isFirstFragment: Bool, isTruncated: Bool) {
+                isTruncated: Bool) {
         self.flow = flow
         self.networkOffset = networkOffset
         self.transportOffset = transportOffset
@@ -95,7 +92,6 @@ public struct ParsedPacket: Sendable, BitwiseCopyable {
         self.payloadLength = payloadLength
         self.capturedPayloadLength = capturedPayloadLength
         self.tcp = tcp
-        self.isFirstFragment = isFirstFragment
         self.isTruncated = isTruncated
     }
 }

@@ -18,10 +18,13 @@
 /// delivered or counted under exactly one reason, so
 /// `offered == delivered + Σ dropped[reason] (+ still queued)`.
 public enum DemuxDropReason: Int, CaseIterable, Sendable, CustomStringConvertible {
-    /// The frame could not be parsed (bad length, version, header, ...).
+    /// The frame could not be parsed (bad length, version, header, ...) or
+    /// breaks a receive rule Linux enforces (martian address, bad IPv4
+    /// header checksum, TCP in a link-layer broadcast, ...).
     case malformed
     /// Parsed, but a protocol or feature this demultiplexer does not handle
-    /// (ARP, ICMP, fragments, ...).
+    /// (ARP, ICMP, fragments, multicast and broadcast destinations, frames
+    /// for another host or to be forwarded, ...).
     case unsupported
     /// No connected, bound or listening socket matches.
     case noSocket
@@ -35,7 +38,9 @@ public enum DemuxDropReason: Int, CaseIterable, Sendable, CustomStringConvertibl
     @inlinable
     public init(_ parseReason: DropReason) {
         switch parseReason {
-        case .unsupportedLinkType, .notIP, .notTCPUDP, .ipsec, .fragmentNoPorts: self = .unsupported
+        case .unsupportedLinkType, .notIP, .notTCPUDP, .ipsec, .ipv4Fragment, .ipv6Fragment,
+             .broadcastDestination, .multicastDestination, .otherHost, .ipv6RoutingHeader:
+            self = .unsupported
         default: self = .malformed
         }
     }
@@ -252,9 +257,10 @@ public struct DemuxStats: Sendable {
     public var readSections = 0
     /// Worker continuation schedules issued (after coalescing).
     public var workerSchedules = 0
-    /// Parser drops by ``DropReason`` (indexed by raw value); their sum is
-    /// included in `drops[.malformed] + drops[.unsupported]`.
-    public var parseDrops = InlineArray<32, Int>(repeating: 0)
+    /// Parser drops by ``DropReason`` (indexed by raw value; room for 64
+    /// reasons, ``DropReason/count`` is below); their sum is included in
+    /// `drops[.malformed] + drops[.unsupported]`.
+    public var parseDrops = InlineArray<64, Int>(repeating: 0)
 
     /// Every counter 0 (the merge of no threads).
     public init() {}
