@@ -110,3 +110,19 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// MARK: Fuzz targets (scripts/fuzz.sh; docs/Fuzzing.md)
+//
+// libFuzzer executables, declared only when SMP_FUZZ=1: they have no main
+// of their own (libFuzzer's, linked by -sanitize=fuzzer, calls their
+// LLVMFuzzerTestOneInput), so an ordinary `swift build` could not link
+// them. They live in this package, not beside it like Benchmarks/, because
+// their harnesses are TestSupport's package-access code, which the
+// regression tests replay too.
+if Context.environment["SMP_FUZZ"] == "1" {
+    for (name, folder) in [("FuzzParser", "parser"), ("FuzzPcap", "pcap"), ("FuzzPcapng", "pcapng")] {
+        package.targets.append(.executableTarget(
+            name: name, dependencies: ["TestSupport", "SMPPrimitives", "FastDemux", "PacketIO"],
+            path: "Fuzz/\(folder)"))
+    }
+}

@@ -11,7 +11,9 @@
 # Benchmarks/ malloc gate (every hot-path microbenchmark: 0 mallocs);
 # SMP_TEST_DOCS=1 builds every library's DocC documentation and fails on a
 # warning; SMP_TEST_STANDALONE=1 builds a throwaway package that depends on
-# SMPPrimitives alone. CI (.ci/run) sets all four.
+# SMPPrimitives alone; SMP_TEST_FUZZ=1 runs every libFuzzer target
+# (scripts/fuzz.sh) for SMP_FUZZ_SECONDS (default 30) each, after replaying
+# its committed regression inputs. CI (.ci/run) sets all five.
 #
 # Every step runs under a watchdog (`timeout`): a hang fails the run instead
 # of stalling it. The tests have watchdogs of their own; this is the backstop.
@@ -84,6 +86,12 @@ fi
 if [ "${SMP_TEST_DOCS:-0}" = 1 ]; then
     step "DocC documentation of every library module, no warnings"
     watchdog 1200 scripts/check-docs.sh
+fi
+if [ "${SMP_TEST_FUZZ:-0}" = 1 ]; then
+    step "fuzzing: every target for ${SMP_FUZZ_SECONDS:-30} s (scripts/fuzz.sh; a finding fails)"
+    for target in parser pcap pcapng; do
+        watchdog 900 scripts/fuzz.sh "$target" "${SMP_FUZZ_SECONDS:-30}"
+    done
 fi
 step "done"
 echo "test.sh: all passes succeeded in $SECONDS s"

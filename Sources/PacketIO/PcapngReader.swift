@@ -153,14 +153,32 @@ public final class PcapngReader {
         return true
     }
 
+    /// Bytes between the read position and the end of the file, or nil if
+    /// the stream cannot seek (a pipe). Only called before the buffer grows,
+    /// which a well-formed file does a few times at most.
+    private func bytesLeft() -> Int? {
+        let here = ftello(file)
+        guard here >= 0, fseeko(file, 0, SEEK_END) == 0 else { return nil }
+        let end = ftello(file)
+        guard fseeko(file, here, SEEK_SET) == 0 else { return nil }
+        return end >= here ? Int(end - here) : nil
+    }
+
     /// Reads the rest of a block of total `length` (8 header bytes and
     /// `alreadyRead` body bytes consumed) and checks the trailing length.
     private func readBody(length: Int, alreadyRead: Int) throws(PcapError) {
         guard length >= 12, length % 4 == 0 else { throw fail("bad block length \(length)") }
         guard length <= Self.maxBlockLength else { throw fail("block length \(length) too large") }
         let rest = length - 8
-        ensureCapacity(rest)
         let toRead = rest - alreadyRead
+        if rest > buffer.count {
+            // A corrupt length must cost an error, not an allocation of up to
+            // maxBlockLength: before growing, check the file holds the block.
+            if let left = bytesLeft(), toRead > left {
+                throw fail("block length \(length) runs past the end of the file (\(left) bytes left)")
+            }
+            ensureCapacity(rest)
+        }
         guard fread(buffer.baseAddress! + alreadyRead, 1, toRead, file) == toRead else {
             throw fail("file ends inside a block")
         }
@@ -199,7 +217,10 @@ public final class PcapngReader {
     private func nanoseconds(_ ticks: UInt64, _ iface: Interface) -> Int64 {
         let ups = iface.unitsPerSecond
         let seconds = ticks / ups, fraction = ticks % ups
-        let ns = ups == 1_000_000_000 ? fraction : fraction.multipliedFullWidth(by: 1_000_000_000).low / ups
+        // fraction < ups, so the quotient is below 10^9; the 128-bit product
+        // keeps resolutions finer than 1.8 * 10^10 units/s (if_tsresol 11 and
+        // up: picoseconds) from overflowing 64 bits.
+        let ns = ups == 1_000_000_000 ? fraction : ups.dividingFullWidth(fraction.multipliedFullWidth(by: 1_000_000_000)).quotient
         return (Int64(truncatingIfNeeded: seconds) &+ iface.offsetSeconds) &* 1_000_000_000 &+ Int64(truncatingIfNeeded: ns)
     }
 

@@ -154,6 +154,57 @@ private func readAll(_ file: TemporaryFile) throws -> [(index: Int, link: LinkTy
         #expect(frames.count == 1 && frames[0].bytes.count == 20 && frames[0].wire == Self.udp4.count)
     }
 
+    /// A block longer than what is left of the file, yet under
+    /// `maxBlockLength`: an error before the reader grows its buffer for it
+    /// (not an allocation of the declared length, then a failed read).
+    @Test func blockLengthPastTheEndOfTheFile() throws {
+        var b = PcapngBuilder(bigEndian: false)
+        b.section()
+        b.interface(1)
+        b.enhanced(interface: 0, ticks: 1, data: Self.udp4)
+        b.bytes += b.u32(6) + b.u32(UInt32(PcapngReader.maxBlockLength - 4)) + [UInt8](repeating: 0, count: 16)
+        let file = TemporaryFile(b.bytes)
+        let readers = try withExtendedLifetime(file) {
+            [try PcapReader(path: file.path), try PcapReader(bytes: b.bytes, name: "in-memory")]
+        }
+        for reader in readers {
+            #expect(try reader.next()?.index == 1)
+            #expect {
+                _ = try reader.next()
+            } throws: { error in
+                guard case .malformed(_, 1, let reason) = error as? PcapError else { return false }
+                return reason == "block length \(PcapngReader.maxBlockLength - 4) runs past the end of the file (16 bytes left)"
+            }
+        }
+    }
+
+    /// if_tsresol finer than 1.8 * 10^10 units/s (here picoseconds): the
+    /// sub-second part times 10^9 does not fit 64 bits.
+    @Test func picosecondTimestamps() throws {
+        var b = PcapngBuilder(bigEndian: false)
+        b.section()
+        b.interface(1, tsresol: 12)
+        b.enhanced(interface: 0, ticks: 5_000_000_000_000 + 987_654_321_012, data: Self.udp4)
+        let frames = try readAll(TemporaryFile(b.bytes))
+        #expect(frames.map(\.ns) == [5_987_654_321])
+    }
+
+    /// Classic pcap with a 4 GiB snaplen and a record claiming 4 GiB:
+    /// libpcap refuses the record (it never allocates the declared size).
+    @Test func pcapWithHugeDeclaredLengths() throws {
+        var w = PcapWriter(linkType: 1, snaplen: 0xffff_ffff)
+        w.append32(1); w.append32(0)
+        w.append32(0xffff_ffff); w.append32(0xffff_ffff)
+        w.bytes += [UInt8](repeating: 0, count: 64)
+        let reader = try PcapReader(bytes: w.bytes, name: "huge")
+        #expect {
+            _ = try reader.next()
+        } throws: { error in
+            guard case .malformed(_, 0, _) = error as? PcapError else { return false }
+            return true
+        }
+    }
+
     /// Broken pcapng files: the good packets before the damage are
     /// returned, then a `malformed` error names how many there were.
     @Test(arguments: ["truncated", "undeclared", "caplen", "trailer", "length", "huge"])
