@@ -9,7 +9,9 @@
 # Benchmarks/ malloc gate (every hot-path microbenchmark: 0 mallocs);
 # SMP_TEST_DOCS=1 builds every library's DocC documentation and fails on a
 # warning; SMP_TEST_STANDALONE=1 builds a throwaway package that depends on
-# SMPPrimitives alone. CI (.ci/run) sets all four.
+# SMPPrimitives alone; SMP_TEST_SOAK=1 runs `fastdemux soak` (release) for
+# 60 s: traffic with socket churn, conservation at every report, resident
+# memory levelling off. CI (.ci/run) sets all five.
 #
 # Every step runs under a watchdog (`timeout`): a hang fails the run instead
 # of stalling it. The tests have watchdogs of their own; this is the backstop.
@@ -65,5 +67,9 @@ fi
 if [ "${SMP_TEST_DOCS:-0}" = 1 ]; then
     echo "== DocC documentation of every library module, no warnings"
     watchdog 1200 scripts/check-docs.sh
+fi
+if [ "${SMP_TEST_SOAK:-0}" = 1 ]; then
+    echo "== soak: 60 s of traffic with bind/close churn (a report every 10 s)"
+    watchdog 300 .build/release/fastdemux soak --duration 60 --report-interval 10
 fi
 echo "test.sh: all passes succeeded"
