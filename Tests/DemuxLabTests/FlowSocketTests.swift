@@ -8,26 +8,32 @@ import SMPPrimitives
 
 /// Runs `body` on a thread of its own and waits for it at most `seconds`:
 /// nil (and a recorded issue) if it did not finish in time, so a hang fails
-/// the test instead of blocking the run. (A late body keeps its thread.)
-func withDeadline<T: Sendable>(_ seconds: Double = 60, _ what: String,
+/// the test instead of blocking the run. (A late body keeps its thread,
+/// which is deliberately leaked rather than joined.)
+func withDeadline<T: Sendable>(_ what: String, seconds: Double = 60,
                                _ body: @escaping @Sendable () throws -> T) -> T? {
-    final class Box: Sendable { let value = Mutex<Result<T, any Error>?>(nil) }
-    let box = Box()
-    _ = PinnedThread(name: "deadline") { box.value.withLock { $0 = Result { try body() } } }
+    let box = DeadlineBox<T>()
+    let thread = PinnedThread(name: "deadline") { box.value.withLock { $0 = Result { try body() } } }
     let deadline = monotonicSeconds() + seconds
     while box.value.withLock({ $0 == nil }) {
         if monotonicSeconds() > deadline {
             Issue.record("\(what) did not finish within \(seconds) s")
+            _ = Unmanaged.passRetained(thread)   // never joined
             return nil
         }
         usleep(1000)
     }
+    thread.join()
     switch box.value.withLock({ $0! }) {
     case .success(let v): return v
     case .failure(let e):
         Issue.record("\(what) threw \(e)")
         return nil
     }
+}
+
+final class DeadlineBox<T: Sendable>: Sendable {
+    let value = Mutex<Result<T, any Error>?>(nil)
 }
 
 /// One UDP frame per flow `i` (distinct source ports, one destination), in
@@ -75,7 +81,7 @@ struct DistinctFlowsSource: PacketSource {
 
     @Test func floodPastTheCapOpensExactlyCapSocketsAndCountsTheRest() {
         let cap = 100, flows = 350
-        let done = withDeadline("flood") {
+        let done: Void? = withDeadline("flood") {
             QSBR.withRegisteredThread {
                 let demux = Demux<QSBR>()
                 let ready = SocketReadySet(capacity: 1024)
@@ -102,7 +108,7 @@ struct DistinctFlowsSource: PacketSource {
     }
 
     @Test func idleSocketsExpireAndAreFreed() {
-        let done = withDeadline("expiry") {
+        let done: Void? = withDeadline("expiry") {
             QSBR.withRegisteredThread {
                 let demux = Demux<QSBR>()
                 let ready = SocketReadySet(capacity: 256)
