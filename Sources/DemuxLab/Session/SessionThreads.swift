@@ -177,16 +177,9 @@ extension SessionState {
         defer { taken.deallocate() }
 
         func drain(_ s: Socket) {
-            while true {
-                var n = 0
-                s.receive(upTo: 64) { p in
-                    taken[n] = p
-                    n += 1
-                }
-                if n == 0 { return }
+            s.drainBatches(into: taken) { batch in
                 drains += 1
-                for i in 0..<n {
-                    let p = taken[i]
+                for p in batch {
                     let m = meta[pool.index(of: p)]
                     account(m)
                     cache.free(p)

@@ -172,9 +172,11 @@ final class SoakState: @unchecked Sendable {
         var conserved = false
         var drained = 0, took = 0
         while true {
-            // Relaxed loads: each counter only grows and a packet is counted
-            // once, so the sum can equal `offered` only when nothing is in
-            // flight (a late read can only make the sum smaller).
+            // Each counter only grows and a packet is counted once, so the
+            // sum can equal `offered` only when nothing is in flight (a
+            // stale read can only make the sum smaller); the drained count
+            // is a relaxed load for that reason, `delivered` acquires the
+            // consumer's frees.
             took = delivered.load(ordering: .acquiring)
             drained = demux.table.packetsDrainedAtTeardown
             let accounted = took + stats.drops.total + drained
@@ -213,15 +215,9 @@ final class SoakState: @unchecked Sendable {
         defer { taken.deallocate() }
         var count = 0
         func drain(_ s: Socket) {
-            while true {
-                var n = 0
-                s.receive(upTo: 64) { p in
-                    taken[n] = p
-                    n += 1
-                }
-                if n == 0 { return }
-                for i in 0..<n { cache.free(taken[i]) }
-                count += n
+            s.drainBatches(into: taken) { batch in
+                for p in batch { cache.free(p) }
+                count += batch.count
                 // Releasing: the frees above happen before the input thread
                 // sees the count (it may then reuse the buffers' memory
                 // through the pool, which has its own lock anyway).
