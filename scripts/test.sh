@@ -13,7 +13,9 @@
 # warning; SMP_TEST_STANDALONE=1 builds a throwaway package that depends on
 # SMPPrimitives alone; SMP_TEST_FUZZ=1 runs every libFuzzer target
 # (scripts/fuzz.sh) for SMP_FUZZ_SECONDS (default 30) each, after replaying
-# its committed regression inputs. CI (.ci/run) sets all five.
+# its committed regression inputs; SMP_TEST_SOAK=1 runs `fastdemux soak`
+# (release) for 60 s: traffic with socket churn, conservation at every
+# report, resident memory levelling off. CI (.ci/run) sets all six.
 #
 # Every step runs under a watchdog (`timeout`): a hang fails the run instead
 # of stalling it. The tests have watchdogs of their own; this is the backstop.
@@ -92,6 +94,10 @@ if [ "${SMP_TEST_FUZZ:-0}" = 1 ]; then
     for target in parser pcap pcapng; do
         watchdog 900 scripts/fuzz.sh "$target" "${SMP_FUZZ_SECONDS:-30}"
     done
+fi
+if [ "${SMP_TEST_SOAK:-0}" = 1 ]; then
+    step "soak: 60 s of traffic with bind/close churn (a report every 10 s)"
+    watchdog 300 .build/release/fastdemux soak --duration 60 --report-interval 10
 fi
 step "done"
 echo "test.sh: all passes succeeded in $SECONDS s"

@@ -19,6 +19,12 @@ struct SessionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Receive-queue capacity of each socket (a full queue drops, counted as queue_full).", valueName: "n"))
     var queue: Int = 256
 
+    @Option(help: ArgumentHelp("Per-flow mode: flow sockets open at once at most; a flow direction arriving past it gets no socket (its packets drop as no_socket, the refusal is counted as 'flow socket cap reached').", valueName: "n"))
+    var maxFlowSockets: Int = 65_536
+
+    @Option(help: ArgumentHelp("Per-flow mode: close a flow direction's socket after this many seconds without a packet (wall-clock time of the run; 0: never).", valueName: "seconds"))
+    var flowIdleTimeout: Double = 30
+
     @Flag(help: "Verify IPv4 header and TCP/UDP checksums (failures are dropped as 'checksum').")
     var verifyChecksums = false
 
@@ -31,12 +37,16 @@ struct SessionOptions: ParsableArguments {
     func validate() throws {
         if workers < 1 || workers > 64 { throw ValidationError("--workers must be 1...64") }
         if queue < 1 { throw ValidationError("--queue must be positive") }
+        if maxFlowSockets < 1 { throw ValidationError("--max-flow-sockets must be positive") }
+        if !(flowIdleTimeout >= 0) { throw ValidationError("--flow-idle-timeout must be 0 or positive") }
     }
 
     func configuration() -> DemuxSessionConfiguration {
         var c = DemuxSessionConfiguration(workers: workers)
         if !listen.isEmpty { c.sockets = .listen(listen.joined()) }
         c.queueCapacity = queue
+        c.maxSockets = maxFlowSockets
+        c.flowIdleTimeout = flowIdleTimeout > 0 ? flowIdleTimeout : nil
         c.parser = ParserOptions(verifyChecksums: verifyChecksums)
         c.pin = !noPin
         return c

@@ -72,7 +72,9 @@ func socketsText(_ s: SessionSockets) -> String {
 
 /// The conservation line of `demo` (and the check behind `conserved`).
 func conservationLine(_ r: DemuxSessionReport) -> String {
-    "in = delivered + dropped: \(r.framesIn) = \(r.delivered) + \(r.dropped): "
+    (r.packetsDrainedAtClose == 0
+        ? "in = delivered + dropped: \(r.framesIn) = \(r.delivered) + \(r.dropped): "
+        : "in = delivered + dropped + drained at close: \(r.framesIn) = \(r.delivered) + \(r.dropped) + \(r.packetsDrainedAtClose): ")
         + (r.isConserved ? "OK" : "FAILED (offered \(r.input.offered), enqueued \(r.input.enqueued), order violations \(r.orderViolations))")
 }
 
@@ -108,6 +110,11 @@ func renderText(_ r: DemuxSessionReport, _ ctx: ReportContext) -> String {
     }
     if !any { out.append("  (none)") }
     if r.socketLimitHits > 0 { out.append("  note: \(r.socketLimitHits) flow directions got no socket (socket limit)") }
+    let fs = r.flowSockets
+    if fs.expired > 0 || fs.refusedCap > 0 {
+        out.append("  flow sockets: \(fs.opened) opened, \(fs.expired) expired (idle), "
+                   + "\(FlowSocketCounters.capReasonName): \(fs.refusedCap), peak open \(fs.peakOpen)")
+    }
 
     let s = r.input
     let d = r.delivered
@@ -166,11 +173,14 @@ struct SessionReportJSON: Encodable {
     var orderViolations: Int
     var conserved: Bool
     var error: String?
+    /// Per-flow mode: the flow socket table's counters.
+    var flowSockets: FlowSocketsJSON
 
     enum CodingKeys: String, CodingKey {
         case schemaVersion, version, command, source, linkType = "link_type", workers, sockets
         case socketsOpened = "sockets_opened", frames, bytes, delivered, dropped, seconds, flows, drops
         case handoff, orderViolations = "order_violations", conserved, error
+        case flowSockets = "flow_sockets"
     }
 
     /// One flow, by its canonical key (both directions).
@@ -276,5 +286,30 @@ struct SessionReportJSON: Encodable {
         orderViolations = r.orderViolations
         conserved = r.isConserved
         error = r.sourceError.map { "\($0)" }
+        flowSockets = FlowSocketsJSON(r.flowSockets, drainedAtClose: r.packetsDrainedAtClose)
+    }
+}
+
+/// A ``FlowSocketCounters`` in JSON (`replay`/`live`/`demo` and `soak`):
+/// refusals by reason name.
+struct FlowSocketsJSON: Encodable {
+    var opened: Int
+    var expired: Int
+    var open: Int
+    var peakOpen: Int
+    var refused: [String: Int]
+    var drainedAtClose: Int
+
+    enum CodingKeys: String, CodingKey {
+        case opened, expired, open, peakOpen = "peak_open", refused, drainedAtClose = "drained_at_close"
+    }
+
+    init(_ c: FlowSocketCounters, drainedAtClose: Int) {
+        opened = c.opened
+        expired = c.expired
+        open = c.open
+        peakOpen = c.peakOpen
+        refused = [FlowSocketCounters.capReasonKey: c.refusedCap, "connect_refused": c.refusedConnect]
+        self.drainedAtClose = drainedAtClose
     }
 }

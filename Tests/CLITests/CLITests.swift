@@ -2,6 +2,7 @@ import ArgumentParser
 import DemuxLab
 import FastDemux
 import Testing
+import Synchronization
 import Workloads
 @testable import fastdemux
 
@@ -108,7 +109,7 @@ import Workloads
     /// repository, no file that moved.
     @Test func helpNamesNoFileOutsideTheRepository() {
         let commands: [any ParsableCommand.Type] = [FastDemuxCommand.self] + FastDemuxCommand.configuration.subcommands
-        #expect(commands.count == 7)
+        #expect(commands.count == 8)   // the tool and 7 subcommands (soak is the seventh)
         for command in commands {
             let help = FastDemuxCommand.helpMessage(for: command, columns: 200)
             for outside in ["../", "shared/", "seeds", "Samples/", "BENCHMARKS.md"] {
@@ -186,5 +187,61 @@ import Workloads
         #expect(withOverhead["stats_off_mpps"] == .double(2 * r.mpps))
         #expect(withOverhead["stats_overhead_percent"] == .double(50))
         #expect(withOverhead["runs"] == .int(3))
+    }
+}
+
+/// `fastdemux soak --json`: one line per report with the fields by name,
+/// conservation at every report, then a summary line.
+@Suite struct CLISoakTests {
+    @Test func shortSoakWritesConservedJSONReports() throws {
+        final class Lines: Sendable { let value = Mutex<[String]>([]) }
+        let lines = Lines()
+        let c = try SoakCommand.parse(["--duration", "3", "--report-interval", "1", "--json"])
+        #expect(c.duration == 3 && c.reportInterval == 1 && c.json)
+        var config = SoakConfiguration(duration: 3, reportInterval: 1)
+        config.flowLimits.idleTimeout = 0.5   // flow sockets expire within the 3 s
+        let summary = runSoak(config, json: true) { line in
+            lines.value.withLock { $0.append(line) }
+        }
+        let all = lines.value.withLock { $0 }
+        #expect(all.count == summary.reports.count + 1)
+        #expect((3...4).contains(summary.reports.count), "about one report per second")
+        for line in all.dropLast() {
+            #expect(!line.contains("\n"))
+            let o = try JSONLine.decode(JSONValue.self, from: line)
+            #expect(o["schemaVersion"] == .int(JSONSchema.version))
+            #expect(o["version"] == .string(packageVersion))
+            #expect(o["command"] == .string("soak"))
+            #expect(o["kind"] == .string("report"))
+            #expect(o["conserved"] == .bool(true), "\(line)")
+            for key in ["index", "seconds", "rss_bytes", "reclamation_pending", "reclamation_peak", "offered",
+                        "delivered", "dropped", "sockets_open", "binds", "closes", "packets_per_second"] {
+                #expect(o[key] != nil, "\(key)")
+            }
+            for reason in DemuxDropReason.allCases { #expect(o["drops"]?[reason.description] != nil, "\(reason)") }
+            #expect(o["flow_sockets"]?["refused"]?[FlowSocketCounters.capReasonKey] != nil)
+            #expect(o["flow_sockets"]?["expired"] != nil)
+            guard case .int(let rss)? = o["rss_bytes"], case .int(let offered)? = o["offered"] else {
+                Issue.record("rss_bytes/offered not integers"); continue
+            }
+            #expect(rss > 1 << 20 && offered > 0)
+        }
+        let last = try JSONLine.decode(JSONValue.self, from: all.last ?? "")
+        #expect(last["kind"] == .string("summary"))
+        #expect(last["conserved_reports"] == .int(summary.reports.count))
+        #expect(last["rss_growth_limit_bytes"] != nil)
+        // The hostile traffic shows up under its parser reasons.
+        let parseDrops = Set(summary.reports.last?.parseDrops.map(\.reason) ?? [])
+        for reason in ["truncated_ipv4", "fragment_no_ports", "bad_ipv4_version", "not_tcp_udp", "bad_udp_length"] {
+            #expect(parseDrops.contains(reason), "\(reason)")
+        }
+        #expect((summary.reports.last?.closes ?? 0) > 0, "the churn thread closed sockets")
+        #expect((summary.reports.last?.flowSockets.expired ?? 0) > 0, "flow sockets expired")
+    }
+
+    @Test func soakRejectsBadValues() {
+        for bad in [["--duration", "0"], ["--duration", "5", "--report-interval", "0"], []] {
+            #expect(throws: (any Error).self, "\(bad)") { try SoakCommand.parse(bad) }
+        }
     }
 }

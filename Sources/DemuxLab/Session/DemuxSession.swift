@@ -114,14 +114,17 @@ final class SessionState: @unchecked Sendable {
     let consumerCPU: Int
 
     // Reader-owned.
+    /// Listening/bound sockets (``SessionSockets/listen(_:)`` mode).
     var sockets: [Socket] = []
+    /// Per-flow mode: the sockets opened per flow direction (cap, idle
+    /// expiry); its ``FlowSocketTable/reap()`` runs on the consumer.
+    let flowSockets: FlowSocketTable<QSBR>?
     var directions: [FlowKey: Int32] = [:]
     var flowOfDirection: [Int32] = []
     var flowIndex: [FlowKey: Int32] = [:]
     var flows: [FlowRecord] = []
     var framesIn = 0
     var bytesIn = 0
-    var socketLimitHits = 0
     var readerError: (any Error)?
     var readerStats = DemuxStats()
     var seconds = 0.0
@@ -148,12 +151,18 @@ final class SessionState: @unchecked Sendable {
         workerStats = .allocate(capacity: c.workers)
         workerStats.initialize(repeating: DemuxStats(), count: c.workers)
         consumerCPU = c.pin ? 1 % onlineCPUCount : -1
+        flowSockets = c.sockets == .perFlow
+            ? FlowSocketTable(demux: demux, readySet: readySet,
+                              limits: FlowSocketLimits(maxSockets: c.maxSockets, idleTimeout: c.flowIdleTimeout),
+                              readerCPU: consumerCPU)
+            : nil
     }
 
     func teardown() {
         // One grace period for all of them (every input thread has stopped).
         demux.table.close(sockets)
         sockets.removeAll()
+        flowSockets?.closeAll()
         meta.deallocate()
         workerStats.deinitialize(count: config.workers)
         workerStats.deallocate()
@@ -186,8 +195,8 @@ final class SessionState: @unchecked Sendable {
         return s
     }
 
-    /// Reader: the directional index of `key`, opening its socket (per-flow
-    /// mode) and registering its canonical flow when new.
+    /// Reader: the directional index of `key`, registering its canonical
+    /// flow when new. (Per-flow sockets are opened by ``flowSockets``.)
     @inline(__always)
     func direction(of key: FlowKey, frameIndex: Int) -> Int32 {
         if let d = directions[key] { return d }
@@ -204,19 +213,6 @@ final class SessionState: @unchecked Sendable {
         let d = Int32(flowOfDirection.count)
         flowOfDirection.append(flow)
         directions[key] = d
-        if config.sockets == .perFlow {
-            if let s = try? newSocket(key.transport) {
-                // The packet's destination is the socket's local end.
-                do {
-                    try s.connect(to: InetEndpoint(key.source, key.sourcePort),
-                                  from: InetEndpoint(key.destination, key.destinationPort))
-                } catch {
-                    socketLimitHits += 1
-                }
-            } else {
-                socketLimitHits += 1
-            }
-        }
         return d
     }
 
@@ -244,8 +240,11 @@ final class SessionState: @unchecked Sendable {
         r.consumerSweeps = sweeps
         r.consumerParks = parks
         r.orderViolations = orderViolations
-        r.socketsOpened = sockets.count
-        r.socketLimitHits = socketLimitHits
+        let fc = flowSockets?.counters ?? FlowSocketCounters()
+        r.socketsOpened = sockets.count + fc.opened
+        r.socketLimitHits = fc.refusedCap + fc.refusedConnect
+        r.flowSockets = fc
+        r.packetsDrainedAtClose = demux.table.packetsDrainedAtTeardown
         r.workers = config.workers
         r.seconds = seconds
         r.sourceError = readerError

@@ -73,8 +73,15 @@ public struct DemuxSessionConfiguration: Sendable {
     /// Bytes kept per packet buffer: a longer frame is stored truncated
     /// (the demux needs only its headers); byte counts use the wire length.
     public var bufferSize: Int = 2048
-    /// Upper bound on sockets (the consumer's ready set is sized for it).
+    /// Upper bound on sockets (the consumer's ready set is sized for it);
+    /// in per-flow mode also the cap on flow sockets open at once
+    /// (``FlowSocketLimits/maxSockets``): a direction arriving past it gets
+    /// no socket, counted as "flow socket cap reached".
     public var maxSockets: Int = 65_536
+    /// Per-flow mode: seconds without a packet after which a direction's
+    /// socket is closed (nil: never; ``FlowSocketLimits/idleTimeout``).
+    /// Wall-clock time of the run, not capture timestamps.
+    public var flowIdleTimeout: Double? = 30
     /// What the parser accepts.
     public var parser = ParserOptions()
     /// Pin the reader to CPU 0, input workers round-robin from CPU 0 and the
@@ -138,8 +145,14 @@ public struct DemuxSessionReport: Sendable {
     public var orderViolations = 0
     public var socketsOpened = 0
     /// Flow directions left without a socket (``DemuxSessionConfiguration/maxSockets``
-    /// reached, or the connect was refused).
+    /// reached, or the connect was refused), counted per refused open.
     public var socketLimitHits = 0
+    /// Per-flow mode: sockets opened, expired and refused by the flow
+    /// socket table (zero in listen mode).
+    public var flowSockets = FlowSocketCounters()
+    /// Packets still queued in sockets when they were closed (expired flow
+    /// sockets during the run), dropped as `socket_closed` at the socket.
+    public var packetsDrainedAtClose = 0
     /// Input threads used (``DemuxSessionConfiguration/workers``).
     public var workers = 1
     /// Wall-clock seconds the reader ran.
@@ -151,11 +164,12 @@ public struct DemuxSessionReport: Sendable {
     /// Frames dropped, by the parser or the demux (every reason).
     public var dropped: Int { input.drops.total }
 
-    /// in = delivered + dropped, every offered frame went through the demux
-    /// exactly once, and nothing was left queued or reordered.
+    /// in = delivered + dropped (+ drained from sockets closed during the
+    /// run), every offered frame went through the demux exactly once, and
+    /// nothing was left queued or reordered.
     public var isConserved: Bool {
-        framesIn == delivered + dropped && input.offered == framesIn && input.enqueued == delivered
-            && orderViolations == 0
+        framesIn == delivered + dropped + packetsDrainedAtClose && input.offered == framesIn
+            && input.enqueued == delivered + packetsDrainedAtClose && orderViolations == 0
     }
 }
 

@@ -21,6 +21,8 @@ extension SessionState {
         var ended = false
         let t0 = monotonicSeconds()
         var nextProgress = t0 + config.progressInterval
+        // The clock as of the current burst (flow socket activity stamps).
+        var now = t0
 
         // Handles one frame; returns false if it needs a buffer and none is
         // spare (the frame then stays pending).
@@ -38,6 +40,7 @@ extension SessionState {
             countFrame(frame)
             spareCount -= 1
             let packet = spare[spareCount]
+            if let flowSockets { _ = flowSockets.admit(parsed.flow, now: now) }
             let d = direction(of: parsed.flow, frameIndex: frame.index)
             let flow = flowOfDirection[Int(d)]
             flows[Int(flow)].packets += 1
@@ -111,9 +114,11 @@ extension SessionState {
                     }
                 }
                 input.quiescent()
+                // One clock read per burst (vDSO, ~20 ns): negligible.
+                now = monotonicSeconds()
+                // Outside the burst: closing idle sockets waits a grace period.
+                flowSockets?.sweepIfDue(now: now)
                 if let progress {
-                    // One clock read per burst (vDSO, ~20 ns): negligible.
-                    let now = monotonicSeconds()
                     if now >= nextProgress {
                         nextProgress = now + config.progressInterval
                         progress(SessionProgress(frames: framesIn, bytes: bytesIn, seconds: now - t0))
@@ -172,16 +177,9 @@ extension SessionState {
         defer { taken.deallocate() }
 
         func drain(_ s: Socket) {
-            while true {
-                var n = 0
-                s.receive(upTo: 64) { p in
-                    taken[n] = p
-                    n += 1
-                }
-                if n == 0 { return }
+            s.drainBatches(into: taken) { batch in
                 drains += 1
-                for i in 0..<n {
-                    let p = taken[i]
+                for p in batch {
                     let m = meta[pool.index(of: p)]
                     account(m)
                     cache.free(p)
@@ -193,6 +191,7 @@ extension SessionState {
             // Acquire: pairs with run()'s release after the inputs joined, so
             // every readiness bit they set is visible to the sweeps below.
             let done = inputsDone.load(ordering: .acquiring)
+            flowSockets?.reap()
             sweeps += 1
             let ready = readySet.takeReady { slot in
                 if let s = readySet.socket(at: slot) { drain(s) }

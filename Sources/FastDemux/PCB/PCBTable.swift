@@ -74,6 +74,22 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
     /// load).
     public var boundCount: Int { bound.count }
 
+    /// The RCU reclamation backlog of both tables: nodes removed or
+    /// replaced (and buckets copied away by a resize) that were handed to
+    /// call_rcu and not yet reclaimed, now and at the peak. Any thread; racy
+    /// snapshots (relaxed loads).
+    ///
+    /// Bounded by how fast updates retire nodes times how long call_rcu's
+    /// worker takes per batch (one grace period for every callback queued
+    /// before it started): a ``Socket/close()`` waits for a grace period
+    /// itself, so closers that use it cannot outrun reclamation by more
+    /// than the nodes retired during about two grace periods. Deferred
+    /// closes do not wait; their callers bound it with ``Demux/barrier()``.
+    public var reclamationBacklog: (pending: Int, peak: Int) {
+        let c = connected.statistics, b = bound.statistics
+        return (c.pendingReclaim + b.pendingReclaim, c.peakPendingReclaim + b.peakPendingReclaim)
+    }
+
     /// Packets that were still queued in sockets when they were torn down.
     public var packetsDrainedAtTeardown: Int { teardownDrops.load(ordering: .relaxed) }
 

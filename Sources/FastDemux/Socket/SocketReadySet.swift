@@ -15,7 +15,7 @@ import Synchronization
 /// input thread (after its fence); ``takeReady(_:)``, ``hasReadyBits``,
 /// ``socket(at:)`` and ``parkUntilReady(extraCheck:)`` from the single
 /// reader; ``wakeReader()`` from any thread. Members stay until the set is
-/// freed (it retains them).
+/// freed (it retains them) or the reader removes them (``remove(slot:)``).
 public final class SocketReadySet: @unchecked Sendable {
     // @unchecked Sendable: `words` is raw memory of atomics; the free slots
     // are only touched under `control`; a member entry is written by
@@ -60,6 +60,34 @@ public final class SocketReadySet: @unchecked Sendable {
         socket.attach(readySet: self, slot: slot)
         return slot
     }
+
+    /// Reader: takes the socket out of `slot` and frees the slot for a later
+    /// ``add(_:)``, dropping the set's strong reference (which may free the
+    /// socket, on this thread). Returns the socket's identity (nil if the
+    /// slot was free).
+    ///
+    /// Only the set's single reader may call it (the thread that calls
+    /// ``takeReady(_:)`` and ``socket(at:)``), and only for a socket no input
+    /// thread can reach any more: closed, and its close returned (one grace
+    /// period after which no lookup holds it). A readiness bit still set
+    /// for the slot is harmless: the next occupant is drained once for
+    /// nothing. One lock (the free-slot list).
+    @discardableResult
+    public func remove(slot: Int) -> Int? {
+        precondition(slot >= 0 && slot < capacity)
+        guard let r = members[slot] else { return nil }
+        members[slot] = nil
+        let id = r.withSocket { $0.id }
+        // The push (under the lock) happens before the pop of a later
+        // add(_:) on another thread, so its write of the member follows
+        // this clear.
+        control.withLock { $0.append(slot) }
+        r.release()
+        return id
+    }
+
+    /// Member sockets now (any thread; one lock).
+    public var memberCount: Int { capacity - control.withLock { $0.count } }
 
     /// The member socket in `slot` (reader side).
     public func socket(at slot: Int) -> Socket? { members[slot]?.socket }
