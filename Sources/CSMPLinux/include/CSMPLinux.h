@@ -1,8 +1,9 @@
 // The few Linux calls SMPPrimitives needs that Swift cannot import: CPU
-// affinity, the current CPU and thread names (they need _GNU_SOURCE, which Swift's Glibc
-// module is built without), futex and membarrier (reached only through the
-// variadic syscall(2)), and C thread-locals (the current executor, the
-// RCU misuse checks' per-thread record). Nothing about packets.
+// affinity, the current CPU and thread names (they need _GNU_SOURCE, which
+// Swift's Glibc module is built without), futex and membarrier (reached
+// only through the variadic syscall(2)), and C thread-locals (the current
+// executor, the RCU misuse checks' per-thread record). Nothing about
+// packets.
 #ifndef SMPNET_CSMPLINUX_H
 #define SMPNET_CSMPLINUX_H
 
