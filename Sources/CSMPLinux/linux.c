@@ -11,6 +11,10 @@ int smp_pin_current_thread(int cpu) {
     return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
 }
 
+int smp_current_cpu(void) {
+    return sched_getcpu();
+}
+
 int smp_allowed_cpu_count(void) {
     cpu_set_t set;
     CPU_ZERO(&set);

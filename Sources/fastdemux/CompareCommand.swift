@@ -145,7 +145,7 @@ enum CompareTable {
     }
 
     static let rest = ""
-        + pad("rmw/p", 7) + pad("lock/p", 7) + pad("cont/p", 8) + pad("cont%", 7) + pad("wake/p", 8)
+        + pad("rmw/p", 7) + pad("rmw~/p", 7) + pad("lock/p", 7) + pad("cont/p", 8) + pad("cont%", 7) + pad("wake/p", 8)
         + pad("csw/p", 8) + pad("xcore/p", 8) + pad("coreQ hw", 9) + pad("coreQ bat", 10) + pad("sockQ bat", 10)
         + pad("drops", 7) + "checked"
 
@@ -177,7 +177,8 @@ enum CompareTable {
         return pad(name(r), 18) + pad(String(r.groupCount), 5) + pad(String(r.configuration.connections), 7)
             + pad(mpps, statsOffMpps == nil ? 7 : 12) + pad(f(r.stackMpps, 2), 7)
             + pad(f(r.stackCPUNanosecondsPerPacket, 0), 9)
-            + pad(f(r.perDelivered(y.atomicRMWs), 2), 7) + pad(f(r.perDelivered(y.lockAcquisitions), 2), 7)
+            + pad(f(r.perDelivered(y.atomicRMWs), 2), 7) + pad(f(r.perDelivered(y.modelledAtomicRMWs), 2), 7)
+            + pad(f(r.perDelivered(y.lockAcquisitions), 2), 7)
             + pad(f(r.perDelivered(y.contendedAcquisitions), 4), 8) + pad(f(cont, 1), 7)
             + pad(f(r.perDelivered(y.wakeups), 4), 8) + pad(f(r.perDelivered(s.contextSwitches), 4), 8)
             + pad(f(r.perDelivered(y.crossCoreHandoffs), 2), 8)
@@ -233,11 +234,12 @@ struct CompareRunJSON: Encodable {
 
     /// Synchronization events per delivered packet.
     struct PerDelivered: Encodable {
-        var atomicRMWs, lockAcquisitions, contendedAcquisitions, wakeups, threadWakeups: JSONDouble
+        var atomicRMWs, modelledAtomicRMWs, lockAcquisitions, contendedAcquisitions, wakeups, threadWakeups: JSONDouble
         var contextSwitches, crossCoreHandoffs, queueOps: JSONDouble
 
         enum CodingKeys: String, CodingKey {
-            case atomicRMWs = "atomic_rmws", lockAcquisitions = "lock_acquisitions"
+            case atomicRMWs = "atomic_rmws", modelledAtomicRMWs = "atomic_rmws_modelled"
+            case lockAcquisitions = "lock_acquisitions"
             case contendedAcquisitions = "contended_acquisitions", wakeups, threadWakeups = "thread_wakeups"
             case contextSwitches = "context_switches", crossCoreHandoffs = "cross_core_handoffs"
             case queueOps = "queue_ops"
@@ -246,18 +248,20 @@ struct CompareRunJSON: Encodable {
 
     /// The same events as counts over the run.
     struct Totals: Encodable {
-        var atomicRMWs, lockAcquisitions, contendedAcquisitions: Int
+        var atomicRMWs, modelledAtomicRMWs, lockAcquisitions, contendedAcquisitions: Int
         var contendedFraction: JSONDouble
         var wakeups, threadWakeups, voluntaryContextSwitches, involuntaryContextSwitches: Int
-        var parks, crossCoreHandoffs, coreQueueFullWaits: Int
+        var parks, crossCoreHandoffs, unclassifiedHandoffs, coreQueueFullWaits: Int
 
         enum CodingKeys: String, CodingKey {
-            case atomicRMWs = "atomic_rmws", lockAcquisitions = "lock_acquisitions"
+            case atomicRMWs = "atomic_rmws", modelledAtomicRMWs = "atomic_rmws_modelled"
+            case lockAcquisitions = "lock_acquisitions"
             case contendedAcquisitions = "contended_acquisitions", contendedFraction = "contended_fraction"
             case wakeups, threadWakeups = "thread_wakeups"
             case voluntaryContextSwitches = "voluntary_context_switches"
             case involuntaryContextSwitches = "involuntary_context_switches", parks
-            case crossCoreHandoffs = "cross_core_handoffs", coreQueueFullWaits = "core_queue_full_waits"
+            case crossCoreHandoffs = "cross_core_handoffs", unclassifiedHandoffs = "unclassified_handoffs"
+            case coreQueueFullWaits = "core_queue_full_waits"
         }
     }
 
@@ -323,21 +327,23 @@ struct CompareRunJSON: Encodable {
         drainedAtClose = r.drainedAtClose
         acks = s.acks
         perDelivered = PerDelivered(
-            atomicRMWs: per(y.atomicRMWs), lockAcquisitions: per(y.lockAcquisitions),
+            atomicRMWs: per(y.atomicRMWs), modelledAtomicRMWs: per(y.modelledAtomicRMWs),
+            lockAcquisitions: per(y.lockAcquisitions),
             contendedAcquisitions: per(y.contendedAcquisitions), wakeups: per(y.wakeups),
             threadWakeups: per(y.threadWakeups), contextSwitches: per(s.contextSwitches),
             crossCoreHandoffs: per(y.crossCoreHandoffs),
             queueOps: per(s.stack.socketQueue.queueOps + s.coreQueue.queueOps
                           + s.coreQueueConsumer.queueOps + s.socketQueueConsumer.queueOps))
         totals = Totals(
-            atomicRMWs: y.atomicRMWs, lockAcquisitions: y.lockAcquisitions,
+            atomicRMWs: y.atomicRMWs, modelledAtomicRMWs: y.modelledAtomicRMWs, lockAcquisitions: y.lockAcquisitions,
             contendedAcquisitions: y.contendedAcquisitions,
             contendedFraction: JSONDouble(y.lockAcquisitions > 0
                 ? Double(y.contendedAcquisitions) / Double(y.lockAcquisitions) : 0, decimals: 4),
             wakeups: y.wakeups, threadWakeups: y.threadWakeups,
             voluntaryContextSwitches: s.voluntaryContextSwitches,
             involuntaryContextSwitches: s.involuntaryContextSwitches, parks: s.parks,
-            crossCoreHandoffs: y.crossCoreHandoffs, coreQueueFullWaits: s.coreQueueFullWaits)
+            crossCoreHandoffs: y.crossCoreHandoffs, unclassifiedHandoffs: y.unclassifiedHandoffs,
+            coreQueueFullWaits: s.coreQueueFullWaits)
         handoffs = Handoffs(
             coreQueue: HandoffPoint(s.coreQueue, consumer: s.coreQueueConsumer, items: s.stack.offered),
             socketQueue: HandoffPoint(s.stack.socketQueue, consumer: s.socketQueueConsumer, items: r.delivered))

@@ -123,9 +123,11 @@ func renderText(_ r: DemuxSessionReport, _ ctx: ReportContext) -> String {
     out.append("Hand-off statistics (\(d) packets delivered)")
     out.append("  socket receive queues: \(s.socketQueue.queueOps) puts, depth high water \(s.socketQueue.highWater) (sampled), "
                + "mean run per socket per burst \(fixed(meanOf(s.socketQueue.batchSizes), 2))")
-    out.append("  per delivered packet: \(per(s.sync.atomicRMWs)) atomic RMWs, \(per(s.sync.lockAcquisitions)) lock acquisitions, "
+    out.append("  per delivered packet: \(per(s.sync.atomicRMWs)) atomic RMWs counted "
+               + "(+\(per(s.sync.modelledAtomicRMWs)) modelled), \(per(s.sync.lockAcquisitions)) lock acquisitions, "
                + "\(per(s.sync.contendedAcquisitions)) contended, \(per(s.sync.wakeups)) wake-ups, "
-               + "\(per(s.sync.threadWakeups)) thread wake-ups, \(per(s.sync.crossCoreHandoffs)) cross-core hand-offs")
+               + "\(per(s.sync.threadWakeups)) thread wake-ups, \(per(s.sync.crossCoreHandoffs)) cross-core hand-offs "
+               + "(\(s.sync.unclassifiedHandoffs) unclassified)")
     out.append("  read sections (bursts): \(s.readSections), TCP: \(s.immediateACKs) immediate ACKs, "
                + "\(s.deferredACKs) deferred, \(s.outOfSequence) out of sequence")
     if !r.steering.isEmpty {
@@ -207,11 +209,13 @@ struct SessionReportJSON: Encodable {
         var queuePuts: Int
         var queueDepthHighWater: Int
         var atomicRMWs: Int
+        var modelledAtomicRMWs: Int
         var lockAcquisitions: Int
         var contendedAcquisitions: Int
         var wakeups: Int
         var threadWakeups: Int
         var crossCoreHandoffs: Int
+        var unclassifiedHandoffs: Int
         var wakeupsPerDelivered: JSONDouble
         var atomicRMWsPerDelivered: JSONDouble
         var readSections: Int
@@ -226,9 +230,11 @@ struct SessionReportJSON: Encodable {
 
         enum CodingKeys: String, CodingKey {
             case queuePuts = "queue_puts", queueDepthHighWater = "queue_depth_high_water"
-            case atomicRMWs = "atomic_rmws", lockAcquisitions = "lock_acquisitions"
+            case atomicRMWs = "atomic_rmws", modelledAtomicRMWs = "atomic_rmws_modelled"
+            case lockAcquisitions = "lock_acquisitions"
             case contendedAcquisitions = "contended_acquisitions", wakeups, threadWakeups = "thread_wakeups"
-            case crossCoreHandoffs = "cross_core_handoffs", wakeupsPerDelivered = "wakeups_per_delivered"
+            case crossCoreHandoffs = "cross_core_handoffs", unclassifiedHandoffs = "unclassified_handoffs"
+            case wakeupsPerDelivered = "wakeups_per_delivered"
             case atomicRMWsPerDelivered = "atomic_rmws_per_delivered", readSections = "read_sections"
             case immediateACKs = "immediate_acks", deferredACKs = "deferred_acks", outOfSequence = "out_of_sequence"
             case consumerDrains = "consumer_drains", consumerSweeps = "consumer_sweeps"
@@ -272,9 +278,11 @@ struct SessionReportJSON: Encodable {
         let s = r.input
         handoff = Handoff(
             queuePuts: s.socketQueue.queueOps, queueDepthHighWater: s.socketQueue.highWater,
-            atomicRMWs: s.sync.atomicRMWs, lockAcquisitions: s.sync.lockAcquisitions,
+            atomicRMWs: s.sync.atomicRMWs, modelledAtomicRMWs: s.sync.modelledAtomicRMWs,
+            lockAcquisitions: s.sync.lockAcquisitions,
             contendedAcquisitions: s.sync.contendedAcquisitions, wakeups: s.sync.wakeups,
             threadWakeups: s.sync.threadWakeups, crossCoreHandoffs: s.sync.crossCoreHandoffs,
+            unclassifiedHandoffs: s.sync.unclassifiedHandoffs,
             wakeupsPerDelivered: JSONDouble(DemuxStats.perDelivered(s.sync.wakeups, delivered: r.delivered)),
             atomicRMWsPerDelivered: JSONDouble(DemuxStats.perDelivered(s.sync.atomicRMWs, delivered: r.delivered)),
             readSections: s.readSections, immediateACKs: s.immediateACKs, deferredACKs: s.deferredACKs,

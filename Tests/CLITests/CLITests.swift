@@ -154,6 +154,9 @@ import Workloads
         #expect(o["drops"]?["queue_full"] == .int(0))
         #expect(o["handoff"]?["queue_puts"] != nil)
         #expect(o["handoff"]?["wakeups_per_delivered"] != nil)
+        // Counted and modelled RMWs apart; hand-offs not yet classifiable.
+        #expect(o["handoff"]?["atomic_rmws_modelled"] != nil)
+        #expect(o["handoff"]?["unclassified_handoffs"] != nil)
         #expect(o["handoff"]?["steering"] == nil)
     }
 
@@ -176,10 +179,12 @@ import Workloads
         #expect(o["runs"] == .int(1))
         #expect(o["stats_off_mpps"] == nil)
         #expect(o["failures"] == nil)
-        for key in ["atomic_rmws", "lock_acquisitions", "wakeups", "context_switches", "queue_ops"] {
+        for key in ["atomic_rmws", "atomic_rmws_modelled", "lock_acquisitions", "wakeups", "context_switches",
+                    "cross_core_handoffs", "queue_ops"] {
             #expect(o["per_delivered"]?[key] != nil, "\(key)")
         }
         #expect(o["totals"]?["contended_fraction"] != nil)
+        #expect(o["totals"]?["unclassified_handoffs"] != nil)
         #expect(o["handoffs"]?["socket_queue"]?["queue_ops"] != nil)
         #expect(o["handoffs"]?["core_queue"]?["depth_histogram"] != nil)
 

@@ -29,7 +29,7 @@ struct SocketDeliveryTests {
         let readySet = SocketReadySet(capacity: 4)
         let s = try connectedSocket(demux, readySet: readySet)
         let acks = Mutex<[TCPAck]>([])
-        var d = SocketDelivery(cpu: -1, depthSampleInterval: 1, capacity: 8,
+        var d = SocketDelivery(depthSampleInterval: 1, capacity: 8,
                                ackSink: { b in acks.withLock { $0.append(contentsOf: b) } })
         let ref = SocketReference(unretained: s)
         #expect(d.deliver(packet(1, seq: 1000), to: ref, tcp: .caller, counting: true) == .queued)
@@ -67,7 +67,7 @@ struct SocketDeliveryTests {
         for serialization in [TCPSerialization.socketTryLock, .caller] {
             let s = try connectedSocket(demux, readySet: readySet)
             let acks = Mutex<[UInt32]>([])
-            var d = SocketDelivery(cpu: -1, depthSampleInterval: 0, capacity: 2,
+            var d = SocketDelivery(depthSampleInterval: 0, capacity: 2,
                                    ackSink: { b in acks.withLock { $0.append(contentsOf: b.map(\.ackNumber)) } })
             let ref = SocketReference(unretained: s)
             for (i, seq) in [1000, 1100, 1200, 900, 1300].enumerated() {
@@ -89,7 +89,7 @@ struct SocketDeliveryTests {
         let readySet = SocketReadySet(capacity: 4)
         let s = try connectedSocket(demux, readySet: readySet)
         s.close()
-        var d = SocketDelivery(cpu: -1, depthSampleInterval: 0, capacity: 4)
+        var d = SocketDelivery(depthSampleInterval: 0, capacity: 4)
         #expect(d.deliver(packet(1, seq: 1000), to: SocketReference(unretained: s), tcp: .caller, counting: true)
                     == .dropped(.socketClosed))
         d.flush(counting: true)

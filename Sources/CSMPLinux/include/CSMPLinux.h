@@ -1,8 +1,9 @@
 // The few Linux calls SMPPrimitives needs that Swift cannot import: CPU
-// affinity and thread names (they need _GNU_SOURCE, which Swift's Glibc
-// module is built without), futex and membarrier (reached only through the
-// variadic syscall(2)), and C thread-locals (the current executor, the
-// RCU misuse checks' per-thread record). Nothing about packets.
+// affinity, the current CPU and thread names (they need _GNU_SOURCE, which
+// Swift's Glibc module is built without), futex and membarrier (reached
+// only through the variadic syscall(2)), and C thread-locals (the current
+// executor, the RCU misuse checks' per-thread record). Nothing about
+// packets.
 #ifndef SMPNET_CSMPLINUX_H
 #define SMPNET_CSMPLINUX_H
 
@@ -10,6 +11,12 @@
 int smp_pin_current_thread(int cpu);
 /// Number of CPUs in the calling thread's affinity mask (at least 1).
 int smp_allowed_cpu_count(void);
+/// The CPU the calling thread is running on right now (sched_getcpu(3)),
+/// or -1 if unknown. With glibc 2.35+ and rseq registration (the default)
+/// a load from the thread's rseq area, otherwise the getcpu vDSO call:
+/// a few nanoseconds. The answer may be stale as soon as it is returned
+/// (the scheduler may migrate the thread).
+int smp_current_cpu(void);
 /// Names the calling thread (truncated to 15 bytes).
 void smp_set_current_thread_name(const char *name);
 

@@ -64,7 +64,7 @@ final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
         socket.close()
     }
 
-    func makeInput(index: Int, cpu: Int) -> any OrganizationInput { Input(org: self, cpu: cpu) }
+    func makeInput(index: Int) -> any OrganizationInput { Input(org: self) }
 
     func finish() -> OrganizationStats { OrganizationStats() }
 
@@ -81,10 +81,10 @@ final class ConnPLOrganization: DemuxOrganization, @unchecked Sendable {
         let resolved: UnsafeMutablePointer<SocketReference?>
         var warmSink: UInt = 0
 
-        init(org: ConnPLOrganization, cpu: Int) {
+        init(org: ConnPLOrganization) {
             self.org = org
             counting = org.setup.statistics
-            delivery = org.setup.makeDelivery(cpu: cpu)
+            delivery = org.setup.makeDelivery()
             groupOf = .allocate(capacity: Self.chunk)
             members = .allocate(capacity: Self.chunk)
             resolved = .allocate(capacity: Self.chunk)

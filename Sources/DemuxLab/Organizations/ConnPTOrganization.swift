@@ -28,6 +28,9 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
     let setup: OrganizationSetup
     let mesh: MailboxMesh
     let controls: [PCQ<UInt>]
+    /// Where each core thread last ran (noted per poll), for the inputs'
+    /// cross-core hand-off count.
+    let coreCPUs: ObservedCPUs
     let lifecycle: CoreThreadsControl
     nonisolated(unsafe) var threads: [PinnedThread<Void>] = []
     /// Slot k is written by core thread k before it is joined (distinct
@@ -42,6 +45,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         self.setup = setup
         mesh = MailboxMesh(cores: setup.inputThreads + setup.coreThreads, capacity: 1024)
         controls = (0..<setup.coreThreads).map { _ in PCQ(capacity: 256) }
+        coreCPUs = ObservedCPUs(count: setup.coreThreads)
         lifecycle = CoreThreadsControl(threads: setup.coreThreads)
         resultCount = setup.coreThreads
         results = .allocate(capacity: resultCount)
@@ -64,7 +68,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         for k in 0..<setup.coreThreads {
             let cpu = coreThreadCPU(k, pinned: setup.pinned)
             threads.append(PinnedThread(cpu: cpu >= 0 ? cpu : nil, name: "connp-t-\(k)") { [self] in
-                coreThread(k, cpu: cpu)
+                coreThread(k)
             })
         }
         lifecycle.started.wait()
@@ -90,7 +94,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         r.submit(to: controls[k]) { mesh.doorbell(of: role(ofCore: k)).ring() }
     }
 
-    func makeInput(index: Int, cpu: Int) -> any OrganizationInput { Input(org: self, index: index, cpu: cpu) }
+    func makeInput(index: Int) -> any OrganizationInput { Input(org: self, index: index) }
 
     func finish() -> OrganizationStats {
         // Release: every input's posts happen-before a core thread's
@@ -100,23 +104,19 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         for t in threads { t.join() }
         var total = OrganizationStats()
         for k in 0..<resultCount { total.merge(results[k]) }
-        // Doorbells the inputs rang that found a core parked: thread wake-ups.
+        // (The inputs count their doorbell rings themselves, see CoreHandoff.)
         if setup.statistics {
-            let m = mesh.totalStatistics
-            total.stack.sync.threadWakeups += m.doorbellsRung
-            total.stack.sync.wakeups += m.doorbellsRung
-            total.stack.sync.atomicRMWs += m.doorbellsRung   // the ringer's exchange
-            total.coreQueue.highWater = max(total.coreQueue.highWater, m.highWater)
+            total.coreQueue.highWater = max(total.coreQueue.highWater, mesh.totalStatistics.highWater)
         }
         return total
     }
 
     /// The loop of core thread `k`: apply control requests, drain the
     /// mailboxes in batches, deliver, publish readiness; park when idle.
-    private func coreThread(_ k: Int, cpu: Int) {
+    private func coreThread(_ k: Int) {
         let roleK = role(ofCore: k)
         let counting = setup.statistics
-        var delivery = setup.makeDelivery(cpu: cpu)
+        var delivery = setup.makeDelivery()
         var stats = OrganizationStats()
         var table = FlowMap<SocketReference>(capacity: max(16, setup.maxConnections / setup.coreThreads * 2))
         defer { table.deallocate() }
@@ -124,10 +124,12 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         let control = controls[k]
         let decode = setup.decode
         let switches = ThreadContextSwitches.now()
+        if counting { coreCPUs.noteCurrentCPU(k) }
         lifecycle.started.wait()
         let cpu0 = threadCPUNanoseconds()
         stats.parks = pollUntilFinished(spinning: 64, {
             OwnerControlRequest.applyAll(from: control, to: &table)
+            if counting { coreCPUs.noteCurrentCPU(k) }
             let stopping = lifecycle.stop.load(ordering: .acquiring)
             // Only this thread touches its connections: the ownership
             // serializes the TCP state, no lock is taken.
@@ -159,16 +161,17 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         var handoff: CoreHandoff
         var switches = ThreadContextSwitches()
 
-        init(org: ConnPTOrganization, index: Int, cpu: Int) {
+        init(org: ConnPTOrganization, index: Int) {
             self.org = org
             self.index = index
-            handoff = CoreHandoff(cpu: cpu, setup: org.setup)
+            handoff = CoreHandoff(setup: org.setup, coreCPUs: org.coreCPUs)
         }
 
         func begin() { if handoff.counting { switches = .now() } }
 
         func deliver(_ burst: UnsafeBufferPointer<DemuxPacket>) {
             let mesh = org.mesh
+            handoff.beginBurst()
             for p in burst {
                 let k = org.owner(of: p.key)
                 let to = org.role(ofCore: k)
@@ -177,7 +180,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
                     // Full: wake the owner and wait for room (back-pressure).
                     handoff.stats.coreQueueFullWaits &+= 1
                     retryUntilSuccess {
-                        mesh.ringDoorbell(of: to, from: index)
+                        handoff.ring(mesh.doorbell(of: to))
                         return mesh.post(message, from: index, to: to)
                     }
                 }
@@ -192,7 +195,7 @@ final class ConnPTOrganization: DemuxOrganization, @unchecked Sendable {
         /// One doorbell check per core thread per burst (a fence and a load;
         /// a futex wake only if the owner parked).
         func ringPosted() {
-            handoff.ringPosted { k in org.mesh.ringDoorbell(of: org.role(ofCore: k), from: index) }
+            handoff.ringPosted { k in org.mesh.doorbell(of: org.role(ofCore: k)) }
         }
 
         func quiescent() {}

@@ -58,7 +58,7 @@ final class CoreThreadsControl: Sendable {
     init(threads: Int) { started = SpinBarrier(parties: threads + 1) }
 }
 
-/// The CPU of core thread `k`, or -1 when not pinned.
+/// The CPU core thread `k` is pinned to, or -1 when not pinned.
 func coreThreadCPU(_ k: Int, pinned: Bool) -> Int { pinned ? k % onlineCPUCount : -1 }
 
 // MARK: - Polling threads
@@ -119,20 +119,28 @@ func retryUntilSuccess(_ attempt: () -> Bool) {
 /// mailboxes, the deferred fast path's worker PCQs): the statistics of the
 /// hand-off point, and which cores got packets in the current burst, so that
 /// each is rung once per burst. Owned by the input thread.
+///
+/// Cross-core hand-offs compare where the input runs (sampled by
+/// ``beginBurst()``) with where core thread `k` last noted it ran
+/// (`coreCPUs[k]`, noted by the core thread once per drain), so they are
+/// real whether the threads are pinned or not.
 struct CoreHandoff {
-    let cpu: Int
-    let pinned: Bool
     let counting: Bool
+    let coreCPUs: ObservedCPUs
     var stats = OrganizationStats()
+    private var cpu = HandoffCPUClassifier()
     private var depthSampler = DepthSampler(interval: 64)
     /// Core threads posted to since the last ``ringPosted(_:)`` (bit k).
     private var posted: UInt64 = 0
 
-    init(cpu: Int, setup: OrganizationSetup) {
-        self.cpu = cpu
-        pinned = setup.pinned
+    init(setup: OrganizationSetup, coreCPUs: ObservedCPUs) {
         counting = setup.statistics
+        self.coreCPUs = coreCPUs
     }
+
+    /// At the start of each burst: samples the input thread's CPU.
+    @inline(__always)
+    mutating func beginBurst() { if counting { cpu.sample() } }
 
     /// Records a successful put on core `k`'s queue; `depth()` reads that
     /// queue's depth when a sample is due.
@@ -141,18 +149,34 @@ struct CoreHandoff {
         posted |= 1 << UInt64(k & 63)
         guard counting else { return }
         stats.coreQueue.queueOps &+= 1
-        if coreThreadCPU(k, pinned: pinned) != cpu { stats.stack.sync.crossCoreHandoffs &+= 1 }
+        cpu.classify(consumerCPU: coreCPUs[k], into: &stats.stack.sync)
         if depthSampler.isDue() { stats.coreQueue.recordDepth(depth()) }
     }
 
-    /// Calls `ring(k)` once for each core posted to since the last call
-    /// (a doorbell check per core per burst, not per packet).
+    /// Rings `doorbell` (core thread `k`'s), counting with `counting` the
+    /// exchange it issued and the wake-up (`futex_wake`) it made.
     @inline(__always)
-    mutating func ringPosted(_ ring: (Int) -> Void) {
+    mutating func ring(_ doorbell: Doorbell) {
+        guard counting else {
+            doorbell.ring()
+            return
+        }
+        let woke = doorbell.ring(countingRMWs: &stats.stack.sync.atomicRMWs)
+        if woke {
+            stats.stack.sync.wakeups &+= 1
+            stats.stack.sync.threadWakeups &+= 1
+        }
+    }
+
+    /// Rings `doorbell(k)` (as ``ring(_:)``) once for each core `k` posted
+    /// to since the last call (a doorbell check per core per burst, not per
+    /// packet).
+    @inline(__always)
+    mutating func ringPosted(_ doorbell: (Int) -> Doorbell) {
         while posted != 0 {
             let k = posted.trailingZeroBitCount
             posted &= posted &- 1
-            ring(k)
+            ring(doorbell(k))
         }
     }
 }

@@ -66,7 +66,7 @@ public struct OrganizationSetup: Sendable {
     public var groups: Int
     /// Core threads / workers (ConnP-T, fast path deferred).
     public var coreThreads: Int
-    /// Input threads that will call ``DemuxOrganization/makeInput(index:cpu:)``.
+    /// Input threads that will call ``DemuxOrganization/makeInput(index:)``.
     public var inputThreads: Int
     /// Maximum number of sockets attached at the same time.
     public var maxConnections: Int
@@ -93,15 +93,15 @@ public struct OrganizationSetup: Sendable {
     /// (-1: unknown): the demux's depth sampling, room for a core thread's
     /// drain batch (256) before a forced flush, no ACK sink (the comparison
     /// counts the ACKs the stack decides, it sends none).
-    func makeDelivery(cpu: Int) -> SocketDelivery {
-        SocketDelivery(cpu: cpu, depthSampleInterval: demux.configuration.depthSampleInterval, capacity: 256)
+    func makeDelivery() -> SocketDelivery {
+        SocketDelivery(depthSampleInterval: demux.configuration.depthSampleInterval, capacity: 256)
     }
 }
 
 /// A parallel organization of the demultiplexer.
 ///
 /// Life cycle: ``start()`` (starts core threads, if any), any number of
-/// ``makeInput(index:cpu:)`` contexts driven by their input threads, then
+/// ``makeInput(index:)`` contexts driven by their input threads, then
 /// ``finish()`` after every input thread has called
 /// ``OrganizationInput/end()``: it waits until every packet handed off has
 /// reached its socket and stops the core threads.
@@ -122,9 +122,9 @@ public protocol DemuxOrganization: AnyObject, Sendable {
     /// Makes `socket` unreachable, then closes it (queued packets are
     /// drained and counted as `socket_closed`).
     func close(_ socket: Socket, key: FlowKey)
-    /// The context of input thread `index` (0 ..< inputThreads), which runs
-    /// on `cpu` if pinned (-1: unknown).
-    func makeInput(index: Int, cpu: Int) -> any OrganizationInput
+    /// The context of input thread `index` (0 ..< inputThreads). Its
+    /// statistics observe where the thread runs, pinned or not.
+    func makeInput(index: Int) -> any OrganizationInput
     /// Drains the hand-offs, stops core threads, returns their statistics.
     func finish() -> OrganizationStats
 }
@@ -218,21 +218,36 @@ func organizationHash(_ key: FlowKey) -> Int {
     Int(truncatingIfNeeded: key.rcuHash(seed: 0x9e37_79b9_7f4a_7c15) >> 17)
 }
 
-/// Context-switch counters of the calling thread.
-struct ThreadContextSwitches {
-    var voluntary = 0, involuntary = 0
+/// Context-switch counters of the calling thread: the kernel's own counts
+/// (`getrusage(RUSAGE_THREAD)`: `ru_nvcsw` voluntary, `ru_nivcsw`
+/// involuntary), read at a thread's start and end; the difference is what
+/// the thread really paid. Two system calls per thread and run.
+package struct ThreadContextSwitches: Sendable {
+    package var voluntary = 0, involuntary = 0
 
-    static func now() -> ThreadContextSwitches {
+    package init(voluntary: Int = 0, involuntary: Int = 0) {
+        self.voluntary = voluntary
+        self.involuntary = involuntary
+    }
+
+    package static func now() -> ThreadContextSwitches {
         var u = rusage()
         getrusage(__rusage_who_t(1), &u)   // RUSAGE_THREAD (not imported)
         return ThreadContextSwitches(voluntary: u.ru_nvcsw, involuntary: u.ru_nivcsw)
     }
 
+    /// The calling thread's switches since `start` (taken on this thread).
+    package static func since(_ start: ThreadContextSwitches) -> ThreadContextSwitches {
+        let end = now()
+        return ThreadContextSwitches(voluntary: end.voluntary - start.voluntary,
+                                     involuntary: end.involuntary - start.involuntary)
+    }
+
     /// Adds the switches since `start` to `stats`.
     static func record(since start: ThreadContextSwitches, into stats: inout OrganizationStats) {
-        let end = now()
-        stats.voluntaryContextSwitches += end.voluntary - start.voluntary
-        stats.involuntaryContextSwitches += end.involuntary - start.involuntary
+        let d = since(start)
+        stats.voluntaryContextSwitches += d.voluntary
+        stats.involuntaryContextSwitches += d.involuntary
     }
 }
 
@@ -253,16 +268,17 @@ enum CountedLock {
         p.deallocate()
     }
 
-    /// Locks; with `counting`, records the acquisition, its atomic RMW and
-    /// (if the try-lock failed first) a contended acquisition.
+    /// Locks; with `counting`, records the acquisition and (if the
+    /// try-lock failed first) a contended acquisition, both counted, and
+    /// the RMWs inside glibc's lock as modelled (``ModelledRMWs``).
     @inline(__always)
     static func lock(_ m: UnsafeMutablePointer<PthreadMutex>, _ sync: inout SyncStats, counting: Bool) {
         if counting {
             sync.lockAcquisitions &+= 1
-            sync.atomicRMWs &+= 1
+            sync.modelledAtomicRMWs &+= ModelledRMWs.mutexLock
             if !m.pointee.tryLock() {
                 sync.contendedAcquisitions &+= 1
-                sync.atomicRMWs &+= 1
+                sync.modelledAtomicRMWs &+= ModelledRMWs.mutexContendedWait
                 m.pointee.lock()
             }
         } else {
@@ -270,10 +286,10 @@ enum CountedLock {
         }
     }
 
-    /// Unlocks (glibc: one atomic exchange).
+    /// Unlocks (glibc: one atomic exchange, counted as modelled).
     @inline(__always)
     static func unlock(_ m: UnsafeMutablePointer<PthreadMutex>, _ sync: inout SyncStats, counting: Bool) {
-        if counting { sync.atomicRMWs &+= 1 }
+        if counting { sync.modelledAtomicRMWs &+= ModelledRMWs.mutexUnlock }
         m.pointee.unlock()
     }
 }

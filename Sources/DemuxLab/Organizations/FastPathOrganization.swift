@@ -29,6 +29,9 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
     let deferred: Bool
     let queues: [PCQ<PacketRef>]
     let doorbells: [Doorbell]
+    /// Where each worker last ran (noted per drain), for the inputs'
+    /// cross-core hand-off count.
+    let workerCPUs: ObservedCPUs
     let lifecycle: CoreThreadsControl
     nonisolated(unsafe) var threads: [PinnedThread<Void>] = []
     /// Slot k is written by core thread k before it is joined (distinct
@@ -44,6 +47,7 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
         let workers = deferred ? setup.coreThreads : 0
         queues = (0..<workers).map { _ in PCQ(capacity: 4096) }
         doorbells = (0..<workers).map { _ in Doorbell() }
+        workerCPUs = ObservedCPUs(count: workers)
         lifecycle = CoreThreadsControl(threads: workers)
         resultCount = workers
         results = .allocate(capacity: max(1, workers))
@@ -63,7 +67,7 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
         for k in 0..<setup.coreThreads {
             let cpu = coreThreadCPU(k, pinned: setup.pinned)
             threads.append(PinnedThread(cpu: cpu >= 0 ? cpu : nil, name: "netisr-\(k)") { [self] in
-                workerThread(k, cpu: cpu)
+                workerThread(k)
             })
         }
         lifecycle.started.wait()
@@ -73,8 +77,8 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
 
     func close(_ socket: Socket, key: FlowKey) { socket.close() }
 
-    func makeInput(index: Int, cpu: Int) -> any OrganizationInput {
-        deferred ? DeferredInput(org: self, cpu: cpu) : DirectInput(org: self, cpu: cpu)
+    func makeInput(index: Int) -> any OrganizationInput {
+        deferred ? DeferredInput(org: self) : DirectInput(org: self)
     }
 
     func finish() -> OrganizationStats {
@@ -91,21 +95,23 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
 
     /// Worker k: drain its PCQ in batches, run the fast path on each batch
     /// (one read section), report a quiescent state; offline while parked.
-    private func workerThread(_ k: Int, cpu: Int) {
+    private func workerThread(_ k: Int) {
         QSBR.registerThread()
         defer { QSBR.unregisterThread() }
         let counting = setup.statistics
-        let ctx = setup.demux.makeInput(cpu: cpu)
+        let ctx = setup.demux.makeInput()
         let queue = queues[k]
         let decode = setup.decode
         let batch = UnsafeMutablePointer<DemuxPacket>.allocate(capacity: Self.workerBatch)
         defer { batch.deallocate() }
         var stats = OrganizationStats()
         let switches = ThreadContextSwitches.now()
+        if counting { workerCPUs.noteCurrentCPU(k) }
         lifecycle.started.wait()
         let cpu0 = threadCPUNanoseconds()
         stats.parks = pollUntilFinished(spinning: 64, {
             let stopping = lifecycle.stop.load(ordering: .acquiring)
+            if counting { workerCPUs.noteCurrentCPU(k) }
             var m = 0
             let n = queue.drain(max: Self.workerBatch) { w in
                 batch[m] = decode(w)
@@ -138,9 +144,9 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
         let ctx: DemuxInput<QSBR>
         var switches = ThreadContextSwitches()
 
-        init(org: FastPathOrganization, cpu: Int) {
+        init(org: FastPathOrganization) {
             self.org = org
-            ctx = org.setup.demux.makeInput(cpu: cpu)
+            ctx = org.setup.demux.makeInput()
         }
 
         func begin() {
@@ -168,43 +174,43 @@ final class FastPathOrganization: DemuxOrganization, @unchecked Sendable {
         var handoff: CoreHandoff
         var switches = ThreadContextSwitches()
 
-        init(org: FastPathOrganization, cpu: Int) {
+        init(org: FastPathOrganization) {
             self.org = org
-            handoff = CoreHandoff(cpu: cpu, setup: org.setup)
+            handoff = CoreHandoff(setup: org.setup, coreCPUs: org.workerCPUs)
         }
 
         func begin() { if handoff.counting { switches = .now() } }
 
         func deliver(_ burst: UnsafeBufferPointer<DemuxPacket>) {
             let counting = handoff.counting
+            handoff.beginBurst()
             for p in burst {
                 let k = org.worker(of: p.key)
                 let q = org.queues[k]
-                if !q.put(p.packet) {
+                if !put(p.packet, on: q, counting: counting) {
                     // Full: wake the worker and wait for room (back-pressure).
                     handoff.stats.coreQueueFullWaits &+= 1
                     retryUntilSuccess {
-                        org.doorbells[k].ring()
-                        if counting { handoff.stats.stack.sync.atomicRMWs &+= 1 }
-                        return q.put(p.packet)
+                        handoff.ring(org.doorbells[k])
+                        return put(p.packet, on: q, counting: counting)
                     }
                 }
-                if counting { handoff.stats.stack.sync.atomicRMWs &+= 1 }   // the PCQ put's reservation
                 handoff.didPost(to: k) { q.approximateCount }
             }
             ringPosted()
         }
 
-        func ringPosted() {
-            let counting = handoff.counting
-            var rung = 0
-            handoff.ringPosted { k in if org.doorbells[k].ring() { rung &+= 1 } }
-            if counting {
-                handoff.stats.stack.sync.atomicRMWs &+= rung
-                handoff.stats.stack.sync.wakeups &+= rung
-                handoff.stats.stack.sync.threadWakeups &+= rung
-            }
+        /// One put, its RMWs (failed attempts included) counted by the queue.
+        @inline(__always)
+        private func put(_ packet: PacketRef, on q: PCQ<PacketRef>, counting: Bool) -> Bool {
+            guard counting else { return q.put(packet) }
+            var puts = PCQPutCounts()
+            let ok = q.put(packet, counting: &puts)
+            handoff.stats.stack.sync.add(puts)
+            return ok
         }
+
+        func ringPosted() { handoff.ringPosted { org.doorbells[$0] } }
 
         func quiescent() {}
 

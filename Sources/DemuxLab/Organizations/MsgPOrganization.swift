@@ -72,7 +72,7 @@ final class MsgPOrganization: DemuxOrganization, @unchecked Sendable {
         socket.close()
     }
 
-    func makeInput(index: Int, cpu: Int) -> any OrganizationInput { Input(org: self, cpu: cpu) }
+    func makeInput(index: Int) -> any OrganizationInput { Input(org: self) }
 
     func finish() -> OrganizationStats { OrganizationStats() }
 
@@ -82,10 +82,10 @@ final class MsgPOrganization: DemuxOrganization, @unchecked Sendable {
         var delivery: SocketDelivery
         var switches = ThreadContextSwitches()
 
-        init(org: MsgPOrganization, cpu: Int) {
+        init(org: MsgPOrganization) {
             self.org = org
             counting = org.setup.statistics
-            delivery = org.setup.makeDelivery(cpu: cpu)
+            delivery = org.setup.makeDelivery()
         }
 
         func begin() { if counting { switches = .now() } }

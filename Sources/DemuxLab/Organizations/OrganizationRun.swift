@@ -119,7 +119,6 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
     var slotFlow = [Int](repeating: -1, count: flows)
     for f in 0..<flows {
         let s = demux.makeSocket(.tcp)
-        s.readerCPU = readerCPU
         slotFlow[readySet.add(s)!] = f
         sockets.append(s)
     }
@@ -145,7 +144,7 @@ public func runOrganization(_ configuration: OrganizationRunConfiguration) -> Or
     var inputThreads: [PinnedThread<Void>] = []
     for t in 0..<inputs {
         let cpu = c.pinned ? t % cpus : -1
-        let input = org.makeInput(index: t, cpu: cpu)
+        let input = org.makeInput(index: t)
         let rep = inputReports[t]
         // The input context moves to its thread (a `sending` closure).
         inputThreads.append(PinnedThread(cpu: cpu >= 0 ? cpu : nil, name: "org-input-\(t)") { [input] in

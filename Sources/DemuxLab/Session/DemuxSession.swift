@@ -111,7 +111,6 @@ final class SessionState: @unchecked Sendable {
     let steering: [PCQ<PacketRef>]
     let readerDoneFlag = Atomic<Bool>(false)
     let inputsDone = Atomic<Bool>(false)
-    let consumerCPU: Int
 
     // Reader-owned.
     /// Listening/bound sockets (``SessionSockets/listen(_:)`` mode).
@@ -150,11 +149,9 @@ final class SessionState: @unchecked Sendable {
         steering = c.workers > 1 ? (0..<c.workers).map { _ in PCQ<PacketRef>(capacity: 1024) } : []
         workerStats = .allocate(capacity: c.workers)
         workerStats.initialize(repeating: DemuxStats(), count: c.workers)
-        consumerCPU = c.pin ? 1 % onlineCPUCount : -1
         flowSockets = c.sockets == .perFlow
             ? FlowSocketTable(demux: demux, readySet: readySet,
-                              limits: FlowSocketLimits(maxSockets: c.maxSockets, idleTimeout: c.flowIdleTimeout),
-                              readerCPU: consumerCPU)
+                              limits: FlowSocketLimits(maxSockets: c.maxSockets, idleTimeout: c.flowIdleTimeout))
             : nil
     }
 
@@ -190,7 +187,6 @@ final class SessionState: @unchecked Sendable {
         guard readySet.add(s) != nil else {
             throw DemuxSessionError(description: "more than \(config.maxSockets) sockets")
         }
-        s.readerCPU = consumerCPU
         sockets.append(s)
         return s
     }

@@ -82,7 +82,6 @@ final class FlowSocketTable<Flavor: RCUFlavor>: @unchecked Sendable {
     let limits: FlowSocketLimits
     let demux: Demux<Flavor>
     let readySet: SocketReadySet
-    let readerCPU: Int
     private(set) var counters = FlowSocketCounters()
 
     private var index: [FlowKey: Int32] = [:]
@@ -100,11 +99,10 @@ final class FlowSocketTable<Flavor: RCUFlavor>: @unchecked Sendable {
         var lastActive: Double
     }
 
-    init(demux: Demux<Flavor>, readySet: SocketReadySet, limits: FlowSocketLimits, readerCPU: Int = -1) {
+    init(demux: Demux<Flavor>, readySet: SocketReadySet, limits: FlowSocketLimits) {
         self.demux = demux
         self.readySet = readySet
         self.limits = limits
-        self.readerCPU = readerCPU
         sweepInterval = limits.idleTimeout.map { min(1.0, $0 / 4) } ?? .infinity
     }
 
@@ -131,7 +129,6 @@ final class FlowSocketTable<Flavor: RCUFlavor>: @unchecked Sendable {
             counters.refusedCap += 1
             return false
         }
-        s.readerCPU = readerCPU
         do {
             // The packet's destination is the socket's local end.
             try s.connect(to: InetEndpoint(key.source, key.sourcePort),

@@ -11,7 +11,7 @@ extension SessionState {
         let direct = config.workers == 1
         QSBR.registerThread()
         defer { QSBR.unregisterThread() }
-        let input = demux.makeInput(cpu: config.pin ? 0 : nil)
+        let input = demux.makeInput()
         let parser = PacketParser(options: config.parser)
         var cache = PacketPool.Cache(pool: pool)
         let spare = UnsafeMutablePointer<PacketRef>.allocate(capacity: 64)
@@ -146,7 +146,7 @@ extension SessionState {
     func work(_ k: Int) {
         QSBR.registerThread()
         defer { QSBR.unregisterThread() }
-        let input = demux.makeInput(cpu: config.pin ? k % onlineCPUCount : nil)
+        let input = demux.makeInput()
         let q = steering[k]
         _ = pollUntilFinished(spinning: 0, {
             // Acquire before draining: if the reader was done, everything it

@@ -29,22 +29,26 @@ extension SocketDelivery {
                     // Ring a set's reader once per run of sockets of that set.
                     if let last = lastSet, last.toOpaque() != set.toOpaque() { ringReader(of: last, counting: counting) }
                     lastSet = set
-                    let newlyReady = set._withUnsafeGuaranteedRef { $0.markReady(slot: s.readySlot) }
-                    if newlyReady && counting {
-                        stats.sync.atomicRMWs &+= 1
-                        stats.sync.wakeups &+= 1
+                    let mark = set._withUnsafeGuaranteedRef { $0.markReadyReporting(slot: s.readySlot) }
+                    if counting {
+                        // The OR is counted when issued, also when another
+                        // input set the bit first (then no notification).
+                        if mark.issuedRMW { stats.sync.atomicRMWs &+= 1 }
+                        if mark.newlyReady { stats.sync.wakeups &+= 1 }
                     }
                 }
                 if let worker = s.worker, !s.workerScheduled.load(ordering: .relaxed) {
                     scheduleWorker(worker, of: s, counting: counting)
                 }
-                if s.readerWakeup.isArmed && s.readerWakeup.ring() {
-                    s.wakeupCount.add(1, ordering: .relaxed)
+                if s.readerWakeup.isArmed {
+                    let woke = s.readerWakeup.ring()
+                    if woke { s.wakeupCount.add(1, ordering: .relaxed) }
                     if counting {
-                        stats.sync.atomicRMWs &+= 1
-                        stats.sync.lockAcquisitions &+= 1
-                        stats.sync.wakeups &+= 1
-                        stats.sync.threadWakeups &+= 1
+                        stats.sync.recordParkerRing(woke: woke)
+                        if woke {
+                            stats.sync.atomicRMWs &+= 1    // the wake-up counter's add
+                            stats.sync.wakeups &+= 1
+                        }
                     }
                 }
             }
@@ -62,18 +66,17 @@ extension SocketDelivery {
         s.workerScheduled.store(true, ordering: .relaxed)
         let delay: Duration = s.ackOwed.load(ordering: .relaxed) || s.tcpLock.backlogged > 0 ? .zero : s.workerDelay
         let scheduled = worker._withUnsafeGuaranteedRef { $0.schedule(after: delay) }
-        if scheduled && counting { stats.sync.atomicRMWs &+= 2 }
+        if scheduled && counting { stats.sync.modelledAtomicRMWs &+= ModelledRMWs.continuationSchedule }
         stats.workerSchedules &+= 1
     }
 
     /// Wakes a ready set's reader if it parked.
     @inlinable
     mutating func ringReader(of set: Unmanaged<SocketReadySet>, counting: Bool) {
-        let rung = set._withUnsafeGuaranteedRef { $0.wakeup.isArmed && $0.wakeup.ring() }
-        if rung && counting {
-            stats.sync.atomicRMWs &+= 1
-            stats.sync.lockAcquisitions &+= 1
-            stats.sync.threadWakeups &+= 1
+        set._withUnsafeGuaranteedRef { set in
+            guard set.wakeup.isArmed else { return }
+            let woke = set.wakeup.ring()
+            if counting { stats.sync.recordParkerRing(woke: woke) }
         }
     }
 }

@@ -30,35 +30,38 @@ extension SocketDelivery {
                 ack = s.tcpState.nextExpected
             }
         case .socketTryLock:
-            if counting { stats.sync.atomicRMWs &+= 1 }    // the try-lock CAS
-            if s.tcpLock.tryLock() {
+            // Each RMW is counted where it is issued: the try-lock's CAS only
+            // when its pre-check found the lock free, every release CAS and
+            // backlog subtract, the backlog put's own RMWs. Without
+            // `counting` the locals are dead and optimized away.
+            var rmws = 0
+            if s.tcpLock.tryLock(countingRMWs: &rmws) {
                 if counting { stats.sync.lockAcquisitions &+= 1 }
                 let r = s.tcpState.receive(seg, payloadLength: payloadLength, policy: s.ackPolicy)
                 inSequence = r.inSequence
-                if counting { stats.sync.atomicRMWs &+= 1 }    // the release CAS
-                ack = s.releaseTCPLock(ackDue: r.ackNow, sendNow: true)
+                ack = s.releaseTCPLock(ackDue: r.ackNow, sendNow: true, countingRMWs: &rmws)
             } else {
-                if counting {
-                    stats.sync.contendedAcquisitions &+= 1
-                    stats.sync.atomicRMWs &+= 2    // the backlog put, the announcement
-                }
-                guard s.tcpBacklog.put(Socket.backlogWord(seg, payloadLength: payloadLength)) else {
+                if counting { stats.sync.contendedAcquisitions &+= 1 }
+                var puts = PCQPutCounts()
+                let queued = s.tcpBacklog.put(Socket.backlogWord(seg, payloadLength: payloadLength), counting: &puts)
+                rmws &+= puts.atomicRMWs
+                guard queued else {
                     stats.tcpBacklogOverflows &+= 1
+                    if counting { stats.sync.atomicRMWs &+= rmws }
                     return
                 }
                 // Announce it in the lock word: the holder cannot release
                 // before it has processed it. If the holder released just
                 // before, take the lock ourselves and process the backlog.
-                if s.tcpLock.announceBacklogged() && s.tcpLock.tryLock() {
-                    if counting {
-                        stats.sync.atomicRMWs &+= 1
-                        stats.sync.lockAcquisitions &+= 1
-                    }
-                    ack = s.releaseTCPLock(ackDue: false, sendNow: true)
+                rmws &+= 1    // the announcement's add
+                if s.tcpLock.announceBacklogged() && s.tcpLock.tryLock(countingRMWs: &rmws) {
+                    if counting { stats.sync.lockAcquisitions &+= 1 }
+                    ack = s.releaseTCPLock(ackDue: false, sendNow: true, countingRMWs: &rmws)
                 } else {
                     stats.deferredACKs &+= 1
                 }
             }
+            if counting { stats.sync.atomicRMWs &+= rmws }
         }
         if !inSequence { stats.outOfSequence &+= 1 }
         if let ack {

@@ -24,7 +24,11 @@ import SMPPrimitives
 /// acquisitions, wake-ups, cross-core hand-offs, queue operations, depth
 /// and batch-size histograms) only with `counting`. `counting` is a
 /// parameter rather than a stored flag so that a caller passing a constant
-/// (the fast path passes `true`) pays no test for it once inlined.
+/// (the fast path passes `true`) pays no test for it once inlined. Each is
+/// counted where its event happens (docs/Statistics.md): the PCQ reports
+/// the RMWs of each put, a ring is counted by what it did, and a cross-core
+/// hand-off compares the CPU this thread runs on (sampled at the first
+/// enqueue of each batch) with the CPU the socket's reader was last seen on.
 ///
 /// Concurrency contract: owned by one thread (an input thread or a core
 /// thread), never shared; `~Copyable`, kept inline in its owner. The touched
@@ -35,9 +39,9 @@ import SMPPrimitives
 package struct SocketDelivery: ~Copyable {
     /// The statistics of this thread's deliveries (plain counters).
     @usableFromInline package var stats = DemuxStats()
-    /// The CPU the delivering thread runs on (-1: unknown), compared with
-    /// ``Socket/readerCPU`` to count cross-core hand-offs.
-    @usableFromInline let cpu: Int
+    /// The delivering thread's CPU, sampled once per batch, against which
+    /// each enqueue's reader CPU is classified (with `counting`).
+    @usableFromInline var handoffCPU = HandoffCPUClassifier()
     /// Which puts record the receive-queue depth.
     @usableFromInline var depthSampler: DepthSampler
     /// Touched-socket runs (and ACKs) kept before a flush is forced.
@@ -55,16 +59,14 @@ package struct SocketDelivery: ~Copyable {
     @usableFromInline let ackSink: @Sendable (UnsafeBufferPointer<TCPAck>) -> Void
 
     /// - Parameters:
-    ///   - cpu: the delivering thread's CPU, or -1.
     ///   - depthSampleInterval: see ``Demux/Configuration/depthSampleInterval``.
     ///   - capacity: socket runs (and ACKs) buffered before a forced flush.
     ///   - ackSink: receives the ACKs decided, once per flush, as a buffer
     ///     valid only during the call.
     @usableFromInline
-    package init(cpu: Int, depthSampleInterval: Int, capacity: Int,
+    package init(depthSampleInterval: Int, capacity: Int,
                  ackSink: (@Sendable (UnsafeBufferPointer<TCPAck>) -> Void)? = nil) {
         precondition(capacity >= 1)
-        self.cpu = cpu
         depthSampler = DepthSampler(interval: depthSampleInterval)
         self.capacity = capacity
         self.ackSink = ackSink ?? { _ in }
@@ -115,11 +117,18 @@ package struct SocketDelivery: ~Copyable {
             if counting { stats.sync.atomicRMWs &+= 1 }
             return .dropped(.socketClosed)
         }
+        let accepted: Bool
         if counting {
             stats.socketQueue.queueOps &+= 1
-            stats.sync.atomicRMWs &+= 1    // the PCQ put's reservation
+            // The queue counts the RMWs of this put (its ticket CAS, lost
+            // CASes retried, a failed put's counter, high-water CASes).
+            var puts = PCQPutCounts()
+            accepted = s.queue.put(packet.packet, counting: &puts)
+            stats.sync.add(puts)
+        } else {
+            accepted = s.queue.put(packet.packet)
         }
-        guard s.queue.put(packet.packet) else {
+        guard accepted else {
             stats.drops.record(.queueFull)
             s.droppedQueueFullCount.add(1, ordering: .relaxed)
             if counting { stats.sync.atomicRMWs &+= 1 }
@@ -127,7 +136,10 @@ package struct SocketDelivery: ~Copyable {
         }
         stats.enqueued &+= 1
         if counting {
-            if s.readerCPU != cpu { stats.sync.crossCoreHandoffs &+= 1 }
+            // First enqueue since the last flush: sample this thread's CPU
+            // for the batch (one sched_getcpu per batch, not per packet).
+            if touchedCount == 0 { handoffCPU.sample() }
+            handoffCPU.classify(consumerCPU: s.observedReaderCPU.cpu, into: &stats.sync)
             if depthSampler.isDue() { stats.socketQueue.recordDepth(s.queue.approximateCount) }
         }
         remember(ref, counting: counting)

@@ -27,7 +27,7 @@ import SMPPrimitives
 ///
 ///     // Input thread (a dedicated thread, registered with QSBR):
 ///     QSBR.registerThread()
-///     let input = demux.makeInput(cpu: 0, ackSink: { acks in /* send them */ })
+///     let input = demux.makeInput(ackSink: { acks in /* send them */ })
 ///     var cache = PacketPool.Cache(pool: pool)
 ///     let parser = PacketParser()
 ///     while running {
@@ -91,15 +91,15 @@ public final class Demux<Flavor: RCUFlavor>: @unchecked Sendable {
 
     /// An input context for one input thread (create it anywhere, then use
     /// it on that thread only; allocates its buffers once).
-    /// - Parameters:
-    ///   - cpu: the CPU the input thread runs on, if pinned (used to count
-    ///     cross-core hand-offs against ``Socket/readerCPU``).
-    ///   - ackSink: receives the ACKs decided on the fast path, once per
-    ///     burst, as a buffer valid only during the call.
-    public func makeInput(cpu: Int? = nil, ackSink: (@Sendable (UnsafeBufferPointer<TCPAck>) -> Void)? = nil)
+    /// Its cross-core hand-off count observes where the input thread runs
+    /// (once per burst) and where each socket's reader last ran, so it
+    /// needs no CPU number, pinned or not.
+    /// - Parameter ackSink: receives the ACKs decided on the fast path,
+    ///   once per burst, as a buffer valid only during the call.
+    public func makeInput(ackSink: (@Sendable (UnsafeBufferPointer<TCPAck>) -> Void)? = nil)
         -> DemuxInput<Flavor>
     {
-        DemuxInput(demux: self, cpu: cpu ?? -1, ackSink: ackSink)
+        DemuxInput(demux: self, ackSink: ackSink)
     }
 }
 

@@ -32,9 +32,9 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     /// thread only: read them after it stopped).
     public var stats: DemuxStats { delivery.stats }
 
-    init(demux: Demux<Flavor>, cpu: Int, ackSink: (@Sendable (UnsafeBufferPointer<TCPAck>) -> Void)?) {
+    init(demux: Demux<Flavor>, ackSink: (@Sendable (UnsafeBufferPointer<TCPAck>) -> Void)?) {
         table = demux.table
-        delivery = SocketDelivery(cpu: cpu, depthSampleInterval: demux.configuration.depthSampleInterval,
+        delivery = SocketDelivery(depthSampleInterval: demux.configuration.depthSampleInterval,
                                   capacity: Self.burstCapacity, ackSink: ackSink)
         resolved = .allocate(capacity: Self.burstCapacity)
     }

@@ -32,12 +32,15 @@ extension Socket {
     var isClosed: Bool { stateWord.load(ordering: .acquiring) == SocketState.closed.rawValue }
 
     /// Takes up to `maxCount` packets without blocking; returns how many.
-    /// One uncontended CAS per call (the reader lock), no allocation.
+    /// One uncontended CAS per call (the reader lock), one `sched_getcpu`
+    /// (the reader's CPU for the inputs' cross-core hand-off count; a store
+    /// only when it changed), no allocation.
     @inlinable
     @discardableResult
     public func receive(upTo maxCount: Int, _ body: (PacketRef) throws -> Void) rethrows -> Int {
         lockReaderSide()
         defer { unlockReaderSide() }
+        observedReaderCPU.noteCurrentCPU()
         let n = try queue.drain(max: maxCount, body)
         if n > 0 {
             // Single writer (under the reader lock): load + store, no RMW.

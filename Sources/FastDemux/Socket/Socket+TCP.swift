@@ -17,6 +17,14 @@ extension Socket {
     /// receive state; returns true if one of them wants an ACK now.
     @inlinable
     func processBacklogLocked() -> Bool {
+        var unused = 0
+        return processBacklogLocked(countingRMWs: &unused)
+    }
+
+    /// ``processBacklogLocked()``, adding its atomic RMWs to `rmws` (the
+    /// backlog count's subtract; the drain itself issues none).
+    @inlinable
+    func processBacklogLocked(countingRMWs rmws: inout Int) -> Bool {
         let announced = tcpLock.backlogged
         guard announced > 0 else { return false }
         var due = false
@@ -26,7 +34,7 @@ extension Socket {
                                      flags: TCPFlags(rawValue: UInt16(truncatingIfNeeded: w)), window: 0)
             if tcpState.receive(seg, payloadLength: Int((w >> 16) & 0xffff), policy: ackPolicy).ackNow { due = true }
         }
-        tcpLock.consumedBacklogged(n)
+        rmws &+= tcpLock.consumedBacklogged(n)
         return due
     }
 
@@ -37,10 +45,19 @@ extension Socket {
     /// (`ackOwed`).
     @inlinable
     func releaseTCPLock(ackDue: Bool, sendNow: Bool) -> UInt32? {
+        var unused = 0
+        return releaseTCPLock(ackDue: ackDue, sendNow: sendNow, countingRMWs: &unused)
+    }
+
+    /// ``releaseTCPLock(ackDue:sendNow:)``, adding to `rmws` every atomic
+    /// RMW it issues: each release CAS attempt (one more per round that
+    /// found a segment announced meanwhile) and each backlog subtract.
+    @inlinable
+    func releaseTCPLock(ackDue: Bool, sendNow: Bool, countingRMWs rmws: inout Int) -> UInt32? {
         var due = ackDue
         var ack: UInt32?
         while true {
-            if processBacklogLocked() { due = true }
+            if processBacklogLocked(countingRMWs: &rmws) { due = true }
             if due {
                 if sendNow {
                     tcpState.didSendAck()
@@ -50,6 +67,7 @@ extension Socket {
                 }
                 due = false
             }
+            rmws &+= 1
             if tcpLock.tryUnlock() { return ack }
             spinLoopHint()   // an announced segment may still be on its way into the queue
         }

@@ -61,7 +61,7 @@ public final class Socket: @unchecked Sendable {
     // @unchecked Sendable: mutable state is either atomic (`stateWord`,
     // counters), guarded by `control` / the reader lock / `tcpLock` (see each
     // field), or written once before the socket is published to input
-    // threads (`readySet`, `readySlot`, `readerCPU`, `worker`).
+    // threads (`readySet`, `readySlot`, `worker`).
 
     // Hot fields first: what an input thread reads per packet (state, queue,
     // TCP lock, ready-set slot, reader wake-up flag) sits in the first
@@ -84,9 +84,10 @@ public final class Socket: @unchecked Sendable {
     /// no exclusivity checks).
     @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var readySet: Unmanaged<SocketReadySet>?
     @exclusivity(unchecked) @usableFromInline nonisolated(unsafe) package var readySlot: Int = -1
-    /// The CPU the reader runs on, if known (for cross-core hand-off
-    /// counts). Set before traffic.
-    @exclusivity(unchecked) public nonisolated(unsafe) var readerCPU: Int = -1
+    /// The CPU the reader was last seen on (noted by each receive call,
+    /// stored only when it changed), against which input threads classify
+    /// their enqueues as cross-core hand-offs.
+    @usableFromInline package let observedReaderCPU = ObservedCPU()
     /// Parks a blocking or async reader; rung by input threads.
     @usableFromInline package let readerWakeup = ThreadParker()
     /// The worker continuation (retained; released in `deinit`), set once

@@ -95,15 +95,22 @@ public final class SocketReadySet: @unchecked Sendable {
     /// Input side: marks `slot` readable. Returns true on a 0→1 transition
     /// (a readiness notification, which costs one atomic RMW).
     @inlinable
-    public func markReady(slot: Int) -> Bool {
+    public func markReady(slot: Int) -> Bool { markReadyReporting(slot: slot).newlyReady }
+
+    /// ``markReady(slot:)``, also telling whether it issued the atomic OR
+    /// (`issuedRMW`: the pre-check found the bit clear; the OR may still
+    /// find it set by another input, then `newlyReady` is false). For
+    /// statistics that count each RMW where it is issued. Input side.
+    @inlinable
+    package func markReadyReporting(slot: Int) -> (issuedRMW: Bool, newlyReady: Bool) {
         let w = words + (slot >> 6)
         let bit: UInt64 = 1 << UInt64(slot & 63)
         // Relaxed pre-check: the reader has not consumed the bit yet, so no
         // RMW (and no exclusive ownership of the line) is needed.
-        if w.pointee.load(ordering: .relaxed) & bit != 0 { return false }
+        if w.pointee.load(ordering: .relaxed) & bit != 0 { return (false, false) }
         // Release (via acq_rel): the queue puts made before are visible to
         // the reader that takes this bit with an acquiring exchange.
-        return w.pointee.bitwiseOr(bit, ordering: .acquiringAndReleasing).oldValue & bit == 0
+        return (true, w.pointee.bitwiseOr(bit, ordering: .acquiringAndReleasing).oldValue & bit == 0)
     }
 
     /// Reader: takes all ready bits and calls `body(slot)` for each. Returns

@@ -126,10 +126,19 @@ struct TCPLock: ~Copyable {
     /// Acquire: the state written by the previous holder is visible.
     @inlinable
     func tryLock() -> Bool {
+        var unused = 0
+        return tryLock(countingRMWs: &unused)
+    }
+
+    /// ``tryLock()``, adding 1 to `rmws` when it issued its CAS (not when
+    /// the pre-check found the lock held).
+    @inlinable
+    func tryLock(countingRMWs rmws: inout Int) -> Bool {
         // A plain load first keeps a contended attempt from pulling the line
         // exclusive for nothing.
         let w = word.load(ordering: .relaxed)
         if w & 1 != 0 { return false }
+        rmws &+= 1
         return word.compareExchange(expected: w, desired: w | 1, ordering: .acquiring).exchanged
     }
 
@@ -154,9 +163,13 @@ struct TCPLock: ~Copyable {
     }
 
     /// Holder: `n` announced segments were taken from the backlog.
+    /// Returns the RMWs issued (1 if `n > 0`).
     @inlinable
-    func consumedBacklogged(_ n: Int) {
-        if n > 0 { word.subtract(UInt(n) << 1, ordering: .relaxed) }
+    @discardableResult
+    func consumedBacklogged(_ n: Int) -> Int {
+        guard n > 0 else { return 0 }
+        word.subtract(UInt(n) << 1, ordering: .relaxed)
+        return 1
     }
 
     /// Holder: releases if no segment is announced; returns false (still

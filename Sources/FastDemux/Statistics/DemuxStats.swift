@@ -1,4 +1,9 @@
+import SMPPrimitives
+
 // Hand-off statistics for packet-processing organizations.
+//
+// (docs/Statistics.md: every statistic, counted or modelled, where it is
+// counted and what counting costs.)
 //
 // The fast path (this module) and the MsgP / ConnP-T / ConnP-L
 // organizations (DemuxLab) all move packets through "hand-off points" (a
@@ -194,23 +199,44 @@ package struct DepthSampler {
 
 /// Synchronization points paid by one thread (plain counters that thread
 /// owns; merge copies after their threads stopped).
+///
+/// Every field is counted at the event it names, except
+/// ``modelledAtomicRMWs``, which is the one modelled statistic: RMWs issued
+/// inside code that does not report them (glibc's mutexes and condition
+/// variables, `KernelContinuation.schedule(after:)`), added per the costs
+/// in ``ModelledRMWs``. docs/Statistics.md lists where each is counted.
 public struct SyncStats: Sendable {
-    /// Atomic read-modify-write instructions issued (CAS, fetch-add, xchg),
-    /// including those inside queue operations (counted per the queue's
-    /// documented cost: one per put).
+    /// Atomic read-modify-write instructions (CAS, fetch-add, exchange)
+    /// this thread issued in code that reports them, counted where each is
+    /// issued: every ticket CAS of a PCQ put (also those that lost to
+    /// another producer and were retried, see `PCQPutCounts`), a failed
+    /// put's counter increment, try-lock and release CASes that were
+    /// really attempted, ready-bit ORs, parker and doorbell exchanges.
     public var atomicRMWs = 0
+    /// Atomic RMWs inside code that does not report them, added per the
+    /// documented costs in ``ModelledRMWs`` (not counted).
+    public var modelledAtomicRMWs = 0
     /// Lock acquisitions (including successful try-locks).
     public var lockAcquisitions = 0
     /// Acquisitions that found the lock held (failed try-lock or a wait).
     public var contendedAcquisitions = 0
     /// Readiness notifications: a socket went from "nothing to read" to
-    /// "readable" as seen by its reader (a ready-set bit 0→1 or a parked
-    /// reader rung). This is the "wakeups" of the demux benchmark.
+    /// "readable" as seen by its reader (this thread's ready-set OR did the
+    /// bit's 0→1 transition, or this thread's ring woke a parked reader or
+    /// core thread). This is the "wakeups" of the demux benchmark.
     public var wakeups = 0
-    /// Sleeping threads actually woken (a condition-variable signal).
+    /// Wake-ups of a sleeping or sleeping-bound thread this thread issued:
+    /// a condition-variable signal or a `futex_wake` made because the
+    /// waiter had announced that it parks (the ring won the exchange).
     public var threadWakeups = 0
-    /// Packets handed to a queue read by a thread on another CPU.
+    /// Hand-offs to a consumer that was last seen on another CPU than the
+    /// producer (both observed with `sched_getcpu`: the producer once per
+    /// batch, the consumer once per receive or drain call).
     public var crossCoreHandoffs = 0
+    /// Hand-offs that could not be classified because the consumer (or the
+    /// producer) had not been observed yet, e.g. before a socket's first
+    /// receive call.
+    public var unclassifiedHandoffs = 0
 
     /// Every counter 0.
     public init() {}
@@ -218,12 +244,57 @@ public struct SyncStats: Sendable {
     /// Adds another thread's counts.
     public mutating func merge(_ o: SyncStats) {
         atomicRMWs += o.atomicRMWs
+        modelledAtomicRMWs += o.modelledAtomicRMWs
         lockAcquisitions += o.lockAcquisitions
         contendedAcquisitions += o.contendedAcquisitions
         wakeups += o.wakeups
         threadWakeups += o.threadWakeups
         crossCoreHandoffs += o.crossCoreHandoffs
+        unclassifiedHandoffs += o.unclassifiedHandoffs
     }
+
+    /// Counts the atomic RMWs of PCQ puts (exact, from the queue's own
+    /// accounting at each CAS and increment).
+    @inlinable
+    public mutating func add(_ puts: PCQPutCounts) { atomicRMWs &+= puts.atomicRMWs }
+
+    /// Counts one ``ThreadParker/ring()`` call: its exchange (issued on
+    /// every call) and, when it woke the waiter, the parker's mutex, the
+    /// signal and the modelled RMWs inside them.
+    @inlinable
+    public mutating func recordParkerRing(woke: Bool) {
+        atomicRMWs &+= 1
+        guard woke else { return }
+        lockAcquisitions &+= 1
+        threadWakeups &+= 1
+        modelledAtomicRMWs &+= ModelledRMWs.mutexLock &+ ModelledRMWs.conditionSignal &+ ModelledRMWs.mutexUnlock
+    }
+}
+
+/// The model behind ``SyncStats/modelledAtomicRMWs``: the atomic RMWs of
+/// operations whose code does not report them, per the implementation each
+/// names (glibc 2.36 NPTL, this package's `KernelContinuation`). Lock
+/// acquisitions themselves are counted, only the RMWs inside are modelled.
+public enum ModelledRMWs {
+    /// `pthread_mutex_lock` / `pthread_mutex_trylock` of a default mutex:
+    /// the CAS of `lll_lock` / `lll_trylock`.
+    public static let mutexLock = 1
+    /// A blocking `pthread_mutex_lock` after a failed try-lock: at least
+    /// the exchange of `__lll_lock_wait` (once per futex sleep; modelled
+    /// as one).
+    public static let mutexContendedWait = 1
+    /// `pthread_mutex_unlock`: the exchange of `lll_unlock`.
+    public static let mutexUnlock = 1
+    /// `pthread_cond_signal` with a waiter in `pthread_cond_wait`: the
+    /// condition's internal lock CAS, its release exchange and the
+    /// `__g_signals` fetch-add (0 if the waiter had not reached the wait
+    /// yet, more when the signal switches groups; modelled as 3).
+    public static let conditionSignal = 3
+    /// `KernelContinuation.schedule(after:)` that did not coalesce: its
+    /// documented cost, the pending-state CAS and the CAS that pushes onto
+    /// the executor's hand-off list (retries of that push, and the
+    /// executor doorbell's exchange when it parked, are not modelled).
+    public static let continuationSchedule = 2
 }
 
 /// The statistics of one demultiplexer input thread (or the merged total).

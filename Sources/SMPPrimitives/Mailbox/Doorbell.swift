@@ -102,6 +102,16 @@ public final class Doorbell: @unchecked Sendable {
     /// - Returns: true if this call rang (issued the wake-up).
     @inlinable @discardableResult
     public func ring() -> Bool {
+        var unused = 0
+        return ring(countingRMWs: &unused)
+    }
+
+    /// ``ring()``, adding to `rmws` the atomic exchange it issues: one
+    /// whenever the owner looked parked, also when a concurrent ringer won
+    /// the exchange (then it returns false). For statistics that count each
+    /// RMW where it is issued; `rmws` is the caller's own. Any thread.
+    @inlinable @discardableResult
+    public func ring(countingRMWs rmws: inout Int) -> Bool {
         // Order the caller's publication (a store) before the load of the
         // word: the store/load half of the Dekker pair above — a compiler
         // barrier when the parking side issues membarrier, else a fence.
@@ -111,6 +121,7 @@ public final class Doorbell: @unchecked Sendable {
             atomicMemoryFence(ordering: .sequentiallyConsistent)
         }
         if word.pointee.load(ordering: .relaxed) != Doorbell.parked { return false }
+        rmws &+= 1
         return ringSlow()
     }
 

@@ -122,6 +122,11 @@ import Synchronization
 /// ``drain(max:_:)`` returns 0, back off (tens of `PAUSE`s, a few
 /// microseconds) or block, then drain a batch.
 ///
+/// ``put(_:counting:)`` is the same put reporting the atomic RMWs it
+/// issued (ticket CASes won and lost, the failed-put fetch-add, high-water
+/// CASes) into a caller-owned ``PCQPutCounts``: for statistics that count
+/// each RMW where it happens instead of assuming one per put.
+///
 /// Cost: a put is one compare-and-swap on the producers' line plus the
 /// value copy and one flag store into the ring; a get is a flag load, the
 /// value copy and one store to the consumer's own line; a drain of `n`
@@ -281,7 +286,22 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
     /// the queue looks full.
     @inlinable
     public func put(_ item: Element) -> Bool {
-        guard let ticket = reserve() else { return false }
+        // The counts are a local nobody reads: once inlined, the optimizer
+        // drops their updates, so this is the uncounted put.
+        var unused = PCQPutCounts()
+        return put(item, counting: &unused)
+    }
+
+    /// ``put(_:)``, adding to `counts` every atomic read-modify-write it
+    /// issues, counted where it is issued: the ticket CAS that succeeded,
+    /// each ticket CAS that lost to another producer (and was retried), the
+    /// failed-put counter's fetch-add, and the high-water CASes of the
+    /// slow path. Same contract as ``put(_:)`` (any thread); `counts` is
+    /// the caller's own (one producer thread's), so counting adds plain
+    /// register arithmetic, no shared write.
+    @inlinable
+    public func put(_ item: Element, counting counts: inout PCQPutCounts) -> Bool {
+        guard let ticket = reserve(&counts) else { return false }
         publish(item, at: ticket)
         return true
     }
@@ -291,6 +311,14 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
     /// (Split from `put` so tests can stop a "producer" between the two.)
     @inlinable
     internal func reserve() -> UInt? {
+        var unused = PCQPutCounts()
+        return reserve(&unused)
+    }
+
+    /// `reserve()`, counting its atomic RMWs into `counts` (see
+    /// ``put(_:counting:)``).
+    @inlinable
+    internal func reserve(_ counts: inout PCQPutCounts) -> UInt? {
         let p = producer
         let capacity = self.capacity
         // Relaxed: the tail value is only a candidate ticket, validated by
@@ -304,12 +332,14 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
             let cached = p.pointee.cachedHead.load(ordering: .acquiring)
             // Signed: a stale `t` can be behind `cached`; the CAS then fails.
             if Int(bitPattern: t &- cached) >= capacity {
-                let fresh = refreshHead(ticket: t)
+                let (fresh, highWaterCASes) = refreshHead(ticket: t)
+                counts.highWaterCASes &+= highWaterCASes
                 if Int(bitPattern: t &- fresh) >= capacity {
                     // `t` was the tail before `fresh` was read, and the tail
                     // never decreases: `capacity` tickets were outstanding
                     // when we read `head`. Really full.
                     recordFailedPut()
+                    counts.failedPuts &+= 1
                     return nil
                 }
             }
@@ -317,7 +347,11 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
             // word gives); the slot's happens-before edge comes from `head`.
             let (won, current) = p.pointee.tail.compareExchange(
                 expected: t, desired: t &+ 1, ordering: .relaxed)
-            if won { return t }
+            if won {
+                counts.puts &+= 1
+                return t
+            }
+            counts.casRetries &+= 1
             t = current
         }
     }
@@ -338,10 +372,11 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
 
     /// Reads the consumer's position (slow path: the cached copy said the
     /// queue may be full), shares it with the other producers and samples
-    /// the depth for `highWater`.
+    /// the depth for `highWater`. Returns the position and the number of
+    /// CASes issued on `highWater` (for ``put(_:counting:)``).
     @usableFromInline
     @inline(never)
-    internal func refreshHead(ticket t: UInt) -> UInt {
+    internal func refreshHead(ticket t: UInt) -> (head: UInt, highWaterCASes: Int) {
         let p = producer
         // Acquiring: pairs with the consumer's releasing store of `head`,
         // which it makes only after reading the values of the slots it frees.
@@ -356,16 +391,18 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
         // `t - h` is a depth that really existed when `head` was read (the
         // tail was at least `t` then). Relaxed max: statistics only.
         let depth = Int(bitPattern: t &- h)
+        var casCount = 0
         if depth > 0 {
             var seen = p.pointee.highWater.load(ordering: .relaxed)
             while depth > seen {
                 let (done, now) = p.pointee.highWater.compareExchange(
                     expected: seen, desired: depth, ordering: .relaxed)
+                casCount &+= 1
                 if done { break }
                 seen = now
             }
         }
-        return h
+        return (h, casCount)
     }
 
     @usableFromInline

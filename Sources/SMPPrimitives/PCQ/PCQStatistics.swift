@@ -41,3 +41,40 @@ public struct PCQStatistics: Sendable, Hashable, CustomStringConvertible {
         "puts=\(puts) failedPuts=\(failedPuts) gets=\(gets) highWater=\(highWater)"
     }
 }
+
+/// The atomic read-modify-writes of one producer's puts, counted by
+/// ``PCQ/put(_:counting:)`` at the instruction that issues each one (not
+/// derived from a documented cost per put).
+///
+/// A plain value owned by one producer thread (no atomics): merge the
+/// copies of several producers after they stopped. Summed over every
+/// producer of a queue, `puts` equals the queue's ``PCQStatistics/puts``
+/// and `failedPuts` its ``PCQStatistics/failedPuts`` (for puts made with
+/// this method only).
+public struct PCQPutCounts: Sendable, Hashable {
+    /// Ticket CASes that succeeded: one per item accepted.
+    public var puts = 0
+    /// Puts that returned false (each is one fetch-add on the queue's
+    /// failed-put counter).
+    public var failedPuts = 0
+    /// Ticket CASes that failed because another producer took the ticket
+    /// first; each is followed by another attempt.
+    public var casRetries = 0
+    /// CASes on the producers' high-water mark, issued on the slow path
+    /// (the queue looked full from the cached consumer position).
+    public var highWaterCASes = 0
+
+    /// Nothing counted.
+    public init() {}
+
+    /// Every atomic RMW the puts issued.
+    public var atomicRMWs: Int { puts &+ failedPuts &+ casRetries &+ highWaterCASes }
+
+    /// Adds another producer's counts.
+    public mutating func merge(_ o: PCQPutCounts) {
+        puts &+= o.puts
+        failedPuts &+= o.failedPuts
+        casRetries &+= o.casRetries
+        highWaterCASes &+= o.highWaterCASes
+    }
+}

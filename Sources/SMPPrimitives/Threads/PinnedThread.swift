@@ -18,6 +18,16 @@ public func spinLoopHint() {
 /// affinity changes are not seen.
 public let onlineCPUCount: Int = Int(smp_allowed_cpu_count())
 
+/// The CPU the calling thread runs on at this instant (`sched_getcpu`), or
+/// -1 if the kernel does not say. Any thread; a few nanoseconds (a load
+/// from the thread's rseq area with glibc 2.35+). The thread may migrate
+/// right after: callers that classify events by CPU sample it once per
+/// batch and say so.
+@inline(__always)
+public func currentCPU() -> Int {
+    Int(smp_current_cpu())
+}
+
 /// A dedicated pthread, optionally pinned to one CPU, that runs one closure
 /// and hands its result to the thread that joins it.
 ///

@@ -47,9 +47,13 @@ func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, report r:
     var stats: [(String, JSONValue)] = [
         ("input_queue_ops_per_delivered", per(s.socketQueue.queueOps)),
         ("input_atomic_rmws_per_delivered", per(s.sync.atomicRMWs)),
+        ("input_atomic_rmws_modelled_per_delivered", per(s.sync.modelledAtomicRMWs)),
         ("input_lock_acquisitions_per_delivered", per(s.sync.lockAcquisitions)),
         ("input_contended_per_delivered", per(s.sync.contendedAcquisitions)),
         ("cross_core_handoffs_per_delivered", per(s.sync.crossCoreHandoffs)),
+        ("unclassified_handoffs", .int(s.sync.unclassifiedHandoffs)),
+        ("input_context_switches", contextSwitchesJSON(r.input.contextSwitches)),
+        ("consumer_context_switches", contextSwitchesJSON(r.consumer.contextSwitches)),
         ("consumer_queue_ops_per_delivered", per(r.consumer.queueOps)),
         ("queue_depth_high_water", .int(s.socketQueue.highWater)),
         ("queue_depth_log2_histogram", histogramJSON(s.socketQueue.depth)),
@@ -73,6 +77,11 @@ func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, report r:
     if r.timedOut { notes.append("stopped at the wall-clock cap") }
     return .throughput(workload: "demux", impl: impl.rawValue, ops: offered, seconds: seconds,
                        checked: checked, note: notes.joined(separator: "; "), extra: extra)
+}
+
+/// A thread's context switches as `{"voluntary": v, "involuntary": i}`.
+private func contextSwitchesJSON(_ c: ThreadContextSwitches) -> JSONValue {
+    .object([("voluntary", .int(c.voluntary)), ("involuntary", .int(c.involuntary))])
 }
 
 /// A histogram as `[[lower bound, count], ...]` (non-empty buckets).

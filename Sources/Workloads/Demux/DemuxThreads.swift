@@ -18,6 +18,7 @@ func runDemuxInput(frames: Int, control: DemuxControl, readySet: SocketReadySet,
     var r = DemuxInputReport()
     r.start = monotonicSeconds()
     let cpu0 = threadCPUSeconds()
+    let switches = ThreadContextSwitches.now()
     passes: for pass in 0..<demuxPasses {
         for base in stride(from: 0, to: frames, by: demuxBurst) {
             burst(pass, base)
@@ -33,6 +34,7 @@ func runDemuxInput(frames: Int, control: DemuxControl, readySet: SocketReadySet,
     }
     r.end = monotonicSeconds()
     r.cpuSeconds = threadCPUSeconds() - cpu0
+    r.contextSwitches = ThreadContextSwitches.since(switches)
     // Release: everything enqueued happens-before the consumer's final scan.
     control.done.store(true, ordering: .releasing)
     readySet.wakeReader()
@@ -55,10 +57,12 @@ func demuxConsume(
     control.barrier.wait()
     let t0 = monotonicSeconds()
     let cpu0 = threadCPUSeconds()
+    let switches = ThreadContextSwitches.now()
     lastSeq.withUnsafeMutableBufferPointer { last in
         delivered.withUnsafeMutableBufferPointer { del in
             sleeps = pollUntilFinished(spinning: demuxSpinScans, {
                 let done = control.done.load(ordering: .acquiring)
+                control.consumerCPU.noteCurrentCPU()
                 var found = 0
                 _ = readySet.takeReady { slot in
                     var last_ = last[slot]
@@ -93,5 +97,6 @@ func demuxConsume(
     let cpuSeconds = threadCPUSeconds() - cpu0
     return DemuxConsumerReport(start: t0, end: monotonicSeconds(), cpuSeconds: cpuSeconds,
                                delivered: delivered, deliveredTotal: total, misdelivered: misdelivered,
-                               orderErrors: orderErrors, sleeps: sleeps, queueOps: queueOps, batches: batches)
+                               orderErrors: orderErrors, sleeps: sleeps, queueOps: queueOps, batches: batches,
+                               contextSwitches: ThreadContextSwitches.since(switches))
 }

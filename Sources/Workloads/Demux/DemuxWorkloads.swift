@@ -100,6 +100,8 @@ struct DemuxInputReport: Sendable {
     /// Frames offered.
     var packets = 0
     var stats = DemuxStats()
+    /// The thread's context switches during the run (getrusage deltas).
+    var contextSwitches = ThreadContextSwitches()
 }
 
 /// What the consumer thread hands back when it is joined.
@@ -112,6 +114,8 @@ struct DemuxConsumerReport: Sendable {
     var deliveredTotal = 0
     var misdelivered = 0, orderErrors = 0, sleeps = 0, queueOps = 0
     var batches = Log2Histogram()
+    /// The thread's context switches during the run (getrusage deltas).
+    var contextSwitches = ThreadContextSwitches()
 }
 
 /// One run of either implementation.
@@ -129,6 +133,10 @@ final class DemuxControl: Sendable {
     let done = Atomic<Bool>(false)
     let abort = Atomic<Bool>(false)
     let barrier = SpinBarrier(parties: 2)
+    /// Where the consumer last ran (noted once per scan), for the
+    /// mutex_dictionary input's cross-core hand-off count (the fast path's
+    /// sockets note their reader's CPU themselves).
+    let consumerCPU = ObservedCPU()
 }
 
 func runDemuxBench(impl: DemuxBenchImpl, options: WorkloadOptions) -> BenchResult {

@@ -30,10 +30,7 @@ func runFastPath(_ traffic: DemuxBenchmarkTraffic, capSeconds: Double) -> DemuxR
         try! s.bind(InetEndpoint(.wildcard(.ipv4), p))
         sockets.append(s)
     }
-    for s in sockets {
-        s.readerCPU = 1 % onlineCPUCount
-        readySet.add(s)
-    }
+    for s in sockets { readySet.add(s) }
     let control = DemuxControl()
     let ackCount = Atomic<Int>(0)
     let frames = traffic.frameCount
@@ -48,7 +45,7 @@ func runFastPath(_ traffic: DemuxBenchmarkTraffic, capSeconds: Double) -> DemuxR
     let input = PinnedThread(cpu: 0, name: "demux-input") {
         QSBR.registerThread()
         let parser = PacketParser()
-        let ctx = demux.makeInput(cpu: 0, ackSink: { acks in ackCount.add(acks.count, ordering: .relaxed) })
+        let ctx = demux.makeInput(ackSink: { acks in ackCount.add(acks.count, ordering: .relaxed) })
         let batch = UnsafeMutablePointer<DemuxPacket>.allocate(capacity: demuxBurst)
         defer { batch.deallocate() }
         var report = runDemuxInput(frames: frames, control: control, readySet: readySet, capSeconds: capSeconds,

@@ -78,9 +78,11 @@ func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, capSeconds: Double) ->
         let parser = PacketParser()
         var stats = DemuxStats()
         var touched = [Int](repeating: 0, count: demuxBurst)
+        var handoffCPU = HandoffCPUClassifier()
         var report = runDemuxInput(frames: frames, control: control, readySet: readySet,
                                    capSeconds: capSeconds) { pass, base in
             var nt = 0
+            handoffCPU.sample()   // once per burst
             for i in base..<(base + demuxBurst) {
                 stats.offered &+= 1
                 let word = DemuxBenchmarkTraffic.packetWord(frame: i, pass: pass)
@@ -107,10 +109,11 @@ func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, capSeconds: Double) ->
                     if !ok {
                         stats.drops.record(.queueFull)
                         sockets[s].droppedFull.add(1, ordering: .relaxed)
+                        stats.sync.atomicRMWs &+= 1
                         continue
                     }
                     stats.enqueued &+= 1
-                    stats.sync.crossCoreHandoffs &+= 1
+                    handoffCPU.classify(consumerCPU: control.consumerCPU.cpu, into: &stats.sync)
                     if nt == 0 || touched[nt - 1] != s {
                         touched[nt] = s
                         nt += 1
@@ -124,16 +127,20 @@ func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, capSeconds: Double) ->
                 // As the fast path: one fence per burst, then readiness bits.
                 atomicMemoryFence(ordering: .sequentiallyConsistent)
                 var newly = false
-                for k in 0..<nt where readySet.markReady(slot: touched[k]) {
-                    stats.sync.wakeups &+= 1
-                    stats.sync.atomicRMWs &+= 1
-                    newly = true
+                for k in 0..<nt {
+                    let mark = readySet.markReadyReporting(slot: touched[k])
+                    if mark.issuedRMW { stats.sync.atomicRMWs &+= 1 }
+                    if mark.newlyReady {
+                        stats.sync.wakeups &+= 1
+                        newly = true
+                    }
                 }
-                if newly && readySet.wakeup.ringIfArmed() { stats.sync.threadWakeups &+= 1 }
+                if newly && readySet.wakeup.isArmed { stats.sync.recordParkerRing(woke: readySet.wakeup.ring()) }
             }
         }
-        // Each lock/unlock is at least one atomic RMW.
-        stats.sync.atomicRMWs &+= stats.sync.lockAcquisitions
+        // The RMWs inside the pthread mutexes (PthreadLocked): modelled,
+        // one CAS to lock and one exchange to unlock per acquisition.
+        stats.sync.modelledAtomicRMWs &+= stats.sync.lockAcquisitions &* (ModelledRMWs.mutexLock &+ ModelledRMWs.mutexUnlock)
         report.stats = stats
         return report
     }
