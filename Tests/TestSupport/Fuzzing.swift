@@ -21,8 +21,8 @@ func check(_ condition: Bool, _ message: @autoclosure () -> String) {
 /// Checks what ``PacketParser`` promises about any frame (see its
 /// documentation and ``ParsedPacket``): the offsets lie inside the
 /// captured bytes and in header order, the captured payload is the
-/// headers' payload unless the frame is snaplen-truncated or a first
-/// fragment, and checksum verification only ever adds drops (or drops
+/// headers' payload unless the frame is snaplen-truncated (fragments
+/// are dropped until reassembled), and checksum verification only ever adds drops (or drops
 /// earlier). Reads every
 /// captured payload byte, so that AddressSanitizer sees an offset past the
 /// frame. Returns the result without checksum verification.
@@ -35,7 +35,7 @@ package func checkParse(_ frame: UnsafeRawBufferPointer, linkType: LinkType, wir
     case (.packet(let p), .packet(let v)):
         check(p.flow == v.flow && p.payloadOffset == v.payloadOffset && p.payloadLength == v.payloadLength
               && p.capturedPayloadLength == v.capturedPayloadLength && p.tcp == v.tcp
-              && p.isTruncated == v.isTruncated && p.isFirstFragment == v.isFirstFragment,
+              && p.isTruncated == v.isTruncated,
               "verifying checksums changed the parsed packet: \(p) vs \(v)")
     case (.packet, .dropped(let r)):
         check(r == .checksum, "verifying checksums dropped a good packet as \(r), not checksum")
@@ -58,7 +58,7 @@ package func checkParse(_ frame: UnsafeRawBufferPointer, linkType: LinkType, wir
           "captured payload past the frame: \(p), \(frame.count) bytes")
     check(p.payloadLength >= 0, "negative payload length: \(p)")
     check(!p.isTruncated || wire > frame.count, "truncated although nothing was cut: \(p)")
-    check(p.isTruncated || p.isFirstFragment || p.capturedPayloadLength == p.payloadLength,
+    check(p.isTruncated || p.capturedPayloadLength == p.payloadLength,
           "a whole datagram's captured payload differs from its headers' length: \(p)")
     check((p.flow.transport == .tcp) == (p.tcp != nil), "TCP fields and transport disagree: \(p)")
     var sum: UInt8 = 0
@@ -123,7 +123,7 @@ package final class ParserFuzzer {
     /// thread with `Memb` for the set-up if it is not.
     package init() {
         // The sink reads every ACK it is handed (the buffer must be valid).
-        input = demux.makeInput(cpu: 0, ackSink: { acks in
+        input = demux.makeInput(ackSink: { acks in
             var sum: UInt32 = 0
             for a in acks { sum &+= a.ackNumber }
             blackHole(sum)
