@@ -10,7 +10,8 @@
 //   FastDemux      parsing, flow keys, PCB tables, sockets, the fast path,
 //                  the packet pool, hand-off statistics. No packet I/O.
 //   PacketIO       where packets come from: pcap (libpcap), pcapng, TUN.
-//   (the endpoint stack goes here, above FastDemux and beside PacketIO)
+//   NetStack       the endpoint stack: output path, UDP/ICMP endpoints,
+//                  reassembly, the socket API. No packet I/O.
 //   DemuxLab       internal: the stack organizations compared (MsgP,
 //                  ConnP-T, ConnP-L, fast path), replay/live sessions,
 //                  synthetic traffic.
@@ -24,6 +25,7 @@ let package = Package(
         .library(name: "SMPPrimitives", targets: ["SMPPrimitives"]),
         .library(name: "FastDemux", targets: ["FastDemux"]),
         .library(name: "PacketIO", targets: ["PacketIO"]),
+        .library(name: "NetStack", targets: ["NetStack"]),
         .executable(name: "fastdemux", targets: ["fastdemux"]),
     ],
     dependencies: [
@@ -59,6 +61,10 @@ let package = Package(
         .target(
             name: "FastDemux",
             dependencies: ["SMPPrimitives", "CURCU"]
+        ),
+        .target(
+            name: "NetStack",
+            dependencies: ["SMPPrimitives", "FastDemux"]
         ),
         .target(
             name: "PacketIO",
@@ -99,6 +105,7 @@ let package = Package(
         ),
         .testTarget(name: "SMPPrimitivesTests", dependencies: ["SMPPrimitives"]),
         .testTarget(name: "FastDemuxTests", dependencies: ["FastDemux", "SMPPrimitives", "TestSupport"]),
+        .testTarget(name: "NetStackTests", dependencies: ["NetStack", "FastDemux", "SMPPrimitives", "TestSupport"]),
         .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "FastDemux", "SMPPrimitives", "CPacketIO", "TestSupport"]),
         .testTarget(
             name: "DemuxLabTests",

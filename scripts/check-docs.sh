@@ -4,7 +4,7 @@
 # documented but does not exist or exists but is not documented, a broken
 # catalog page, ...).
 #
-#   scripts/check-docs.sh                  # SMPPrimitives, FastDemux, PacketIO
+#   scripts/check-docs.sh                  # SMPPrimitives, FastDemux, NetStack, PacketIO
 #   scripts/check-docs.sh FastDemux        # only the modules named
 #
 # Uses the swift-docc-plugin dependency declared in Package.swift
@@ -20,7 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 modules=("$@")
-[ ${#modules[@]} -gt 0 ] || modules=(SMPPrimitives FastDemux PacketIO)
+[ ${#modules[@]} -gt 0 ] || modules=(SMPPrimitives FastDemux NetStack PacketIO)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
