@@ -12,7 +12,7 @@ import FastDemux
 /// - 1% flood: every frame a new source endpoint (to 10.0.0.3:9/udp), the
 ///   "many distinct flows" attack: it fills the flow socket cap, and the
 ///   refusals are counted.
-/// - 9% hostile: truncated IPv4 headers, non-first fragments, a bad IP
+/// - 9% hostile: truncated IPv4 headers, fragments, a bad IP
 ///   version, ICMP, a bad UDP length (all dropped by the parser under their
 ///   reasons), and UDP/TCP to ports on 10.0.0.9 that the churn thread binds
 ///   and closes all the time (`no_socket` unless bound at that moment).
@@ -93,11 +93,19 @@ struct SoakTraffic {
         let ip = buffer.baseAddress! + 14
         switch kind {
         case 0: return 14 + 10                                         // truncated_ipv4
-        case 1: ip.storeBytes(of: UInt16(0x0005).bigEndian, toByteOffset: 6, as: UInt16.self)  // fragment_no_ports
+        case 1: ip.storeBytes(of: UInt16(0x0005).bigEndian, toByteOffset: 6, as: UInt16.self)  // ipv4_fragment
         case 2: ip.storeBytes(of: UInt8(0x65), as: UInt8.self)         // bad_ipv4_version
         case 3: ip.storeBytes(of: UInt8(1), toByteOffset: 9, as: UInt8.self)  // ICMP: not_tcp_udp
         case 4: ip.storeBytes(of: UInt16(4).bigEndian, toByteOffset: 24, as: UInt16.self)  // bad_udp_length
         default: break                                                 // a churn port (UDP or TCP)
+        }
+        if kind == 1 || kind == 3 {
+            // The parser checks the IPv4 header checksum before the fields
+            // changed above (as ip_rcv_core does): make it right again, so
+            // that the frame reaches the rule it is meant for.
+            ip.storeBytes(of: UInt16(0), toByteOffset: 10, as: UInt16.self)
+            let sum = SyntheticFrame.ipv4HeaderChecksum(UnsafeRawBufferPointer(start: ip, count: 20))
+            ip.storeBytes(of: sum.bigEndian, toByteOffset: 10, as: UInt16.self)
         }
         return n
     }
