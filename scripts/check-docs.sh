@@ -7,6 +7,9 @@
 #   scripts/check-docs.sh                  # SMPPrimitives, FastDemux, NetStack, PacketIO
 #   scripts/check-docs.sh FastDemux        # only the modules named
 #
+# SMP_DOCS_SCRATCH=DIR builds in that scratch path instead of .build
+# (scripts/test.sh passes its debug build's, .build-debug).
+#
 # Uses the swift-docc-plugin dependency declared in Package.swift
 # (`swift package generate-documentation --target M`), which builds each
 # module in debug mode first; the first run takes a few minutes. Each
@@ -27,7 +30,8 @@ trap 'rm -f "$log"' EXIT
 failed=()
 for m in "${modules[@]}"; do
     echo "check-docs: $m ..." >&2
-    swift package generate-documentation --target "$m" >"$log" 2>&1
+    swift package ${SMP_DOCS_SCRATCH:+--scratch-path "$SMP_DOCS_SCRATCH"} \
+        generate-documentation --target "$m" >"$log" 2>&1
     status=$?
     # Diagnostics with their source excerpt (the build's progress lines are
     # noise here).

@@ -10,7 +10,7 @@ extension SocketDelivery {
     /// One full fence per batch orders every PCQ put of the batch (stores)
     /// before the loads of ready-set bits, worker flags and reader "armed"
     /// flags below (StoreLoad). It pairs with the consumers' side of the
-    /// "flag, re-check, sleep" handshake (``ThreadParker``): a reader's
+    /// "flag, re-check, sleep" handshake (`ThreadParker`): a reader's
     /// seq_cst "armed" store followed by its re-check of the queue, a
     /// worker's seq_cst clear of `workerScheduled` followed by its drain.
     /// Either the consumer's re-check sees our put or our load sees its flag.

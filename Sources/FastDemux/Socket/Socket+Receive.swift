@@ -99,7 +99,7 @@ extension Socket {
     }
 
     /// The reader found the queue empty: announces that it parks, then
-    /// re-checks (see ``ThreadParker``): either it sees a packet (or the
+    /// re-checks (see `ThreadParker`): either it sees a packet (or the
     /// close) that arrived meanwhile, withdraws and returns false, or the
     /// input thread's check after its fence sees the announcement and rings.
     ///

@@ -258,7 +258,7 @@ public struct SyncStats: Sendable {
     @inlinable
     public mutating func add(_ puts: PCQPutCounts) { atomicRMWs &+= puts.atomicRMWs }
 
-    /// Counts one ``ThreadParker/ring()`` call: its exchange (issued on
+    /// Counts one `ThreadParker.ring()` (SMPPrimitives) call: its exchange (issued on
     /// every call) and, when it woke the waiter, the parker's mutex, the
     /// signal and the modelled RMWs inside them.
     @inlinable

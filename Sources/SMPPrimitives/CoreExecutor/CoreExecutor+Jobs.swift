@@ -234,7 +234,7 @@ final class CallBox<R>: @unchecked Sendable {
     }
 }
 
-/// The continuation of an async ``CoreExecutor/call(_:)``, held by its job.
+/// The continuation of an async `CoreExecutor.call(_:)`, held by its job.
 /// If the job is dropped unrun (its executor shut down), the last release
 /// traps instead of leaving the task suspended forever.
 final class PendingResumption<R>: @unchecked Sendable {

@@ -88,7 +88,7 @@ extension CoreExecutor {
 
     /// Waits (on the executor thread) until `done()`, handling incoming
     /// mailboxes and foreign jobs meanwhile (never timers or pollers) —
-    /// what a synchronous ``call(_:)`` between executors does.
+    /// what a synchronous `call(_:)` between executors does.
     ///
     /// A blocking wait is a quiescent point (see the ExecutorModel article):
     /// it reports a QSBR quiescent state on every idle pass and goes

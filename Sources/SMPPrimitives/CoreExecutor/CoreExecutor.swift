@@ -28,9 +28,9 @@ import Synchronization
 /// Concurrency contract: every method may be called from any thread unless
 /// it says otherwise. Work submitted to one executor runs on its thread,
 /// one item at a time, never nested inside another item except inside a
-/// synchronous ``call(_:)`` that the item makes. Code on the executor is
+/// synchronous `call(_:)` that the item makes. Code on the executor is
 /// inside an implicit QSBR read section until it returns or makes one of
-/// the library's blocking calls (``call(_:)``, ``send(_:to:)`` to a full
+/// the library's blocking calls (`call(_:)`, ``send(_:to:)`` to a full
 /// ring, ``KernelContinuation/cancelAndWait()``): those are quiescent
 /// points (see "What may block" in <doc:ExecutorModel>). Create executors
 /// with ``CoreExecutorGroup``.
@@ -91,7 +91,7 @@ public final class CoreExecutor: @unchecked Sendable {
     /// `send` to a full ring absorbs into it instead of running handlers.
     @exclusivity(unchecked) var backlog: MessageBacklog
     @exclusivity(unchecked) var drainSender = 0
-    /// How many synchronous ``call(_:)`` waits are active on this thread
+    /// How many synchronous `call(_:)` waits are active on this thread
     /// (bounded by `Configuration.maxCallNesting`).
     @exclusivity(unchecked) var callNesting = 0
     /// Messages moved per ring batch.

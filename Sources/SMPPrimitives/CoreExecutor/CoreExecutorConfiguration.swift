@@ -16,7 +16,7 @@ extension CoreExecutorGroup {
         /// handlers flood each other without ever returning; the executor
         /// traps with a message saying so. 24 + 8 bytes per message.
         public var mailboxBacklogLimit = 1 << 20
-        /// The deepest nesting of synchronous ``CoreExecutor/call(_:)``
+        /// The deepest nesting of synchronous `CoreExecutor.call(_:)`
         /// waits on one executor (a call whose target calls back, whose
         /// callee calls back again, ...). Deeper nesting traps, as
         /// DragonFly BSD panics past a fixed IPI nesting depth: it means
