@@ -161,14 +161,12 @@ public enum ICMPInput {
         let m = info.upperLayerOffset
         let length = info.end - m
         guard length >= 8 else { return .dropped(.tooShort) }
-        var sum: UInt32 = 0
-        if ipv6 {
-            // RFC 4443 §2.3: the pseudo-header of RFC 8200 §8.1 (addresses,
-            // upper-layer length, next header 58).
-            sum = InternetChecksum.sum(frame, from: info.networkOffset + 8, count: 32)
-            sum &+= UInt32(truncatingIfNeeded: length >> 16) &+ UInt32(length & 0xffff) &+ 58
-        }
-        guard InternetChecksum.fold(InternetChecksum.sum(frame, from: m, count: length, initial: sum)) == 0xffff else {
+        // RFC 4443 §2.3: ICMPv6 sums the pseudo-header of RFC 8200 §8.1
+        // (addresses, upper-layer length, next header 58); ICMPv4 only the
+        // message (RFC 792).
+        let pseudo = ipv6 ? Checksum.pseudoHeader(addressSum: Checksum.sum(frame, from: info.networkOffset + 8, count: 32),
+                                                  protocol: 58, length: length) : 0
+        guard Checksum.fold(pseudo &+ Checksum.sum(frame, from: m, count: length)) == 0 else {
             return .dropped(.checksum)
         }
         let type = frame[m], code = frame[m + 1]

@@ -430,8 +430,8 @@ public final class ReassemblyTable: @unchecked Sendable {
             store16(ipLength, at: ip + 2)
             store16(0, at: ip + 6)  // MF 0, offset 0 (DF is not kept)
             store16(0, at: ip + 10)
-            let sum = InternetChecksum.sum(UnsafeRawBufferPointer(buffer), from: ip, count: headerEnd - ip)
-            store16(Int(~InternetChecksum.fold(sum)), at: ip + 10)
+            store16(Int(Checksum.fold(Checksum.sum(UnsafeRawBufferPointer(buffer), from: ip, count: headerEnd - ip))),
+                    at: ip + 10)
         }
         datagramPool.setLength(total, of: out)
         freeBuffers(qi)
