@@ -33,9 +33,11 @@ public struct ParserOptions: Sendable, BitwiseCopyable, Hashable {
 /// IPv4/IPv6 header decides: TCP or UDP directly behind it (after IPv6
 /// hop-by-hop, routing, destination-options and atomic-fragment headers) is
 /// delivered; anything else — ARP, ICMP (including ICMP errors quoting a
-/// TCP/UDP header), IP-in-IP, GRE, AH/ESP, fragments (no reassembly yet),
-/// multicast and broadcast destinations (no group membership), martian
-/// addresses — is dropped with a ``DropReason``. Malformed or truncated
+/// TCP/UDP header), IP-in-IP, GRE, AH/ESP, fragments, multicast and
+/// broadcast destinations (no group membership), martian addresses — is
+/// dropped with a ``DropReason``; ``parseNetwork(_:linkType:wireLength:)``
+/// instead describes fragments and ICMP for the stack's reassembly and ICMP
+/// input (the NetStack module). Malformed or truncated
 /// input is always a drop, never a crash or an out-of-bounds read: every
 /// load is preceded by a bounds check against the captured length.
 ///
