@@ -5,7 +5,7 @@ import Glibc
 /// Why ``ICMPInput/decode(_:_:)`` refused an ICMP or ICMPv6 message.
 @frozen
 public enum ICMPDropReason: UInt8, CaseIterable, Sendable, BitwiseCopyable, CustomStringConvertible {
-    /// Not an unfragmented ICMP/ICMPv6 ``FastDemux/NetworkPacket``.
+    /// Not an unfragmented ICMP/ICMPv6 `NetworkPacket`.
     case notICMP = 0
     /// The capture was cut short (snaplen): the checksum cannot be verified.
     case truncated
@@ -71,7 +71,7 @@ public struct ICMPQuote: Sendable, BitwiseCopyable {
     public var sentFlow: FlowKey?
 
     /// The key under which the socket of the quoted flow receives: the
-    /// reverse of ``sentFlow`` (peer → local), what ``FastDemux`` looks up.
+    /// reverse of ``sentFlow`` (peer → local), what `FastDemux` looks up.
     @inlinable public var socketFlow: FlowKey? { sentFlow?.reversed }
 }
 
@@ -150,7 +150,7 @@ public enum ICMPDecodeResult: Sendable, BitwiseCopyable {
 /// loads. Results are offsets into the frame given.
 public enum ICMPInput {
     /// Decodes the ICMP or ICMPv6 message of `frame`, which
-    /// ``FastDemux/PacketParser/parseNetwork(_:linkType:wireLength:)``
+    /// `PacketParser/parseNetwork(_:linkType:wireLength:)`
     /// described as `info` (an unfragmented packet with upper-layer
     /// protocol 1 or 58; reassembled datagrams qualify once parsed again).
     public static func decode(_ frame: UnsafeRawBufferPointer, _ info: NetworkPacket) -> ICMPDecodeResult {

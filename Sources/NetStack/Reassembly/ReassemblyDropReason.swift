@@ -8,7 +8,7 @@
 /// each reason.
 @frozen
 public enum ReassemblyDropReason: UInt8, CaseIterable, Sendable, BitwiseCopyable, CustomStringConvertible {
-    /// The ``FastDemux/NetworkPacket`` has no fragment fields (not a
+    /// The `NetworkPacket` has no fragment fields (not a
     /// fragment): the fragment only.
     case notAFragment = 0
     /// The fragment was cut short by the capture (snaplen): its data cannot

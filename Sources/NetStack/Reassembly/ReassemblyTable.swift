@@ -97,10 +97,10 @@ public struct ReassemblyStatistics: Sendable {
 
 /// IPv4 (RFC 791 §3.2, with RFC 815's hole bookkeeping reduced to a sorted
 /// list) and IPv6 (RFC 8200 §4.5) fragment reassembly over
-/// ``FastDemux/PacketPool`` buffers.
+/// `PacketPool` buffers.
 ///
-/// Fragments arrive as ``FastDemux/NetworkPacket`` values from
-/// ``FastDemux/PacketParser/parseNetwork(_:linkType:wireLength:)`` together
+/// Fragments arrive as `NetworkPacket` values from
+/// `PacketParser/parseNetwork(_:linkType:wireLength:)` together
 /// with the buffer they were parsed from; the buffer is not copied but kept
 /// until the datagram completes, then the pieces are copied once into one
 /// buffer of ``datagramPool``, which the parser accepts as a whole
@@ -112,7 +112,7 @@ public struct ReassemblyStatistics: Sendable {
 /// ``ReassemblyConfiguration/maxFragments``), and the key index is a
 /// dictionary reserved for `maxQueues` keys, so that a remote sender can
 /// make the table hold at most `maxFragments` buffers and no insert
-/// allocates. Buffers go back through a ``FastDemux/PacketPool/Cache`` of
+/// allocates. Buffers go back through a `PacketPool/Cache` of
 /// ``fragmentPool``; a completed datagram takes one buffer from
 /// ``datagramPool`` (one lock per datagram, not per fragment).
 ///
@@ -252,7 +252,7 @@ public final class ReassemblyTable: @unchecked Sendable {
 
     /// Takes one fragment: `packet` is the buffer (of ``fragmentPool``) the
     /// frame was parsed from, `info` what
-    /// ``FastDemux/PacketParser/parseNetwork(_:linkType:wireLength:)``
+    /// `PacketParser/parseNetwork(_:linkType:wireLength:)`
     /// returned for it. Ownership of `packet` passes to the table in every
     /// case: it is queued, or freed (dropped, or copied into the completed
     /// datagram).
