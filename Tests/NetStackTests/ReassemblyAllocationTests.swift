@@ -55,7 +55,24 @@ import NetStack
         var completed = 0
         for _ in 0..<1000 { completed += round() }
         #expect(completed == 2000 && fragments == 12_000)
+        // ICMP input: an echo request and a port unreachable, decoded.
+        let echo = ICMPInputTests.frame(v6: true, ICMPInputTests.icmp(v6: true, type: 128, code: 0, rest: [0, 1, 0, 1],
+                                                                        body: Frag.bytes(56)))
+        let unreachable = ICMPInputTests.frame(v6: false, ICMPInputTests.icmp(
+            v6: false, type: 3, code: 3, rest: [0, 0, 0, 0], body: ICMPInputTests.quotedUDP(v6: false)))
+        var icmpAllocations: UInt64 = 0, decoded = 0
+        for frame in [echo, unreachable] {
+            frame.withUnsafeBytes { raw in
+                guard case .network(let n) = h.parser.parseNetwork(raw, linkType: .ethernet) else { return }
+                let x = count()
+                for _ in 0..<1000 { if case .message = ICMPInput.decode(raw, n) { decoded += 1 } }
+                icmpAllocations += count() - x
+            }
+        }
+        #expect(decoded == 2000)
         if Self.counter != nil {
+            print("ICMP decode allocations: \(icmpAllocations) for \(decoded) messages")
+            #expect(icmpAllocations == 0)
             print("reassembly allocations: \(allocations) for \(fragments) fragments, \(completed) datagrams")
             #expect(allocations == 0)
         }
