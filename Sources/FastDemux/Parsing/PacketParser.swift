@@ -33,9 +33,11 @@ public struct ParserOptions: Sendable, BitwiseCopyable, Hashable {
 /// IPv4/IPv6 header decides: TCP or UDP directly behind it (after IPv6
 /// hop-by-hop, routing, destination-options and atomic-fragment headers) is
 /// delivered; anything else — ARP, ICMP (including ICMP errors quoting a
-/// TCP/UDP header), IP-in-IP, GRE, AH/ESP, fragments (no reassembly yet),
-/// multicast and broadcast destinations (no group membership), martian
-/// addresses — is dropped with a ``DropReason``. Malformed or truncated
+/// TCP/UDP header), IP-in-IP, GRE, AH/ESP, fragments, multicast and
+/// broadcast destinations (no group membership), martian addresses — is
+/// dropped with a ``DropReason``; ``parseNetwork(_:linkType:wireLength:)``
+/// instead describes fragments and ICMP for the stack's reassembly and ICMP
+/// input (the NetStack module). Malformed or truncated
 /// input is always a drop, never a crash or an out-of-bounds read: every
 /// load is preceded by a bounds check against the captured length.
 ///
@@ -83,8 +85,50 @@ public struct PacketParser: Sendable, BitwiseCopyable {
     ///     `nil` (or anything below `frame.count`) means `frame.count`.
     ///     Used to tell snaplen truncation from malformed lengths.
     public func parse(_ frame: UnsafeRawBufferPointer, linkType: LinkType, wireLength: Int? = nil) -> ParseResult {
+        parse(frame, linkType: linkType, wireLength: wireLength, network: nil)
+    }
+
+    /// Parses one frame for the stack: as ``parse(_:linkType:wireLength:)``
+    /// (same checks, same order, same results for TCP and UDP), except that
+    /// a fragment (IPv4 MF or offset; IPv6 Fragment header with M or an
+    /// offset) and an ICMP / ICMPv6 message that passed every check before
+    /// the point where `parse` drops it as ``DropReason/ipv4Fragment``,
+    /// ``DropReason/ipv6Fragment`` or ``DropReason/notTCPUDP`` come back as
+    /// ``NetworkParseResult/network(_:)`` instead. One parser, not two: the
+    /// frames that `parse` delivers or drops for any other reason are
+    /// delivered or dropped here identically.
+    ///
+    /// An IPv6 fragment's walk ends at its Fragment header: the headers
+    /// behind it belong to the fragmentable part and are parsed after
+    /// reassembly (Linux: ipv6_frag_rcv). An IPv6 fragment of a jumbogram
+    /// stays dropped (RFC 2675 §3: jumbograms are never fragmented).
+    ///
+    /// Concurrency and cost: as `parse` (stateless, any thread, no
+    /// allocation); the extra work is confined to the frames it returns as
+    /// `.network`.
+    public func parseNetwork(_ frame: UnsafeRawBufferPointer, linkType: LinkType,
+                             wireLength: Int? = nil) -> NetworkParseResult {
+        var network: NetworkPacket? = nil
+        let result = withUnsafeMutablePointer(to: &network) {
+            parse(frame, linkType: linkType, wireLength: wireLength, network: $0)
+        }
+        if let network { return .network(network) }
+        switch result {
+        case .packet(let p): return .transport(p)
+        case .dropped(let r): return .dropped(r)
+        }
+    }
+
+    /// The one parser behind `parse` and `parseNetwork`: `network` is nil
+    /// for `parse`, so that the TCP/UDP path is the same code either way
+    /// and the only extra work is a nil test on the drop paths of
+    /// fragments and non-TCP/UDP protocols.
+    @inline(__always)
+    func parse(_ frame: UnsafeRawBufferPointer, linkType: LinkType, wireLength: Int?,
+               network: UnsafeMutablePointer<NetworkPacket?>?) -> ParseResult {
         let wire = max(wireLength ?? frame.count, frame.count)
         var cursor = Cursor(frame: frame, wireEnd: wire)
+        cursor.network = network
         let family: AddressFamily
         switch linkType.rawValue {
         case 1:
@@ -139,6 +183,9 @@ struct Cursor {
     /// The frame was sent to a link-layer broadcast or multicast address
     /// (Linux: skb->pkt_type PACKET_BROADCAST or PACKET_MULTICAST).
     var linkMulticast = false
+    /// Where ``PacketParser/parseNetwork(_:linkType:wireLength:)`` wants
+    /// fragments and ICMP described; nil for ``PacketParser/parse(_:linkType:wireLength:)``.
+    var network: UnsafeMutablePointer<NetworkPacket?>? = nil
 
     init(frame: UnsafeRawBufferPointer, wireEnd: Int) {
         self.frame = frame
@@ -287,9 +334,13 @@ struct Cursor {
         if headerLength > 20, let r = ipv4OptionsRule(ip: ip, headerLength: headerLength) {
             return .dropped(r)
         }
-        // ip_local_deliver: MF or an offset means reassembly, which this
-        // stack does not do yet; no fragment may reach a socket.
-        if u16(ip + 6) & 0x3fff != 0 { return .dropped(.ipv4Fragment) }
+        // ip_local_deliver: MF or an offset means reassembly (ip_defrag);
+        // no fragment may reach a socket. parseNetwork describes it for
+        // the stack's reassembly.
+        if u16(ip + 6) & 0x3fff != 0 {
+            if network != nil { describeIPv4Fragment(ip: ip, headerLength: headerLength, totalLength: totalLength) }
+            return .dropped(.ipv4Fragment)
+        }
         let source = IPAddress(ipv4: sourceValue)
         let destination = IPAddress(ipv4: destinationValue)
         wireEnd = ip + totalLength
@@ -397,6 +448,9 @@ struct Cursor {
         }
         offset = ip + 40
         var chained = 0
+        // The byte holding `next` (for a Fragment header: what reassembly
+        // rewrites); only updated behind extension headers.
+        var nextField = ip + 6
         while true {
             switch next {
             case 6, 17:
@@ -420,7 +474,12 @@ struct Cursor {
                 case 44:
                     // ipv6_frag_rcv: offset 0 without "more fragments" is an
                     // atomic fragment (RFC 6946), the whole datagram.
-                    if u16(offset + 2) & 0xfff9 != 0 { return .dropped(.ipv6Fragment) }
+                    if u16(offset + 2) & 0xfff9 != 0 {
+                        if network != nil && payloadLength != 0 {
+                            describeIPv6Fragment(ip: ip, fragmentHeader: offset, nextField: nextField)
+                        }
+                        return .dropped(.ipv6Fragment)
+                    }
                 case 43:
                     if let r = routingHeaderRule(at: offset) { return .dropped(r) }
                 default:
@@ -432,10 +491,12 @@ struct Cursor {
                     if jumbo >= 0 { wireEnd = ip + 40 + jumbo }
                 }
                 next = u8(offset)
+                nextField = offset
                 offset += length
             case 50, 51:
                 return .dropped(.ipsec)
             default:
+                if next == 58 && network != nil { describeICMP(ip: ip, proto: 58) }
                 return .dropped(.notTCPUDP)
             }
         }
@@ -553,8 +614,51 @@ struct Cursor {
         case 50, 51:
             return .dropped(.ipsec)
         default:
+            // Only IPv4 gets here with a protocol other than TCP/UDP.
+            if proto == 1 && network != nil { describeICMP(ip: networkOffset, proto: 1) }
             return .dropped(.notTCPUDP)
         }
+    }
+
+    // MARK: Network-layer descriptions (parseNetwork only)
+
+    // Cold: reached only by parseNetwork, for frames `parse` drops anyway.
+    // `offset` and `wireEnd` are where the checks left them.
+
+    @inline(never)
+    func describeIPv4Fragment(ip: Int, headerLength: Int, totalLength: Int) {
+        let flags = u16(ip + 6)
+        let end = ip + totalLength
+        network!.pointee = NetworkPacket(
+            source: IPAddress(ipv4: u32(ip + 12)), destination: IPAddress(ipv4: u32(ip + 16)),
+            networkOffset: ip, upperLayerProtocol: u8(ip + 9), upperLayerOffset: ip + headerLength, end: end,
+            isTruncated: end > frame.count, loopbackDevice: loopbackDevice,
+            fragment: FragmentInfo(identification: UInt32(u16(ip + 4)), offset: Int(flags & 0x1fff) * 8,
+                                   moreFragments: flags & 0x2000 != 0, dontFragment: flags & 0x4000 != 0,
+                                   headerOffset: ip, nextHeaderFieldOffset: ip + 9))
+    }
+
+    @inline(never)
+    func describeIPv6Fragment(ip: Int, fragmentHeader f: Int, nextField: Int) {
+        let field = u16(f + 2)
+        network!.pointee = NetworkPacket(
+            source: IPAddress(unchecked: frame, at: ip + 8, family: .ipv6),
+            destination: IPAddress(unchecked: frame, at: ip + 24, family: .ipv6),
+            networkOffset: ip, upperLayerProtocol: u8(f), upperLayerOffset: f + 8, end: wireEnd,
+            isTruncated: wireEnd > frame.count, loopbackDevice: loopbackDevice,
+            fragment: FragmentInfo(identification: u32(f + 4), offset: Int(field & 0xfff8),
+                                   moreFragments: field & 1 != 0, dontFragment: false,
+                                   headerOffset: f, nextHeaderFieldOffset: nextField))
+    }
+
+    @inline(never)
+    func describeICMP(ip: Int, proto: UInt8) {
+        let family: AddressFamily = proto == 1 ? .ipv4 : .ipv6
+        network!.pointee = NetworkPacket(
+            source: IPAddress(unchecked: frame, at: ip + (proto == 1 ? 12 : 8), family: family),
+            destination: IPAddress(unchecked: frame, at: ip + (proto == 1 ? 16 : 24), family: family),
+            networkOffset: ip, upperLayerProtocol: proto, upperLayerOffset: offset, end: wireEnd,
+            isTruncated: wireEnd > frame.count, loopbackDevice: loopbackDevice, fragment: nil)
     }
 
     @inline(__always)  // the common case: keep the result in registers, not a copy through memory
