@@ -2,7 +2,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/ethtool.h>
 #include <linux/if.h>
+#include <linux/sockios.h>
 #include <linux/if_tun.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -98,13 +100,29 @@ int smp_epoll_wait_tokens(int epfd, unsigned int *tokens, int max, int timeout_m
     return n;
 }
 
-int smp_tun_open(const char *name, char *actual_name, int nonblocking) {
+static int epoll_oneshot(int epfd, int op, int fd, unsigned int token) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | EPOLLONESHOT;
+    ev.data.u32 = token;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+int smp_epoll_add_oneshot(int epfd, int fd, unsigned int token) {
+    return epoll_oneshot(epfd, EPOLL_CTL_ADD, fd, token);
+}
+
+int smp_epoll_rearm_oneshot(int epfd, int fd, unsigned int token) {
+    return epoll_oneshot(epfd, EPOLL_CTL_MOD, fd, token);
+}
+
+int smp_tun_open(const char *name, char *actual_name, int nonblocking, int multi_queue) {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | (nonblocking ? O_NONBLOCK : 0));
     if (fd < 0) return -errno;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     // IFF_NO_PI: every read/write is exactly one IP packet, no 4-byte header.
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0);
     if (name) strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
         int e = errno;
@@ -116,6 +134,27 @@ int smp_tun_open(const char *name, char *actual_name, int nonblocking) {
         actual_name[IFNAMSIZ - 1] = 0;
     }
     return fd;
+}
+
+int smp_netdev_driver(const char *name, char *driver, char *bus) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -errno;
+    struct ethtool_drvinfo info;
+    memset(&info, 0, sizeof info);
+    info.cmd = ETHTOOL_GDRVINFO;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    ifr.ifr_data = (void *)&info;
+    int rc = ioctl(s, SIOCETHTOOL, &ifr);
+    int e = errno;
+    close(s);
+    if (rc < 0) return -e;
+    memcpy(driver, info.driver, 32);
+    driver[31] = 0;
+    memcpy(bus, info.bus_info, 32);
+    bus[31] = 0;
+    return 0;
 }
 
 int smp_enter_netns(const char *path) {

@@ -104,10 +104,12 @@ package final class TestNetworkNamespace: Sendable {
         return try result.withLock { $0! }.get()
     }
 
-    /// Opens TUN `device` inside the namespace, gives it 198.18.0.1/24 and
-    /// brings it up with IPv6 off (no router solicitations in the capture).
-    package func openTUN(_ device: String = "fdtun0", address: String = "198.18.0.1/24") throws -> TUNDevice {
-        let tun = try inside { () throws -> TUNDevice in try TUNDevice(name: device) }
+    /// Opens TUN `device` (in `mode`) inside the namespace, gives it
+    /// 198.18.0.1/24 and brings it up with IPv6 off (no router
+    /// solicitations in the capture).
+    package func openTUN(_ device: String = "fdtun0", address: String = "198.18.0.1/24",
+                         mode: TUNDevice.QueueMode = .single) throws -> TUNDevice {
+        let tun = try inside { () throws -> TUNDevice in try TUNDevice(name: device, mode: mode) }
         try sysctl("net.ipv6.conf.\(tun.name).disable_ipv6=1")
         try ip("addr", "add", address, "dev", tun.name)
         try ip("link", "set", tun.name, "up")

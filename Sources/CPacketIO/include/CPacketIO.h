@@ -40,11 +40,25 @@ int smp_epoll_add_readable(int epfd, int fd, unsigned int token);
 /// their number, 0 on timeout, or -1 (errno).
 int smp_epoll_wait_tokens(int epfd, unsigned int *tokens, int max, int timeout_ms);
 
+/// Adds `fd` for EPOLLIN | EPOLLONESHOT with `token` as its data: reported
+/// once, then disarmed until smp_epoll_rearm_oneshot. 0 or -1 (errno).
+int smp_epoll_add_oneshot(int epfd, int fd, unsigned int token);
+/// Re-arms a one-shot registration (EPOLL_CTL_MOD). The kernel looks at the
+/// descriptor's readiness during the call, so input that arrived before it
+/// is reported too. 0 or -1 (errno).
+int smp_epoll_rearm_oneshot(int epfd, int fd, unsigned int token);
+
 /// Opens /dev/net/tun and attaches it to TUN interface `name` (created if
-/// absent; NULL lets the kernel pick tunN) with IFF_TUN | IFF_NO_PI.
-/// Writes the interface name (16 bytes incl. NUL) to `actual_name` if not
-/// NULL. Returns the file descriptor, or -errno.
-int smp_tun_open(const char *name, char *actual_name, int nonblocking);
+/// absent; NULL lets the kernel pick tunN) with IFF_TUN | IFF_NO_PI, plus
+/// IFF_MULTI_QUEUE if `multi_queue` (each call then attaches one more
+/// queue). Writes the interface name (16 bytes incl. NUL) to `actual_name`
+/// if not NULL. Returns the file descriptor, or -errno.
+int smp_tun_open(const char *name, char *actual_name, int nonblocking, int multi_queue);
+/// The driver and bus names ethtool reports for interface `name` in the
+/// calling thread's network namespace (ETHTOOL_GDRVINFO; TUN devices say
+/// driver "tun", bus "tun" or "tap"), each up to 32 bytes incl. NUL.
+/// Returns 0, or -errno (-ENODEV: no such interface).
+int smp_netdev_driver(const char *name, char *driver, char *bus);
 /// Moves the calling thread (only) into the network namespace at `path`
 /// (e.g. /run/netns/NAME). Needs CAP_SYS_ADMIN. Returns 0 or -errno.
 int smp_enter_netns(const char *path);
