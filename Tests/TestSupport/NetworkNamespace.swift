@@ -116,6 +116,22 @@ package final class TestNetworkNamespace: Sendable {
         return tun
     }
 
+    /// Counter `counter` of interface `device` in the namespace
+    /// (/sys/class/net/DEVICE/statistics/COUNTER, read through `ip netns
+    /// exec`, which mounts the namespace's own sysfs).
+    package func interfaceCounter(_ device: String, _ counter: String) throws -> Int {
+        let file = "/tmp/\(name)-\(device)-\(counter)"
+        defer { unlink(file) }
+        let status = runCommand(["ip", "netns", "exec", name, "sh", "-c",
+                                 "cat /sys/class/net/\(device)/statistics/\(counter) > \(file)"])
+        guard status == 0, let bytes = readFile(file),
+              case let text = String(decoding: bytes, as: UTF8.self),
+              let value = Int(text.filter { !$0.isWhitespace }) else {
+            throw TUNError(operation: "read \(counter) of \(device)", code: EIO)
+        }
+        return value
+    }
+
     package func destroy() {
         runCommand(["ip", "netns", "del", name])
     }
