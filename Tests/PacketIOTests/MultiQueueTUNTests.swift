@@ -220,6 +220,47 @@ struct MultiQueueTUNTests {
         #expect(share >= 0.9, "\(onTarget) of \(total) packets followed their flow's last write")
     }
 
+    /// An idle queue costs its executor no system calls, so with a long
+    /// poller park timeout the executor sleeps; the waker ends the park as
+    /// soon as a packet arrives. Records the executors' idle CPU for both
+    /// the default (1 ms) and a 1 s park timeout.
+    @Test(arguments: [1, 1_000])
+    func anIdleQueueLetsItsExecutorSleepAndAPacketWakesIt(parkMilliseconds: Int) throws {
+        let ns = try TestNetworkNamespace()
+        defer { ns.destroy() }
+        let tun = try ns.openTUN("fdmq\(parkMilliseconds == 1 ? 3 : 4)", mode: .multiQueue(2))
+        defer { tun.close() }
+        let sockets = try flowSockets(ns, ports: [42_000])
+        var configuration = CoreExecutorGroup.Configuration()
+        configuration.pollerParkTimeout = .milliseconds(parkMilliseconds)
+        let group = CoreExecutorGroup(count: 2, configuration: configuration)
+        defer { group.shutdown() }
+        let pool = PacketPool(bufferCount: 256)
+        let arrived = Atomic<Int>(0)
+        let reader = try TUNQueueReader(device: tun, executors: group, pool: pool) { reader, queue, packets in
+            arrived.store(monotonicNanoseconds(), ordering: .relaxed)
+            reader.free(packets, queue: queue)
+        }
+        defer { reader.stop() }
+        let cpu0 = (0..<2).map { k in group.call(on: k) { threadCPUSeconds() } }
+        let wall0 = monotonicSeconds()
+        usleep(1_000_000)
+        let cpu = zip(cpu0, (0..<2).map { k in group.call(on: k) { threadCPUSeconds() } }).map { $1 - $0 }
+        let wall = monotonicSeconds() - wall0
+        print("TUN idle: pollerParkTimeout \(parkMilliseconds) ms: executor CPU \(cpu.map { Int($0 / wall * 1000) }) per mille")
+        if parkMilliseconds >= 1_000 {
+            for c in cpu { #expect(c / wall < 0.05, "an idle executor used \(c / wall) of a CPU") }
+        }
+        let sent = monotonicNanoseconds()
+        _ = try ns.inside { sendFlows(sockets, ports: [42_000], count: 1) }
+        #expect(waitFor(seconds: 5) { arrived.load(ordering: .relaxed) != 0 })
+        let latency = Double(arrived.load(ordering: .relaxed) - sent) / 1e9
+        print("TUN idle: pollerParkTimeout \(parkMilliseconds) ms: first packet read \(Int(latency * 1e6)) µs after send")
+        // Well under the park timeout: the waker ended the park.
+        if parkMilliseconds >= 1_000 { #expect(latency < 0.5) }
+        #expect(reader.statistics(queue: 0).wakeups + reader.statistics(queue: 1).wakeups >= 1)
+    }
+
     @Test func aNameTakenByAnotherKindOfDeviceOrQueueModeFailsClearly() throws {
         let ns = try TestNetworkNamespace()
         defer { ns.destroy() }
