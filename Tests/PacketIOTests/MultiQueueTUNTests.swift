@@ -137,11 +137,10 @@ struct MultiQueueTUNTests {
         let s0 = reader.statistics(queue: 0), s1 = reader.statistics(queue: 1)
         #expect(s0.packetsRead + s1.packetsRead == got.count + other.load(ordering: .relaxed))
         #expect(s0.readErrors == 0 && s1.readErrors == 0 && s0.poolExhausted == 0 && s1.poolExhausted == 0)
-        // Every buffer went back (to the core caches or the pool).
-        #expect(got.count > 0)
+        #expect(s0.packetsRead > 0 || s1.packetsRead > 0)
     }
 
-    @Test func writesOnQueueKReachAKernelSocketByteIdentical() throws {
+    @Test func writesOnQueueKReachAKernelSocketByteIdenticalAndInOrder() throws {
         let ns = try TestNetworkNamespace()
         defer { ns.destroy() }
         let tun = try ns.openTUN("fdmq1", mode: .multiQueue(2))
@@ -149,33 +148,43 @@ struct MultiQueueTUNTests {
         let receivers = try flowSockets(ns, ports: [9_998, 9_999])
         let group = CoreExecutorGroup(count: 2)
         defer { group.shutdown() }
-        let pool = PacketPool(bufferCount: 256)
-        let reader = try TUNQueueReader(device: tun, executors: group, pool: pool) { reader, queue, packets in
+        let pool = PacketPool(bufferCount: 512)
+        let reader = try TUNQueueReader(device: tun, executors: group, pool: pool, batchSize: 64) { reader, queue, packets in
             reader.free(packets, queue: queue)
         }
         defer { reader.stop() }
+        // 100 packets per queue in one call: two chunks of at most 64.
+        let count = 100
         for k in 0..<2 {
-            let payload = Array("queue \(k) says hello".utf8) + (0..<64).map { UInt8($0) }
-            let packet = makeIPv4UDP(from: [198, 18, 0, 2], 7000, to: [198, 18, 0, 1], UInt16(9_998 + k), payload: payload)
+            let payloads = (0..<count).map { i in Array("queue \(k) packet \(i) ".utf8) + (0..<64).map { UInt8(($0 + i) & 0xff) } }
+            let packets = payloads.map {
+                makeIPv4UDP(from: [198, 18, 0, 2], 7000, to: [198, 18, 0, 1], UInt16(9_998 + k), payload: $0)
+            }
             let written = group.call(on: k) { () -> Int in
-                let ref = packet.withUnsafeBytes { pool.allocate(copying: $0)! }
-                return withUnsafePointer(to: ref) { reader.write(UnsafeBufferPointer(start: $0, count: 1), queue: k) }
+                let refs = packets.map { p in p.withUnsafeBytes { pool.allocate(copying: $0)! } }
+                return refs.withUnsafeBufferPointer { reader.write($0, queue: k) }
             }
-            #expect(written == 1)
-            var p = pollfd(fd: receivers[k].fd, events: Int16(POLLIN), revents: 0)
-            #expect(poll(&p, 1, 3_000) == 1)
-            var buf = [UInt8](repeating: 0, count: 512)
-            var from = sockaddr_in()
-            var fromLength = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let n = withUnsafeMutablePointer(to: &from) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(receivers[k].fd, &buf, buf.count, 0, $0, &fromLength) }
+            #expect(written == count)
+            var received: [[UInt8]] = []
+            let deadline = monotonicSeconds() + 5
+            while received.count < count && monotonicSeconds() < deadline {
+                var p = pollfd(fd: receivers[k].fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&p, 1, 100) == 1 else { continue }
+                var buf = [UInt8](repeating: 0, count: 512)
+                var from = sockaddr_in()
+                var fromLength = socklen_t(MemoryLayout<sockaddr_in>.size)
+                let n = withUnsafeMutablePointer(to: &from) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(receivers[k].fd, &buf, buf.count, 0, $0, &fromLength) }
+                }
+                if n > 0 { received.append(Array(buf.prefix(n))) }
+                #expect(UInt16(bigEndian: from.sin_port) == 7000)
             }
-            #expect(Array(buf.prefix(max(n, 0))) == payload, "queue \(k): the datagram is the payload written")
-            #expect(UInt16(bigEndian: from.sin_port) == 7000)
-            #expect(reader.statistics(queue: k).packetsWritten == 1)
+            #expect(received == payloads, "queue \(k): the datagrams are the payloads written, in order")
+            let s = reader.statistics(queue: k)
+            #expect(s.packetsWritten == count && s.writeErrors == 0)
+            #expect(s.writeSystemCalls == (reader.usesIOURing ? 2 : count))
         }
-        // Every buffer was freed by write: the pool's caches and stack hold them all.
-        #expect(reader.statistics(queue: 0).writeErrors == 0 && reader.statistics(queue: 1).writeErrors == 0)
+        #expect(reader.usesIOURing, "io_uring unavailable here: writes took one write(2) each")
     }
 
     /// drivers/net/tun.c: each write records the flow's symmetric hash

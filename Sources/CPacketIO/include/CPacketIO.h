@@ -59,6 +59,22 @@ int smp_tun_open(const char *name, char *actual_name, int nonblocking, int multi
 /// driver "tun", bus "tun" or "tap"), each up to 32 bytes incl. NUL.
 /// Returns 0, or -errno (-ENODEV: no such interface).
 int smp_netdev_driver(const char *name, char *driver, char *bus);
+/// An io_uring instance for batched writes (liburing). Opaque; used by one
+/// thread at a time.
+struct smp_uring;
+/// A ring of `entries` submission slots; NULL with errno set if io_uring
+/// is unavailable (old kernel, kernel.io_uring_disabled, a seccomp filter).
+struct smp_uring *smp_uring_create(unsigned int entries);
+void smp_uring_destroy(struct smp_uring *ring);
+/// Writes buffers[i] (lengths[i] bytes) to `fd` for i in 0..<count, queued
+/// in that order and submitted with one io_uring_enter that also waits for
+/// every completion; results[i] is then the bytes written or -errno.
+/// `count` is at most the ring's entries. Returns the number of
+/// io_uring_enter calls made (≥ 1), or -errno if one failed; writes whose
+/// completion was not seen then report -EIO (they may have happened).
+int smp_uring_write_batch(struct smp_uring *ring, int fd, const void *const *buffers,
+                          const unsigned int *lengths, int *results, unsigned int count);
+
 /// Moves the calling thread (only) into the network namespace at `path`
 /// (e.g. /run/netns/NAME). Needs CAP_SYS_ADMIN. Returns 0 or -errno.
 int smp_enter_netns(const char *path);
