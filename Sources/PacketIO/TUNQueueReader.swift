@@ -5,20 +5,20 @@ import SMPPrimitives
 import Synchronization
 
 /// Reads every queue of a ``TUNDevice`` on its own core: queue k is read by
-/// a poller on core executor k, into ``PacketPool`` buffers, a batch at a
+/// a poller on core executor k, into `PacketPool` buffers, a batch at a
 /// time, and written on the same core.
 ///
 /// For each queue k, the reader registers a poller on executor k
-/// (``CoreExecutor/addPoller(_:)``). Each loop pass it reads up to
+/// (`CoreExecutor.addPoller(_:)`). Each loop pass it reads up to
 /// ``batchSize`` packets (one `read(2)` each, until `EAGAIN`: a TUN
 /// descriptor gives one packet per read, see <doc:TUN>) into buffers from a
-/// ``PacketPool/Cache`` that core k owns, and hands them to the input
+/// `PacketPool.Cache` that core k owns, and hands them to the input
 /// callback as one `UnsafeBufferPointer<PacketRef>`. No allocation and no
 /// reference counting per packet.
 ///
 /// Idle queues cost no system calls. One waker thread sleeps in
 /// `epoll_wait` on every queue, each registered one-shot: when a queue
-/// becomes readable it calls ``CoreExecutor/wake()`` on that queue's
+/// becomes readable it calls `CoreExecutor.wake()` on that queue's
 /// executor and the registration disarms itself. The poller reads until
 /// the queue is empty, then re-arms the registration (one `epoll_ctl`) and
 /// reads nothing more until it fires again. So a busy queue costs no epoll
