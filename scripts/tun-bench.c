@@ -77,6 +77,19 @@ static int thread_count(void) {
     return n;
 }
 
+// The measurement around one run: the clocks at its start, and at its end
+// the elapsed time, this side's CPU time (the whole process but the peer
+// thread, so io-wq workers would count) and the thread count.
+struct run {
+    double t0, thread_cpu0, cpu0;
+    double elapsed, own, cpu;
+    int threads;
+    void *peer_result;
+};
+
+static struct run start_run(void);
+static void end_run(struct run *r, pthread_t peer);
+
 static void pin(int cpu) {
     cpu_set_t s;
     CPU_ZERO(&s);
@@ -95,6 +108,27 @@ static int tun_open(void) {
     return fd;
 }
 
+static atomic_int stop;
+
+static struct run start_run(void) {
+    return (struct run){.t0 = now(), .thread_cpu0 = thread_cpu_seconds(), .cpu0 = cpu_seconds()};
+}
+
+// Ends the run: stops the peer thread and joins it (its result and CPU time).
+static void end_run(struct run *r, pthread_t peer) {
+    r->elapsed = now() - r->t0;
+    r->own = thread_cpu_seconds() - r->thread_cpu0;
+    r->threads = thread_count();
+    atomic_store(&stop, 1);
+    pthread_join(peer, &r->peer_result);
+    r->cpu = cpu_seconds() - r->cpu0 - peer_cpu;
+}
+
+static int unknown_mode(const char *mode) {
+    fprintf(stderr, "unknown mode %s\n", mode);
+    return 2;
+}
+
 static long long stat_of(const char *field) {
     char path[128], line[64];
     snprintf(path, sizeof path, "/sys/class/net/" NAME "/statistics/%s", field);
@@ -103,8 +137,6 @@ static long long stat_of(const char *field) {
     fclose(f);
     return atoll(line);
 }
-
-static atomic_int stop;
 
 // The kernel side of the read benchmark: UDP to 198.18.0.2 (routed into the
 // device) from 4 source ports, sendmmsg batches of 64.
@@ -143,7 +175,8 @@ static int bench_read(const char *mode, double seconds) {
     pthread_create(&t, NULL, sender, NULL);
     static char bufs[DEPTH][BUF];
     long long packets = 0, calls = 0, waits = 0;
-    double c0 = cpu_seconds(), tc0 = thread_cpu_seconds(), t0 = now(), end = t0 + seconds;
+    struct run run = start_run();
+    double end = run.t0 + seconds;
     if (strcmp(mode, "syscall") == 0) {
         struct pollfd p = {fd, POLLIN, 0};
         while (now() < end) {
@@ -185,23 +218,16 @@ static int bench_read(const char *mode, double seconds) {
         io_uring_queue_exit(&ring);
 #endif
     } else {
-        fprintf(stderr, "unknown mode %s\n", mode);
-        return 2;
+        return unknown_mode(mode);
     }
-    double elapsed = now() - t0, own = thread_cpu_seconds() - tc0;
-    int threads = thread_count();
-    atomic_store(&stop, 1);
-    void *sent;
-    pthread_join(t, &sent);
-    // This side's CPU: the whole process but the sender thread (io-wq
-    // workers included).
-    double cpu = cpu_seconds() - c0 - peer_cpu;
+    end_run(&run, t);
     long long dropped = stat_of("tx_dropped") - dropped0;
     printf("{\"workload\":\"tun-read\",\"impl\":\"%s\",\"packets\":%lld,\"seconds\":%.3f,\"mpps\":%.4f,"
            "\"syscalls_per_packet\":%.4f,\"waits\":%lld,\"sent\":%lld,\"tx_dropped\":%lld,"
            "\"thread_cpu_seconds\":%.3f,\"side_cpu_seconds\":%.3f,\"cpu_ns_per_packet\":%.0f,\"threads\":%d}\n",
-           mode, packets, elapsed, packets / elapsed / 1e6, packets ? (double)(calls + waits) / packets : 0, waits,
-           (long long)(intptr_t)sent, dropped, own, cpu, packets ? cpu / packets * 1e9 : 0, threads);
+           mode, packets, run.elapsed, packets / run.elapsed / 1e6, packets ? (double)(calls + waits) / packets : 0,
+           waits, (long long)(intptr_t)run.peer_result, dropped, run.own, run.cpu,
+           packets ? run.cpu / packets * 1e9 : 0, run.threads);
     return 0;
 }
 
@@ -259,7 +285,7 @@ static int bench_write(const char *mode, long long count) {
     int len = 0;
     for (int i = 0; i < DEPTH; i++) len = make_packet(pkts[i], i);
     long long written = 0, calls = 0, errors = 0;
-    double c0 = cpu_seconds(), tc0 = thread_cpu_seconds(), t0 = now();
+    struct run run = start_run();
     if (strcmp(mode, "syscall") == 0) {
         while (written < count) {
             calls++;
@@ -285,20 +311,15 @@ static int bench_write(const char *mode, long long count) {
         io_uring_queue_exit(&ring);
 #endif
     } else {
-        fprintf(stderr, "unknown mode %s\n", mode);
-        return 2;
+        return unknown_mode(mode);
     }
-    double elapsed = now() - t0, own = thread_cpu_seconds() - tc0;
-    int threads = thread_count();
-    atomic_store(&stop, 1);
-    void *got;
-    pthread_join(t, &got);
-    double cpu = cpu_seconds() - c0 - peer_cpu;
+    end_run(&run, t);
     printf("{\"workload\":\"tun-write\",\"impl\":\"%s\",\"packets\":%lld,\"seconds\":%.3f,\"mpps\":%.4f,"
            "\"syscalls_per_packet\":%.4f,\"write_errors\":%lld,\"received\":%lld,\"rx_dropped\":%lld,"
            "\"thread_cpu_seconds\":%.3f,\"side_cpu_seconds\":%.3f,\"cpu_ns_per_packet\":%.0f,\"threads\":%d}\n",
-           mode, written, elapsed, written / elapsed / 1e6, written ? (double)calls / written : 0, errors,
-           (long long)(intptr_t)got, stat_of("rx_dropped"), own, cpu, written ? cpu / written * 1e9 : 0, threads);
+           mode, written, run.elapsed, written / run.elapsed / 1e6, written ? (double)calls / written : 0, errors,
+           (long long)(intptr_t)run.peer_result, stat_of("rx_dropped"), run.own, run.cpu,
+           written ? run.cpu / written * 1e9 : 0, run.threads);
     return 0;
 }
 
