@@ -94,7 +94,10 @@ public final class TUNQueueReader: Sendable {
     private let cores: [TUNQueueCore]
     private let epollFD: Int32
     private let stopFlag = TUNStopFlag()
-    private let waker = Mutex<PinnedThread<Void>?>(nil)
+    /// The waker thread until it is joined, guarded by `wakerLock` (a
+    /// pthread mutex, whose hand-offs the thread sanitizer sees).
+    private nonisolated(unsafe) var waker: PinnedThread<Void>?
+    private let wakerLock = PthreadMutex()
 
     /// Starts reading every queue of `device`: queue k on executor k of
     /// `executors`. Any thread that is not one of the executors; costs one
@@ -133,9 +136,8 @@ public final class TUNQueueReader: Sendable {
         }
         let cores = self.cores
         let stopFlag = self.stopFlag
-        waker.withLock {
-            $0 = PinnedThread(name: "tun-waker") { runWaker(epollFD: ep, cores: cores, stopFlag: stopFlag) }
-        }
+        let thread = PinnedThread(name: "tun-waker") { runWaker(epollFD: ep, cores: cores, stopFlag: stopFlag) }
+        wakerLock.withLock { waker = thread }
         for c in cores {
             // The poller holds the reader (the input gets it): the executor
             // keeps both until its group shuts down.
@@ -200,20 +202,36 @@ public final class TUNQueueReader: Sendable {
     /// inside a read (one synchronous call on each queue's executor).
     /// Afterwards the pollers stay registered but return at once, and the
     /// device may be closed. Once, from a thread that is not one of the
-    /// executors, before the group shuts down. Idempotent.
+    /// executors, before the group shuts down. Idempotent. (A reader never
+    /// stopped stops reading when its group shuts down and ends its waker
+    /// when the group releases it.)
     public func stop() {
         guard !stopFlag.stopped.exchange(true, ordering: .relaxed) else { return }
-        // The waker sees the flag within one 100 ms epoll_wait.
-        let t = waker.withLock { t -> PinnedThread<Void>? in
-            defer { t = nil }
-            return t
-        }
-        t?.join()
+        joinWaker()
         // Each call's job runs on executor k after the store above (the
         // job queue's lock orders them), and every poller pass after the
         // job sees the flag: when the call returns, no pass is inside a
         // read and none will start one.
         for c in cores { group.call(on: c.queue.index) {} }
+        _ = Glibc.close(epollFD)
+    }
+
+    /// Joins the waker thread, which sees the stop flag within one 100 ms
+    /// `epoll_wait`.
+    private func joinWaker() {
+        let t = wakerLock.withLock { () -> PinnedThread<Void>? in
+            defer { waker = nil }
+            return waker
+        }
+        t?.join()
+    }
+
+    // Reached only once the pollers are gone (each holds the reader), i.e.
+    // after the group shut down: nothing reads any more, so a reader never
+    // stopped only has its waker and epoll set left to end.
+    deinit {
+        guard !stopFlag.stopped.exchange(true, ordering: .relaxed) else { return }
+        joinWaker()
         _ = Glibc.close(epollFD)
     }
 }

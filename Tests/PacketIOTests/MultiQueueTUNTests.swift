@@ -79,6 +79,17 @@ private func readAll(_ tun: TUNDevice, seconds: Double, until enough: ([(Int, [U
     return got
 }
 
+/// What the executors saw, behind a pthread mutex: the thread sanitizer
+/// sees its hand-offs (it does not see Synchronization.Mutex's, see
+/// PthreadMutex).
+private final class ArrivalLog: @unchecked Sendable {
+    // @unchecked Sendable: `list` is touched only while holding `lock`.
+    private let lock = PthreadMutex()
+    private var list: [(Int, UInt16, UInt32)] = []
+    func append(_ e: (Int, UInt16, UInt32)) { lock.withLock { list.append(e) } }
+    var entries: [(Int, UInt16, UInt32)] { lock.withLock { list } }
+}
+
 /// Polls `condition` every millisecond until it holds or `seconds` pass.
 private func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
     let deadline = monotonicSeconds() + seconds
@@ -104,12 +115,12 @@ struct MultiQueueTUNTests {
         defer { group.shutdown() }
         let pool = PacketPool(bufferCount: 2_048)
         // (queue, port, sequence) of every packet of ours, in arrival order.
-        let seen = Mutex<[(Int, UInt16, UInt32)]>([])
+        let seen = ArrivalLog()
         let other = Atomic<Int>(0)
         let reader = try TUNQueueReader(device: tun, executors: group, pool: pool, batchSize: 16) { reader, queue, packets in
             for p in packets {
                 if let f = flowPacket(Array(reader.pool.bytes(p))) {
-                    seen.withLock { $0.append((queue, f.port, f.sequence)) }
+                    seen.append((queue, f.port, f.sequence))
                 } else {
                     other.add(1, ordering: .relaxed)
                 }
@@ -120,12 +131,12 @@ struct MultiQueueTUNTests {
         let dropped0 = try ns.interfaceCounter("fdmq0", "tx_dropped")
         let sent = try ns.inside { sendFlows(sockets, ports: ports, count: perFlow) }
         #expect(sent == ports.count * perFlow)
-        _ = waitFor(seconds: 5) { seen.withLock { $0.count } >= sent }
+        _ = waitFor(seconds: 5) { seen.entries.count >= sent }
         // Late duplicates would show up here.
         usleep(50_000)
         reader.stop()
         let dropped = try ns.interfaceCounter("fdmq0", "tx_dropped") - dropped0
-        let got = seen.withLock { $0 }
+        let got = seen.entries
         let distinct = Set(got.map { "\($0.1)/\($0.2)" })
         #expect(distinct.count == got.count, "a packet was read twice")
         #expect(got.count + dropped == sent, "sent \(sent) = read \(got.count) + dropped by the kernel \(dropped)")
