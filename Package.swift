@@ -44,8 +44,15 @@ let package = Package(
         ),
         // Affinity, thread names, futex, membarrier, a C thread-local.
         .target(name: "CSMPLinux"),
-        // TUN ioctls, epoll, sendmmsg/recvmmsg, setns.
-        .target(name: "CPacketIO"),
+        // liburing, dynamically linked: batched TUN writes (docs/TUN.md has
+        // the measurement that chose it for writes and not for reads).
+        .systemLibrary(
+            name: "CURing",
+            pkgConfig: "liburing",
+            providers: [.apt(["liburing-dev"])]
+        ),
+        // TUN ioctls, epoll, sendmmsg/recvmmsg, setns, io_uring writes.
+        .target(name: "CPacketIO", dependencies: ["CURing"]),
         .systemLibrary(
             name: "CPcap",
             pkgConfig: "libpcap",

@@ -2,7 +2,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/ethtool.h>
 #include <linux/if.h>
+#include <linux/sockios.h>
+#include <liburing.h>
 #include <linux/if_tun.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -98,13 +101,29 @@ int smp_epoll_wait_tokens(int epfd, unsigned int *tokens, int max, int timeout_m
     return n;
 }
 
-int smp_tun_open(const char *name, char *actual_name, int nonblocking) {
+static int epoll_oneshot(int epfd, int op, int fd, unsigned int token) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | EPOLLONESHOT;
+    ev.data.u32 = token;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+int smp_epoll_add_oneshot(int epfd, int fd, unsigned int token) {
+    return epoll_oneshot(epfd, EPOLL_CTL_ADD, fd, token);
+}
+
+int smp_epoll_rearm_oneshot(int epfd, int fd, unsigned int token) {
+    return epoll_oneshot(epfd, EPOLL_CTL_MOD, fd, token);
+}
+
+int smp_tun_open(const char *name, char *actual_name, int nonblocking, int multi_queue) {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | (nonblocking ? O_NONBLOCK : 0));
     if (fd < 0) return -errno;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     // IFF_NO_PI: every read/write is exactly one IP packet, no 4-byte header.
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0);
     if (name) strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
         int e = errno;
@@ -116,6 +135,93 @@ int smp_tun_open(const char *name, char *actual_name, int nonblocking) {
         actual_name[IFNAMSIZ - 1] = 0;
     }
     return fd;
+}
+
+int smp_netdev_driver(const char *name, char *driver, char *bus) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -errno;
+    struct ethtool_drvinfo info;
+    memset(&info, 0, sizeof info);
+    info.cmd = ETHTOOL_GDRVINFO;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    ifr.ifr_data = (void *)&info;
+    int rc = ioctl(s, SIOCETHTOOL, &ifr);
+    int e = errno;
+    close(s);
+    if (rc < 0) return -e;
+    memcpy(driver, info.driver, 32);
+    driver[31] = 0;
+    memcpy(bus, info.bus_info, 32);
+    bus[31] = 0;
+    return 0;
+}
+
+struct smp_uring {
+    struct io_uring ring;
+    unsigned int entries;
+};
+
+struct smp_uring *smp_uring_create(unsigned int entries) {
+    struct smp_uring *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    int rc = io_uring_queue_init(entries, &r->ring, 0);
+    if (rc < 0) {
+        free(r);
+        errno = -rc;
+        return NULL;
+    }
+    r->entries = entries;
+    return r;
+}
+
+void smp_uring_destroy(struct smp_uring *r) {
+    if (!r) return;
+    io_uring_queue_exit(&r->ring);
+    free(r);
+}
+
+int smp_uring_write_batch(struct smp_uring *r, int fd, const void *const *buffers,
+                          const unsigned int *lengths, int *results, unsigned int count) {
+    if (count == 0) return 0;
+    if (count > r->entries) return -EINVAL;
+    for (unsigned int i = 0; i < count; i++) {
+        results[i] = -EIO;   // until its completion says otherwise
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+        // Offset 0: a TUN descriptor is a stream (no file position).
+        io_uring_prep_write(sqe, fd, buffers[i], lengths[i], 0);
+        io_uring_sqe_set_data64(sqe, i);
+    }
+    int enters = 0;
+    int rc;
+    do {
+        rc = io_uring_submit_and_wait(&r->ring, count);
+        enters++;
+    } while (rc == -EINTR);
+    if (rc < 0) return rc;
+    // submit_and_wait returns once `count` completions are posted; a short
+    // submission (not expected: the ring has room for `count`) or a wait
+    // cut short is finished here.
+    unsigned int seen = 0;
+    while (seen < count) {
+        struct io_uring_cqe *cqe;
+        unsigned int head, n = 0;
+        io_uring_for_each_cqe(&r->ring, head, cqe) {
+            results[io_uring_cqe_get_data64(cqe)] = cqe->res;
+            n++;
+        }
+        io_uring_cq_advance(&r->ring, n);
+        seen += n;
+        if (seen < count) {
+            do {
+                rc = io_uring_submit_and_wait(&r->ring, 1);
+                enters++;
+            } while (rc == -EINTR);
+            if (rc < 0) return rc;
+        }
+    }
+    return enters;
 }
 
 int smp_enter_netns(const char *path) {

@@ -64,6 +64,9 @@ public final class TUNPacketSource: PacketSource, @unchecked Sendable {
     // only the atomic.
     /// The device packets are read from (open until its owner closes it).
     public let device: TUNDevice
+    /// The queue read: the device's first (its only one unless it is a
+    /// multi-queue device; see ``TUNQueueReader`` for reading them all).
+    private let queue: TUNQueue
     private let buffer: UnsafeMutableRawBufferPointer
     private let deadline: Double?
     private let maxPackets: Int?
@@ -71,11 +74,13 @@ public final class TUNPacketSource: PacketSource, @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
 
     /// - Parameters:
-    ///   - device: an open TUN device (the source does not close it).
+    ///   - device: an open TUN device (the source does not close it); its
+    ///     first queue is read.
     ///   - duration: stop after this many seconds (nil: no limit).
     ///   - count: stop after this many packets (nil: no limit).
     public init(device: TUNDevice, duration: Double? = nil, count: Int? = nil) {
         self.device = device
+        self.queue = device.queues[0]
         self.buffer = .allocate(byteCount: TUNDevice.maximumPacketSize, alignment: 16)
         self.deadline = duration.map { monotonicSeconds() + $0 }
         self.maxPackets = count
@@ -106,7 +111,7 @@ public final class TUNPacketSource: PacketSource, @unchecked Sendable {
     public func nextFrame() throws -> CapturedFrame? {
         if let maxPackets, count >= maxPackets { return nil }
         while !stopRequested.load(ordering: .relaxed) {
-            if let n = try device.read(into: buffer) {
+            if let n = try queue.read(into: buffer) {
                 count += 1
                 var ts = timespec()
                 clock_gettime(CLOCK_REALTIME, &ts)
@@ -121,7 +126,7 @@ public final class TUNPacketSource: PacketSource, @unchecked Sendable {
                 if left <= 0 { return nil }
                 slice = .milliseconds(min(100, max(1, Int(left * 1000))))
             }
-            _ = try device.wait(timeout: slice)
+            _ = try queue.wait(timeout: slice)
         }
         return nil
     }

@@ -9,7 +9,7 @@ import TestSupport
 
 /// Reads packets from `tun` until `enough` says so or `seconds` pass (the
 /// watchdog), returning them.
-func readPackets(from tun: TUNDevice, seconds: Double, until enough: ([[UInt8]]) -> Bool) throws -> [[UInt8]] {
+func readPackets(from tun: TUNQueue, seconds: Double, until enough: ([[UInt8]]) -> Bool) throws -> [[UInt8]] {
     var packets: [[UInt8]] = []
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: TUNDevice.maximumPacketSize, alignment: 16)
     defer { buffer.deallocate() }
@@ -39,7 +39,7 @@ struct TUNDeviceTests {
             }
             return try startTCPConnect(from: 41_000, to: "198.18.0.2", port: 8080)
         }
-        let packets = try readPackets(from: tun, seconds: 5) { got in
+        let packets = try readPackets(from: tun.queues[0], seconds: 5) { got in
             got.compactMap(RawIPv4.init).filter { $0.proto == 17 }.count >= 5
                 && got.compactMap(RawIPv4.init).contains { $0.proto == 6 }
         }
@@ -72,7 +72,7 @@ struct TUNDeviceTests {
         }
         let payload = Array("injected".utf8)
         let packet = makeIPv4UDP(from: [198, 18, 0, 2], 7000, to: [198, 18, 0, 1], 9999, payload: payload)
-        try packet.withUnsafeBytes { try tun.write($0) }
+        try packet.withUnsafeBytes { try tun.queues[0].write($0) }
         var p = pollfd(fd: receiver.fd, events: Int16(POLLIN), revents: 0)
         #expect(poll(&p, 1, 3_000) == 1)
         var buf = [UInt8](repeating: 0, count: 64)

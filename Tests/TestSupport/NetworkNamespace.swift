@@ -104,14 +104,32 @@ package final class TestNetworkNamespace: Sendable {
         return try result.withLock { $0! }.get()
     }
 
-    /// Opens TUN `device` inside the namespace, gives it 198.18.0.1/24 and
-    /// brings it up with IPv6 off (no router solicitations in the capture).
-    package func openTUN(_ device: String = "fdtun0", address: String = "198.18.0.1/24") throws -> TUNDevice {
-        let tun = try inside { () throws -> TUNDevice in try TUNDevice(name: device) }
+    /// Opens TUN `device` (in `mode`) inside the namespace, gives it
+    /// 198.18.0.1/24 and brings it up with IPv6 off (no router
+    /// solicitations in the capture).
+    package func openTUN(_ device: String = "fdtun0", address: String = "198.18.0.1/24",
+                         mode: TUNDevice.QueueMode = .single) throws -> TUNDevice {
+        let tun = try inside { () throws -> TUNDevice in try TUNDevice(name: device, mode: mode) }
         try sysctl("net.ipv6.conf.\(tun.name).disable_ipv6=1")
         try ip("addr", "add", address, "dev", tun.name)
         try ip("link", "set", tun.name, "up")
         return tun
+    }
+
+    /// Counter `counter` of interface `device` in the namespace
+    /// (/sys/class/net/DEVICE/statistics/COUNTER, read through `ip netns
+    /// exec`, which mounts the namespace's own sysfs).
+    package func interfaceCounter(_ device: String, _ counter: String) throws -> Int {
+        let file = "/tmp/\(name)-\(device)-\(counter)"
+        defer { unlink(file) }
+        let status = runCommand(["ip", "netns", "exec", name, "sh", "-c",
+                                 "cat /sys/class/net/\(device)/statistics/\(counter) > \(file)"])
+        guard status == 0, let bytes = readFile(file),
+              case let text = String(decoding: bytes, as: UTF8.self),
+              let value = Int(text.filter { !$0.isWhitespace }) else {
+            throw TUNError(operation: "read \(counter) of \(device)", code: EIO)
+        }
+        return value
     }
 
     package func destroy() {

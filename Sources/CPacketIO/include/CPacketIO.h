@@ -40,11 +40,41 @@ int smp_epoll_add_readable(int epfd, int fd, unsigned int token);
 /// their number, 0 on timeout, or -1 (errno).
 int smp_epoll_wait_tokens(int epfd, unsigned int *tokens, int max, int timeout_ms);
 
+/// Adds `fd` for EPOLLIN | EPOLLONESHOT with `token` as its data: reported
+/// once, then disarmed until smp_epoll_rearm_oneshot. 0 or -1 (errno).
+int smp_epoll_add_oneshot(int epfd, int fd, unsigned int token);
+/// Re-arms a one-shot registration (EPOLL_CTL_MOD). The kernel looks at the
+/// descriptor's readiness during the call, so input that arrived before it
+/// is reported too. 0 or -1 (errno).
+int smp_epoll_rearm_oneshot(int epfd, int fd, unsigned int token);
+
 /// Opens /dev/net/tun and attaches it to TUN interface `name` (created if
-/// absent; NULL lets the kernel pick tunN) with IFF_TUN | IFF_NO_PI.
-/// Writes the interface name (16 bytes incl. NUL) to `actual_name` if not
-/// NULL. Returns the file descriptor, or -errno.
-int smp_tun_open(const char *name, char *actual_name, int nonblocking);
+/// absent; NULL lets the kernel pick tunN) with IFF_TUN | IFF_NO_PI, plus
+/// IFF_MULTI_QUEUE if `multi_queue` (each call then attaches one more
+/// queue). Writes the interface name (16 bytes incl. NUL) to `actual_name`
+/// if not NULL. Returns the file descriptor, or -errno.
+int smp_tun_open(const char *name, char *actual_name, int nonblocking, int multi_queue);
+/// The driver and bus names ethtool reports for interface `name` in the
+/// calling thread's network namespace (ETHTOOL_GDRVINFO; TUN devices say
+/// driver "tun", bus "tun" or "tap"), each up to 32 bytes incl. NUL.
+/// Returns 0, or -errno (-ENODEV: no such interface).
+int smp_netdev_driver(const char *name, char *driver, char *bus);
+/// An io_uring instance for batched writes (liburing). Opaque; used by one
+/// thread at a time.
+struct smp_uring;
+/// A ring of `entries` submission slots; NULL with errno set if io_uring
+/// is unavailable (old kernel, kernel.io_uring_disabled, a seccomp filter).
+struct smp_uring *smp_uring_create(unsigned int entries);
+void smp_uring_destroy(struct smp_uring *ring);
+/// Writes buffers[i] (lengths[i] bytes) to `fd` for i in 0..<count, queued
+/// in that order and submitted with one io_uring_enter that also waits for
+/// every completion; results[i] is then the bytes written or -errno.
+/// `count` is at most the ring's entries. Returns the number of
+/// io_uring_enter calls made (≥ 1), or -errno if one failed; writes whose
+/// completion was not seen then report -EIO (they may have happened).
+int smp_uring_write_batch(struct smp_uring *ring, int fd, const void *const *buffers,
+                          const unsigned int *lengths, int *results, unsigned int count);
+
 /// Moves the calling thread (only) into the network namespace at `path`
 /// (e.g. /run/netns/NAME). Needs CAP_SYS_ADMIN. Returns 0 or -errno.
 int smp_enter_netns(const char *path);
