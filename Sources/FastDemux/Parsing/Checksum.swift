@@ -1,10 +1,14 @@
-/// RFC 1071 Internet checksum helpers for optional verification.
+/// RFC 1071 Internet checksum helpers: the parser's optional verification
+/// and NetStack's output path (one implementation for both; `package`
+/// access so that only this package's modules see it).
+///
+/// Pure functions of their arguments: any thread, no allocation.
 @usableFromInline
-enum Checksum {
+package enum Checksum {
     /// One's-complement partial sum (not yet folded) of `count` bytes from
     /// `from`, as big-endian 16-bit words; an odd last byte is padded with
     /// zero. The caller guarantees the range is inside `bytes`.
-    static func sum(_ bytes: UnsafeRawBufferPointer, from: Int, count: Int) -> UInt32 {
+    package static func sum(_ bytes: UnsafeRawBufferPointer, from: Int, count: Int) -> UInt32 {
         var total: UInt64 = 0
         var i = from
         let end = from + count
@@ -47,17 +51,18 @@ enum Checksum {
 
     /// Keeps a 32-bit partial sum from overflowing later additions.
     @inline(__always)
-    static func partial(_ x: UInt32) -> UInt32 { (x & 0xffff) &+ (x >> 16) }
+    package static func partial(_ x: UInt32) -> UInt32 { (x & 0xffff) &+ (x >> 16) }
 
     /// The pseudo-header sum: addresses (already summed), protocol and the
     /// upper-layer length (32 bits, for IPv6 jumbograms).
-    static func pseudoHeader(addressSum: UInt32, protocol proto: UInt8, length: Int) -> UInt32 {
+    package static func pseudoHeader(addressSum: UInt32, protocol proto: UInt8, length: Int) -> UInt32 {
         partial(addressSum) &+ UInt32(proto) &+ UInt32(truncatingIfNeeded: (length >> 16) & 0xffff)
             &+ UInt32(truncatingIfNeeded: length & 0xffff)
     }
 
+    /// Folds the carries of a partial sum into 16 bits (not complemented).
     @inline(__always)
-    static func fold16(_ x: UInt32) -> UInt16 {
+    package static func fold16(_ x: UInt32) -> UInt16 {
         var s = x
         while s > 0xffff { s = (s & 0xffff) &+ (s >> 16) }
         return UInt16(s)
@@ -65,5 +70,5 @@ enum Checksum {
 
     /// Folds a partial sum and complements it: 0 means "verifies".
     @inline(__always)
-    static func fold(_ x: UInt32) -> UInt16 { ~fold16(x) }
+    package static func fold(_ x: UInt32) -> UInt16 { ~fold16(x) }
 }
