@@ -29,7 +29,7 @@ struct ReceivedDatagram {
 
     /// Reads an IPv6 header and walks the extension headers (hop-by-hop,
     /// routing, destination options, fragment; at most
-    /// ``FastDemux/PacketParser/maxIPv6ExtensionHeaders``) to the upper
+    /// `PacketParser.maxIPv6ExtensionHeaders`) to the upper
     /// layer, as Linux's ipv6_skip_exthdr does; nil if the bytes are not an
     /// IPv6 header or a header runs past the end.
     static func ipv6(_ d: UnsafeRawBufferPointer) -> ReceivedDatagram? {

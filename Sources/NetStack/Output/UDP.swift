@@ -19,7 +19,7 @@ public enum UDPOutput {
     /// Builds a UDP/IPv4 datagram into one buffer and returns its length.
     ///
     /// - Parameters:
-    ///   - buffer: where to write (a ``FastDemux/PacketPool`` buffer); the
+    ///   - buffer: where to write (a `PacketPool` buffer); the
     ///     packet starts at offset 0 (raw IP, as a TUN device with
     ///     IFF_NO_PI takes it).
     ///   - source: the sender (IPv4).
