@@ -93,6 +93,27 @@ enum Datagram {
         for i in 0..<count { cache.free(out[i]) }
     }
 
+    /// Takes `count` buffers from the cache into `out`, each filled by
+    /// `fill(buffer, index)`, which returns the packet's length. All or
+    /// nothing: too few slots is refused before any buffer is taken, and if
+    /// the pool runs dry the buffers already taken go back. `fill` is a
+    /// non-escaping closure: no context is allocated for it.
+    @inline(__always)
+    static func emit(_ count: Int, cache: inout PacketPool.Cache, into out: UnsafeMutableBufferPointer<PacketRef>,
+                     _ fill: (UnsafeMutableRawBufferPointer, Int) -> Int) throws(OutputError) -> Int {
+        guard count <= out.count else { throw .tooManyFragments }
+        let pool = cache.pool
+        for i in 0..<count {
+            guard let p = cache.allocate() else {
+                release(out, count: i, to: &cache)
+                throw .poolExhausted
+            }
+            pool.setLength(fill(pool.buffer(p), i), of: p)
+            out[i] = p
+        }
+        return count
+    }
+
     /// Sends `head ++ body` over IPv4: one buffer if it fits
     /// `min(mtu, bufferSize)`, else fragments (RFC 791 §3.2).
     ///
@@ -111,43 +132,31 @@ enum Datagram {
         let message = headLength + body.count
         let header = IPv4Output.headerLength
         guard header + message <= IPv4Output.maximumDatagramLength else { throw .datagramTooLarge }
-        let pool = cache.pool
-        let packetLimit = min(mtu, pool.bufferSize)
+        let packetLimit = min(mtu, cache.pool.bufferSize)
         let sealed = checksum.seal(head, body: body, protocol: proto, source: source, destination: destination)
         if header + message <= packetLimit {
-            guard out.count >= 1 else { throw .tooManyFragments }
-            guard let p = cache.allocate() else { throw .poolExhausted }
             let atomic = dontFragmentIfFits
             let id = atomic ? 0 : identifications.nextIPv4(source: source, destination: destination, protocol: proto)
-            writeIPv4(into: pool.buffer(p), protocol: proto, sealed: sealed, body: body, source: source,
-                      destination: destination, identification: id, dontFragment: atomic, ttl: ttl)
-            pool.setLength(header + message, of: p)
-            out[0] = p
-            return 1
+            return try emit(1, cache: &cache, into: out) { buffer, _ in
+                writeIPv4(into: buffer, protocol: proto, sealed: sealed, body: body, source: source,
+                          destination: destination, identification: id, dontFragment: atomic, ttl: ttl)
+                return header + message
+            }
         }
         // RFC 791 §3.2: every fragment but the last carries a multiple of 8
         // bytes of the original payload.
         let chunk = (packetLimit - header) & ~7
         let count = (message + chunk - 1) / chunk
-        guard count <= out.count else { throw .tooManyFragments }
         let id = identifications.nextIPv4(source: source, destination: destination, protocol: proto)
-        var start = 0
-        for i in 0..<count {
-            guard let p = cache.allocate() else {
-                release(out, count: i, to: &cache)
-                throw .poolExhausted
-            }
+        return try emit(count, cache: &cache, into: out) { buffer, i in
+            let start = i * chunk
             let length = min(chunk, message - start)
-            let buffer = pool.buffer(p)
             IPv4Output.writeHeader(into: buffer, source: source, destination: destination, protocol: proto,
                                    totalLength: header + length, identification: id, dontFragment: false,
                                    moreFragments: i < count - 1, fragmentOffset: start, ttl: ttl)
             copyMessage(head: sealed, body: body, from: start, count: length, into: buffer, at: header)
-            pool.setLength(header + length, of: p)
-            out[i] = p
-            start += length
+            return header + length
         }
-        return count
     }
 
     /// Sends `head ++ body` over IPv6 as the source host: one buffer if it
@@ -166,41 +175,29 @@ enum Datagram {
         let message = headLength + body.count
         guard message <= IPv6Output.maximumPayloadLength else { throw .datagramTooLarge }
         let header = IPv6Output.headerLength
-        let pool = cache.pool
-        let packetLimit = min(mtu, pool.bufferSize)
+        let packetLimit = min(mtu, cache.pool.bufferSize)
         let sealed = checksum.seal(head, body: body, protocol: nextHeader, source: source, destination: destination)
         if header + message <= packetLimit {
-            guard out.count >= 1 else { throw .tooManyFragments }
-            guard let p = cache.allocate() else { throw .poolExhausted }
-            writeIPv6(into: pool.buffer(p), nextHeader: nextHeader, sealed: sealed, body: body, source: source,
-                      destination: destination, flowLabel: flowLabel, hopLimit: hopLimit)
-            pool.setLength(header + message, of: p)
-            out[0] = p
-            return 1
+            return try emit(1, cache: &cache, into: out) { buffer, _ in
+                writeIPv6(into: buffer, nextHeader: nextHeader, sealed: sealed, body: body, source: source,
+                          destination: destination, flowLabel: flowLabel, hopLimit: hopLimit)
+                return header + message
+            }
         }
         let fragmentHeader = IPv6Output.fragmentHeaderLength
         let chunk = (packetLimit - header - fragmentHeader) & ~7
         let count = (message + chunk - 1) / chunk
-        guard count <= out.count else { throw .tooManyFragments }
         let id = identifications.nextIPv6(source: source, destination: destination)
-        var start = 0
-        for i in 0..<count {
-            guard let p = cache.allocate() else {
-                release(out, count: i, to: &cache)
-                throw .poolExhausted
-            }
+        return try emit(count, cache: &cache, into: out) { buffer, i in
+            let start = i * chunk
             let length = min(chunk, message - start)
-            let buffer = pool.buffer(p)
             IPv6Output.writeHeader(into: buffer, source: source, destination: destination, nextHeader: 44,
                                    payloadLength: fragmentHeader + length, flowLabel: flowLabel, hopLimit: hopLimit)
             IPv6Output.writeFragmentHeader(into: buffer, at: header, nextHeader: nextHeader, fragmentOffset: start,
                                            moreFragments: i < count - 1, identification: id)
             copyMessage(head: sealed, body: body, from: start, count: length, into: buffer,
                         at: header + fragmentHeader)
-            pool.setLength(header + fragmentHeader + length, of: p)
-            out[i] = p
-            start += length
+            return header + fragmentHeader + length
         }
-        return count
     }
 }
