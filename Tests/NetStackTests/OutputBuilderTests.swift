@@ -187,13 +187,13 @@ func echoRequestV6(from source: IPAddress, to destination: IPAddress, data: [UIn
         fragment[6] |= 0x20  // MF
         let multicast6 = echoRequestV6(from: v6b, to: IPAddress("ff02::1")!, data: [1])
         for (request, error) in [(multicast, OutputError.notUnicast), (notEcho, .malformedInput), (fragment, .malformedInput)] {
-            request.withUnsafeBytes { r in
+            _ = request.withUnsafeBytes { r in
                 #expect(throws: error) {
                     _ = try build { b throws(OutputError) in try ICMPv4Output.buildEchoReply(into: b, request: r, identification: 1) }
                 }
             }
         }
-        multicast6.withUnsafeBytes { r in
+        _ = multicast6.withUnsafeBytes { r in
             #expect(throws: OutputError.notUnicast) {
                 _ = try build { b throws(OutputError) in try ICMPv6Output.buildEchoReply(into: b, request: r) }
             }
