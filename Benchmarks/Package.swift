@@ -29,6 +29,7 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "SMPPrimitives", package: mainPackage),
                 .product(name: "FastDemux", package: mainPackage),
+                .product(name: "NetStack", package: mainPackage),
             ],
             path: "Benchmarks/PrimitivesBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

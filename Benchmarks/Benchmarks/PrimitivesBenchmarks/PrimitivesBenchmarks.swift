@@ -20,6 +20,7 @@ let benchmarks: @Sendable () -> Void = {
     rcuBenchmarks()
     demuxBenchmarks()
     workerBenchmarks()
+    outputBenchmarks()
 }
 
 func pcqBenchmarks() {

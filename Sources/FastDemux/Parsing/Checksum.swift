@@ -1,6 +1,9 @@
-/// RFC 1071 Internet checksum helpers for optional verification. Package
-/// access: NetStack's input path (ICMP, reassembled IPv4 headers) uses the
-/// same sums.
+/// RFC 1071 Internet checksum helpers: the parser's optional verification,
+/// NetStack's input path (ICMP, reassembled IPv4 headers) and its output path
+/// (one implementation for all; `package` access so that only this
+/// package's modules see it).
+///
+/// Pure functions of their arguments: any thread, no allocation.
 @usableFromInline
 package enum Checksum {
     /// One's-complement partial sum (not yet folded) of `count` bytes from
@@ -49,7 +52,7 @@ package enum Checksum {
 
     /// Keeps a 32-bit partial sum from overflowing later additions.
     @inline(__always)
-    static func partial(_ x: UInt32) -> UInt32 { (x & 0xffff) &+ (x >> 16) }
+    package static func partial(_ x: UInt32) -> UInt32 { (x & 0xffff) &+ (x >> 16) }
 
     /// The pseudo-header sum: addresses (already summed), protocol and the
     /// upper-layer length (32 bits, for IPv6 jumbograms).
@@ -58,6 +61,7 @@ package enum Checksum {
             &+ UInt32(truncatingIfNeeded: length & 0xffff)
     }
 
+    /// Folds the carries of a partial sum into 16 bits (not complemented).
     @inline(__always)
     package static func fold16(_ x: UInt32) -> UInt16 {
         var s = x
