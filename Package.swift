@@ -71,7 +71,7 @@ let package = Package(
         ),
         .target(
             name: "NetStack",
-            dependencies: ["SMPPrimitives", "FastDemux"]
+            dependencies: ["SMPPrimitives", "FastDemux", "PacketIO"]
         ),
         .target(
             name: "PacketIO",
@@ -94,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "fastdemux",
             dependencies: [
-                "FastDemux", "PacketIO", "DemuxLab", "Workloads",
+                "FastDemux", "PacketIO", "NetStack", "DemuxLab", "Workloads",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             exclude: ["Resources/README.md"],
@@ -112,7 +112,7 @@ let package = Package(
         ),
         .testTarget(name: "SMPPrimitivesTests", dependencies: ["SMPPrimitives"]),
         .testTarget(name: "FastDemuxTests", dependencies: ["FastDemux", "SMPPrimitives", "TestSupport"]),
-        .testTarget(name: "NetStackTests", dependencies: ["NetStack", "FastDemux", "SMPPrimitives", "TestSupport"]),
+        .testTarget(name: "NetStackTests", dependencies: ["NetStack", "FastDemux", "PacketIO", "SMPPrimitives", "TestSupport"]),
         .testTarget(name: "PacketIOTests", dependencies: ["PacketIO", "FastDemux", "SMPPrimitives", "CPacketIO", "TestSupport"]),
         .testTarget(
             name: "DemuxLabTests",

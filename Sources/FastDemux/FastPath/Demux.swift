@@ -75,7 +75,8 @@ public final class Demux<Flavor: RCUFlavor>: @unchecked Sendable {
     /// An empty demultiplexer (no sockets). Any thread.
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
-        table = PCBTable(expectedConnections: configuration.expectedConnections, pool: configuration.pool)
+        table = PCBTable(expectedConnections: configuration.expectedConnections, pool: configuration.pool,
+                         release: configuration.release)
     }
 
     /// Waits until every deferred close (``Socket/closeDeferred()``) issued

@@ -8,6 +8,12 @@ extension Demux {
         public var ackPolicy: TCPAckPolicy = .default
         /// Where packets still queued in closed sockets are returned.
         public var pool: PacketPool?
+        /// Frees a packet still queued in a closed socket instead of
+        /// `pool` (for packet words that name buffers of several pools, as
+        /// NetStack's reassembled datagrams do). Called on the thread that
+        /// finishes the teardown (the closer, or call_rcu's thread for a
+        /// deferred close).
+        public var release: (@Sendable (PacketRef) -> Void)?
         /// Record the receive-queue depth after every `n`-th successful put
         /// (reading the depth touches the reader's index line, so it is
         /// sampled). 0 disables depth sampling.
@@ -17,7 +23,9 @@ extension Demux {
 
         /// A configuration; every parameter sets the property of the same name.
         public init(queueCapacity: Int = 256, ackPolicy: TCPAckPolicy = .default, pool: PacketPool? = nil,
-                    depthSampleInterval: Int = 64, expectedConnections: Int = 4096) {
+                    depthSampleInterval: Int = 64, expectedConnections: Int = 4096,
+                    release: (@Sendable (PacketRef) -> Void)? = nil) {
+            self.release = release
             self.queueCapacity = queueCapacity
             self.ackPolicy = ackPolicy
             self.pool = pool

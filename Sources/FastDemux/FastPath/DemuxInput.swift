@@ -115,6 +115,23 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
                                 to: table.lookup(key), tcp: .socketTryLock, counting: true)
     }
 
+    /// The fast path for a packet whose socket the caller already looked up
+    /// in ``Demux/table`` inside this burst (nil: no socket, counted as
+    /// `no_socket`): for a stack that adds its own lookup rules on top of
+    /// the PCB tables' (NetStack's dual-stack fallback to the IPv4-mapped
+    /// key). Same cost and contract as
+    /// ``deliver(_:key:tcp:payloadLength:)`` minus the lookup; the
+    /// reference must come from a lookup in the current burst.
+    @inlinable
+    @discardableResult
+    package func deliver(_ packet: PacketRef, key: FlowKey, to socket: SocketReference?, payloadLength: Int = 0)
+        -> DemuxVerdict
+    {
+        assert(inBurst, "deliver outside of burst { }")
+        return delivery.deliver(DemuxPacket(packet: packet, key: key, tcp: nil, payloadLength: payloadLength),
+                                to: socket, tcp: .socketTryLock, counting: true)
+    }
+
     /// Publishes readiness for the sockets touched so far and emits the
     /// pending ACKs. Called by ``burst(_:)``; inside a read section.
     @inlinable

@@ -22,6 +22,8 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
     private let control = Mutex<ControlState>(ControlState())
     /// Where packets drained from closed sockets go (nil: just dropped).
     public let pool: PacketPool?
+    /// Frees drained packets instead of `pool` when set.
+    let release: (@Sendable (PacketRef) -> Void)?
     /// Packets found queued in sockets torn down after close.
     private let teardownDrops = Atomic<Int>(0)
 
@@ -40,7 +42,11 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
     ///   - pool: where packets still queued in sockets torn down after close
     ///     are freed (nil: they are dropped); either way they are counted in
     ///     ``packetsDrainedAtTeardown``.
-    public init(expectedConnections: Int = 4096, pool: PacketPool? = nil) {
+    ///   - release: frees drained packets instead of `pool` (see
+    ///     ``Demux/Configuration/release``).
+    public init(expectedConnections: Int = 4096, pool: PacketPool? = nil,
+                release: (@Sendable (PacketRef) -> Void)? = nil) {
+        self.release = release
         connected = RCUHashTable(initialBucketCount: max(64, expectedConnections))
         bound = RCUHashTable(initialBucketCount: 256)
         self.pool = pool
@@ -223,7 +229,7 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
     /// table's references.
     private func finishTeardown(_ closing: [Socket], _ removed: [UInt]) {
         var n = 0
-        for s in closing { n += s.drainAtTeardown(pool: pool) }
+        for s in closing { n += s.drainAtTeardown(pool: pool, release: release) }
         if n > 0 { teardownDrops.add(n, ordering: .relaxed) }
         for b in removed { SocketReference(bits: b).release() }
     }

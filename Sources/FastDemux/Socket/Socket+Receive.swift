@@ -157,12 +157,12 @@ extension Socket {
 
     /// Drains what is left after a grace period: no input thread can still
     /// hold this socket, and the reader lock excludes the reader.
-    func drainAtTeardown(pool: PacketPool?) -> Int {
+    func drainAtTeardown(pool: PacketPool?, release: (@Sendable (PacketRef) -> Void)? = nil) -> Int {
         lockReaderSide()
         defer { unlockReaderSide() }
         var n = 0
         while let p = queue.get() {
-            pool?.free(p)
+            if let release { release(p) } else { pool?.free(p) }
             n += 1
         }
         if n > 0 {

@@ -105,6 +105,13 @@ public final class Socket: @unchecked Sendable {
     @usableFromInline package let ackPolicy: TCPAckPolicy
     /// A process-unique number, for logs and tests.
     public let id: Int
+    /// IPV6_V6ONLY for an IPv6 socket bound to the wildcard address: a
+    /// stack that gives such sockets IPv4 traffic (NetStack's dual-stack
+    /// lookup) must not when this is set. Written before bind, read by
+    /// input threads after their lookup (the bind's table insert publishes
+    /// it: release/acquire through the RCU table). The demux itself never
+    /// reads it.
+    package let v6Only = Atomic<Bool>(false)
 
     // Counters. Shared writes only on rare paths (drops, wake-ups); the
     // delivered count is written by the reader under its lock (plain

@@ -1,0 +1,386 @@
+import Glibc
+import PacketIO
+import SMPPrimitives
+
+/// One core of an ``EndpointStack``: the input path for the packets read
+/// from queue k (or handed over by other cores), the output batch for
+/// queue k, and this core's reassembly table, rate limiter, identification
+/// generator and pool cache.
+///
+/// Concurrency contract: every method runs on executor k (the TUN reader's
+/// input, the core's poller, mailbox handlers and jobs on it); nothing is
+/// shared, so there are no locks and no atomics here. Allocation: none per
+/// packet (the counters' arrays are mutated in place).
+final class StackCore: @unchecked Sendable {
+    // @unchecked Sendable: the mutable state below is touched on `executor`
+    // only (see the contract); the object is shared only so that closures
+    // running on that executor can reach it.
+    let index: Int
+    let executor: CoreExecutor
+    let coreCount: Int
+    let mtu: Int
+    let seed: UInt64
+    let addresses: [IPAddress]
+    let buffers: StackBuffers
+    let table: PCBTable<QSBR>
+    let parser = PacketParser()
+    let input: DemuxInput<QSBR>
+    let reassembly: ReassemblyTable
+    @exclusivity(unchecked) var cache: PacketPool.Cache
+    @exclusivity(unchecked) var limiter: ICMPRateLimiter
+    @exclusivity(unchecked) var ids: IPIdentificationGenerator
+    @exclusivity(unchecked) var stats = StackStatistics()
+    /// The output batch (written by ``flush()``).
+    let out: UnsafeMutablePointer<PacketRef>
+    static let outCapacity = 256
+    @exclusivity(unchecked) var outCount = 0
+    /// Slots for one datagram's fragments (64 KiB at MTU 1280: 52).
+    let scratch: UnsafeMutableBufferPointer<PacketRef>
+    /// Set once before traffic (by the stack's init or `start`, on this
+    /// executor or before the executor sees the core).
+    @exclusivity(unchecked) nonisolated(unsafe) var tun: TUNQueueReader?
+    @exclusivity(unchecked) nonisolated(unsafe) var capture: EndpointStack.Capture?
+    @exclusivity(unchecked) nonisolated(unsafe) var stackBits: UInt = 0
+    @exclusivity(unchecked) nonisolated(unsafe) var peers: [CoreExecutor] = []
+    /// When reassembly queues are next expired.
+    @exclusivity(unchecked) var nextExpiry = ContinuousClock.now
+
+    init(index: Int, executor: CoreExecutor, configuration c: EndpointStack.Configuration,
+         demux: Demux<QSBR>, buffers: StackBuffers) {
+        self.index = index
+        self.executor = executor
+        coreCount = c.cores
+        mtu = c.mtu
+        seed = c.hashSeed
+        addresses = c.addresses
+        self.buffers = buffers
+        table = demux.table
+        input = demux.makeInput()
+        reassembly = ReassemblyTable(configuration: c.reassembly, fragmentPool: buffers.pool,
+                                     datagramPool: buffers.datagramPool)
+        cache = PacketPool.Cache(pool: buffers.pool)
+        limiter = ICMPRateLimiter(messagesPerSecond: c.icmpErrorsPerSecond, burst: c.icmpErrorBurst,
+                                  now: monotonicNanoseconds())
+        ids = IPIdentificationGenerator(seed: c.hashSeed ^ 0x5bd1_e995)
+        out = .allocate(capacity: Self.outCapacity)
+        scratch = .allocate(capacity: 64)
+    }
+
+    deinit {
+        for i in 0..<outCount { release(out[i]) }
+        out.deallocate()
+        scratch.deallocate()
+    }
+
+    // MARK: Ownership
+
+    /// Whether `address` is one of the stack's (an IPv4-mapped form counts
+    /// as its IPv4 address).
+    @inline(__always)
+    func isLocal(_ address: IPAddress) -> Bool {
+        let a = address.unmapped
+        for l in addresses where l == a { return true }
+        return false
+    }
+
+    /// The owner of a flow: a keyed hash of its endpoints, oriented
+    /// (local, remote), so that both directions agree. Ports 0 for
+    /// fragments and ICMP.
+    @inline(__always)
+    func owner(local: IPAddress, localPort: UInt16, remote: IPAddress, remotePort: UInt16) -> Int {
+        if coreCount == 1 { return 0 }
+        let h = keyedHash(seed: seed, local.unmapped, remote.unmapped, UInt64(localPort) << 16 | UInt64(remotePort))
+        return Int(h % UInt64(coreCount))
+    }
+
+    // MARK: Input
+
+    /// A batch read from queue k.
+    func input(_ packets: UnsafeBufferPointer<PacketRef>, reader: TUNQueueReader) {
+        if tun == nil { tun = reader }
+        stats.packetsIn &+= packets.count
+        input.burst { _ in
+            for p in packets { process(p, handedOff: false) }
+        }
+        flush()
+    }
+
+    /// A copy of `bytes` processed as if read here (tests, tools).
+    func inject(_ bytes: [UInt8]) -> Bool {
+        guard bytes.count <= buffers.pool.bufferSize, let p = cache.allocate() else { return false }
+        bytes.withUnsafeBytes { buffers.pool.buffer(p).copyMemory(from: $0) }
+        buffers.pool.setLength(bytes.count, of: p)
+        stats.packetsIn &+= 1
+        input.burst { _ in process(p, handedOff: false) }
+        flush()
+        return true
+    }
+
+    /// A packet another core read and handed over (a mailbox handler).
+    func handIn(_ p: PacketRef) {
+        stats.handedIn &+= 1
+        input.burst { _ in process(p, handedOff: true) }
+    }
+
+    /// One packet this core now owns. Inside a burst.
+    func process(_ p: PacketRef, handedOff: Bool) {
+        let bytes = buffers.bytes(p)
+        switch parser.parseNetwork(bytes, linkType: .raw) {
+        case .transport(let t):
+            transport(p, t, bytes, handedOff: handedOff)
+        case .network(let n):
+            network(p, n, bytes, handedOff: handedOff)
+        case .dropped(let r):
+            stats.parseDrops[Int(r.rawValue)] &+= 1
+            drop(p, .parse)
+        }
+    }
+
+    @inline(__always)
+    func drop(_ p: PacketRef, _ reason: StackDropReason) {
+        stats.drops[Int(reason.rawValue)] &+= 1
+        release(p)
+    }
+
+    /// Frees a buffer: receive-pool buffers to this core's cache (no lock).
+    @inline(__always)
+    func release(_ p: PacketRef) {
+        if StackBuffers.isDatagram(p) { buffers.free(p) } else { cache.free(p) }
+    }
+
+    /// Hands `p` to core `owner`, which processes it as its own. Inside a
+    /// burst, so it must not wait: a full ring drops the packet.
+    func handOff(_ p: PacketRef, to owner: Int) {
+        let m = MailboxMessage(function: handInEntry, p.word, stackBits)
+        if executor.trySend(m, to: peers[owner]) {
+            stats.handedOff &+= 1
+            tun?.noteMisplaced(1, queue: index)
+        } else {
+            drop(p, .handoffFull)
+        }
+    }
+
+    func transport(_ p: PacketRef, _ t: ParsedPacket, _ bytes: UnsafeRawBufferPointer, handedOff: Bool) {
+        guard t.flow.transport == .udp else { return drop(p, .tcpNotYet) }
+        guard isLocal(t.flow.destination) else { return drop(p, .notLocal) }
+        if !handedOff {
+            let o = owner(local: t.flow.destination, localPort: t.flow.destinationPort,
+                          remote: t.flow.source, remotePort: t.flow.sourcePort)
+            if o != index { return handOff(p, to: o) }
+        }
+        var key = t.flow
+        var socket = table.lookup(key)
+        if socket == nil && key.family == .ipv4 {
+            // Dual stack (Linux's ipv6_only_sock test in the v6 lookup): an
+            // IPv4 datagram no IPv4 socket takes reaches an IPv6 socket
+            // bound to its mapped address or to ::, unless that one is
+            // v6-only.
+            var mapped = key
+            mapped.source = key.source.mappedToIPv6
+            mapped.destination = key.destination.mappedToIPv6
+            if let s = table.lookup(mapped), !s.withSocket({ $0.v6Only.load(ordering: .relaxed) }) {
+                key = mapped
+                socket = s
+            }
+        }
+        switch input.deliver(p, key: key, to: socket, payloadLength: t.payloadLength) {
+        case .queued:
+            stats.delivered &+= 1
+        case .dropped(.noSocket):
+            portUnreachable(UnsafeRawBufferPointer(rebasing: bytes[t.networkOffset...]), family: key.family)
+            drop(p, .noSocket)
+        case .dropped(.queueFull):
+            drop(p, .socketQueueFull)
+        case .dropped:
+            drop(p, .socketClosed)
+        }
+    }
+
+    func network(_ p: PacketRef, _ n: NetworkPacket, _ bytes: UnsafeRawBufferPointer, handedOff: Bool) {
+        guard isLocal(n.destination) else { return drop(p, .notLocal) }
+        if !handedOff {
+            let o = owner(local: n.destination, localPort: 0, remote: n.source, remotePort: 0)
+            if o != index { return handOff(p, to: o) }
+        }
+        if n.fragment != nil {
+            // A reassembled datagram is never a fragment (the table rewrote
+            // its header), so `p` is a receive-pool buffer here.
+            stats.fragmentsToReassembly &+= 1
+            if case .complete(let d) = reassembly.insert(p, n, now: .now) {
+                stats.datagramsReassembled &+= 1
+                process(StackBuffers.tagged(d.packet), handedOff: false)
+            }
+            return
+        }
+        guard case .message(.echoRequest) = ICMPInput.decode(bytes, n) else { return drop(p, .icmpIgnored) }
+        let request = UnsafeRawBufferPointer(rebasing: bytes[n.networkOffset ..< min(n.end, bytes.count)])
+        do {
+            let count: Int
+            if n.family == .ipv4 {
+                count = try ICMPv4Output.sendEchoReply(request: request, mtu: mtu, identifications: &ids,
+                                                       cache: &cache, into: scratch)
+            } else {
+                let label = IPv6Output.flowLabel(source: n.destination, destination: n.source, nextHeader: 58,
+                                                 seed: seed)
+                count = try ICMPv6Output.sendEchoReply(request: request, mtu: mtu, flowLabel: label,
+                                                       identifications: &ids, cache: &cache, into: scratch)
+            }
+            append(UnsafeBufferPointer(rebasing: scratch[0..<count]))
+            stats.echoRequestsAnswered &+= 1
+            release(p)
+        } catch {
+            drop(p, .outputFailed)
+        }
+    }
+
+    /// An ICMP port unreachable about `datagram` (from its IP header), if
+    /// the no-error rules allow one and the rate limiter has a token.
+    func portUnreachable(_ datagram: UnsafeRawBufferPointer, family: AddressFamily) {
+        let v4 = datagram.count > 0 && datagram[0] >> 4 == 4
+        let suppressed = v4 ? ICMPErrorPolicy.suppression(ofErrorAboutIPv4: datagram)
+                            : ICMPErrorPolicy.suppression(ofErrorAboutIPv6: datagram, type: 1, code: 4)
+        if suppressed != nil {
+            stats.icmpErrorsSuppressed &+= 1
+            return
+        }
+        guard limiter.allow(now: monotonicNanoseconds()) else {
+            stats.icmpErrorsRateLimited &+= 1
+            return
+        }
+        guard let e = cache.allocate() else {
+            stats.sendFailures &+= 1
+            return
+        }
+        let buffer = buffers.pool.buffer(e)
+        do {
+            let length: Int
+            if v4 {
+                let source = IPAddress(ipv4: datagram.loadUnaligned(fromByteOffset: 16, as: UInt32.self).bigEndian)
+                let destination = IPAddress(ipv4: datagram.loadUnaligned(fromByteOffset: 12, as: UInt32.self).bigEndian)
+                length = try ICMPv4Output.buildDestinationUnreachable(
+                    into: buffer, offending: datagram,
+                    identification: ids.nextIPv4(source: source, destination: destination, protocol: 1))
+            } else {
+                length = try ICMPv6Output.buildDestinationUnreachable(into: buffer, offending: datagram)
+            }
+            buffers.pool.setLength(length, of: e)
+            stats.portUnreachableSent &+= 1
+            append(e)
+        } catch {
+            cache.free(e)
+            stats.sendFailures &+= 1
+        }
+    }
+
+    // MARK: Output
+
+    /// Queues a packet for this core's queue (flushed once per loop pass,
+    /// or when the batch is full).
+    @inline(__always)
+    func append(_ p: PacketRef) {
+        if outCount == Self.outCapacity { flush() }
+        out[outCount] = p
+        outCount &+= 1
+    }
+
+    func append(_ packets: UnsafeBufferPointer<PacketRef>) {
+        for p in packets { append(p) }
+    }
+
+    /// Writes the output batch on queue k (or hands it to the capture).
+    func flush() {
+        guard outCount > 0 else { return }
+        let batch = UnsafeBufferPointer(start: out, count: outCount)
+        stats.packetsOut &+= outCount
+        if let tun {
+            tun.write(batch, queue: index)
+        } else if let capture {
+            capture(index, batch, buffers)
+        } else {
+            for p in batch { release(p) }
+        }
+        outCount = 0
+    }
+
+    /// The core's poller: writes what mailbox handlers and socket workers
+    /// queued during this pass, and expires reassembly queues once a second.
+    func poll() -> Int {
+        let n = outCount
+        flush()
+        if reassembly.queueCount > 0 {
+            let now = ContinuousClock.now
+            if now >= nextExpiry {
+                reassembly.expire(now: now)
+                nextExpiry = now + .seconds(1)
+            }
+        }
+        return n
+    }
+
+    /// Sends one UDP datagram from `local` to `remote` (same family, never
+    /// IPv4-mapped) built on this core; the packets go to the owner core's
+    /// queue (through its mailbox if that is another core).
+    func sendUDP(_ payload: UnsafeRawBufferPointer, from local: InetEndpoint, to remote: InetEndpoint)
+        throws(OutputError)
+    {
+        let count: Int
+        do throws(OutputError) {
+            if local.address.family == .ipv4 {
+                count = try UDPOutput.sendIPv4(source: local.address, sourcePort: local.port,
+                                               destination: remote.address, destinationPort: remote.port,
+                                               payload: payload, mtu: mtu, identifications: &ids, cache: &cache,
+                                               into: scratch)
+            } else {
+                let label = IPv6Output.flowLabel(source: local.address, destination: remote.address, nextHeader: 17,
+                                                 sourcePort: local.port, destinationPort: remote.port, seed: seed)
+                count = try UDPOutput.sendIPv6(source: local.address, sourcePort: local.port,
+                                               destination: remote.address, destinationPort: remote.port,
+                                               payload: payload, mtu: mtu, flowLabel: label, identifications: &ids,
+                                               cache: &cache, into: scratch)
+            }
+        } catch {
+            stats.sendFailures &+= 1
+            throw error
+        }
+        stats.datagramsSent &+= 1
+        let o = owner(local: local.address, localPort: local.port, remote: remote.address, remotePort: remote.port)
+        if o == index {
+            append(UnsafeBufferPointer(rebasing: scratch[0..<count]))
+            return
+        }
+        for i in 0..<count {
+            // Not inside a burst: a full ring may wait (draining this core's
+            // own mailboxes meanwhile).
+            executor.send(MailboxMessage(function: writeEntry, scratch[i].word, stackBits), to: peers[o])
+            stats.writesHandedOff &+= 1
+        }
+    }
+
+    /// A packet another core built for this core's queue.
+    func writeHandedIn(_ p: PacketRef) { append(p) }
+}
+
+/// The stack of a mailbox message's second word (the stack outlives its
+/// executors: ``EndpointStack/shutdown()`` stops them first).
+private func core(_ stackBits: UInt) -> StackCore {
+    let stack = Unmanaged<EndpointStack>.fromOpaque(UnsafeRawPointer(bitPattern: stackBits)!).takeUnretainedValue()
+    return stack.currentCore!
+}
+
+/// Mailbox entry: process a packet handed over by another core.
+private let handInEntry: MailboxMessage.Function = { word, stackBits in
+    core(stackBits).handIn(PacketRef(word: word))
+}
+
+/// Mailbox entry: write a packet another core built for this queue.
+private let writeEntry: MailboxMessage.Function = { word, stackBits in
+    core(stackBits).writeHandedIn(PacketRef(word: word))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the rate limiter's time base).
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
