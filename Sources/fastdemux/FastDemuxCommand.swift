@@ -8,6 +8,6 @@ struct FastDemuxCommand: ParsableCommand {
         abstract: "SMP packet demultiplexing in user space: replay, classify and demultiplex live traffic; benchmark the primitives; compare stack organizations.",
         version: packageVersion,
         subcommands: [DemoCommand.self, ReplayCommand.self, ClassifyCommand.self, LiveCommand.self,
-                      BenchCommand.self, CompareCommand.self, SoakCommand.self]
+                      BenchCommand.self, CompareCommand.self, SoakCommand.self, ServeCommand.self]
     )
 }

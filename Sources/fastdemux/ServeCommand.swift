@@ -1,0 +1,211 @@
+import ArgumentParser
+import Glibc
+import NetStack
+import PacketIO
+import SMPPrimitives
+import Synchronization
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Be an IPv4/IPv6 host on a multi-queue TUN device: answer ping and ping -6, and run a UDP echo service.",
+        discussion: """
+            Opens (or creates) TUN interface NAME with one queue per core (IFF_MULTI_QUEUE) and answers as \
+            the --address(es) given: ICMP and ICMPv6 echo, UDP echo (RFC 862) on --udp-echo PORT written on \
+            the stack's public socket API, ICMP port unreachable for other ports. Configure the kernel side \
+            yourself, e.g. 'ip addr add 198.18.0.1/24 dev NAME; ip -6 addr add fd00:18::1/64 dev NAME nodad; \
+            ip link set NAME up' with --address 198.18.0.2 --address fd00:18::2, inside a network namespace \
+            of its own. A status line per second on a terminal; a summary at exit (Ctrl-C or --duration). \
+            Needs root or CAP_NET_ADMIN. TCP (--tcp-echo, --http) is not implemented yet.
+            """
+    )
+
+    @Option(help: ArgumentHelp("The TUN interface name (at most 15 bytes).", valueName: "NAME"))
+    var tun: String
+
+    @Option(name: .customLong("address"),
+            help: ArgumentHelp("An address the stack answers as (IPv4 or IPv6; repeat for both).", valueName: "ADDR"))
+    var addresses: [String] = []
+
+    @Option(help: ArgumentHelp("TUN queues, one core each.", valueName: "N"))
+    var queues: Int = 1
+
+    @Option(name: .customLong("udp-echo"), help: ArgumentHelp("Run the UDP echo service on this port.", valueName: "PORT"))
+    var udpEcho: Int?
+
+    @Option(help: ArgumentHelp("Stop after this many seconds.", valueName: "SECONDS"))
+    var duration: Double?
+
+    @Flag(help: "Print the summary as one JSON line.")
+    var json = false
+
+    @Option(name: .customLong("tcp-echo"), help: .hidden)
+    var tcpEcho: String?
+
+    @Option(help: .hidden)
+    var http: String?
+
+    func validate() throws {
+        if tcpEcho != nil { throw ValidationError("--tcp-echo: not yet: TCP is not implemented (only --udp-echo)") }
+        if http != nil { throw ValidationError("--http: not yet: TCP is not implemented (only --udp-echo)") }
+        if tun.isEmpty || tun.utf8.count > 15 { throw ValidationError("--tun: a name of 1 to 15 bytes") }
+        if addresses.isEmpty { throw ValidationError("--address: give at least one address to answer as") }
+        var seen: [IPAddress] = []
+        for a in addresses {
+            guard let ip = IPAddress(a) else { throw ValidationError("--address \(a): not an IPv4 or IPv6 address") }
+            if seen.contains(ip) { throw ValidationError("--address \(a): given twice") }
+            seen.append(ip)
+        }
+        if !(1...TUNDevice.maximumQueues).contains(queues) {
+            throw ValidationError("--queues: 1 to \(TUNDevice.maximumQueues)")
+        }
+        if let udpEcho, !(1...65535).contains(udpEcho) { throw ValidationError("--udp-echo \(udpEcho): a port from 1 to 65535") }
+        if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
+    }
+
+    func run() throws {
+        // Signals go to this thread only (the executors inherit the mask),
+        // taken synchronously below with sigtimedwait.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let device: TUNDevice
+        do {
+            device = try TUNDevice(name: tun, mode: .multiQueue(queues))
+        } catch {
+            writeStderr("fastdemux serve: error: \(error)")
+            throw ExitCode(error.code == EPERM || error.code == EACCES ? 77 : 1)
+        }
+        defer { device.close() }
+        let stack: EndpointStack
+        do {
+            stack = try EndpointStack.start(on: device, configuration: .init(
+                addresses: addresses.compactMap(IPAddress.init), cores: queues))
+        } catch {
+            writeStderr("fastdemux serve: error: \(error)")
+            throw ExitCode.failure
+        }
+        var echo: UDPSocket?
+        if let udpEcho {
+            // RFC 862 on the public socket API, as any user would write it:
+            // a dual-stack socket, drained by its readiness handler.
+            let s = stack.makeUDPSocket(.ipv6) { s in
+                while s.tryReceive({ d in try? s.send(d.payload, to: d.peer) }) != nil {}
+            }
+            do {
+                try s.bind(port: UInt16(udpEcho))
+            } catch {
+                writeStderr("fastdemux serve: error: bind UDP port \(udpEcho): \(error)")
+                stack.shutdown()
+                throw ExitCode.failure
+            }
+            echo = s
+        }
+        writeStderr("fastdemux serve: \(device.name), \(queues) queue\(queues == 1 ? "" : "s"), answering as "
+                    + addresses.joined(separator: ", ")
+                    + (udpEcho.map { ", UDP echo on port \($0)" } ?? "")
+                    + " (" + (duration.map { "\($0) s or Ctrl-C" } ?? "until Ctrl-C") + ")")
+
+        let start = ContinuousClock.now
+        let end = duration.map { start + .milliseconds(Int($0 * 1000)) }
+        let terminal = stderrIsTerminal && !json
+        while true {
+            var timeout = timespec(tv_sec: 1, tv_nsec: 0)
+            if let end {
+                let left = end - ContinuousClock.now
+                if left <= .zero { break }
+                if left < .seconds(1) {
+                    timeout = timespec(tv_sec: 0, tv_nsec: max(1, Int(left.components.attoseconds / 1_000_000_000)))
+                }
+            }
+            if sigtimedwait(&signals, nil, &timeout) > 0 { break }
+            if terminal {
+                writeStderr("\r" + statusLine(stack.totalStatistics, seconds: seconds(since: start)) + "   ",
+                            newline: false)
+            }
+        }
+        if terminal { writeStderr("") }
+        echo?.close()
+        let queueStats = (0..<queues).compactMap { stack.queueStatistics(queue: $0) }
+        stack.shutdown()
+        let total = stack.totalStatistics
+        let elapsed = seconds(since: start)
+        if json {
+            try printJSONLine(ServeSummaryJSON(total, queues: queueStats, seconds: elapsed))
+        } else {
+            print(summaryText(total, queues: queueStats, seconds: elapsed))
+        }
+    }
+
+    private func seconds(since start: ContinuousClock.Instant) -> Double {
+        let d = ContinuousClock.now - start
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+}
+
+private func statusLine(_ s: StackStatistics, seconds: Double) -> String {
+    "\(fixed(seconds, 0)) s: in \(s.packetsIn), delivered \(s.delivered), echo replies \(s.echoRequestsAnswered), "
+        + "sent \(s.datagramsSent), port unreachable \(s.portUnreachableSent), dropped \(s.droppedTotal), "
+        + "out \(s.packetsOut)"
+}
+
+private func summaryText(_ s: StackStatistics, queues: [TUNQueueReader.Statistics], seconds: Double) -> String {
+    var lines = ["serve: \(fixed(seconds, 1)) s",
+                 "  packets in          \(s.packetsIn) (handed between cores \(s.handedOff))",
+                 "  delivered (UDP)     \(s.delivered)",
+                 "  echo requests       \(s.echoRequestsAnswered) answered",
+                 "  datagrams sent      \(s.datagramsSent) (failed \(s.sendFailures))",
+                 "  reassembled         \(s.datagramsReassembled) datagrams from \(s.fragmentsToReassembly) fragments",
+                 "  port unreachable    \(s.portUnreachableSent) sent, \(s.icmpErrorsSuppressed) suppressed, "
+                    + "\(s.icmpErrorsRateLimited) rate-limited",
+                 "  dropped             \(s.droppedTotal)"]
+    for r in StackDropReason.allCases where s.dropped(r) > 0 {
+        lines.append("    \(padRight(r.description, 18)) \(s.dropped(r))")
+    }
+    lines.append("  packets out         \(s.packetsOut)")
+    for (k, q) in queues.enumerated() {
+        lines.append("  queue \(k): read \(q.packetsRead), written \(q.packetsWritten), misplaced \(q.misplaced), "
+                     + "write errors \(q.writeErrors)")
+    }
+    lines.append("  conservation        \(s.isConserved ? "ok" : "VIOLATED") (\(s.entered) in, \(s.accounted) accounted)")
+    return lines.joined(separator: "\n")
+}
+
+struct ServeSummaryJSON: Encodable {
+    let command = "serve"
+    let seconds: Double
+    let packetsIn, handedOff, delivered, echoReplies, datagramsSent, reassembled, portUnreachable, dropped, packetsOut: Int
+    let drops: [String: Int]
+    let queues: [Queue]
+    let conserved: Bool
+
+    struct Queue: Encodable {
+        let read, written, misplaced: Int
+    }
+
+    init(_ s: StackStatistics, queues q: [TUNQueueReader.Statistics], seconds: Double) {
+        self.seconds = seconds
+        packetsIn = s.packetsIn
+        handedOff = s.handedOff
+        delivered = s.delivered
+        echoReplies = s.echoRequestsAnswered
+        datagramsSent = s.datagramsSent
+        reassembled = s.datagramsReassembled
+        portUnreachable = s.portUnreachableSent
+        dropped = s.droppedTotal
+        packetsOut = s.packetsOut
+        drops = Dictionary(uniqueKeysWithValues: StackDropReason.allCases.map { ($0.description, s.dropped($0)) })
+        queues = q.map { Queue(read: $0.packetsRead, written: $0.packetsWritten, misplaced: $0.misplaced) }
+        conserved = s.isConserved
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case command, seconds, delivered, dropped, drops, queues, conserved
+        case packetsIn = "packets_in", handedOff = "handed_off", echoReplies = "echo_replies"
+        case datagramsSent = "datagrams_sent", reassembled, portUnreachable = "port_unreachable"
+        case packetsOut = "packets_out"
+    }
+}
