@@ -109,7 +109,7 @@ import Workloads
     /// repository, no file that moved.
     @Test func helpNamesNoFileOutsideTheRepository() {
         let commands: [any ParsableCommand.Type] = [FastDemuxCommand.self] + FastDemuxCommand.configuration.subcommands
-        #expect(commands.count == 8)   // the tool and 7 subcommands (soak is the seventh)
+        #expect(commands.count == 9)   // the tool and 8 subcommands (soak the seventh, serve the eighth)
         for command in commands {
             let help = FastDemuxCommand.helpMessage(for: command, columns: 200)
             for outside in ["../", "shared/", "seeds", "Samples/", "BENCHMARKS.md"] {
@@ -248,5 +248,29 @@ import Workloads
         for bad in [["--duration", "0"], ["--duration", "5", "--report-interval", "0"], []] {
             #expect(throws: (any Error).self, "\(bad)") { try SoakCommand.parse(bad) }
         }
+    }
+
+    @Test func serveRejectsBadValuesWithAMessageNamingTheOption() {
+        let base = ["--tun", "t0", "--address", "198.18.0.2"]
+        let cases: [([String], String)] = [
+            (base + ["--address", "198.18.0.2"], "--address 198.18.0.2: given twice"),
+            (base + ["--udp-echo", "0"], "--udp-echo 0: a port from 1 to 65535"),
+            (base + ["--udp-echo", "65536"], "--udp-echo 65536: a port from 1 to 65535"),
+            (base + ["--tcp-echo", "7"], "--tcp-echo: not yet: TCP is not implemented (only --udp-echo)"),
+            (base + ["--http", "80"], "--http: not yet: TCP is not implemented (only --udp-echo)"),
+            (["--tun", "t0"], "--address: give at least one address to answer as"),
+            (["--tun", "t0", "--address", "nope"], "--address nope: not an IPv4 or IPv6 address"),
+            (base + ["--queues", "0"], "--queues: 1 to 256"),
+        ]
+        for (arguments, message) in cases {
+            do {
+                _ = try ServeCommand.parse(arguments)
+                Issue.record("parsed \(arguments)")
+            } catch {
+                #expect(ServeCommand.message(for: error) == message)
+                #expect(ServeCommand.exitCode(for: error) != .success)
+            }
+        }
+        #expect((try? ServeCommand.parse(base + ["--address", "fd00:18::2", "--udp-echo", "7", "--queues", "2"])) != nil)
     }
 }
