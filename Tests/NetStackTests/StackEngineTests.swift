@@ -260,4 +260,36 @@ private func echoServer(_ stack: EndpointStack, family: AddressFamily = .ipv4, v
         s.close()
         #expect(await s.receive { _ in 0 } == nil)
     }
+
+    @Test func aReusePortGroupSendsEachFlowToOneMember() throws {
+        let stack = makeStack(Captured())
+        defer { stack.shutdown() }
+        /// Member index and source port of every datagram received.
+        let seen = Mutex<[(member: Int, port: UInt16)]>([])
+        func member(_ m: Int) throws -> UDPSocket {
+            let s = stack.makeUDPSocket(.ipv4, reusePort: true) { s in
+                while let p = s.tryReceive({ $0.peer.port }) { seen.withLock { $0.append((m, p)) } }
+            }
+            try s.bind(port: 6000)
+            return s
+        }
+        let members = try (0..<3).map(member)
+        #expect(throws: UDPSocketError.addressInUse) { try stack.makeUDPSocket(.ipv4).bind(port: 6000) }
+        let ports: [UInt16] = (0..<40).map { 42000 + $0 }
+        for _ in 0..<3 { for p in ports { stack.inject(udp(sport: p, dport: 6000, payload: [1])) } }
+        #expect(eventually { seen.withLock { $0.count } == 120 })
+        let byPort = Dictionary(grouping: seen.withLock { $0 }, by: \.port).mapValues { Set($0.map(\.member)) }
+        #expect(byPort.values.allSatisfy { $0.count == 1 })          // a flow stays with one member
+        #expect(Set(byPort.values.map { $0.first! }).count == 3)     // and the flows spread over all
+        // The group shrinks: the remaining members take every flow.
+        members[0].close()
+        seen.withLock { $0 = [] }
+        for p in ports { stack.inject(udp(sport: p, dport: 6000, payload: [2])) }
+        #expect(eventually { seen.withLock { $0.count } == 40 })
+        #expect(seen.withLock { $0 }.allSatisfy { $0.member != 0 })
+        members[1].close(); members[2].close()
+        for p in ports.prefix(1) { stack.inject(udp(sport: p, dport: 6000, payload: [3])) }
+        #expect(stack.totalStatistics.dropped(.noSocket) == 1)   // the last member closed the group
+        try stack.makeUDPSocket(.ipv4).bind(port: 6000)           // and freed the port
+    }
 }

@@ -112,6 +112,12 @@ public final class Socket: @unchecked Sendable {
     /// it: release/acquire through the RCU table). The demux itself never
     /// reads it.
     package let v6Only = Atomic<Bool>(false)
+    /// One word a stack above the demux may attach to a socket it looks up
+    /// itself (NetStack: the member list of an SO_REUSEPORT group, on the
+    /// group's anchor socket). The demux never reads it; its writer
+    /// publishes with a releasing store, input threads load it acquiring
+    /// after their lookup.
+    package let stackWord = Atomic<UInt>(0)
 
     // Counters. Shared writes only on rare paths (drops, wake-ups); the
     // delivered count is written by the reader under its lock (plain

@@ -60,6 +60,9 @@ final class UDPPortTable: Sendable {
         var address: IPAddress
         var v6Only: Bool
         var socketID: Int
+        /// SO_REUSEPORT: bindings of the same address and v6-only setting
+        /// that both set it share the port (a group).
+        var reusePort = false
 
         /// The IPv4 addresses covered: nil none, 0 all, else one.
         var v4: IPAddress?? {
@@ -78,6 +81,7 @@ final class UDPPortTable: Sendable {
         }
 
         func conflicts(with other: Binding) -> Bool {
+            if reusePort && other.reusePort && address == other.address && v6Only == other.v6Only { return false }
             func overlap(_ a: IPAddress??, _ b: IPAddress??) -> Bool {
                 guard case .some(let x) = a, case .some(let y) = b else { return false }
                 guard let x, let y else { return true }   // a wildcard meets anything

@@ -47,6 +47,9 @@ public final class UDPSocket: @unchecked Sendable {
     public let v6Only: Bool
     /// The core whose executor runs the readiness handler.
     public let core: Int
+    /// SO_REUSEPORT: sockets that all set it may bind the same address and
+    /// port; each flow goes to one member (by its hash).
+    public let reusePort: Bool
     /// The demux socket underneath.
     let socket: Socket
     private let onReadable: (@Sendable (UDPSocket) -> Void)?
@@ -55,12 +58,15 @@ public final class UDPSocket: @unchecked Sendable {
         var local: InetEndpoint?
         var remote: InetEndpoint?
         var closed = false
+        /// A member of a reuseport group (bound through its anchor).
+        var grouped = false
     }
     private let state = Mutex(State())
 
-    init(stack: EndpointStack, family: AddressFamily, v6Only: Bool, core: Int,
+    init(stack: EndpointStack, family: AddressFamily, v6Only: Bool, reusePort: Bool, core: Int,
          onReadable: (@Sendable (UDPSocket) -> Void)?) {
         self.stack = stack
+        self.reusePort = reusePort
         self.family = family
         self.v6Only = family == .ipv6 && v6Only
         self.core = core
@@ -108,10 +114,16 @@ public final class UDPSocket: @unchecked Sendable {
         try state.withLock { (s: inout State) throws(UDPSocketError) -> Void in
             guard !s.closed else { throw .closed }
             guard s.local == nil else { throw .invalidState }
-            let binding = UDPPortTable.Binding(address: local.address, v6Only: v6Only, socketID: socket.id)
+            let binding = UDPPortTable.Binding(address: local.address, v6Only: v6Only, socketID: socket.id,
+                                               reusePort: reusePort)
             let port = try stack.ports.reserve(binding, port: local.port)
             do throws(SocketError) {
-                try socket.bind(InetEndpoint(local.address, port))
+                if reusePort {
+                    try stack.joinReusePortGroup(socket, at: InetEndpoint(local.address, port), v6Only: v6Only)
+                    s.grouped = true
+                } else {
+                    try socket.bind(InetEndpoint(local.address, port))
+                }
             } catch {
                 stack.ports.release(port: port, socketID: socket.id)
                 throw error == .closed ? .closed : .addressInUse
@@ -137,6 +149,12 @@ public final class UDPSocket: @unchecked Sendable {
             guard s.remote == nil, let bound = s.local else { throw .invalidState }
             let address = try sourceAddress(bound: bound.address, remote: remote.address)
             let local = InetEndpoint(remote.address.isIPv4Mapped ? address.mappedToIPv6 : address, bound.port)
+            if s.grouped {
+                // A connected socket leaves its reuseport group: it takes
+                // exactly its peer's datagrams from now on.
+                stack.leaveReusePortGroup(socket, at: bound)
+                s.grouped = false
+            }
             do throws(SocketError) {
                 try socket.connect(to: remote, from: local)
             } catch {
@@ -161,12 +179,13 @@ public final class UDPSocket: @unchecked Sendable {
     /// deferred on them), the readiness handler is cancelled. Idempotent;
     /// any thread.
     public func close() {
-        let port: UInt16? = state.withLock { s in
+        let closing: (port: UInt16, group: InetEndpoint?)? = state.withLock { s in
             guard !s.closed else { return nil }
             s.closed = true
-            return s.local?.port ?? 0
+            return (s.local?.port ?? 0, s.grouped ? s.local : nil)
         }
-        guard let port else { return }
+        guard let (port, group) = closing else { return }
+        if let group { stack.leaveReusePortGroup(socket, at: group) }
         if port != 0 { stack.ports.release(port: port, socketID: socket.id) }
         // A synchronous grace period on an executor (a QSBR reader) would
         // wait for itself.
@@ -279,13 +298,59 @@ extension EndpointStack {
     ///   - family: IPv4 or IPv6.
     ///   - v6Only: IPV6_V6ONLY (IPv6 only): no IPv4 datagrams, no
     ///     IPv4-mapped addresses.
+    ///   - reusePort: SO_REUSEPORT (see ``UDPSocket/reusePort``).
     ///   - core: the executor that runs `onReadable`.
     ///   - onReadable: the readiness handler (executor form), run on core
     ///     `core` after datagrams arrived; drain with
     ///     ``UDPSocket/tryReceive(_:)``. Nil for the async form.
-    public func makeUDPSocket(_ family: AddressFamily = .ipv6, v6Only: Bool = false, core: Int = 0,
-                              onReadable: (@Sendable (UDPSocket) -> Void)? = nil) -> UDPSocket {
+    public func makeUDPSocket(_ family: AddressFamily = .ipv6, v6Only: Bool = false, reusePort: Bool = false,
+                              core: Int = 0, onReadable: (@Sendable (UDPSocket) -> Void)? = nil) -> UDPSocket {
         precondition(core >= 0 && core < configuration.cores)
-        return UDPSocket(stack: self, family: family, v6Only: v6Only, core: core, onReadable: onReadable)
+        return UDPSocket(stack: self, family: family, v6Only: v6Only, reusePort: reusePort, core: core,
+                         onReadable: onReadable)
+    }
+
+    /// Adds `socket` to the reuseport group of `endpoint`, making the group
+    /// (its anchor bound in the PCB tables) if it is the first member.
+    func joinReusePortGroup(_ socket: Socket, at endpoint: InetEndpoint, v6Only: Bool) throws(SocketError) {
+        try reuseGroups.withLock { (g: inout [InetEndpoint: ReusePortGroup]) throws(SocketError) -> Void in
+            if let group = g[endpoint] {
+                group.members.append(socket)
+                group.publish()
+                return
+            }
+            let anchor = demux.makeSocket(.udp, queueCapacity: 16)
+            anchor.v6Only.store(v6Only, ordering: .relaxed)
+            let group = ReusePortGroup(anchor: anchor)
+            group.members = [socket]
+            // Published before the bind: the anchor is never found without
+            // members (the bind's insert releases this store to readers).
+            group.publish()
+            do throws(SocketError) {
+                try anchor.bind(endpoint)
+            } catch {
+                group.retire()
+                throw error
+            }
+            g[endpoint] = group
+        }
+    }
+
+    /// Removes `socket` from the group of `endpoint`; the last member
+    /// closes the anchor.
+    func leaveReusePortGroup(_ socket: Socket, at endpoint: InetEndpoint) {
+        let anchor: Socket? = reuseGroups.withLock { g in
+            guard let group = g[endpoint] else { return nil }
+            group.members.removeAll { $0 === socket }
+            guard group.members.isEmpty else {
+                group.publish()
+                return nil
+            }
+            group.retire()
+            g[endpoint] = nil
+            return group.anchor
+        }
+        guard let anchor else { return }
+        if CoreExecutor.current != nil { anchor.closeDeferred() } else { anchor.close() }
     }
 }

@@ -109,6 +109,8 @@ public final class EndpointStack: @unchecked Sendable {
     let cores: [StackCore]
     /// The UDP port reservations (bind conflicts, ephemeral ports).
     let ports = UDPPortTable()
+    /// SO_REUSEPORT groups by bound endpoint.
+    let reuseGroups = Mutex<[InetEndpoint: ReusePortGroup]>([:])
     let capture: Capture?
     /// The TUN reader, when started on a device.
     nonisolated(unsafe) private(set) var reader: TUNQueueReader?

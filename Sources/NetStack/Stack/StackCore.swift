@@ -183,6 +183,16 @@ final class StackCore: @unchecked Sendable {
                 socket = s
             }
         }
+        if let s = socket {
+            // An SO_REUSEPORT group's anchor: the flow's member instead.
+            let w = s.withSocket { $0.stackWord.load(ordering: .acquiring) }
+            if w != 0 {
+                let h = mix64(keyedHash(seed: seed, t.flow.destination.unmapped, t.flow.source.unmapped,
+                                        UInt64(t.flow.destinationPort) << 16 | UInt64(t.flow.sourcePort)))
+                socket = Unmanaged<ReusePortMembers>.fromOpaque(UnsafeRawPointer(bitPattern: w)!)
+                    ._withUnsafeGuaranteedRef { $0.pick(h) } ?? s
+            }
+        }
         switch input.deliver(p, key: key, to: socket, payloadLength: t.payloadLength) {
         case .queued:
             stats.delivered &+= 1
