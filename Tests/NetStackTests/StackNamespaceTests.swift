@@ -82,10 +82,10 @@ private func kernelSocket(type: Int32, proto: Int32 = 0, to address: String, por
 
 /// Sends `payload` and waits for one datagram back: the bytes, or the
 /// errno of a failed receive.
-private func roundTrip(_ s: TestSocket, _ payload: [UInt8]) -> Result<[UInt8], TUNError> {
+private func roundTrip(_ s: TestSocket, _ payload: [UInt8], capacity: Int = 2048) -> Result<[UInt8], TUNError> {
     let sent = payload.withUnsafeBytes { send(s.fd, $0.baseAddress, $0.count, 0) }
     guard sent == payload.count else { return .failure(TUNError(operation: "send", code: errno)) }
-    var buffer = [UInt8](repeating: 0, count: 65_536)
+    var buffer = [UInt8](repeating: 0, count: capacity)
     let n = buffer.withUnsafeMutableBytes { recv(s.fd, $0.baseAddress, $0.count, 0) }
     guard n >= 0 else { return .failure(TUNError(operation: "recv", code: errno)) }
     return .success(Array(buffer[0..<n]))
@@ -172,7 +172,7 @@ struct StackNamespaceTests {
         let big = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 13) }
         let result = try f.ns.inside { () throws -> Result<[UInt8], TUNError> in
             let s = try kernelSocket(type: Int32(SOCK_DGRAM.rawValue), to: server, port: 7)
-            return roundTrip(s, big)
+            return roundTrip(s, big, capacity: 65_536)
         }
         #expect((try? result.get()) == big, "\(result)")
         let s = f.stack.totalStatistics

@@ -18,13 +18,13 @@ public struct UDPDatagram {
 ///
 /// Two ways to use it:
 /// - **On a core executor** (non-blocking): give `onReadable` to
-///   ``EndpointStack/makeUDPSocket(_:v6Only:core:onReadable:)``; it runs
+///   ``EndpointStack/makeUDPSocket(_:v6Only:reusePort:core:onReadable:)``; it runs
 ///   on core `core`'s executor whenever datagrams arrived (the socket's
 ///   worker continuation, scheduled by the input cores after each burst,
 ///   coalesced). Drain with ``tryReceive(_:)`` until it returns nil, reply
-///   with ``send(_:to:)``: neither blocks, neither allocates.
+///   with `send(_:to:)`: neither blocks, neither allocates.
 /// - **From Swift Concurrency**: ``receive(_:)`` suspends until a datagram
-///   arrives; the async ``send(_:to:)`` hops onto the flow's owner core.
+///   arrives; the async `send(_:to:)` hops onto the flow's owner core.
 ///
 /// Dual stack: an IPv6 socket bound to `::` also receives IPv4 datagrams
 /// (peers as `::ffff:a.b.c.d`) and sends to IPv4-mapped peers as IPv4,
@@ -33,7 +33,7 @@ public struct UDPDatagram {
 ///
 /// Concurrency contract: control (``bind(_:)``, ``connect(to:)``,
 /// ``close()``) from any thread. Receiving is single-reader: one task or
-/// the readiness handler, not both at once. The non-blocking ``send(_:to:)``
+/// the readiness handler, not both at once. The non-blocking `send(_:to:)`
 /// only on an executor of the stack; the async one from anywhere.
 public final class UDPSocket: @unchecked Sendable {
     // @unchecked Sendable: `socket` is thread-safe (FastDemux's contract);
@@ -138,7 +138,7 @@ public final class UDPSocket: @unchecked Sendable {
     }
 
     /// Connects to `remote`: the socket then receives only that peer's
-    /// datagrams and ``send(_:to:)`` may omit the destination. Binds an
+    /// datagrams and `send(_:to:)` may omit the destination. Binds an
     /// ephemeral port first if unbound; a wildcard binding gets the stack's
     /// address of the peer's family. Any thread.
     public func connect(to remote: InetEndpoint) throws(UDPSocketError) {

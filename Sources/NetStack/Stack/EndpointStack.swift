@@ -34,7 +34,7 @@ import Synchronization
 /// poller of that core.
 ///
 /// Concurrency contract: create and ``shutdown()`` from a thread that is
-/// not one of the stack's executors. Sockets (``makeUDPSocket(_:v6Only:core:onReadable:)``)
+/// not one of the stack's executors. Sockets (``makeUDPSocket(_:v6Only:reusePort:core:onReadable:)``)
 /// from any thread. ``statistics(core:)`` from any thread that is not an
 /// executor of the stack (a synchronous call onto the core).
 public final class EndpointStack: @unchecked Sendable {
