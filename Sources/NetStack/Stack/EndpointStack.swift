@@ -8,7 +8,7 @@ import Synchronization
 /// IP identification generator and pool cache, sharing one `Demux` (the
 /// RCU PCB tables) for the UDP sockets of ``UDPSocket``.
 ///
-/// Per packet on core k (``StackCore``): parse (`PacketParser.parseNetwork`)
+/// Per packet on core k (`StackCore`, internal): parse (`PacketParser.parseNetwork`)
 /// → UDP to a local address: delivered to its socket through the demux (an
 /// IPv4 datagram with no IPv4 socket falls back to the IPv4-mapped key,
 /// which reaches a dual-stack IPv6 socket unless it is v6-only) or, with no
