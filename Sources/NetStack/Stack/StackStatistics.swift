@@ -115,25 +115,19 @@ public struct StackStatistics: Sendable, Equatable {
     /// Whether every packet that entered is accounted for.
     public var isConserved: Bool { entered == accounted }
 
-    /// The sum of two sets of counters.
+    /// The scalar counters (for ``+``).
+    private static let scalars: [WritableKeyPath<StackStatistics, Int> & Sendable] = [
+        \.packetsIn, \.handedIn, \.datagramsReassembled, \.delivered, \.echoRequestsAnswered, \.handedOff,
+        \.fragmentsToReassembly, \.portUnreachableSent, \.icmpErrorsSuppressed, \.icmpErrorsRateLimited,
+        \.datagramsSent, \.sendFailures, \.writesHandedOff, \.packetsOut,
+    ]
+
+    /// The sum of two sets of counters (control path: allocates).
     public static func + (a: StackStatistics, b: StackStatistics) -> StackStatistics {
         var s = a
-        s.packetsIn += b.packetsIn
-        s.handedIn += b.handedIn
-        s.datagramsReassembled += b.datagramsReassembled
-        s.delivered += b.delivered
-        s.echoRequestsAnswered += b.echoRequestsAnswered
-        s.handedOff += b.handedOff
-        s.fragmentsToReassembly += b.fragmentsToReassembly
-        for i in 0..<s.drops.count { s.drops[i] += b.drops[i] }
-        for i in 0..<s.parseDrops.count { s.parseDrops[i] += b.parseDrops[i] }
-        s.portUnreachableSent += b.portUnreachableSent
-        s.icmpErrorsSuppressed += b.icmpErrorsSuppressed
-        s.icmpErrorsRateLimited += b.icmpErrorsRateLimited
-        s.datagramsSent += b.datagramsSent
-        s.sendFailures += b.sendFailures
-        s.writesHandedOff += b.writesHandedOff
-        s.packetsOut += b.packetsOut
+        for k in scalars { s[keyPath: k] += b[keyPath: k] }
+        s.drops = zip(a.drops, b.drops).map(+)
+        s.parseDrops = zip(a.parseDrops, b.parseDrops).map(+)
         return s
     }
 }
