@@ -293,3 +293,56 @@ private func echoServer(_ stack: EndpointStack, family: AddressFamily = .ipv4, v
         try stack.makeUDPSocket(.ipv4).bind(port: 6000)           // and freed the port
     }
 }
+
+/// Allocations on the input path, counted as in ReassemblyAllocationTests
+/// (only when the test binary runs with an LD_PRELOAD shim exporting
+/// `test_malloc_count()`, a per-thread malloc counter; uncounted otherwise).
+/// What is counted, on the core's own thread: one batch of UDP to a socket,
+/// UDP to a closed port (the port unreachable or the rate limiter), ICMP and
+/// ICMPv6 echo requests (their replies), parse, lookup, delivery, output
+/// and the flush, and the socket's reader draining its queue; not copying
+/// the frames in (the test's own arrays), and one datagram sent with the
+/// executor form of `UDPSocket.send`. Measured with such a shim: 0.
+@Suite struct StackAllocationTests {
+    @Test func noAllocationPerPacketOnTheInputPath() throws {
+        let stack = EndpointStack(configuration: .init(addresses: [stackV4, stackV6], bufferCount: 1024))
+        defer { stack.shutdown() }
+        let socket = stack.makeUDPSocket(.ipv4)
+        try socket.bind(port: 7)
+        defer { socket.close() }
+        let frames = [udp(payload: Frag.bytes(100)), udp(dport: 9999, payload: [1]),
+                      echoRequest(v6: false, data: Frag.bytes(56)), echoRequest(v6: true, data: Frag.bytes(56)),
+                      udp(v6: true, payload: [2])]
+        let core = stack.cores[0]
+        let fast = socket.socket
+        let payload = Frag.bytes(200), peer = InetEndpoint(peerV4, 40000)
+        let result = stack.group.call(on: 0) { () -> (allocations: UInt64, packets: Int, delivered: Int, sent: Int) in
+            let count = ReassemblyAllocationTests.counter ?? { 0 }
+            let refs = UnsafeMutableBufferPointer<PacketRef>.allocate(capacity: frames.count)
+            defer { refs.deallocate() }
+            var allocations: UInt64 = 0, packets = 0, delivered = 0, sent = 0
+            for round in 0..<210 {
+                for (i, f) in frames.enumerated() {
+                    refs[i] = core.cache.allocate()!
+                    f.withUnsafeBytes { stack.buffers.pool.buffer(refs[i]).copyMemory(from: $0) }
+                    stack.buffers.pool.setLength(f.count, of: refs[i])
+                }
+                let x = count()
+                core.input(UnsafeBufferPointer(refs))
+                // The reader's side, as a readiness handler drains it.
+                delivered += fast.receive(upTo: 64) { core.release($0) }
+                // And a reply through the executor form of the socket API.
+                payload.withUnsafeBytes { sent += (try? socket.send($0, to: peer)) != nil ? 1 : 0 }
+                core.flush()
+                if round >= 10 {   // after warming up the caches
+                    allocations += count() - x
+                    packets += frames.count
+                }
+            }
+            return (allocations, packets, delivered, sent)
+        }
+        #expect(result.delivered == 210 && result.packets == 1000 && result.sent == 210)
+        #expect(result.allocations == 0, "\(result.allocations) allocations for \(result.packets) packets")
+        #expect(stack.totalStatistics.isConserved)
+    }
+}

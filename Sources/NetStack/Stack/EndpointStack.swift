@@ -115,6 +115,8 @@ public final class EndpointStack: @unchecked Sendable {
     /// The TUN reader, when started on a device.
     nonisolated(unsafe) private(set) var reader: TUNQueueReader?
     private let finalStatistics = Mutex<[StackStatistics]?>(nil)
+    private let firstIPv4: IPAddress?
+    private let firstIPv6: IPAddress?
 
     /// A stack without a device: packets come in through
     /// ``inject(_:core:)`` and go out to `capture`. Any thread that is not
@@ -123,6 +125,8 @@ public final class EndpointStack: @unchecked Sendable {
         precondition(configuration.cores >= 1)
         self.configuration = configuration
         self.capture = capture
+        firstIPv4 = configuration.addresses.first { $0.family == .ipv4 }
+        firstIPv6 = configuration.addresses.first { $0.family == .ipv6 }
         var executorConfiguration = CoreExecutorGroup.Configuration()
         executorConfiguration.pinned = configuration.pinned
         group = CoreExecutorGroup(count: configuration.cores, configuration: executorConfiguration)
@@ -220,9 +224,10 @@ public final class EndpointStack: @unchecked Sendable {
     /// count as their IPv4 address).
     func isLocal(_ address: IPAddress) -> Bool { cores[0].isLocal(address) }
 
-    /// The stack's first address of `family`, if any.
+    /// The stack's first address of `family`, if any (a stored value:
+    /// every send from a wildcard-bound socket asks).
     func localAddress(_ family: AddressFamily) -> IPAddress? {
-        configuration.addresses.first { $0.family == family }
+        family == .ipv4 ? firstIPv4 : firstIPv6
     }
 
     /// The core of the calling thread, if it is one of the stack's executors.

@@ -20,7 +20,9 @@ final class StackCore: @unchecked Sendable {
     let coreCount: Int
     let mtu: Int
     let seed: UInt64
-    let addresses: [IPAddress]
+    /// The stack's addresses, in memory of their own: iterating an array
+    /// allocates per element in debug builds, and this runs per packet.
+    let addresses: UnsafeMutableBufferPointer<IPAddress>
     let buffers: StackBuffers
     let table: PCBTable<QSBR>
     let parser = PacketParser()
@@ -52,7 +54,8 @@ final class StackCore: @unchecked Sendable {
         coreCount = c.cores
         mtu = c.mtu
         seed = c.hashSeed
-        addresses = c.addresses
+        addresses = .allocate(capacity: c.addresses.count)
+        _ = addresses.initialize(from: c.addresses)
         self.buffers = buffers
         table = demux.table
         input = demux.makeInput()
@@ -70,6 +73,7 @@ final class StackCore: @unchecked Sendable {
         for i in 0..<outCount { release(out[i]) }
         out.deallocate()
         scratch.deallocate()
+        addresses.deallocate()
     }
 
     // MARK: Ownership
@@ -79,7 +83,11 @@ final class StackCore: @unchecked Sendable {
     @inline(__always)
     func isLocal(_ address: IPAddress) -> Bool {
         let a = address.unmapped
-        for l in addresses where l == a { return true }
+        var i = 0
+        while i < addresses.count {
+            if addresses[i] == a { return true }
+            i &+= 1
+        }
         return false
     }
 
@@ -98,6 +106,12 @@ final class StackCore: @unchecked Sendable {
     /// A batch read from queue k.
     func input(_ packets: UnsafeBufferPointer<PacketRef>, reader: TUNQueueReader) {
         if tun == nil { tun = reader }
+        input(packets)
+    }
+
+    /// A batch this core now owns, in one read section; the replies are
+    /// written at the end.
+    func input(_ packets: UnsafeBufferPointer<PacketRef>) {
         stats.packetsIn &+= packets.count
         input.burst { _ in
             for p in packets { process(p, handedOff: false) }
