@@ -138,6 +138,23 @@ private func echoServer(_ stack: EndpointStack, family: AddressFamily = .ipv4, v
         #expect(s.isConserved)
     }
 
+    @Test func aDatagramWithABadChecksumIsDroppedWithoutAnError() throws {
+        let captured = Captured()
+        let stack = makeStack(captured)
+        defer { stack.shutdown() }
+        let server = try echoServer(stack)
+        defer { server.close() }
+        var bad = udp(payload: [1, 2, 3, 4])
+        bad[bad.count - 1] ^= 0xff
+        stack.inject(bad)
+        var badClosed = udp(dport: 9999, payload: [1, 2, 3, 4])
+        badClosed[badClosed.count - 1] ^= 0xff
+        stack.inject(badClosed)
+        let s = stack.totalStatistics
+        #expect(s.dropped(.parse) == 2 && s.parseDrops[Int(DropReason.checksum.rawValue)] == 2)
+        #expect(s.delivered == 0 && s.portUnreachableSent == 0 && s.isConserved)
+    }
+
     @Test func noErrorAboutABroadcastDatagram() throws {
         let captured = Captured()
         let stack = EndpointStack(configuration: .init(addresses: [IPAddress("255.255.255.255")!, stackV4]),

@@ -25,7 +25,10 @@ final class StackCore: @unchecked Sendable {
     let addresses: UnsafeMutableBufferPointer<IPAddress>
     let buffers: StackBuffers
     let table: PCBTable<QSBR>
-    let parser = PacketParser()
+    /// Verifies the UDP checksum as an endpoint must (RFC 1122 §4.1.3.4;
+    /// Linux's udp_lib_checksum_complete): a corrupt datagram is dropped,
+    /// never delivered, and draws no ICMP error.
+    let parser = PacketParser(options: ParserOptions(verifyChecksums: true))
     let input: DemuxInput<QSBR>
     let reassembly: ReassemblyTable
     @exclusivity(unchecked) var cache: PacketPool.Cache
