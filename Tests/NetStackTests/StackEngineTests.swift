@@ -42,7 +42,7 @@ private let peerV6 = IPAddress("2001:db8::1")!
 
 private func makeStack(cores: Int = 1, rate: Int = 1000, burst: Int = 50, _ captured: Captured) -> EndpointStack {
     EndpointStack(configuration: .init(addresses: [stackV4, stackV6], cores: cores, bufferCount: 2048,
-                                       icmpErrorsPerSecond: rate, icmpErrorBurst: burst),
+                                       icmpErrorsPerSecond: rate, icmpErrorBurst: burst, spinPasses: 50),
                   capture: captured.capture)
 }
 

@@ -65,6 +65,10 @@ public final class EndpointStack: @unchecked Sendable {
         public var icmpErrorBurst: Int
         /// Pin executor k to CPU k.
         public var pinned: Bool
+        /// Idle loop passes an executor spins before it parks
+        /// (`CoreExecutorGroup.Configuration.spinPasses`): lower costs
+        /// less CPU between packets, higher less latency.
+        public var spinPasses: Int
         /// The flow-ownership hash key (random by default).
         public var hashSeed: UInt64
         /// Reassembly limits per core.
@@ -74,6 +78,7 @@ public final class EndpointStack: @unchecked Sendable {
         public init(addresses: [IPAddress], cores: Int = 1, mtu: Int = 1500, bufferCount: Int = 8192,
                     datagramBufferCount: Int = 32, socketQueueCapacity: Int = 1024,
                     icmpErrorsPerSecond: Int = 1000, icmpErrorBurst: Int = 50, pinned: Bool = false,
+                    spinPasses: Int = 2_000,
                     hashSeed: UInt64 = UInt64.random(in: .min ... .max),
                     reassembly: ReassemblyConfiguration = ReassemblyConfiguration(maxQueues: 64, maxFragments: 1024)) {
             self.addresses = addresses
@@ -85,6 +90,7 @@ public final class EndpointStack: @unchecked Sendable {
             self.icmpErrorsPerSecond = icmpErrorsPerSecond
             self.icmpErrorBurst = icmpErrorBurst
             self.pinned = pinned
+            self.spinPasses = spinPasses
             self.hashSeed = hashSeed
             self.reassembly = reassembly
         }
@@ -129,6 +135,7 @@ public final class EndpointStack: @unchecked Sendable {
         firstIPv6 = configuration.addresses.first { $0.family == .ipv6 }
         var executorConfiguration = CoreExecutorGroup.Configuration()
         executorConfiguration.pinned = configuration.pinned
+        executorConfiguration.spinPasses = configuration.spinPasses
         group = CoreExecutorGroup(count: configuration.cores, configuration: executorConfiguration)
         let pool = PacketPool(bufferCount: configuration.bufferCount)
         let datagramPool = PacketPool(bufferCount: configuration.datagramBufferCount,
