@@ -375,11 +375,16 @@ final class StackCore: @unchecked Sendable {
             append(UnsafeBufferPointer(rebasing: scratch[0..<count]))
             return
         }
-        for i in 0..<count {
-            // Not inside a burst: a full ring may wait (draining this core's
-            // own mailboxes meanwhile).
-            executor.send(MailboxMessage(function: writeEntry, scratch[i].word, stackBits), to: peers[o])
-            stats.writesHandedOff &+= 1
+        // Not inside a burst, so a full ring may wait; while it waits it
+        // drains this core's own mailboxes, whose hand-ins may build echo
+        // replies into `scratch`: the words are copied out first (a stack
+        // allocation).
+        withUnsafeTemporaryAllocation(of: PacketRef.self, capacity: count) { words in
+            _ = words.initialize(fromContentsOf: scratch[0..<count])
+            for w in words {
+                executor.send(MailboxMessage(function: writeEntry, w.word, stackBits), to: peers[o])
+                stats.writesHandedOff &+= 1
+            }
         }
     }
 
