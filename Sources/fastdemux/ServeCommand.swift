@@ -1,4 +1,5 @@
 import ArgumentParser
+import Workloads
 import Glibc
 import NetStack
 import PacketIO
@@ -36,7 +37,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Stop after this many seconds.", valueName: "SECONDS"))
     var duration: Double?
 
-    @Flag(help: "Print the summary as one JSON line.")
+    @Flag(help: "Print the summary as one JSON object (one line, with schemaVersion and version).")
     var json = false
 
     @Option(name: .customLong("tcp-echo"), help: .hidden)
@@ -175,6 +176,8 @@ private func summaryText(_ s: StackStatistics, queues: [TUNQueueReader.Statistic
 }
 
 struct ServeSummaryJSON: Encodable {
+    let schemaVersion = JSONSchema.version
+    let version = packageVersion
     let command = "serve"
     let seconds: Double
     let packetsIn, handedOff, delivered, echoReplies, datagramsSent, reassembled, portUnreachable, dropped, packetsOut: Int
@@ -203,7 +206,7 @@ struct ServeSummaryJSON: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case command, seconds, delivered, dropped, drops, queues, conserved
+        case schemaVersion, version, command, seconds, delivered, dropped, drops, queues, conserved
         case packetsIn = "packets_in", handedOff = "handed_off", echoReplies = "echo_replies"
         case datagramsSent = "datagrams_sent", reassembled, portUnreachable = "port_unreachable"
         case packetsOut = "packets_out"
