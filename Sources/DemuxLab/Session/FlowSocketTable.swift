@@ -75,8 +75,8 @@ public struct FlowSocketCounters: Sendable, Equatable {
 /// (at most the cap) costs less than arming and cancelling a timer per
 /// packet.
 final class FlowSocketTable<Flavor: RCUFlavor>: @unchecked Sendable {
-    // @unchecked Sendable: every field but `retired` is touched by the
-    // owner thread only; `retired` is a mutex-guarded hand-off to the
+    // @unchecked Sendable: every field but `retiredSlots` is touched by the
+    // owner thread only; `retiredSlots` is a mutex-guarded hand-off to the
     // ready set's reader, with `retiredCount` as its cheap "anything
     // there?" hint.
     let limits: FlowSocketLimits
@@ -89,7 +89,11 @@ final class FlowSocketTable<Flavor: RCUFlavor>: @unchecked Sendable {
     private var freeSlots: [Int32] = []
     private var nextSweep: Double = 0
     private let sweepInterval: Double
-    private let retired = Mutex<[Int]>([])
+    /// Guards `retiredSlots` (a `PthreadMutex`, the package's one blocking
+    /// lock: the owner and the reader contend, and ThreadSanitizer must see
+    /// the hand-off).
+    private let retired = PthreadMutex()
+    private var retiredSlots: [Int] = []
     private let retiredCount = Atomic<Int>(0)
 
     struct Entry {
@@ -210,7 +214,7 @@ final class FlowSocketTable<Flavor: RCUFlavor>: @unchecked Sendable {
 
     private func retire(_ readySlots: [Int]) {
         guard !readySlots.isEmpty else { return }
-        retired.withLock { $0.append(contentsOf: readySlots) }
+        retired.withLock { retiredSlots.append(contentsOf: readySlots) }
         // Relaxed: a hint; the mutex orders the slots themselves.
         retiredCount.add(readySlots.count, ordering: .relaxed)
         readySet.wakeReader()
@@ -223,10 +227,9 @@ final class FlowSocketTable<Flavor: RCUFlavor>: @unchecked Sendable {
     @discardableResult
     func reap() -> Int {
         guard retiredCount.load(ordering: .relaxed) > 0 else { return 0 }
-        let taken = retired.withLock { r in
-            let t = r
-            r.removeAll(keepingCapacity: true)
-            return t
+        let taken = retired.withLock { () -> [Int] in
+            defer { retiredSlots = [] }
+            return retiredSlots
         }
         retiredCount.subtract(taken.count, ordering: .relaxed)
         for slot in taken { readySet.remove(slot: slot) }

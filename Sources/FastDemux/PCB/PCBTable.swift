@@ -15,11 +15,15 @@ import SMPPrimitives
 /// operations (via ``Socket``) serialize on one mutex and may run at any
 /// time; a removed socket is released only after a grace period.
 public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked Sendable {
-    // @unchecked Sendable: the two RCU tables are thread-safe; `control`
+    // @unchecked Sendable: the two RCU tables are thread-safe; `controlLock`
     // serializes every update; `pool` is immutable.
     @usableFromInline let connected: RCUHashTable<FlowKey, UInt, Flavor>
     @usableFromInline let bound: RCUHashTable<FlowKey, UInt, Flavor>
-    private let control = Mutex<ControlState>(ControlState())
+    /// Serializes every update (`controlState`). A `PthreadMutex`, the
+    /// package's one blocking lock (see there): control operations from
+    /// several threads contend, and ThreadSanitizer must see the hand-off.
+    private let controlLock = PthreadMutex()
+    private var controlState = ControlState()
     /// Where packets drained from closed sockets go (nil: just dropped).
     public let pool: PacketPool?
     /// Frees drained packets instead of `pool` when set.
@@ -106,8 +110,13 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
         SocketReference.retained(s).bits
     }
 
+    /// Runs `body` on the control state under `controlLock`.
+    private func withControl<R, E: Error>(_ body: (inout ControlState) throws(E) -> R) throws(E) -> R {
+        try controlLock.withLock { () throws(E) -> R in try body(&controlState) }
+    }
+
     func bind(_ s: Socket, _ local: InetEndpoint) throws(SocketError) {
-        try control.withLock { (c: inout ControlState) throws(SocketError) -> Void in
+        try withControl { (c: inout ControlState) throws(SocketError) -> Void in
             guard s.state == .unbound else { throw s.state == .closed ? .closed : .invalidState }
             let key = FlowKey.bound(s.proto, local: local.address, port: local.port)
             if s.proto == .udp {
@@ -126,7 +135,7 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
     }
 
     func listen(_ s: Socket) throws(SocketError) {
-        try control.withLock { (c: inout ControlState) throws(SocketError) -> Void in
+        try withControl { (c: inout ControlState) throws(SocketError) -> Void in
             guard s.proto == .tcp, s.state == .bound, let local = s.localEndpoint else {
                 throw s.state == .closed ? .closed : .invalidState
             }
@@ -144,7 +153,7 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
 
     func connect(_ s: Socket, remote: InetEndpoint, local: InetEndpoint?) throws(SocketError) {
         var oldBound: UInt?
-        try control.withLock { (c: inout ControlState) throws(SocketError) -> Void in
+        try withControl { (c: inout ControlState) throws(SocketError) -> Void in
             let st = s.state
             guard st == .unbound || st == .bound else { throw st == .closed ? .closed : .invalidState }
             guard let local = local ?? s.localEndpoint else { throw .invalidState }
@@ -181,7 +190,7 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
     public func close(_ sockets: [Socket], deferred: Bool = false) {
         var removed: [UInt] = []
         var closing: [Socket] = []
-        control.withLock { (c: inout ControlState) in
+        withControl { (c: inout ControlState) in
             for s in sockets {
                 let st = s.state
                 guard st != .closed else { continue }

@@ -27,7 +27,11 @@ public final class SocketReadySet: @unchecked Sendable {
     @usableFromInline let words: UnsafeMutablePointer<Atomic<UInt64>>
     /// The reader's doorbell: rung when a socket became ready while it parked.
     public let wakeup = ThreadParker()
-    private let control = Mutex<[Int]>([])   // free slots
+    /// Guards `freeSlots`. A `PthreadMutex`, the package's one blocking
+    /// lock (see there): `add(_:)` on an input thread and `remove(slot:)`
+    /// on the reader contend, and ThreadSanitizer must see that hand-off.
+    private let control = PthreadMutex()
+    private var freeSlots: [Int]
     /// Member sockets by slot (nil: free), each retained by the set.
     @usableFromInline let members: UnsafeMutablePointer<SocketReference?>
 
@@ -40,7 +44,7 @@ public final class SocketReadySet: @unchecked Sendable {
         for i in 0..<wordCount { (words + i).initialize(to: Atomic(0)) }
         members = .allocate(capacity: capacity)
         members.initialize(repeating: nil, count: capacity)
-        control.withLock { $0 = Array((0..<capacity).reversed()) }
+        freeSlots = Array((0..<capacity).reversed())
     }
 
     deinit {
@@ -55,7 +59,7 @@ public final class SocketReadySet: @unchecked Sendable {
     /// Any thread; one lock; retains the socket for as long as the set lives.
     @discardableResult
     public func add(_ socket: Socket) -> Int? {
-        guard let slot = control.withLock({ $0.popLast() }) else { return nil }
+        guard let slot = control.withLock({ freeSlots.popLast() }) else { return nil }
         members[slot] = .retained(socket)
         socket.attach(readySet: self, slot: slot)
         return slot
@@ -81,13 +85,13 @@ public final class SocketReadySet: @unchecked Sendable {
         // The push (under the lock) happens before the pop of a later
         // add(_:) on another thread, so its write of the member follows
         // this clear.
-        control.withLock { $0.append(slot) }
+        control.withLock { freeSlots.append(slot) }
         r.release()
         return id
     }
 
     /// Member sockets now (any thread; one lock).
-    public var memberCount: Int { capacity - control.withLock { $0.count } }
+    public var memberCount: Int { capacity - control.withLock { freeSlots.count } }
 
     /// The member socket in `slot` (reader side).
     public func socket(at slot: Int) -> Socket? { members[slot]?.socket }
