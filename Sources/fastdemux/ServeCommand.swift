@@ -28,8 +28,9 @@ struct ServeCommand: ParsableCommand {
             help: ArgumentHelp("An address the stack answers as (IPv4 or IPv6; repeat for both).", valueName: "ADDR"))
     var addresses: [String] = []
 
-    @Option(help: ArgumentHelp("TUN queues, one core each.", valueName: "N"))
-    var queues: Int = 1
+    @Option(help: ArgumentHelp("TUN queues, one core executor each (default: every CPU this process may run on).",
+                               valueName: "N"))
+    var queues: Int = onlineCPUCount
 
     @Option(name: .customLong("udp-echo"), help: ArgumentHelp("Run the UDP echo service on this port.", valueName: "PORT"))
     var udpEcho: Int?
