@@ -133,6 +133,7 @@ extension BenchCommand {
         }
         let summary = stackUDPEchoSummary(lines)
         if json { writeStderr(summary) } else { print(summary) }
+        fflush(nil)
         if signal != 0 {
             writeStderr("fastdemux bench \(name): interrupted; namespaces and devices removed")
             throw ExitCode(128 + signal)

@@ -122,7 +122,7 @@ public struct StackUDPEchoBenchmark: Sendable {
         rounds: for round in 1...c.rounds {
             var lines: [(Implementation, BenchResult, Double, Int)] = []
             for impl in c.implementations {
-                if stop.isSet { break rounds }
+                if stop.isSet { break }
                 let (line, rps, median) = try runOne(impl, round: round, topology: topology, stack: stack,
                                                      kernel: kernel, stop: stop)
                 lines.append((impl, line, rps, median))
@@ -137,6 +137,7 @@ public struct StackUDPEchoBenchmark: Sendable {
                 report(line)
                 all.append(line)
             }
+            if stop.isSet { break rounds }
         }
         return all
     }
