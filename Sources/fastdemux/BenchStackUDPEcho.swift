@@ -34,6 +34,10 @@ struct StackUDPEchoOptions: ParsableArguments {
             help: ArgumentHelp("Stack executors' idle passes before parking (default: the stack's).", valueName: "N"))
     var spinPasses: Int?
 
+    @Option(help: ArgumentHelp("Pin server thread k to CPU k and the client to the last CPU (default on).",
+                               valueName: "on|off"))
+    var pin: OnOff?
+
     /// The options given, by their flag.
     var given: [String] {
         var g: [String] = []
@@ -45,6 +49,7 @@ struct StackUDPEchoOptions: ParsableArguments {
         if warmup != nil { g.append("--warmup") }
         if queues != nil { g.append("--queues") }
         if spinPasses != nil { g.append("--spin-passes") }
+        if pin != nil { g.append("--pin") }
         return g
     }
 
@@ -76,6 +81,7 @@ extension BenchCommand {
         if let v = echo.warmup { c.warmupSeconds = v }
         if let v = echo.queues { c.queues = v }
         if let v = echo.spinPasses { c.spinPasses = v }
+        if let v = echo.pin { c.pinned = v == .on }
         c.requests = n
         c.capSeconds = cap
         if case .named(let one) = impl, let i = StackUDPEchoBenchmark.Implementation(rawValue: one) {
@@ -171,4 +177,9 @@ func stackUDPEchoSummary(_ lines: [BenchResult]) -> String {
         .compactMap { number($0[extra: "ratio"]) }
     if !ratios.isEmpty { text.append("  ratio stack/kernel \(spread(ratios, 3))") }
     return text.joined(separator: "\n")
+}
+
+/// `--pin on|off`.
+enum OnOff: String, ExpressibleByArgument, CaseIterable {
+    case on, off
 }

@@ -95,9 +95,10 @@ final class BenchNamespace: Sendable {
     /// Runs `body` on a fresh thread that entered the namespace (a network
     /// namespace is per thread): sockets and devices it makes live there,
     /// and /proc/thread-self/net shows the namespace's counters.
-    func inside<T: Sendable>(thread name: String = "netns", _ body: @escaping @Sendable () throws -> T) throws -> T {
+    func inside<T: Sendable>(thread name: String = "netns", cpu: Int? = nil,
+                             _ body: @escaping @Sendable () throws -> T) throws -> T {
         let path = self.path
-        let thread = PinnedThread(name: name) { () -> Result<T, any Error> in
+        let thread = PinnedThread(cpu: cpu, name: name) { () -> Result<T, any Error> in
             let rc = smp_enter_netns(path)
             if rc != 0 { return .failure(EchoSetupError(description: "setns \(path): \(String(cString: strerror(-rc)))")) }
             return Result { try body() }

@@ -21,15 +21,11 @@ final class KernelEchoCounters: Sendable {
     }
 }
 
-/// A sum of the server threads' counters at one instant.
+/// A sum of the server threads' counters (of a server started for one
+/// window: its whole life).
 struct KernelEchoSnapshot: Sendable {
     var received = 0, sent = 0, sendErrors = 0, epollWaits = 0, recvCalls = 0, sendCalls = 0
 
-    static func - (a: KernelEchoSnapshot, b: KernelEchoSnapshot) -> KernelEchoSnapshot {
-        KernelEchoSnapshot(received: a.received - b.received, sent: a.sent - b.sent,
-                           sendErrors: a.sendErrors - b.sendErrors, epollWaits: a.epollWaits - b.epollWaits,
-                           recvCalls: a.recvCalls - b.recvCalls, sendCalls: a.sendCalls - b.sendCalls)
-    }
 }
 
 /// The kernel echo server: `threads` threads, each with its own socket
@@ -49,7 +45,9 @@ final class KernelEchoServer: Sendable {
     private let threads: Mutex<[PinnedThread<Void>]>
     private let stopFlag = EchoStopFlag()
 
-    init(in ns: BenchNamespace, address: String, port: UInt16, threads count: Int, payloadBytes: Int) throws {
+    /// `pinned`: thread k on CPU k, as the stack's executor k.
+    init(in ns: BenchNamespace, address: String, port: UInt16, threads count: Int, payloadBytes: Int,
+         pinned: Bool) throws {
         let fds: [Int32] = try ns.inside { () throws -> [Int32] in
             var fds: [Int32] = []
             do {
@@ -81,7 +79,7 @@ final class KernelEchoServer: Sendable {
         let stop = stopFlag
         threads = Mutex(fds.enumerated().map { k, fd in
             let c = counters[k]
-            return PinnedThread(name: "echo-kserver-\(k)") { Self.serve(fd, c, stop, payloadBytes: payloadBytes) }
+            return PinnedThread(cpu: pinned ? k : nil, name: "echo-kserver-\(k)") { Self.serve(fd, c, stop, payloadBytes: payloadBytes) }
         })
     }
 

@@ -64,6 +64,12 @@ public struct StackUDPEchoBenchmark: Sendable {
         public var capSeconds = 30.0
         /// Stack cores = TUN queues = kernel server threads.
         public var queues = 1
+        /// Pin the servers' threads (stack executor k, kernel server thread
+        /// k) to CPU k and the client to the last CPU. Unpinned, Linux's
+        /// wake-affine placement tends to wake the client on the CPU of the
+        /// thread that woke it, the server, where a spinning executor then
+        /// shares the CPU with it (measured in docs/Benchmarks.md).
+        public var pinned = true
         /// The stack executors' idle spin passes before parking.
         public var spinPasses = EndpointStack.Configuration(addresses: []).spinPasses
         /// Requests lost (never answered) above this fraction of those sent
@@ -99,32 +105,12 @@ public struct StackUDPEchoBenchmark: Sendable {
         let c = configuration
         let topology = try EchoTopology(queues: c.queues)
         defer { topology.destroy() }
-        let stack: EndpointStack
-        do {
-            stack = try EndpointStack.start(on: topology.tun, configuration: .init(
-                addresses: [IPAddress(EchoTopology.stackAddress)!], cores: c.queues, spinPasses: c.spinPasses))
-        } catch {
-            throw EchoSetupError(description: "stack: \(error)")
-        }
-        defer { stack.shutdown() }
-        let echo: UDPSocket
-        do {
-            echo = try StackUDPEcho.start(on: stack, port: Self.port)
-        } catch {
-            throw EchoSetupError(description: "stack echo bind: \(error)")
-        }
-        defer { echo.close() }
-        let kernel = try KernelEchoServer(in: topology.server, address: EchoTopology.serverAddress, port: Self.port,
-                                          threads: c.queues, payloadBytes: c.payloadBytes)
-        defer { kernel.stop() }
-
         var all: [BenchResult] = []
         rounds: for round in 1...c.rounds {
             var lines: [(Implementation, BenchResult, Double, Int)] = []
             for impl in c.implementations {
                 if stop.isSet { break }
-                let (line, rps, median) = try runOne(impl, round: round, topology: topology, stack: stack,
-                                                     kernel: kernel, stop: stop)
+                let (line, rps, median) = try runOne(impl, round: round, topology: topology, stop: stop)
                 lines.append((impl, line, rps, median))
             }
             // The ratio of the round: stack over kernel, on both lines.
@@ -144,9 +130,38 @@ public struct StackUDPEchoBenchmark: Sendable {
 
     /// One implementation's window of one round: the line, its requests/s
     /// and its median round trip (ns).
-    private func runOne(_ impl: Implementation, round: Int, topology: EchoTopology, stack: EndpointStack,
-                        kernel: KernelEchoServer, stop: EchoStopFlag) throws -> (BenchResult, Double, Int) {
+    ///
+    /// Each window starts its own server and stops it afterwards, so that
+    /// the other one costs nothing meanwhile (an idle stack's executors
+    /// still wake every `pollerParkTimeout` and spin `spinPasses` passes).
+    private func runOne(_ impl: Implementation, round: Int, topology: EchoTopology,
+                        stop: EchoStopFlag) throws -> (BenchResult, Double, Int) {
         let c = configuration
+        var stack: EndpointStack?
+        var echo: UDPSocket?
+        var kernel: KernelEchoServer?
+        defer {
+            echo?.close()
+            stack?.shutdown()
+            kernel?.stop()
+        }
+        if impl == .netstack {
+            do {
+                stack = try EndpointStack.start(on: topology.tun, configuration: .init(
+                    addresses: [IPAddress(EchoTopology.stackAddress)!], cores: c.queues, pinned: c.pinned,
+                    spinPasses: c.spinPasses))
+            } catch {
+                throw EchoSetupError(description: "stack: \(error)")
+            }
+            do {
+                echo = try StackUDPEcho.start(on: stack!, port: Self.port)
+            } catch {
+                throw EchoSetupError(description: "stack echo bind: \(error)")
+            }
+        } else {
+            kernel = try KernelEchoServer(in: topology.server, address: EchoTopology.serverAddress, port: Self.port,
+                                          threads: c.queues, payloadBytes: c.payloadBytes, pinned: c.pinned)
+        }
         let target = impl == .netstack ? EchoTopology.stackAddress : EchoTopology.serverAddress
         var sa = sockaddr_in()
         sa.sin_family = sa_family_t(AF_INET)
@@ -158,15 +173,13 @@ public struct StackUDPEchoBenchmark: Sendable {
 
         let clientNS0 = NamespaceCounters.read(in: topology.client)
         let serverNS0 = NamespaceCounters.read(in: topology.server)
-        let stack0 = StackSnapshot(stack)
-        let kernel0 = kernel.snapshot()
         let load0 = CPULoadSample()
-        let r = try topology.client.inside(thread: "echo-client") { [sa] in
+        let r = try topology.client.inside(thread: "echo-client", cpu: c.pinned ? onlineCPUCount - 1 : nil) { [sa] in
             runEchoClient(clientConfiguration, target: sa, stop: stop)
         }
         let otherLoad = CPULoadSample.otherLoadField(since: load0)
-        let stackDelta = StackSnapshot(stack) - stack0
-        let kernelDelta = kernel.snapshot() - kernel0
+        let stackDelta = stack.map { StackSnapshot($0) } ?? StackSnapshot()
+        let kernelDelta = kernel?.snapshot() ?? KernelEchoSnapshot()
         let clientDrops = NamespaceCounters.read(in: topology.client).dropsSince(clientNS0)
         let serverDrops = NamespaceCounters.read(in: topology.server).dropsSince(serverNS0)
 
@@ -254,7 +267,7 @@ public struct StackUDPEchoBenchmark: Sendable {
             ("median_us", .double(Double(median) / 1e3)), ("p99_us", .double(Double(r.latency.quantile(0.99)) / 1e3)),
             ("max_us", .double(Double(r.latency.maximum) / 1e3)),
             ("sockets", .int(c.sockets)), ("inflight", .int(c.inflight)), ("payload_bytes", .int(c.payloadBytes)),
-            ("queues", .int(c.queues)), ("spin_passes", .int(c.spinPasses)),
+            ("queues", .int(c.queues)), ("spin_passes", .int(c.spinPasses)), ("pinned", .bool(c.pinned)),
             ("sent", .int(r.sent)), ("replies", .int(r.replies)), ("lost", .int(r.lost)), ("late", .int(r.late)),
             ("corrupt", .int(r.corrupt)), ("duplicates", .int(r.duplicates)), ("loss_bound", .double(c.lossBound)),
             ("loss_reasons", .object(reasons)),
@@ -265,6 +278,7 @@ public struct StackUDPEchoBenchmark: Sendable {
         var note = impl == .netstack
             ? "EndpointStack on a \(c.queues)-queue TUN device, echo on the public UDPSocket API"
             : "Linux UDP echo, \(c.queues) thread(s): epoll + recvmmsg/sendmmsg(\(KernelEchoServer.batch)), behind a veth pair"
+        if c.pinned { note += "; server thread k on CPU k, client on CPU \(onlineCPUCount - 1)" }
         note += "; client: 1 thread, \(c.sockets) connected sockets x \(c.inflight) in flight, \(c.payloadBytes)-byte payloads; "
             + "mops = replies in the window / window / 1e6; every reply compared byte for byte"
         if !complete { note += "; window cut short" }
@@ -276,8 +290,8 @@ public struct StackUDPEchoBenchmark: Sendable {
     }
 }
 
-/// The stack's, its TUN queues' and its executors' counters at one instant
-/// (differences over a round).
+/// The stack's, its TUN queues' and its executors' counters (of a stack
+/// started for one window: its whole life).
 struct StackSnapshot {
     var packetsIn = 0, packetsOut = 0, handedOff = 0, writesHandedOff = 0, dropped = 0, sendFailures = 0
     var conserved = true
@@ -310,26 +324,5 @@ struct StackSnapshot {
             loopPasses += x.loopPasses
             mailboxMessages += x.messagesHandled
         }
-    }
-
-    static func - (a: StackSnapshot, b: StackSnapshot) -> StackSnapshot {
-        var d = StackSnapshot()
-        d.packetsIn = a.packetsIn - b.packetsIn
-        d.packetsOut = a.packetsOut - b.packetsOut
-        d.handedOff = a.handedOff - b.handedOff
-        d.writesHandedOff = a.writesHandedOff - b.writesHandedOff
-        d.dropped = a.dropped - b.dropped
-        d.sendFailures = a.sendFailures - b.sendFailures
-        d.conserved = a.conserved && b.conserved
-        d.packetsRead = a.packetsRead - b.packetsRead
-        d.readBatches = a.readBatches - b.readBatches
-        d.writeSystemCalls = a.writeSystemCalls - b.writeSystemCalls
-        d.writeErrors = a.writeErrors - b.writeErrors
-        d.wakeups = a.wakeups - b.wakeups
-        d.misplaced = a.misplaced - b.misplaced
-        d.parks = a.parks - b.parks
-        d.loopPasses = a.loopPasses - b.loopPasses
-        d.mailboxMessages = a.mailboxMessages - b.mailboxMessages
-        return d
     }
 }
