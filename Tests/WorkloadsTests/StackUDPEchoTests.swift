@@ -70,7 +70,7 @@ struct StackUDPEchoTests {
         let stop = EchoStopFlag()
         let start = monotonicSeconds()
         let stopper = PinnedThread(name: "test-stop") {
-            usleep(500_000)
+            usleep(1_000_000)
             stop.set()
         }
         let lines = try StackUDPEchoBenchmark(c).run(stop: stop)
