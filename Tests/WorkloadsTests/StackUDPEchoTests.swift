@@ -14,14 +14,7 @@ struct StackUDPEchoTests {
     /// The namespaces of this process's runs that exist now.
     private func ownNamespaces() -> [String] {
         let prefix = EchoTopology.prefix + "\(getpid())-"
-        guard let dir = opendir("/run/netns") else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name.hasPrefix(prefix) { names.append(name) }
-        }
-        return names
+        return directoryEntries("/run/netns").filter { $0.hasPrefix(prefix) }
     }
 
     @Test func bothServersEchoEveryRequestByteIdenticalAndTheRunCleansUp() throws {

@@ -303,10 +303,7 @@ struct ProcessCPU: Sendable {
                 machineSoftirq = v[6]
             }
         }
-        guard let dir = opendir("/proc/self/task") else { return }
-        defer { closedir(dir) }
-        while let entry = readdir(dir) {
-            let tid = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        for tid in directoryEntries("/proc/self/task") {
             guard tid.first?.isNumber == true, let line = readTextLines("/proc/self/task/\(tid)/stat", limit: 1)?.first,
                   let open = line.firstIndex(of: "("), let close = line.lastIndex(of: ")") else { continue }
             let name = String(line[line.index(after: open)..<close])

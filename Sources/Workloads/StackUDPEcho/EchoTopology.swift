@@ -200,17 +200,12 @@ final class EchoTopology: Sendable {
     /// with this workload's prefix and the pid of a process that no longer
     /// exists.
     static func deleteStale() {
-        guard let dir = opendir("/run/netns") else { return }
-        var stale: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        for name in directoryEntries("/run/netns") {
             guard name.hasPrefix(prefix), let dash = name.lastIndex(of: "-"),
                   let pid = Int32(name[name.index(name.startIndex, offsetBy: prefix.count)..<dash]),
                   pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
-            stale.append(name)
+            _ = spawnCommand(["ip", "netns", "del", name])
         }
-        closedir(dir)
-        for name in stale { _ = spawnCommand(["ip", "netns", "del", name]) }
     }
 
     /// Why the workload cannot run here, or nil if it can.
@@ -258,4 +253,15 @@ struct NamespaceCounters: Sendable {
         for (k, v) in txDrops { device += v - (before.txDrops[k] ?? 0) }
         return (udp, device)
     }
+}
+
+/// The names in directory `path` (none if it cannot be opened).
+func directoryEntries(_ path: String) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        names.append(withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
+    }
+    return names
 }
