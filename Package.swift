@@ -87,7 +87,7 @@ let package = Package(
         .target(
             name: "Workloads",
             dependencies: [
-                "SMPPrimitives", "FastDemux", "DemuxLab", "CURCU", "CPacketIO",
+                "SMPPrimitives", "FastDemux", "DemuxLab", "CURCU", "CPacketIO", "PacketIO", "NetStack",
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
