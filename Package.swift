@@ -82,7 +82,7 @@ let package = Package(
 
         .target(
             name: "DemuxLab",
-            dependencies: ["SMPPrimitives", "FastDemux", "PacketIO"]
+            dependencies: ["SMPPrimitives", "FastDemux", "PacketIO", "CSMPLinux"]
         ),
         .target(
             name: "Workloads",
