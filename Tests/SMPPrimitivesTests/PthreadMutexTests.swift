@@ -96,12 +96,20 @@ struct TestError: Error {}
         let c0 = threadCPUNanoseconds()
         let s0 = threadCPUSeconds()
         var x: UInt64 = 1
+        // Work until the thread's own CPU clock shows 2 ms, not for a fixed
+        // wall time: on a loaded machine (CI's two lanes, load 10) 20 ms
+        // of wall time once gave this thread only 0.8 ms of CPU. The wall
+        // deadline only keeps a stuck clock from spinning forever.
         let wall0 = monotonicNanoseconds()
-        while monotonicNanoseconds() - wall0 < 20_000_000 { x = x &* 6364136223846793005 &+ 1 }
+        while threadCPUNanoseconds() - c0 < 2_000_000 && monotonicNanoseconds() - wall0 < 30_000_000_000 {
+            for _ in 0..<1000 { x = x &* 6364136223846793005 &+ 1 }
+        }
         let busy = threadCPUNanoseconds() - c0
         #expect(x != 0)
-        #expect(busy > 1_000_000)
-        #expect(threadCPUSeconds() - s0 > 0.001)
+        #expect(busy >= 2_000_000, "the thread's CPU clock advances while it works")
+        #expect(threadCPUSeconds() - s0 >= 0.002)
+        // CPU time of this thread alone never exceeds the wall time it took.
+        #expect(busy <= monotonicNanoseconds() - wall0 + 1_000_000)
         let c1 = threadCPUNanoseconds()
         usleep(20_000)   // sleeping uses (almost) no CPU time
         #expect(threadCPUNanoseconds() - c1 < 10_000_000)
