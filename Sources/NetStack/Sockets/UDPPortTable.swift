@@ -121,6 +121,12 @@ final class UDPPortTable: Sendable {
         }
     }
 
+    /// Bindings reserved now, over all ports (a gauge: one per bound or
+    /// connected socket). Any thread; one lock.
+    var reservationCount: Int {
+        state.withLock { s in s.ports.values.reduce(0) { $0 + $1.count } }
+    }
+
     /// Releases the socket's reservation of `port`.
     func release(port: UInt16, socketID: Int) {
         state.withLock { s in

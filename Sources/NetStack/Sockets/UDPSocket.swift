@@ -73,10 +73,14 @@ public final class UDPSocket: @unchecked Sendable {
         self.onReadable = onReadable
         socket = stack.demux.makeSocket(.udp)
         socket.v6Only.store(self.v6Only, ordering: .relaxed)
+        stack.live.openSockets.add(1, ordering: .relaxed)
         // Every socket gets its worker (zero coalescing delay: UDP replies
         // should not wait); without a handler it does nothing, and async
-        // readers are woken by the socket's own parker.
+        // readers are woken by the socket's own parker. The token counts
+        // the continuation as live for as long as its body exists.
+        let token = stack.live.workerToken()
         socket.attachWorker(on: stack.group.executors[core], delay: .zero) { [weak self] _ in
+            withExtendedLifetime(token) {}
             guard let self, let handler = self.onReadable else { return }
             handler(self)
         }
@@ -185,6 +189,7 @@ public final class UDPSocket: @unchecked Sendable {
             return (s.local?.port ?? 0, s.grouped ? s.local : nil)
         }
         guard let (port, group) = closing else { return }
+        stack.live.openSockets.subtract(1, ordering: .relaxed)
         if let group { stack.leaveReusePortGroup(socket, at: group) }
         if port != 0 { stack.ports.release(port: port, socketID: socket.id) }
         // A synchronous grace period on an executor (a QSBR reader) would
@@ -321,7 +326,7 @@ extension EndpointStack {
             }
             let anchor = demux.makeSocket(.udp, queueCapacity: 16)
             anchor.v6Only.store(v6Only, ordering: .relaxed)
-            let group = ReusePortGroup(anchor: anchor)
+            let group = ReusePortGroup(anchor: anchor, counts: live)
             group.members = [socket]
             // Published before the bind: the anchor is never found without
             // members (the bind's insert releases this store to readers).
