@@ -343,19 +343,28 @@ extension EndpointStack {
 
     /// Removes `socket` from the group of `endpoint`; the last member
     /// closes the anchor.
+    ///
+    /// The anchor leaves the PCB tables under the group lock, before the
+    /// lock is released: a socket that joins next (its port reservation
+    /// does not conflict with the leaving member's) makes a new anchor and
+    /// binds it, which would fail with `addressInUse` while the old anchor
+    /// were still in the table. Hence the deferred close, which never
+    /// blocks (a grace period under the mutex would stall every other
+    /// bind). The close comes before the member list is retired: an input
+    /// core that still finds the anchor then sees either the old list or
+    /// a closed anchor, never an open anchor without members (which would
+    /// queue datagrams where no reader ever looks).
     func leaveReusePortGroup(_ socket: Socket, at endpoint: InetEndpoint) {
-        let anchor: Socket? = reuseGroups.withLock { g in
-            guard let group = g[endpoint] else { return nil }
+        reuseGroups.withLock { g in
+            guard let group = g[endpoint] else { return }
             group.members.removeAll { $0 === socket }
             guard group.members.isEmpty else {
                 group.publish()
-                return nil
+                return
             }
+            group.anchor.closeDeferred()
             group.retire()
             g[endpoint] = nil
-            return group.anchor
         }
-        guard let anchor else { return }
-        if CoreExecutor.current != nil { anchor.closeDeferred() } else { anchor.close() }
     }
 }
