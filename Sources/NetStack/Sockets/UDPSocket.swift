@@ -61,7 +61,9 @@ public final class UDPSocket: @unchecked Sendable {
         /// A member of a reuseport group (bound through its anchor).
         var grouped = false
     }
-    private let state = Mutex(State())
+    /// A pthread lock: control calls and sends on several threads may
+    /// contend (see `PthreadMutex` for the thread sanitizer).
+    private let state = PthreadLockedValue(State())
 
     init(stack: EndpointStack, family: AddressFamily, v6Only: Bool, reusePort: Bool, core: Int,
          onReadable: (@Sendable (UDPSocket) -> Void)?) {

@@ -116,8 +116,9 @@ public final class EndpointStack: @unchecked Sendable {
     let cores: [StackCore]
     /// The UDP port reservations (bind conflicts, ephemeral ports).
     let ports = UDPPortTable()
-    /// SO_REUSEPORT groups by bound endpoint.
-    let reuseGroups = Mutex<[InetEndpoint: ReusePortGroup]>([:])
+    /// SO_REUSEPORT groups by bound endpoint (a pthread lock: joins and
+    /// leaves on several threads contend, see `PthreadMutex`).
+    let reuseGroups = PthreadLockedValue<[InetEndpoint: ReusePortGroup]>([:])
     /// The live counts of ``StackGauges`` no table keeps.
     let live = StackLiveCounts()
     let capture: Capture?
