@@ -130,6 +130,7 @@ struct ServeCommand: ParsableCommand {
         }
         if terminal { writeStderr("") }
         echo?.close()
+        echo = nil   // its last reference: the gauges at exit must not count it
         let queueStats = (0..<queues).compactMap { stack.queueStatistics(queue: $0) }
         stack.shutdown()
         let total = stack.totalStatistics
