@@ -19,9 +19,11 @@ private func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     return true
 }
 
-/// What the stack wrote, per core, as byte arrays.
+/// What the stack wrote, per core, as byte arrays. (Pthread locks here and
+/// below: both cores and the test thread contend, and the thread sanitizer
+/// must see the hand-offs, see `PthreadMutex`.)
 private final class Captured: Sendable {
-    let packets = Mutex<[(core: Int, bytes: [UInt8])]>([])
+    let packets = PthreadLockedValue<[(core: Int, bytes: [UInt8])]>([])
 
     var capture: EndpointStack.Capture {
         { [self] core, batch, buffers in
@@ -283,7 +285,7 @@ private func echoServer(_ stack: EndpointStack, family: AddressFamily = .ipv4, v
         let stack = makeStack(Captured())
         defer { stack.shutdown() }
         /// Member index and source port of every datagram received.
-        let seen = Mutex<[(member: Int, port: UInt16)]>([])
+        let seen = PthreadLockedValue<[(member: Int, port: UInt16)]>([])
         func member(_ m: Int) throws -> UDPSocket {
             let s = stack.makeUDPSocket(.ipv4, reusePort: true) { s in
                 while let p = s.tryReceive({ $0.peer.port }) { seen.withLock { $0.append((m, p)) } }
@@ -392,9 +394,9 @@ private final class CountingSink: Sendable {
 /// The churn test's shared state (its threads and tasks capture it).
 private final class ChurnRun: Sendable {
     let stop = Atomic<Bool>(false)
-    let bindFailures = Mutex<[String]>([])
+    let bindFailures = PthreadLockedValue<[String]>([])
     let made = Atomic<Int>(0)
-    let peak = Mutex(StackGauges())
+    let peak = PthreadLockedValue(StackGauges())
 }
 
 /// The churn test's port plan: explicit ports per form, reuseport groups,

@@ -303,7 +303,7 @@ struct StackNamespaceTests {
         }
         #expect(zero, "still held: \(last.nonZero)")
         let s = stack.totalStatistics
-        #expect(control.sent.load(ordering: .relaxed) > 1000 && s.delivered > 0 && s.datagramsReassembled > 0, "\(s)")
+        #expect(control.sent.load(ordering: .relaxed) > 100 && s.delivered > 0 && s.datagramsReassembled > 0, "\(s)")
         #expect(s.isConserved, "\(s)")
     }
 }
