@@ -82,12 +82,12 @@ let package = Package(
 
         .target(
             name: "DemuxLab",
-            dependencies: ["SMPPrimitives", "FastDemux", "PacketIO"]
+            dependencies: ["SMPPrimitives", "FastDemux", "PacketIO", "CSMPLinux"]
         ),
         .target(
             name: "Workloads",
             dependencies: [
-                "SMPPrimitives", "FastDemux", "DemuxLab", "CURCU", "CPacketIO",
+                "SMPPrimitives", "FastDemux", "DemuxLab", "CURCU", "CPacketIO", "PacketIO", "NetStack",
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),

@@ -3,8 +3,9 @@
 #   liburcu-dev   RCU (SMPPrimitives)          libpcap-dev  capture replay (FastDemux)
 #   tshark        the independent oracle        iproute2     network namespaces (TUN test)
 #   python3       oracle scripts                liburing-dev batched TUN writes (PacketIO)
+#   iputils-ping  scripts/serve-demo.sh
 set -euo pipefail
-want=(liburcu-dev libpcap-dev liburing-dev tshark iproute2 python3 pkg-config)
+want=(liburcu-dev libpcap-dev liburing-dev tshark iproute2 iputils-ping python3 pkg-config)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,7 +4,7 @@
 # lanes share the 2 cores, and one lane's test runs and links fill the other
 # lane's idle time):
 #
-#   tests lane (its output streams here):
+#   tests lane (its output streams here, and goes to a log):
 #     1. the whole test suite (debug), then the executor, continuation and
 #        mailbox suites again with the doorbells' hardware-fence fallback
 #        (SMP_DOORBELL_FENCE=hardware);
@@ -67,6 +67,7 @@ step() {
     fi
     step_title=$1
     step_started=$SECONDS
+    [ -z "$1" ] || echo "$1" >"$logs/$lane.step"
     [ -z "$1" ] || echo "== [$lane] $1" >&3
 }
 
@@ -136,13 +137,21 @@ builds_lane() {
     step ""
 }
 
-builds_log=$(mktemp)
+# Both lanes write to logs; the tests lane's log streams here as it grows.
+# When the run ends, the builds lane's log is printed, then (on a failure)
+# a summary of the failing lane: the step that failed, the lines that name
+# failing tests or sanitizer reports, and the lane's last lines. CI keeps
+# only the tail of the output, so the cause must come last.
+logs=$(mktemp -d)
+: >"$logs/tests.log"
+tail -n +1 -f "$logs/tests.log" &
+streamer=$!
 # Each lane in its own process group (job control on while they start), so
 # that stopping a lane stops every build and test process under it.
 set -m
-( builds_lane ) >"$builds_log" 2>&1 &
+( builds_lane ) >"$logs/builds.log" 2>&1 &
 builds_pid=$!
-( tests_lane ) &
+( tests_lane ) >>"$logs/tests.log" 2>&1 &
 tests_pid=$!
 set +m
 
@@ -162,12 +171,24 @@ fi
 st=0
 wait "$other" || st=$?
 if [ $status -eq 0 ] && [ $st -ne 0 ]; then status=1 failed=$other_lane; fi
+sleep 1
+kill "$streamer" 2>/dev/null || true
+wait "$streamer" 2>/dev/null || true
 
 echo "== the builds lane's output"
-cat "$builds_log"
-rm -f "$builds_log"
+cat "$logs/builds.log"
 if [ $status -ne 0 ]; then
-    echo "test.sh: the $failed lane failed (after $SECONDS s; see its output above)" >&2
+    log="$logs/$failed.log"
+    echo
+    echo "== test.sh: failure summary of the $failed lane"
+    echo "-- the step that failed: $(cat "$logs/$failed.step" 2>/dev/null || echo unknown)"
+    echo "-- failing tests, sanitizer reports and watchdogs:"
+    grep -a -n -E '✘|error:|[Ff]ailed|FAIL|Fatal error|ThreadSanitizer|AddressSanitizer|LeakSanitizer|SUMMARY:|watchdog|Crash|signal [0-9]' \
+        "$log" | grep -a -v -E 'Compiling|warning: ' | tail -n 80 || true
+    echo "-- the last 60 lines of the $failed lane:"
+    tail -n 60 "$log"
+    echo "test.sh: the $failed lane failed in '$(cat "$logs/$failed.step" 2>/dev/null || echo unknown)' (after $SECONDS s)" >&2
     exit 1
 fi
+rm -rf "$logs"
 echo "test.sh: all passes succeeded in $SECONDS s"

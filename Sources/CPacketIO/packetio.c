@@ -21,6 +21,9 @@ struct smp_mmsg_batch {
     struct mmsghdr *msgs;
     struct iovec *iov;
     unsigned char *buffers;
+    /// The source of each message of smp_mmsg_receive_from (what
+    /// smp_mmsg_reply sends back to).
+    struct sockaddr_storage *names;
 };
 
 struct smp_mmsg_batch *smp_mmsg_batch_create(unsigned int count, unsigned int buffer_size) {
@@ -30,8 +33,9 @@ struct smp_mmsg_batch *smp_mmsg_batch_create(unsigned int count, unsigned int bu
     b->buffer_size = (buffer_size + 15u) & ~15u;
     b->msgs = calloc(count, sizeof *b->msgs);
     b->iov = calloc(count, sizeof *b->iov);
+    b->names = calloc(count, sizeof *b->names);
     if (posix_memalign((void **)&b->buffers, 64, (size_t)count * b->buffer_size) != 0) b->buffers = NULL;
-    if (!b->msgs || !b->iov || !b->buffers) {
+    if (!b->msgs || !b->iov || !b->names || !b->buffers) {
         smp_mmsg_batch_destroy(b);
         return NULL;
     }
@@ -49,6 +53,7 @@ void smp_mmsg_batch_destroy(struct smp_mmsg_batch *b) {
     if (!b) return;
     free(b->msgs);
     free(b->iov);
+    free(b->names);
     free(b->buffers);
     free(b);
 }
@@ -79,6 +84,22 @@ int smp_mmsg_receive(int fd, struct smp_mmsg_batch *b, unsigned int count, int d
         b->msgs[i].msg_hdr.msg_namelen = 0;
     }
     return recvmmsg(fd, b->msgs, count, dontwait ? MSG_DONTWAIT : 0, NULL);
+}
+
+int smp_mmsg_receive_from(int fd, struct smp_mmsg_batch *b, unsigned int count) {
+    for (unsigned int i = 0; i < count; i++) {
+        b->iov[i].iov_len = b->buffer_size;
+        b->msgs[i].msg_hdr.msg_name = &b->names[i];
+        b->msgs[i].msg_hdr.msg_namelen = sizeof b->names[i];
+    }
+    return recvmmsg(fd, b->msgs, count, MSG_DONTWAIT, NULL);
+}
+
+int smp_mmsg_reply(int fd, struct smp_mmsg_batch *b, unsigned int first, unsigned int count) {
+    // recvmmsg left msg_name pointing at names[i] and msg_namelen at the
+    // source's length; only the lengths to send change.
+    for (unsigned int i = first; i < first + count; i++) b->iov[i].iov_len = b->msgs[i].msg_len;
+    return sendmmsg(fd, b->msgs + first, count, 0);
 }
 
 int smp_epoll_create(void) {

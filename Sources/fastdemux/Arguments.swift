@@ -64,7 +64,14 @@ enum WorkloadChoice: NamedChoice, Hashable {
     case all
     case named(String)
 
-    static var allCases: [WorkloadChoice] { [.all] + WorkloadRegistry.all.map { .named($0.name) } }
+    /// `all`, the registry's workloads, then stack-udp-echo (which `all`
+    /// does not run: it needs root and runs in rounds of its own).
+    static var allCases: [WorkloadChoice] {
+        [.all] + WorkloadRegistry.all.map { .named($0.name) } + [.named(StackUDPEchoBenchmark.workload)]
+    }
+
+    /// Whether this is stack-udp-echo.
+    var isStackUDPEcho: Bool { self == .named(StackUDPEchoBenchmark.workload) }
 
     var description: String {
         switch self {
@@ -95,6 +102,9 @@ enum ImplChoice: NamedChoice, Hashable {
         var names: [String] = []
         for w in WorkloadRegistry.all {
             for i in w.impls where !names.contains(i.name) { names.append(i.name) }
+        }
+        for i in StackUDPEchoBenchmark.Implementation.allCases where !names.contains(i.rawValue) {
+            names.append(i.rawValue)
         }
         return [.project, .all] + names.map { .named($0) }
     }

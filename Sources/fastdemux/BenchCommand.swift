@@ -15,6 +15,13 @@ struct BenchCommand: ParsableCommand {
             impl, ops, seconds, mops (throughput workloads), ns_per_op, checked, note, the workload's \
             own fields (complete: false if --cap stopped the run), schemaVersion (\(JSONSchema.version); \
             raised when a field is removed or changes meaning) and version (the package version).
+
+            - \(StackUDPEchoBenchmark.workload) (needs root; not part of 'all'): the same kernel UDP client \
+            load (--sockets sockets, each with --inflight requests in flight, --payload bytes) against the \
+            project's stack on a TUN device (netstack) and a Linux epoll + recvmmsg/sendmmsg echo server \
+            behind a veth pair (linux_udp_epoll), alternating for --rounds rounds of --duration seconds \
+            each (or --n replies); one line per implementation per round, with requests/s, median and p99 \
+            round trip and the ratio stack/kernel. Its default --impl runs both.
             """
     )
 
@@ -33,15 +40,31 @@ struct BenchCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Per-implementation wall-clock cap in seconds.", valueName: "seconds"))
     var cap: Double = 30
 
+    @OptionGroup(title: "stack-udp-echo")
+    var echo: StackUDPEchoOptions
+
     func validate() throws {
         if let n, n <= 0 { throw ValidationError("--n must be positive") }
         if !(cap > 0) { throw ValidationError("--cap must be positive") }
+        if workload.isStackUDPEcho {
+            let names = StackUDPEchoBenchmark.Implementation.allCases.map(\.rawValue)
+            if case .named(let name) = impl, !names.contains(name) {
+                throw ValidationError("workload \(StackUDPEchoBenchmark.workload) has no impl '\(name)'; known: "
+                                      + names.joined(separator: ", "))
+            }
+            try echo.validate()
+            return
+        }
+        if let option = echo.given.first {
+            throw ValidationError("\(option) is an option of \(StackUDPEchoBenchmark.workload) only")
+        }
         for w in workload.workloads where impl.implementations(of: w).isEmpty {
             throw ValidationError("workload \(w.name) has no impl '\(impl)'; known: \(w.impls.map(\.name).joined(separator: ", "))")
         }
     }
 
     func run() throws {
+        if workload.isStackUDPEcho { return try runStackUDPEcho() }
         let options = WorkloadOptions(n: n, capSeconds: cap)
         var failed = false
         for w in workload.workloads {

@@ -71,8 +71,16 @@ func runSoak(_ c: SoakConfiguration, json: Bool, emit: @escaping @Sendable (Stri
     if json {
         emit((try? JSONLine.encode(SoakSummaryJSON(summary))) ?? "{}")
     } else {
-        let g = summary.secondHalfGrowth.map { "\($0 >= 0 ? "+" : "")\(fixed(Double($0) / 1_048_576, 2)) MiB" } ?? "-"
-        emit("resident memory over the second half: \(g) (limit \(fixed(Double(summary.growthLimit) / 1_048_576, 2)) MiB); "
+        func mib(_ b: Int) -> String { "\(b >= 0 ? "+" : "")\(fixed(Double(b) / 1_048_576, 2)) MiB" }
+        let window: String
+        if let g = summary.growth, let from = summary.growthJudgedFrom {
+            window = "\(mib(g)) from \(fixed(from, 0)) s (limit \(fixed(Double(summary.growthLimit) / 1_048_576, 2)) MiB)"
+        } else {
+            window = "not judged (the working set reached a new peak in the last interval)"
+        }
+        emit("resident memory: second half \(summary.secondHalfGrowth.map(mib) ?? "-"); after the working set settled \(window)")
+        emit("heap in use after the run vs before it: \(summary.heapResidual.map(mib) ?? "-") "
+             + "(limit \(fixed(Double(summary.heapResidualLimit) / 1_048_576, 2)) MiB); "
              + "conservation held at \(summary.reports.filter(\.conserved).count) of \(summary.reports.count) reports")
         emit("fastdemux soak: " + (summary.passed ? "OK" : "FAILED"))
     }
@@ -170,12 +178,18 @@ struct SoakSummaryJSON: Encodable {
     var passed: Bool
     var conservedReports: Int
     var rssSecondHalfGrowthBytes: Int?
+    var rssGrowthBytes: Int?
+    var rssJudgedFromSeconds: Double?
     var rssGrowthLimitBytes: Int
+    var heapResidualBytes: Int?
+    var heapResidualLimitBytes: Int
     var failures: [String]
 
     enum CodingKeys: String, CodingKey {
         case schemaVersion, version, command, kind, reports, passed, conservedReports = "conserved_reports"
         case rssSecondHalfGrowthBytes = "rss_second_half_growth_bytes", rssGrowthLimitBytes = "rss_growth_limit_bytes"
+        case rssGrowthBytes = "rss_growth_bytes", rssJudgedFromSeconds = "rss_judged_from_seconds"
+        case heapResidualBytes = "heap_residual_bytes", heapResidualLimitBytes = "heap_residual_limit_bytes"
         case failures
     }
 
@@ -185,6 +199,10 @@ struct SoakSummaryJSON: Encodable {
         conservedReports = s.reports.filter(\.conserved).count
         rssSecondHalfGrowthBytes = s.secondHalfGrowth
         rssGrowthLimitBytes = s.growthLimit
+        rssGrowthBytes = s.growth
+        rssJudgedFromSeconds = s.growthJudgedFrom
+        heapResidualBytes = s.heapResidual
+        heapResidualLimitBytes = s.heapResidualLimit
         failures = s.failures
     }
 }

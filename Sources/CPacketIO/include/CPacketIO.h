@@ -31,6 +31,15 @@ int smp_mmsg_send(int fd, struct smp_mmsg_batch *batch, unsigned int first, unsi
 /// `dontwait` selecting MSG_DONTWAIT. Returns the number received, or -1
 /// with errno set.
 int smp_mmsg_receive(int fd, struct smp_mmsg_batch *batch, unsigned int count, int dontwait);
+/// recvmmsg(2, MSG_DONTWAIT) into messages 0..<count (whole buffers),
+/// keeping each message's source address in the batch, for
+/// smp_mmsg_reply. Returns the number received, or -1 with errno set.
+int smp_mmsg_receive_from(int fd, struct smp_mmsg_batch *batch, unsigned int count);
+/// sendmmsg(2) of messages first..<first+count of the last
+/// smp_mmsg_receive_from back to their sources, each with the bytes it
+/// received (an echo; the buffers may have been changed in place).
+/// Returns the number sent, or -1 with errno set.
+int smp_mmsg_reply(int fd, struct smp_mmsg_batch *batch, unsigned int first, unsigned int count);
 
 /// epoll_create1(EPOLL_CLOEXEC). Returns the descriptor or -1 (errno).
 int smp_epoll_create(void);

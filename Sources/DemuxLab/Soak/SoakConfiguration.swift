@@ -1,3 +1,4 @@
+import CSMPLinux
 import FastDemux
 import Glibc
 
@@ -27,6 +28,12 @@ public struct SoakConfiguration: Sendable {
     /// The RSS growth over the second half of the run allowed, in bytes
     /// (the run also allows 5% of the mid-run RSS, whichever is larger).
     public var rssGrowthLimit = 8 << 20
+    /// The heap bytes in use after the run (everything it made freed)
+    /// beyond those before it, allowed (see `SoakRun.summarize`): what may
+    /// stay is the Swift runtime's lazily made metadata and the C
+    /// libraries' one-time state, a few KiB; a leaked 64-byte PCB node per
+    /// close is about 2 MiB over a 15 s run of the churn.
+    public var heapResidualLimit = 1 << 20
     /// Seconds a report waits for the packets in flight to settle before it
     /// declares conservation broken.
     public var settleTimeout = 10.0
@@ -88,15 +95,36 @@ public struct SoakReport: Sendable {
 public struct SoakSummary: Sendable {
     public var reports: [SoakReport]
     /// RSS growth from the report nearest mid-run to the last one, bytes
-    /// (nil with fewer than 2 reports).
+    /// (nil with fewer than 2 reports). Reported; the verdict uses
+    /// ``growth``.
     public var secondHalfGrowth: Int?
-    /// The growth allowed (max of the configured limit and 5% of mid-run RSS).
+    /// RSS growth over the judged window, from ``growthJudgedFrom`` to the
+    /// last report (see `SoakRun.summarize`); nil if
+    /// RSS was not judged (fewer than 2 reports, or the working set reached
+    /// a new peak in the last interval).
+    public var growth: Int?
+    /// Seconds into the run of the report the judged window starts at.
+    public var growthJudgedFrom: Double?
+    /// The growth allowed (max of the configured limit and 5% of the RSS
+    /// at the window's start).
     public var growthLimit: Int
+    /// Heap bytes in use (glibc's `mallinfo2`: `uordblks + hblkhd`) after
+    /// the run, everything it made freed, minus before it; nil if not
+    /// measured.
+    public var heapResidual: Int?
+    /// The residual allowed (``SoakConfiguration/heapResidualLimit``).
+    public var heapResidualLimit: Int
     /// Why the run failed (empty: it passed).
     public var failures: [String]
 
     public var passed: Bool { failures.isEmpty }
 }
+
+/// Heap bytes in use now: glibc's `mallinfo2()`, the bytes of allocated
+/// chunks in every arena (`uordblks`) plus those of mmap-ed chunks
+/// (`hblkhd`). Unlike RSS it falls when memory is freed. Any thread; walks
+/// the arenas under their locks (microseconds), so not for hot paths.
+public func heapBytesInUse() -> Int { Int(smp_heap_bytes_in_use()) }
 
 /// Resident set size of this process in bytes (VmRSS of /proc/self/status),
 /// or 0 if it cannot be read. Any thread; a few system calls, no Foundation.
