@@ -9,8 +9,9 @@ import TestSupport
 // IP packets go in through EndpointStack.inject, what the stack writes
 // comes out through its capture output.
 
-/// Polls `condition` until it holds or `seconds` pass (never hangs).
-private func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+/// Polls `condition` until it holds or `seconds` pass (never hangs). Also
+/// the namespace tests'.
+func eventually(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     while !condition() {
         if ContinuousClock.now > deadline { return false }

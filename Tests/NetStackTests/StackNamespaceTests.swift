@@ -95,16 +95,6 @@ private func roundTrip(_ s: TestSocket, _ payload: [UInt8], capacity: Int = 2048
     return .success(Array(buffer[0..<n]))
 }
 
-/// Polls `condition` until it holds or `seconds` pass (never hangs).
-private func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
-    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-    while !condition() {
-        if ContinuousClock.now > deadline { return false }
-        usleep(1000)
-    }
-    return true
-}
-
 /// The churn test's kernel client: told when to stop, reports what it sent.
 private final class ClientControl: Sendable {
     let stop = Atomic<Bool>(false)
@@ -293,7 +283,7 @@ struct StackNamespaceTests {
         #expect(failure == nil, "\(failure ?? "")")
         f.echo.close()
         var last = StackGauges()
-        let zero = waitFor(seconds: 10) {
+        let zero = eventually(seconds: 10) {
             last = stack.gauges
             // The fixture still holds the closed echo socket (its demux
             // socket and worker are freed with the fixture).
