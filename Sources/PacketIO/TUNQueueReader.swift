@@ -180,6 +180,15 @@ public final class TUNQueueReader: Sendable {
         for p in packets { c.cache.free(p) }
     }
 
+    /// Free buffers held by queue `queue`'s pool cache (they are free, but
+    /// not on the pool's global stack: a buffer-leak check subtracts
+    /// them). Executor `queue` only (the cache's owner); one load.
+    public func cachedBufferCount(queue: Int) -> Int {
+        let c = cores[queue]
+        precondition(c.executor.isCurrent, "TUNQueueReader.cachedBufferCount(queue: \(queue)) off executor \(queue)")
+        return c.cache.cachedCount
+    }
+
     /// Counts `count` packets that arrived on queue `queue` although
     /// another core owns their flow (the stack's judgement). Executor
     /// `queue` only; one relaxed load and store.

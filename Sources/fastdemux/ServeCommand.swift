@@ -121,20 +121,24 @@ struct ServeCommand: ParsableCommand {
             }
             if sigtimedwait(&signals, nil, &timeout) > 0 { break }
             if terminal {
-                writeStderr("\r" + statusLine(stack.totalStatistics, seconds: seconds(since: start)) + "   ",
-                            newline: false)
+                writeStderr("\r" + statusLine(stack.totalStatistics, stack.gauges, seconds: seconds(since: start))
+                            + "   ", newline: false)
             }
         }
         if terminal { writeStderr("") }
         echo?.close()
+        echo = nil   // its last reference: the gauges at exit must not count it
         let queueStats = (0..<queues).compactMap { stack.queueStatistics(queue: $0) }
         stack.shutdown()
         let total = stack.totalStatistics
+        // After the echo socket closed and the stack stopped: what is still
+        // held is a leak (or a fragment waiting for the rest of its datagram).
+        let gauges = stack.gauges
         let elapsed = seconds(since: start)
         if json {
-            try printJSONLine(ServeSummaryJSON(total, queues: queueStats, seconds: elapsed))
+            try printJSONLine(ServeSummaryJSON(total, gauges, queues: queueStats, seconds: elapsed))
         } else {
-            print(summaryText(total, queues: queueStats, seconds: elapsed))
+            print(summaryText(total, gauges, queues: queueStats, seconds: elapsed))
         }
     }
 
@@ -144,13 +148,15 @@ struct ServeCommand: ParsableCommand {
     }
 }
 
-private func statusLine(_ s: StackStatistics, seconds: Double) -> String {
+private func statusLine(_ s: StackStatistics, _ g: StackGauges, seconds: Double) -> String {
     "\(fixed(seconds, 0)) s: in \(s.packetsIn), delivered \(s.delivered), echo replies \(s.echoRequestsAnswered), "
         + "sent \(s.datagramsSent), port unreachable \(s.portUnreachableSent), dropped \(s.droppedTotal), "
-        + "out \(s.packetsOut)"
+        + "out \(s.packetsOut); sockets \(g.openSockets), buffers \(g.receiveBuffers.inUse)+\(g.datagramBuffers.inUse), "
+        + "reassembly \(g.reassemblyQueues)"
 }
 
-private func summaryText(_ s: StackStatistics, queues: [TUNQueueReader.Statistics], seconds: Double) -> String {
+private func summaryText(_ s: StackStatistics, _ g: StackGauges, queues: [TUNQueueReader.Statistics],
+                         seconds: Double) -> String {
     var lines = ["serve: \(fixed(seconds, 1)) s",
                  "  packets in          \(s.packetsIn) (handed between cores \(s.handedOff))",
                  "  delivered (UDP)     \(s.delivered)",
@@ -169,6 +175,7 @@ private func summaryText(_ s: StackStatistics, queues: [TUNQueueReader.Statistic
                      + "write errors \(q.writeErrors)")
     }
     lines.append("  conservation        \(s.isConserved ? "ok" : "VIOLATED") (\(s.entered) in, \(s.accounted) accounted)")
+    lines.append("  held at exit        " + (g.isZero ? "nothing" : g.nonZero))
     return lines.joined(separator: "\n")
 }
 
@@ -181,12 +188,16 @@ struct ServeSummaryJSON: Encodable {
     let drops: [String: Int]
     let queues: [Queue]
     let conserved: Bool
+    /// Every gauge at exit (after the echo socket closed and the stack
+    /// stopped), by its snake_case name: all 0 unless something leaked
+    /// or a fragment still waited for its datagram.
+    let gauges: [String: Int]
 
     struct Queue: Encodable {
         let read, written, misplaced: Int
     }
 
-    init(_ s: StackStatistics, queues q: [TUNQueueReader.Statistics], seconds: Double) {
+    init(_ s: StackStatistics, _ g: StackGauges, queues q: [TUNQueueReader.Statistics], seconds: Double) {
         self.seconds = seconds
         packetsIn = s.packetsIn
         handedOff = s.handedOff
@@ -200,10 +211,11 @@ struct ServeSummaryJSON: Encodable {
         drops = Dictionary(uniqueKeysWithValues: StackDropReason.allCases.map { ($0.description, s.dropped($0)) })
         queues = q.map { Queue(read: $0.packetsRead, written: $0.packetsWritten, misplaced: $0.misplaced) }
         conserved = s.isConserved
+        gauges = Dictionary(uniqueKeysWithValues: g.levels.map { ($0.name, $0.value) })
     }
 
     enum CodingKeys: String, CodingKey {
-        case schemaVersion, version, command, seconds, delivered, dropped, drops, queues, conserved
+        case schemaVersion, version, command, seconds, delivered, dropped, drops, queues, conserved, gauges
         case packetsIn = "packets_in", handedOff = "handed_off", echoReplies = "echo_replies"
         case datagramsSent = "datagrams_sent", reassembled, portUnreachable = "port_unreachable"
         case packetsOut = "packets_out"

@@ -1,5 +1,6 @@
 import Glibc
 import PacketIO
+import SMPPrimitives
 import Synchronization
 import Testing
 import TestSupport
@@ -23,7 +24,8 @@ private final class StackFixture: Sendable {
     let stack: EndpointStack
     let echo: UDPSocket
 
-    init(queues: Int = 2) throws {
+    init(queues: Int = 2,
+         reassembly: ReassemblyConfiguration = ReassemblyConfiguration(maxQueues: 64, maxFragments: 1024)) throws {
         ns = try TestNetworkNamespace()
         let name = "fdstack0"
         tun = try ns.inside { () throws -> TUNDevice in try TUNDevice(name: name, mode: .multiQueue(queues)) }
@@ -35,7 +37,8 @@ private final class StackFixture: Sendable {
         try ns.sysctl("net.ipv4.ping_group_range=0 2147483647")
         stack = try EndpointStack.start(on: tun, configuration: .init(
             addresses: [IPAddress(stackV4)!, IPAddress(stackV6)!], cores: queues,
-            spinPasses: 50))   // the test machine is shared: park soon when idle
+            spinPasses: 50,   // the test machine is shared: park soon when idle
+            reassembly: reassembly))
         // The echo service, as a user writes it: an IPv6 dual-stack socket
         // on the executor form of the API.
         echo = stack.makeUDPSocket(.ipv6) { s in
@@ -90,6 +93,12 @@ private func roundTrip(_ s: TestSocket, _ payload: [UInt8], capacity: Int = 2048
     let n = buffer.withUnsafeMutableBytes { recv(s.fd, $0.baseAddress, $0.count, 0) }
     guard n >= 0 else { return .failure(TUNError(operation: "recv", code: errno)) }
     return .success(Array(buffer[0..<n]))
+}
+
+/// The churn test's kernel client: told when to stop, reports what it sent.
+private final class ClientControl: Sendable {
+    let stop = Atomic<Bool>(false)
+    let sent = Atomic<Int>(0)
 }
 
 /// Datagrams of 1 to 1,400 bytes, varying content.
@@ -205,4 +214,87 @@ struct StackNamespaceTests {
         #expect(misplaced <= 2 * flows, "\(misplaced) misplaced of \(flows * perFlow)")
         #expect(s.isConserved, "\(s)")
     }
+
+    /// Issue 10 against the kernel: a kernel UDP client sends (IPv4 and
+    /// IPv6, small datagrams and 3,000-byte ones the kernel fragments) to
+    /// ports whose sockets are bound and closed over and over meanwhile;
+    /// afterwards nothing is held: sockets, table entries, buffers (the TUN
+    /// queues' caches included), reassembly.
+    @Test func socketsChurnWhileAKernelClientSendsAndNothingLeaks() throws {
+        var reassembly = ReassemblyConfiguration(maxQueues: 64, maxFragments: 1024)
+        reassembly.ipv4Timeout = .milliseconds(200)
+        reassembly.ipv6Timeout = .milliseconds(200)
+        let f = try StackFixture(reassembly: reassembly)
+        defer { f.tearDown() }
+        let control = ClientControl()
+        let client = PinnedThread(name: "ns-client") { [ns = f.ns] () -> String? in
+            do {
+                return try ns.inside { () throws -> String? in
+                    let v4 = TestSocket(fd: socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0))
+                    let v6 = TestSocket(fd: socket(AF_INET6, Int32(SOCK_DGRAM.rawValue), 0))
+                    guard v4.fd >= 0, v6.fd >= 0 else { return "socket: errno \(errno)" }
+                    var reply = [UInt8](repeating: 0, count: 4096)
+                    var i = 0
+                    while !control.stop.load(ordering: .relaxed) {
+                        let v = i & 1 == 0
+                        let port: UInt16 = i % 5 == 0 ? 7 : 20000 + UInt16(i % 64)
+                        let sa = sockaddrBytes(v ? stackV4 : stackV6, port)
+                        let p = payload(i) + (i % 16 == 3 ? [UInt8](repeating: 0x5a, count: 3000) : [])
+                        _ = p.withUnsafeBytes { b in
+                            sa.withUnsafeBytes { a in
+                                sendto(v ? v4.fd : v6.fd, b.baseAddress, b.count, 0,
+                                       a.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(a.count))
+                            }
+                        }
+                        i += 1
+                        if i % 16 == 0 {
+                            // Take what came back (echoes), and let the stack keep up.
+                            for fd in [v4.fd, v6.fd] {
+                                while reply.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }) > 0 {}
+                            }
+                            usleep(200)
+                        }
+                    }
+                    control.sent.store(i, ordering: .relaxed)
+                    return nil
+                }
+            } catch {
+                return "\(error)"
+            }
+        }
+        let stack = f.stack
+        var window: [UDPSocket] = []
+        for i in 0..<1000 {
+            let s = stack.makeUDPSocket(i & 1 == 0 ? .ipv4 : .ipv6, core: i & 1) { s in
+                while s.tryReceive({ d in try? s.send(d.payload, to: d.peer) }) != nil {}
+            }
+            #expect(throws: Never.self) { try s.bind(port: 20000 + UInt16(i % 64)) }
+            window.append(s)
+            if window.count == 16 {
+                let old = window.removeFirst()
+                if i % 3 == 0 { stack.group.call(on: (i / 3) & 1) { old.close() } } else { old.close() }
+            }
+            usleep(200)
+        }
+        for s in window { s.close() }
+        window = []
+        control.stop.store(true, ordering: .relaxed)
+        let failure = client.join()
+        #expect(failure == nil, "\(failure ?? "")")
+        f.echo.close()
+        var last = StackGauges()
+        let zero = eventually(seconds: 10) {
+            last = stack.gauges
+            // The fixture still holds the closed echo socket (its demux
+            // socket and worker are freed with the fixture).
+            last.liveSockets -= 1
+            last.socketWorkers -= 1
+            return last.isZero
+        }
+        #expect(zero, "still held: \(last.nonZero)")
+        let s = stack.totalStatistics
+        #expect(control.sent.load(ordering: .relaxed) > 100 && s.delivered > 0 && s.datagramsReassembled > 0, "\(s)")
+        #expect(s.isConserved, "\(s)")
+    }
 }
+

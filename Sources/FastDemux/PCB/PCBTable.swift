@@ -30,6 +30,10 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
     let release: (@Sendable (PacketRef) -> Void)?
     /// Packets found queued in sockets torn down after close.
     private let teardownDrops = Atomic<Int>(0)
+    /// Sockets made by this table's demux and not yet deinitialized.
+    private let liveSocketCount = Atomic<Int>(0)
+    /// Sockets whose close began and whose teardown has not finished.
+    private let closingSocketCount = Atomic<Int>(0)
 
     struct ControlState {
         /// Reserved TCP endpoints (bound, not yet listening or connected).
@@ -102,6 +106,26 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
 
     /// Packets that were still queued in sockets when they were torn down.
     public var packetsDrainedAtTeardown: Int { teardownDrops.load(ordering: .relaxed) }
+
+    /// Sockets of this table's ``Demux`` that exist: counted from the
+    /// socket's `init` (``Demux/makeSocket(_:queueCapacity:)``) to its
+    /// `deinit`, whatever its state: unbound, bound, connected, closed but
+    /// still referenced by its owner, by a table entry awaiting its grace
+    /// period or by a deferred teardown. A leak check: once every owner
+    /// dropped its sockets and every close finished, it is 0.
+    ///
+    /// Any thread; a relaxed load, so a snapshot that may lag a concurrent
+    /// make or free (each change is one relaxed RMW of one counter, so the
+    /// count itself never drifts).
+    public var liveSockets: Int { liveSocketCount.load(ordering: .relaxed) }
+
+    /// Sockets whose ``Socket/close()`` or ``Socket/closeDeferred()`` has
+    /// begun and whose teardown (the grace period, the drain of the receive
+    /// queue, the release of the table's references) has not finished:
+    /// deferred closes waiting on liburcu's call_rcu thread, and
+    /// synchronous closes inside their grace period. Any thread; a relaxed
+    /// load (as ``liveSockets``). ``Demux/barrier()`` brings it to 0.
+    public var closingSockets: Int { closingSocketCount.load(ordering: .relaxed) }
 
     // MARK: SocketTableControl
 
@@ -180,6 +204,8 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
 
     func close(_ s: Socket) { close([s]) }
     func closeDeferred(_ s: Socket) { close([s], deferred: true) }
+    func socketAllocated() { liveSocketCount.add(1, ordering: .relaxed) }
+    func socketFreed() { liveSocketCount.subtract(1, ordering: .relaxed) }
 
     /// Closes several sockets with one grace period (see ``Socket/close()``).
     ///
@@ -220,6 +246,7 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
             }
         }
         guard !closing.isEmpty else { return }
+        closingSocketCount.add(closing.count, ordering: .relaxed)
         for s in closing { s.wakeReaderForClose() }
         // After one grace period no input thread can hold a closed socket
         // from a lookup, so its queue can be drained for good and the
@@ -241,6 +268,7 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
         for s in closing { n += s.drainAtTeardown(pool: pool, release: release) }
         if n > 0 { teardownDrops.add(n, ordering: .relaxed) }
         for b in removed { SocketReference(bits: b).release() }
+        closingSocketCount.subtract(closing.count, ordering: .relaxed)
     }
 
     private func releaseAfterGracePeriod(_ entries: [UInt]) {

@@ -146,9 +146,11 @@ public final class Socket: @unchecked Sendable {
         let raw = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 128)
         readerSide = raw.bindMemory(to: ReaderSide.self, capacity: 1)
         readerSide.initialize(to: ReaderSide())
+        control.socketAllocated()
     }
 
     deinit {
+        control.socketFreed()
         worker?.release()
         readerSide.deinitialize(count: 1)
         UnsafeMutableRawPointer(readerSide).deallocate()
@@ -332,4 +334,8 @@ protocol SocketTableControl: AnyObject, Sendable {
     func connect(_ s: Socket, remote: InetEndpoint, local: InetEndpoint?) throws(SocketError)
     func close(_ s: Socket)
     func closeDeferred(_ s: Socket)
+    /// A socket of this table was made (its `init`) / freed (its `deinit`):
+    /// the live-socket gauge.
+    func socketAllocated()
+    func socketFreed()
 }

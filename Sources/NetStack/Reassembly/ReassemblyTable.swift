@@ -237,6 +237,25 @@ public final class ReassemblyTable: @unchecked Sendable {
     /// Datagrams being reassembled now.
     public var queueCount: Int { index.count }
 
+    /// The fragments held now and their buffers' bytes (lengths as set,
+    /// headers included), counted by walking every queue's fragment list:
+    /// what the table keeps out of ``fragmentPool``. Owning executor only;
+    /// O(`maxQueues` + fragments held), no allocation (control path: leak
+    /// checks, status).
+    public var held: (fragments: Int, bytes: Int) {
+        var fragments = 0, bytes = 0
+        for qi in 0..<configuration.maxQueues {
+            guard let q = queues[qi] else { continue }
+            var f = q.head
+            while f >= 0 {
+                fragments += 1
+                bytes += fragmentPool.length(of: self.fragments[Int(f)].packet)
+                f = self.fragments[Int(f)].next
+            }
+        }
+        return (fragments, bytes)
+    }
+
     /// The earliest deadline of a queued datagram (when ``expire(now:_:)``
     /// next has work), or nil when nothing is queued. O(``queueCount``)
     /// worth of slots: `maxQueues`.

@@ -11,14 +11,21 @@ final class ReusePortMembers: @unchecked Sendable {
     /// Keeps the member sockets alive while an input core may use the list.
     let sockets: [Socket]
     let references: UnsafeMutableBufferPointer<SocketReference>
+    /// Counts this list as live until its `deinit` (a gauge).
+    let counts: StackLiveCounts
 
-    init(_ sockets: [Socket]) {
+    init(_ sockets: [Socket], counts: StackLiveCounts) {
         self.sockets = sockets
+        self.counts = counts
+        counts.memberLists.add(1, ordering: .relaxed)
         references = .allocate(capacity: max(1, sockets.count))
         for (i, s) in sockets.enumerated() { references.initializeElement(at: i, to: SocketReference(unretained: s)) }
     }
 
-    deinit { references.deallocate() }
+    deinit {
+        references.deallocate()
+        counts.memberLists.subtract(1, ordering: .relaxed)
+    }
 
     /// The member for a flow hash (Linux's reuseport_select_sock picks by
     /// the flow hash too, so a flow stays with one member while the group
@@ -40,13 +47,17 @@ final class ReusePortGroup: @unchecked Sendable {
     // `reuseGroups` mutex; `anchor` is immutable.
     let anchor: Socket
     var members: [Socket] = []
+    let counts: StackLiveCounts
 
-    init(anchor: Socket) { self.anchor = anchor }
+    init(anchor: Socket, counts: StackLiveCounts) {
+        self.anchor = anchor
+        self.counts = counts
+    }
 
     /// Publishes the current member list; the replaced one is released
     /// after a grace period (an input core may still be reading it).
     func publish() {
-        let list = Unmanaged.passRetained(ReusePortMembers(members))
+        let list = Unmanaged.passRetained(ReusePortMembers(members, counts: counts))
         // Releasing: an input core that loads the word (acquiring) sees
         // the list's initialized contents. The old value needs no
         // acquire: it was stored under the same group mutex we hold.

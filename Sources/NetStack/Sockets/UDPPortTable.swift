@@ -1,4 +1,4 @@
-import Synchronization
+import SMPPrimitives
 
 /// Errors of the UDP socket API, with the errno Linux gives for each.
 @frozen
@@ -91,7 +91,9 @@ final class UDPPortTable: Sendable {
         }
     }
 
-    private let state = Mutex<(ports: [UInt16: [Binding]], next: UInt16)>(
+    /// A pthread lock (binds and closes on several threads contend for it,
+    /// and the thread sanitizer must see the hand-offs: see `PthreadMutex`).
+    private let state = PthreadLockedValue<(ports: [UInt16: [Binding]], next: UInt16)>(
         ([:], UInt16.random(in: UDPPortTable.ephemeralRange)))
 
     /// Reserves `port` (0: an ephemeral port) for `binding`; returns the port.
@@ -119,6 +121,12 @@ final class UDPPortTable: Sendable {
             s.ports[chosen, default: []].append(binding)
             return chosen
         }
+    }
+
+    /// Bindings reserved now, over all ports (a gauge: one per bound or
+    /// connected socket). Any thread; one lock.
+    var reservationCount: Int {
+        state.withLock { s in s.ports.values.reduce(0) { $0 + $1.count } }
     }
 
     /// Releases the socket's reservation of `port`.

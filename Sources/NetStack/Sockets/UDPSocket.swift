@@ -61,7 +61,9 @@ public final class UDPSocket: @unchecked Sendable {
         /// A member of a reuseport group (bound through its anchor).
         var grouped = false
     }
-    private let state = Mutex(State())
+    /// A pthread lock: control calls and sends on several threads may
+    /// contend (see `PthreadMutex` for the thread sanitizer).
+    private let state = PthreadLockedValue(State())
 
     init(stack: EndpointStack, family: AddressFamily, v6Only: Bool, reusePort: Bool, core: Int,
          onReadable: (@Sendable (UDPSocket) -> Void)?) {
@@ -73,10 +75,14 @@ public final class UDPSocket: @unchecked Sendable {
         self.onReadable = onReadable
         socket = stack.demux.makeSocket(.udp)
         socket.v6Only.store(self.v6Only, ordering: .relaxed)
+        stack.live.openSockets.add(1, ordering: .relaxed)
         // Every socket gets its worker (zero coalescing delay: UDP replies
         // should not wait); without a handler it does nothing, and async
-        // readers are woken by the socket's own parker.
+        // readers are woken by the socket's own parker. The token counts
+        // the continuation as live for as long as its body exists.
+        let token = stack.live.workerToken()
         socket.attachWorker(on: stack.group.executors[core], delay: .zero) { [weak self] _ in
+            withExtendedLifetime(token) {}
             guard let self, let handler = self.onReadable else { return }
             handler(self)
         }
@@ -185,6 +191,7 @@ public final class UDPSocket: @unchecked Sendable {
             return (s.local?.port ?? 0, s.grouped ? s.local : nil)
         }
         guard let (port, group) = closing else { return }
+        stack.live.openSockets.subtract(1, ordering: .relaxed)
         if let group { stack.leaveReusePortGroup(socket, at: group) }
         if port != 0 { stack.ports.release(port: port, socketID: socket.id) }
         // A synchronous grace period on an executor (a QSBR reader) would
@@ -321,7 +328,7 @@ extension EndpointStack {
             }
             let anchor = demux.makeSocket(.udp, queueCapacity: 16)
             anchor.v6Only.store(v6Only, ordering: .relaxed)
-            let group = ReusePortGroup(anchor: anchor)
+            let group = ReusePortGroup(anchor: anchor, counts: live)
             group.members = [socket]
             // Published before the bind: the anchor is never found without
             // members (the bind's insert releases this store to readers).
@@ -338,19 +345,28 @@ extension EndpointStack {
 
     /// Removes `socket` from the group of `endpoint`; the last member
     /// closes the anchor.
+    ///
+    /// The anchor leaves the PCB tables under the group lock, before the
+    /// lock is released: a socket that joins next (its port reservation
+    /// does not conflict with the leaving member's) makes a new anchor and
+    /// binds it, which would fail with `addressInUse` while the old anchor
+    /// were still in the table. Hence the deferred close, which never
+    /// blocks (a grace period under the mutex would stall every other
+    /// bind). The close comes before the member list is retired: an input
+    /// core that still finds the anchor then sees either the old list or
+    /// a closed anchor, never an open anchor without members (which would
+    /// queue datagrams where no reader ever looks).
     func leaveReusePortGroup(_ socket: Socket, at endpoint: InetEndpoint) {
-        let anchor: Socket? = reuseGroups.withLock { g in
-            guard let group = g[endpoint] else { return nil }
+        reuseGroups.withLock { g in
+            guard let group = g[endpoint] else { return }
             group.members.removeAll { $0 === socket }
             guard group.members.isEmpty else {
                 group.publish()
-                return nil
+                return
             }
+            group.anchor.closeDeferred()
             group.retire()
             g[endpoint] = nil
-            return group.anchor
         }
-        guard let anchor else { return }
-        if CoreExecutor.current != nil { anchor.closeDeferred() } else { anchor.close() }
     }
 }

@@ -36,7 +36,8 @@ import Synchronization
 /// Concurrency contract: create and ``shutdown()`` from a thread that is
 /// not one of the stack's executors. Sockets (``makeUDPSocket(_:v6Only:reusePort:core:onReadable:)``)
 /// from any thread. ``statistics(core:)`` from any thread that is not an
-/// executor of the stack (a synchronous call onto the core).
+/// executor of the stack (a synchronous call onto the core), and so is
+/// ``gauges`` (what the stack holds: sockets, buffers, reassembly).
 public final class EndpointStack: @unchecked Sendable {
     // @unchecked Sendable: immutable after init except `tun` (set once in
     // `start`, before any packet flows, then read-only) and `capture`
@@ -115,12 +116,18 @@ public final class EndpointStack: @unchecked Sendable {
     let cores: [StackCore]
     /// The UDP port reservations (bind conflicts, ephemeral ports).
     let ports = UDPPortTable()
-    /// SO_REUSEPORT groups by bound endpoint.
-    let reuseGroups = Mutex<[InetEndpoint: ReusePortGroup]>([:])
+    /// SO_REUSEPORT groups by bound endpoint (a pthread lock: joins and
+    /// leaves on several threads contend, see `PthreadMutex`).
+    let reuseGroups = PthreadLockedValue<[InetEndpoint: ReusePortGroup]>([:])
+    /// The live counts of ``StackGauges`` no table keeps.
+    let live = StackLiveCounts()
     let capture: Capture?
     /// The TUN reader, when started on a device.
     nonisolated(unsafe) private(set) var reader: TUNQueueReader?
     private let finalStatistics = Mutex<[StackStatistics]?>(nil)
+    /// The cores' gauges at shutdown (their caches and tables stay as they
+    /// were: nothing runs on them any more).
+    private let finalCoreGauges = Mutex<[CoreGauges]?>(nil)
     private let firstIPv4: IPAddress?
     private let firstIPv6: IPAddress?
 
@@ -187,8 +194,9 @@ public final class EndpointStack: @unchecked Sendable {
         let done = finalStatistics.withLock { $0 != nil }
         if done { return }
         reader?.stop()
-        let stats = (0..<cores.count).map { k in group.call(on: k) { [c = cores[k]] in c.stats } }
-        finalStatistics.withLock { $0 = stats }
+        let stats = (0..<cores.count).map { k in group.call(on: k) { [c = cores[k]] in (c.stats, c.gauges) } }
+        finalCoreGauges.withLock { $0 = stats.map(\.1) }
+        finalStatistics.withLock { $0 = stats.map(\.0) }
         group.shutdown(runPending: false)
     }
 
@@ -203,6 +211,49 @@ public final class EndpointStack: @unchecked Sendable {
     /// The sum over all cores.
     public var totalStatistics: StackStatistics {
         (0..<cores.count).reduce(StackStatistics()) { $0 + statistics(core: $1) }
+    }
+
+    /// What the stack holds now: sockets, table entries, buffers per pool,
+    /// reassembly queues (see ``StackGauges``). Any thread that is not an
+    /// executor of the stack: one synchronous call onto each core (its
+    /// caches, output batch and reassembly table are read there), one lock
+    /// of each pool, of the port table and of the reuseport groups; after
+    /// ``shutdown()`` the cores' part is what they held when they stopped.
+    ///
+    /// Exact when the stack is quiescent (no traffic, no socket being made
+    /// or closed). While traffic flows the parts are read at slightly
+    /// different instants: buffers moving between a core's cache and the
+    /// pool's global stack between the two reads can make `inUse` off by
+    /// up to a cache batch per core (64 receive buffers), either way.
+    public var gauges: StackGauges {
+        let cores = finalCoreGauges.withLock { $0 }
+            ?? (0..<self.cores.count).map { k in group.call(on: k) { [c = self.cores[k]] in c.gauges } }
+        var g = StackGauges()
+        for c in cores {
+            g.receiveBuffers.cachedFree += c.cachedFree
+            g.outputBatched += c.outputBatched
+            g.reassemblyQueues += c.reassemblyQueues
+            g.reassemblyFragments += c.reassemblyFragments
+            g.reassemblyBytes += c.reassemblyBytes
+        }
+        // The global stacks after the cores: a buffer a core freed to its
+        // cache before our call is counted free once, in the cache.
+        let pool = buffers.pool, datagramPool = buffers.datagramPool
+        g.receiveBuffers.capacity = pool.bufferCount
+        g.receiveBuffers.inUse = pool.bufferCount - pool.globalFreeCount - g.receiveBuffers.cachedFree
+        g.datagramBuffers.capacity = datagramPool.bufferCount
+        g.datagramBuffers.inUse = datagramPool.bufferCount - datagramPool.globalFreeCount
+        g.openSockets = live.openSockets.load(ordering: .relaxed)
+        g.socketWorkers = live.workers.load(ordering: .relaxed)
+        g.reusePortMemberLists = live.memberLists.load(ordering: .relaxed)
+        g.liveSockets = demux.table.liveSockets
+        g.closingSockets = demux.table.closingSockets
+        g.boundEntries = demux.table.boundCount
+        g.connectedEntries = demux.table.connectedCount
+        g.tableNodesPendingReclaim = demux.table.reclamationBacklog.pending
+        g.portReservations = ports.reservationCount
+        g.reusePortGroups = reuseGroups.withLock { $0.count }
+        return g
     }
 
     /// Core `core`'s reassembly counters (as ``statistics(core:)``).

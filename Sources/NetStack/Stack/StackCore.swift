@@ -390,6 +390,15 @@ final class StackCore: @unchecked Sendable {
 
     /// A packet another core built for this core's queue.
     func writeHandedIn(_ p: PacketRef) { append(p) }
+
+    /// What this core holds now (for ``EndpointStack/gauges``).
+    var gauges: CoreGauges {
+        let held = reassembly.held
+        return CoreGauges(cachedFree: cache.cachedCount + reassembly.cachedBufferCount
+                                      + (tun?.cachedBufferCount(queue: index) ?? 0),
+                          outputBatched: outCount, reassemblyQueues: reassembly.queueCount,
+                          reassemblyFragments: held.fragments, reassemblyBytes: held.bytes)
+    }
 }
 
 /// The stack of a mailbox message's second word (the stack outlives its

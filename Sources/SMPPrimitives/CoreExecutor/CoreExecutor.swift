@@ -51,7 +51,11 @@ public final class CoreExecutor: @unchecked Sendable {
     /// Continuations handed to this executor by schedulers (an intrusive
     /// Treiber stack of retained `KernelContinuation`s, taken whole by the owner).
     let handoffHead = Atomic<UnsafeMutableRawPointer?>(nil)
-    let foreignJobs = Mutex<[ForeignJob]>([])
+    /// Jobs from threads that are not executors. A pthread lock, not a
+    /// `Mutex`: several foreign threads append at once, and the thread
+    /// sanitizer must see each one's hand-off to this executor (a contended
+    /// `Mutex` hides it; `hasForeignJobs` orders only the last appender).
+    let foreignJobs = PthreadLockedValue<[ForeignJob]>([])
     let hasForeignJobs = Atomic<Bool>(false)
     let pollers = Mutex<[@Sendable () -> Int]>([])
     let pollersVersion = Atomic<Int>(0)

@@ -138,3 +138,26 @@ public struct PthreadCondition: ~Copyable, @unchecked Sendable {
     @inlinable
     public func broadcast() { pthread_cond_broadcast(cond) }
 }
+
+/// A value guarded by a ``PthreadMutex``: the `Synchronization.Mutex`
+/// shape (`withLock` with `inout` access) for state that several threads
+/// contend for and whose hand-offs ThreadSanitizer must see (see
+/// ``PthreadMutex`` for why a contended `Mutex` hides them).
+///
+/// Concurrency contract: any thread; `withLock` blocks while another
+/// thread holds the lock and must not be re-entered from its own body.
+/// One allocation for the object and one for the mutex, at init.
+package final class PthreadLockedValue<Value>: @unchecked Sendable {
+    // @unchecked Sendable: `value` is only touched inside `withLock`, that
+    // is while holding `mutex`.
+    private let mutex = PthreadMutex()
+    private var value: Value
+
+    /// A lock around `value`.
+    package init(_ value: Value) { self.value = value }
+
+    /// Runs `body` on the value while holding the lock.
+    package func withLock<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
+        try mutex.withLock { () throws(E) -> R in try body(&value) }
+    }
+}
