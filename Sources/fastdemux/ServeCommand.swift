@@ -149,7 +149,7 @@ struct ServeCommand: ParsableCommand {
 }
 
 private func statusLine(_ s: StackStatistics, _ g: StackGauges, seconds: Double) -> String {
-    "\(fixed(seconds, 0)) s: in \(s.packetsIn), delivered \(s.delivered), echo replies \(s.echoRequestsAnswered), "
+    "\(fixed(seconds, 0)) s: in \(s.packetsIn), delivered \(s.delivered) (worker runs \(s.socketWorkerRuns)), echo replies \(s.echoRequestsAnswered), "
         + "sent \(s.datagramsSent), port unreachable \(s.portUnreachableSent), dropped \(s.droppedTotal), "
         + "out \(s.packetsOut); sockets \(g.openSockets), buffers \(g.receiveBuffers.inUse)+\(g.datagramBuffers.inUse), "
         + "reassembly \(g.reassemblyQueues)"
@@ -159,7 +159,7 @@ private func summaryText(_ s: StackStatistics, _ g: StackGauges, queues: [TUNQue
                          seconds: Double) -> String {
     var lines = ["serve: \(fixed(seconds, 1)) s",
                  "  packets in          \(s.packetsIn) (handed between cores \(s.handedOff))",
-                 "  delivered (UDP)     \(s.delivered)",
+                 "  delivered (UDP)     \(s.delivered) (socket worker continuation runs \(s.socketWorkerRuns))",
                  "  echo requests       \(s.echoRequestsAnswered) answered",
                  "  datagrams sent      \(s.datagramsSent) (failed \(s.sendFailures))",
                  "  reassembled         \(s.datagramsReassembled) datagrams from \(s.fragmentsToReassembly) fragments",
@@ -185,6 +185,8 @@ struct ServeSummaryJSON: Encodable {
     let command = "serve"
     let seconds: Double
     let packetsIn, handedOff, delivered, echoReplies, datagramsSent, reassembled, portUnreachable, dropped, packetsOut: Int
+    /// Runs of the sockets' worker continuations (kcont), all cores.
+    let socketWorkerRuns: Int
     let drops: [String: Int]
     let queues: [Queue]
     let conserved: Bool
@@ -208,6 +210,7 @@ struct ServeSummaryJSON: Encodable {
         portUnreachable = s.portUnreachableSent
         dropped = s.droppedTotal
         packetsOut = s.packetsOut
+        socketWorkerRuns = s.socketWorkerRuns
         drops = Dictionary(uniqueKeysWithValues: StackDropReason.allCases.map { ($0.description, s.dropped($0)) })
         queues = q.map { Queue(read: $0.packetsRead, written: $0.packetsWritten, misplaced: $0.misplaced) }
         conserved = s.isConserved
@@ -218,6 +221,6 @@ struct ServeSummaryJSON: Encodable {
         case schemaVersion, version, command, seconds, delivered, dropped, drops, queues, conserved, gauges
         case packetsIn = "packets_in", handedOff = "handed_off", echoReplies = "echo_replies"
         case datagramsSent = "datagrams_sent", reassembled, portUnreachable = "port_unreachable"
-        case packetsOut = "packets_out"
+        case packetsOut = "packets_out", socketWorkerRuns = "socket_worker_runs"
     }
 }

@@ -83,7 +83,10 @@ public final class UDPSocket: @unchecked Sendable {
         let token = stack.live.workerToken()
         socket.attachWorker(on: stack.group.executors[core], delay: .zero) { [weak self] _ in
             withExtendedLifetime(token) {}
-            guard let self, let handler = self.onReadable else { return }
+            guard let self else { return }
+            // On executor `core`, the single writer of that core's counters.
+            self.stack.cores[self.core].stats.socketWorkerRuns &+= 1
+            guard let handler = self.onReadable else { return }
             handler(self)
         }
     }

@@ -98,6 +98,10 @@ public struct StackStatistics: Sendable, Equatable {
     public var writesHandedOff = 0
     /// Packets handed to the device (or the capture output).
     public var packetsOut = 0
+    /// Runs of the sockets' worker continuations on this core (the NetBSD
+    /// proposal's kcont: the socket's deferred work, scheduled by the
+    /// demultiplexer when it queues a datagram, coalesced while pending).
+    public var socketWorkerRuns = 0
 
     /// An empty set of counters.
     public init() {}
@@ -119,7 +123,7 @@ public struct StackStatistics: Sendable, Equatable {
     private static let scalars: [WritableKeyPath<StackStatistics, Int> & Sendable] = [
         \.packetsIn, \.handedIn, \.datagramsReassembled, \.delivered, \.echoRequestsAnswered, \.handedOff,
         \.fragmentsToReassembly, \.portUnreachableSent, \.icmpErrorsSuppressed, \.icmpErrorsRateLimited,
-        \.datagramsSent, \.sendFailures, \.writesHandedOff, \.packetsOut,
+        \.datagramsSent, \.sendFailures, \.writesHandedOff, \.packetsOut, \.socketWorkerRuns,
     ]
 
     /// The sum of two sets of counters (control path: allocates).
