@@ -401,6 +401,8 @@ private final class ChurnRun: Sendable {
     let stop = Atomic<Bool>(false)
     let bindFailures = PthreadLockedValue<[String]>([])
     let made = Atomic<Int>(0)
+    /// Threads that finished their loop (awaited before they are joined).
+    let finished = Atomic<Int>(0)
     let peak = PthreadLockedValue(StackGauges())
 }
 
@@ -449,7 +451,7 @@ extension StackEngineTests {
     /// and the async form — while traffic flows on other threads: once
     /// everything stopped and the reassembly timeout passed, every gauge is
     /// back at 0 and the counters are conserved.
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(10)))
     func thousandsOfSocketsBoundAndClosedUnderTrafficLeakNothing() async throws {
         let sink = CountingSink()
         var reassembly = ReassemblyConfiguration(maxQueues: 128, maxFragments: 1024)
@@ -482,6 +484,7 @@ extension StackEngineTests {
                     i += 2
                     sent += 1
                 }
+                run.finished.add(1, ordering: .relaxed)
                 return sent
             }
         }
@@ -535,6 +538,7 @@ extension StackEngineTests {
                 }
             }
             for s in window { s.close() }
+            run.finished.add(1, ordering: .relaxed)
         }
 
         // One SO_REUSEPORT group emptied and refilled over and over by two
@@ -551,6 +555,7 @@ extension StackEngineTests {
                     }
                     if i & 1 == 0 { s.close() } else { stack.group.call(on: t) { s.close() } }
                 }
+                run.finished.add(1, ordering: .relaxed)
             }
         }
 
@@ -586,9 +591,17 @@ extension StackEngineTests {
                 }
             }
         }
+        // The threads are joined once they are done: a join that waits
+        // would hold one of the few cooperative threads that the other
+        // tests' tasks need.
+        // (Under ThreadSanitizer with the whole suite on 2 cores the churn
+        // took 5 minutes; alone, 14 s.)
+        let churned = await eventuallyAsync(seconds: 500) { run.finished.load(ordering: .relaxed) == 3 }
+        run.stop.store(true, ordering: .relaxed)
+        let stopped = await eventuallyAsync(seconds: 60) { run.finished.load(ordering: .relaxed) == 5 }
+        #expect(churned && stopped, "the churn or traffic threads did not finish in time")
         executorChurn.join()
         for t in groupChurn { t.join() }
-        run.stop.store(true, ordering: .relaxed)
         let sent = traffic.map { $0.join() }.reduce(0, +)
         #expect(run.made.load(ordering: .relaxed) == executorSockets + asyncSockets + groupSockets)
         #expect(run.bindFailures.withLock { $0 }.isEmpty, "\(run.bindFailures.withLock { $0.prefix(10) })")
