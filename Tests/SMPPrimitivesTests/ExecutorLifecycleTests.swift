@@ -251,11 +251,14 @@ private func finishes<R: Sendable>(within seconds: Double, _ body: @escaping @Se
             await withCheckedContinuation { k in parked.withLock { $0 = k } }
             finished[0] = 1
         }
-        #expect(waitFor(seconds: 10) { parked.withLock { $0 != nil } })
+        // Waits by sleeping, not by blocking: the redirected job runs on the
+        // cooperative pool (two threads here), which a blocking wait would
+        // take a thread from while other async tests hold the other.
+        #expect(await waitForAsync(seconds: 30) { parked.withLock { $0 != nil } })
         group.shutdown()
         // The resumption enqueues the task's next job on the stopped executor.
         parked.withLock { $0.take() }?.resume()
-        #expect(waitFor(seconds: 10) { finished[0] == 1 }, "the task's job was stranded on a stopped executor")
+        #expect(await waitForAsync(seconds: 30) { finished[0] == 1 }, "the task's job was stranded on a stopped executor")
         if finished[0] == 1 {
             await task.value
             #expect(exe.statistics.taskJobsRedirected >= 1)

@@ -13,6 +13,18 @@ func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     return true
 }
 
+/// `waitFor` for async tests: polls every millisecond with `Task.sleep`, so
+/// the wait holds no thread of the cooperative pool (a blocking wait there
+/// can starve the very job it waits for).
+func waitForAsync(seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
+    let deadline = monotonicSeconds() + seconds
+    while !condition() {
+        if monotonicSeconds() > deadline { return false }
+        try? await Task.sleep(for: .milliseconds(1))
+    }
+    return true
+}
+
 @Suite struct ContinuationTests {
     @Test func runsOnceOnItsExecutor() {
         let group = CoreExecutorGroup(count: 2)
