@@ -253,12 +253,14 @@ private func finishes<R: Sendable>(within seconds: Double, _ body: @escaping @Se
         }
         // Waits by sleeping, not by blocking: the redirected job runs on the
         // cooperative pool (two threads here), which a blocking wait would
-        // take a thread from while other async tests hold the other.
-        #expect(await waitForAsync(seconds: 30) { parked.withLock { $0 != nil } })
+        // take a thread from while other tests hold the other. Even so the
+        // job waits for a pool thread, which two long synchronous tests
+        // can hold for tens of seconds: hence the long deadline.
+        #expect(await waitForAsync(seconds: 120) { parked.withLock { $0 != nil } })
         group.shutdown()
         // The resumption enqueues the task's next job on the stopped executor.
         parked.withLock { $0.take() }?.resume()
-        #expect(await waitForAsync(seconds: 30) { finished[0] == 1 }, "the task's job was stranded on a stopped executor")
+        #expect(await waitForAsync(seconds: 120) { finished[0] == 1 }, "the task's job was stranded on a stopped executor")
         if finished[0] == 1 {
             await task.value
             #expect(exe.statistics.taskJobsRedirected >= 1)
