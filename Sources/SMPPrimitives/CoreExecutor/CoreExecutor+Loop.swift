@@ -30,6 +30,15 @@ extension CoreExecutor {
             }
             let stop = stopRequest.load(ordering: .acquiring)
             if stop != 0 {
+                // Work queued before the stop request must run. Our drains
+                // above may have come before such a job's enqueue, while
+                // this load saw the request: the acquire load reads the
+                // requester's seq_cst (so also releasing) store, so
+                // everything that happened before `requestStop` — the
+                // job's append and flag, or a peer's post — happens before
+                // what follows. One more drain therefore finds it; only a
+                // pass that finds nothing at all ends the loop.
+                if drainIncoming(max: 1024) + drainForeign() > 0 { continue }
                 finish(runPending: stop == 1)
                 break
             }
