@@ -26,7 +26,10 @@ public struct TCPConfiguration: Sendable, Hashable {
     /// Initial RTO (RFC 6298 §2.1: 1 s).
     public var initialRetransmissionTimeout: UInt64 = 1_000_000
     /// Lower bound of the RTO (RFC 6298 §2.4: 1 s; Linux uses 200 ms, a
-    /// deviation the RFC acknowledges in its §2.4 discussion).
+    /// deviation the RFC acknowledges in its §2.4 discussion). Keep it above
+    /// the peer's delayed-ACK timeout plus the RTT: a lone segment's ACK may
+    /// be delayed that long, and an RTO below it retransmits spuriously and
+    /// collapses cwnd.
     public var minimumRetransmissionTimeout: UInt64 = 1_000_000
     /// Upper bound of the RTO (RFC 6298 §2.5: at least 60 s).
     public var maximumRetransmissionTimeout: UInt64 = 60_000_000
