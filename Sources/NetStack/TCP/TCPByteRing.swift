@@ -59,7 +59,8 @@ struct TCPByteRing {
         precondition(n >= 0 && n <= count)
         head = (head + n) % storage.count
         count -= n
-        if count == 0 { head = 0 }
+        // (No rewind of `head` when empty: out-of-order bytes may sit past
+        // the readable end, at positions relative to it.)
     }
 
     /// Copies up to `destination.count` bytes from the front and consumes them.

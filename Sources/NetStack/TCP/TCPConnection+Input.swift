@@ -168,6 +168,12 @@ extension TCPConnection {
         // Second check: RST (RFC 5961 §3.2): exactly RCV.NXT resets, any
         // other in-window RST gets a challenge ACK.
         if isRst {
+            // RFC 1337 §3 (TIME-WAIT assassination, fix F1): a RST in
+            // TIME-WAIT is ignored; the 2*MSL wait runs out as it should.
+            if state == .timeWait {
+                counters.drop(.resetInTimeWait)
+                return
+            }
             if seq == rcvNxt {
                 enterClosed(.reset)
             } else {

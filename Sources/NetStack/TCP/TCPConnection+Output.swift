@@ -88,9 +88,15 @@ extension TCPConnection {
         sendRing.withPieces(offset: offset, count: len) { emit(h, payload: $0, sink: &sink) }
     }
 
-    /// A pure ACK `<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>`.
+    /// A pure ACK `<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>`, where SND.NXT is
+    /// the next new octet (SND.MAX): after a timeout pulled SND.NXT back,
+    /// the peer may already hold everything up to SND.MAX, and an ACK
+    /// numbered below its RCV.NXT would fail its acceptability test (BSD's
+    /// tcp_output does the same). With the window shut, a zero-window
+    /// probe's byte is beyond SND.NXT but not in the peer's buffer: then
+    /// SND.NXT itself.
     mutating func sendAck(now: UInt64, sink: inout some TCPSegmentSink) {
-        let h = header(seq: sndNxt, flags: .ack, now: now)
+        let h = header(seq: sndWnd == 0 ? sndNxt : sndMax, flags: .ack, now: now)
         counters.pureAcksSent += 1
         emit(h, payload: .empty, sink: &sink)
     }

@@ -39,6 +39,8 @@ public enum TCPDropReason: Int, Error, Sendable, CaseIterable, Hashable {
     case listenerUnexpected
     /// A segment with data after the peer's FIN.
     case dataAfterFin
+    /// A reset in TIME-WAIT, ignored (RFC 1337 §3).
+    case resetInTimeWait
     /// A reset in SYN-SENT whose ACK does not acknowledge our SYN (RFC 9293 §3.10.7.3).
     case resetUnacceptable
 }

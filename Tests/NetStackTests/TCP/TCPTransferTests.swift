@@ -81,7 +81,7 @@ struct TCPTransferTests {
         let ok = net.run(for: 3_600_000_000, steps: 20_000_000) {
             app.done && net.client.state == .closed && net.server.state == .closed
         }
-        #expect(ok, "received \(app.received), states \(net.client.state) \(net.server.state)")
+        #expect(ok, "received \(app.received), states \(net.client.state) \(net.server.state) \(String(describing: net.client.closeReason)) \(String(describing: net.server.closeReason)), t \(net.now), next \(String(describing: net.nextEvent)), client \(net.client.counters), server \(net.server.counters), c.una \(net.client.sndUna) nxt \(net.client.sndNxt) max \(net.client.sndMax) wnd \(net.client.sendWindow) cwnd \(net.client.congestionWindow) rto \(net.client.retransmissionTimeout)")
         #expect(app.mismatches == 0)
         #expect(app.received == [16 << 20, 16 << 20])
         let c = net.client.counters, s = net.server.counters
