@@ -32,7 +32,7 @@ extension TCPConnection {
     /// Takes the options of the peer's SYN (RFC 7323 §2.2 window scale
     /// only if both SYNs carry it; §3.2 timestamps likewise; RFC 9293
     /// §3.7.1 MSS, default 536/1220 without the option).
-    mutating func applyPeerSynOptions(_ o: TCPOptions, offeredByUs: Bool) {
+    mutating func applyPeerSynOptions(_ o: TCPOptions) {
         if let ws = o.windowScale, configuration.windowScaling {
             windowScaleAgreed = true
             sndShift = Swift.min(ws, 14)  // RFC 7323 §2.3: use 14 if larger
@@ -86,7 +86,7 @@ extension TCPConnection {
         // Fourth: the peer's SYN.
         irs = h.sequenceNumber
         rcvNxt = irs &+ 1
-        applyPeerSynOptions(h.options, offeredByUs: true)
+        applyPeerSynOptions(h.options)
         if ackAcceptable {
             sndUna = h.acknowledgmentNumber
             // RFC 7323 §2.2: the window of a SYN-ACK is not scaled.

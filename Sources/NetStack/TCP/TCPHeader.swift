@@ -12,7 +12,7 @@ public struct TCPHeader: Sendable, BitwiseCopyable, Hashable {
     public var destinationPort: UInt16
     /// SEG.SEQ.
     public var sequenceNumber: UInt32
-    /// SEG.ACK (meaningful with ``TCPFlags/ack``).
+    /// SEG.ACK (meaningful when the flags include ACK).
     public var acknowledgmentNumber: UInt32
     /// The control bits.
     public var flags: TCPFlags

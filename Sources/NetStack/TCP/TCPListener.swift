@@ -209,7 +209,7 @@ extension TCPConnection {
         self.init(endpoints: e.endpoints, configuration: configuration, iss: e.iss, now: now)
         irs = e.irs
         rcvNxt = e.irs &+ 1
-        applyPeerSynOptions(e.options, offeredByUs: false)
+        applyPeerSynOptions(e.options)
         sndUna = iss &+ 1
         sndNxt = iss &+ 1
         sndMax = iss &+ 1
