@@ -68,24 +68,29 @@ import Testing
         for i in 0..<scratch.count { scratch[i] = UInt8(truncatingIfNeeded: i &* 7) }
         var received = 0, mismatches = 0
 
-        // Delivers every slot of `from` to the other side; their replies go to `back`.
+        // Parses every segment in `sink` (and empties it) for `body`.
+        func drain(_ sink: inout SlotSink, _ body: (TCPHeader, UnsafeRawBufferPointer) -> Void) {
+            let n = sink.count
+            sink.count = 0
+            for i in 0..<n {
+                let raw = sink.slot(i)
+                guard let p = try? TCPHeader.parse(raw) else { continue }
+                body(p.header, UnsafeRawBufferPointer(rebasing: raw[p.payloadOffset...]))
+            }
+        }
+        // Delivers segments both ways until neither side has more to send.
         func exchange() {
             var rounds = 0
             while toB.count > 0 || toA.count > 0 {
                 rounds += 1
                 precondition(rounds < 1000)
                 if toB.count > 0 {
-                    let n = toB.count
-                    toB.count = 0
                     // Replies of B go into toA; nothing is written into toB meanwhile.
-                    for i in 0..<n {
-                        let raw = toB.slot(i)
-                        guard let p = try? TCPHeader.parse(raw) else { continue }
-                        let payload = UnsafeRawBufferPointer(rebasing: raw[p.payloadOffset...])
+                    drain(&toB) { h, payload in
                         if server != nil {
-                            server!.receive(p.header, payload: payload, now: now, sink: &toA)
+                            server!.receive(h, payload: payload, now: now, sink: &toA)
                         } else {
-                            listener.receive(p.header, payload: payload, source: a, destination: b, now: now, sink: &toA)
+                            listener.receive(h, payload: payload, source: a, destination: b, now: now, sink: &toA)
                             server = listener.accept()
                         }
                     }
@@ -102,14 +107,7 @@ import Testing
                     }
                 }
                 if toA.count > 0 {
-                    let n = toA.count
-                    toA.count = 0
-                    for i in 0..<n {
-                        let raw = toA.slot(i)
-                        guard let p = try? TCPHeader.parse(raw) else { continue }
-                        client.receive(p.header, payload: UnsafeRawBufferPointer(rebasing: raw[p.payloadOffset...]),
-                                       now: now, sink: &toB)
-                    }
+                    drain(&toA) { h, payload in client.receive(h, payload: payload, now: now, sink: &toB) }
                 }
             }
         }

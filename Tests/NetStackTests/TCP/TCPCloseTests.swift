@@ -4,30 +4,16 @@ import Testing
 
 @Suite("TCP engine: close in every order")
 struct TCPCloseTests {
-    func write(_ net: TCPTestNetwork, host: Int, _ bytes: [UInt8]) {
-        net.with(host, 0) { c, now, sink in
-            _ = bytes.withUnsafeBytes { c.write($0) }
-            c.output(now: now, sink: &sink)
-        }
-    }
-
-    func shutdown(_ net: TCPTestNetwork, host: Int) {
-        net.with(host, 0) { c, now, sink in
-            c.shutdownWrite()
-            c.output(now: now, sink: &sink)
-        }
-    }
-
     @Test("active close: FIN-WAIT-1, FIN-WAIT-2, TIME-WAIT for 2*MSL; passive side CLOSE-WAIT, LAST-ACK")
     func activeClose() {
         let net = TCPTestNetwork()
         #expect(net.establish())
-        shutdown(net, host: 0)
+        net.shutdown(host: 0)
         #expect(net.client.state == .finWait1)
         net.run(for: 1_000_000) { net.server.state == .closeWait && net.client.state == .finWait2 }
         #expect(net.server.state == .closeWait && net.client.state == .finWait2)
         #expect(net.server.atEndOfFile)
-        shutdown(net, host: 1)
+        net.shutdown(host: 1)
         #expect(net.server.state == .lastAck)
         net.run(for: 1_000_000) { net.server.state == .closed }
         #expect(net.server.closeReason == .normal)
@@ -50,9 +36,9 @@ struct TCPCloseTests {
         cc.maximumSegmentLifetime = TCPConfiguration().maximumSegmentLifetime
         let net = TCPTestNetwork()
         #expect(net.establish(client: cc))
-        shutdown(net, host: 0)
+        net.shutdown(host: 0)
         net.run(for: 1_000_000) { net.client.state == .finWait2 }
-        shutdown(net, host: 1)
+        net.shutdown(host: 1)
         net.run(for: 1_000_000) { net.client.state == .timeWait }
         #expect(net.client.state == .timeWait)
         #expect(net.client.timeWaitDeadline == net.now + 240_000_000)
@@ -62,10 +48,10 @@ struct TCPCloseTests {
     func passiveClose() {
         let net = TCPTestNetwork()
         #expect(net.establish())
-        shutdown(net, host: 1)
+        net.shutdown(host: 1)
         net.run(for: 1_000_000) { net.client.state == .closeWait && net.server.state == .finWait2 }
         #expect(net.client.state == .closeWait && net.server.state == .finWait2)
-        shutdown(net, host: 0)
+        net.shutdown(host: 0)
         net.run(for: 5_000_000) { net.client.state == .closed && net.server.state == .closed }
         #expect(net.client.closeReason == .normal && net.server.closeReason == .normal)
     }
@@ -74,8 +60,8 @@ struct TCPCloseTests {
     func simultaneousClose() {
         let net = TCPTestNetwork()
         #expect(net.establish())
-        shutdown(net, host: 0)
-        shutdown(net, host: 1)
+        net.shutdown(host: 0)
+        net.shutdown(host: 1)
         #expect(net.client.state == .finWait1 && net.server.state == .finWait1)
         var sawClosing = false
         net.run(for: 1_000_000) {
@@ -92,8 +78,8 @@ struct TCPCloseTests {
     func halfClose() {
         let net = TCPTestNetwork()
         #expect(net.establish())
-        write(net, host: 0, [UInt8](repeating: 9, count: 1000))
-        shutdown(net, host: 0)
+        net.write(host: 0, [UInt8](repeating: 9, count: 1000))
+        net.shutdown(host: 0)
         net.run(for: 1_000_000) { net.server.state == .closeWait }
         #expect(net.server.readableBytes == 1000 && net.server.atEndOfFile == false)
         net.with(1, 0) { c, _, _ in _ = c.discard(1000) }
@@ -107,7 +93,7 @@ struct TCPCloseTests {
         #expect(app.mismatches == 0)
         #expect(net.client.state == .finWait2)
         net.application = nil
-        shutdown(net, host: 1)
+        net.shutdown(host: 1)
         #expect(net.run(for: 10_000_000) { net.client.state == .closed && net.server.state == .closed })
     }
 
@@ -120,7 +106,7 @@ struct TCPCloseTests {
             if s.header.flags.contains(.fin) && finsDropped < 1 { finsDropped += 1; return false }
             return true
         }
-        shutdown(net, host: 0)
+        net.shutdown(host: 0)
         net.run(for: 5_000_000) { net.server.state == .closeWait }
         #expect(net.server.state == .closeWait)
         #expect(net.client.counters.timeouts >= 1)
@@ -133,7 +119,7 @@ struct TCPCloseTests {
             }
             return true
         }
-        shutdown(net, host: 1)
+        net.shutdown(host: 1)
         #expect(net.run(for: 10_000_000) { net.server.state == .closed })
         #expect(acksDropped == 1)
         #expect(net.server.counters.retransmissions >= 1)

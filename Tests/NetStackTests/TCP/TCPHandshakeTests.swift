@@ -47,11 +47,7 @@ struct TCPHandshakeTests {
         // A transfer with the smaller MSS stays within it.
         net.log.removeAll()
         let data = [UInt8](repeating: 7, count: 10_000)
-        _ = net.with(0, 0) { conn, now, sink in
-            let n = data.withUnsafeBytes { conn.write($0) }
-            conn.output(now: now, sink: &sink)
-            return n
-        }
+        net.write(host: 0, data)
         net.run(for: 5_000_000) { net.server.readableBytes == 10_000 }
         #expect(net.server.readableBytes == 10_000)
         #expect(net.log.allSatisfy { $0.payloadLength <= 1000 })
@@ -108,20 +104,12 @@ struct TCPHandshakeTests {
         let small = [UInt8](repeating: 1, count: 100)
         // A first exchange: the server's first ACK also opens the scaled
         // window (its SYN-ACK could only offer 65535), so it goes at once.
-        _ = net.with(0, 0) { c, now, sink in
-            let n = small.withUnsafeBytes { c.write($0) }
-            c.output(now: now, sink: &sink)
-            return n
-        }
+        net.write(host: 0, small)
         net.run(for: 1_000_000)
         net.with(1, 0) { c, _, _ in _ = c.discard(100) }
         net.log.removeAll()
         let delayedBefore = net.server.counters.delayedAcksSent
-        _ = net.with(0, 0) { c, now, sink in
-            let n = small.withUnsafeBytes { c.write($0) }
-            c.output(now: now, sink: &sink)
-            return n
-        }
+        net.write(host: 0, small)
         let sentAt = net.now
         net.run(for: 1_000_000) { net.client.unacknowledgedBytes == 0 }
         let ack = net.log.last { $0.endpoints.local == net.hosts[1].address }
@@ -131,11 +119,7 @@ struct TCPHandshakeTests {
 
         let full = [UInt8](repeating: 2, count: 2 * 1448)
         let before = net.server.counters.pureAcksSent
-        _ = net.with(0, 0) { c, now, sink in
-            let n = full.withUnsafeBytes { c.write($0) }
-            c.output(now: now, sink: &sink)
-            return n
-        }
+        net.write(host: 0, full)
         let t0 = net.now
         net.run(for: 1_000_000) { net.client.unacknowledgedBytes == 0 }
         #expect(net.now - t0 < 10_000)

@@ -129,6 +129,22 @@ final class TCPTestNetwork {
         return r
     }
 
+    /// Host `host`'s connection `index` writes `bytes` (as far as they fit) and sends.
+    func write(host: Int, index: Int = 0, _ bytes: [UInt8]) {
+        with(host, index) { c, now, sink in
+            _ = bytes.withUnsafeBytes { c.write($0) }
+            c.output(now: now, sink: &sink)
+        }
+    }
+
+    /// Host `host`'s connection `index` half-closes and sends its FIN.
+    func shutdown(host: Int, index: Int = 0) {
+        with(host, index) { c, now, sink in
+            c.shutdownWrite()
+            c.output(now: now, sink: &sink)
+        }
+    }
+
     func transmit(_ sink: CaptureSink) {
         for s in sink.segments { enqueue(s) }
     }
