@@ -100,7 +100,8 @@ extension TCPConnection {
             retransmitCount = 0
             rtt.resetBackoff()
             enterEstablished()
-            rcvAdv = rcvNxt
+            // Our SYN offered the unscaled window (RFC 7323 §2.2).
+            rcvAdv = rcvNxt &+ UInt32(Swift.min(recvRing.free, 65535))
             ackNow = true
             // Data on a SYN-ACK is not taken (rare; the peer retransmits it).
             output(now: now, sink: &sink)

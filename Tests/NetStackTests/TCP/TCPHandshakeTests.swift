@@ -29,6 +29,23 @@ struct TCPHandshakeTests {
         #expect(net.client.smoothedRTT > 0)
     }
 
+    @Test("the other direction: host 1 connects to a listener on host 0, and data flows both ways",
+          arguments: [AddressFamily.ipv4, .ipv6])
+    func reverseHandshake(family: AddressFamily) {
+        let net = TCPTestNetwork(family: family)
+        net.listen(port: 443, on: 0)
+        net.connect(from: 1, port: 50000, serverPort: 443)
+        #expect(net.run(for: 5_000_000) {
+            net.hosts[0].connections.first?.state == .established && net.server.state == .established
+        })
+        guard !net.hosts[0].connections.isEmpty else { return }
+        #expect(net.client.endpoints.localPort == 443 && net.server.endpoints.localPort == 50000)
+        #expect(net.client.endpoints.local.family == family)
+        net.write(host: 0, [1, 2, 3])
+        net.write(host: 1, [4, 5])
+        #expect(net.run(for: 1_000_000) { net.client.readableBytes == 2 && net.server.readableBytes == 3 })
+    }
+
     @Test("options the peer does not offer are not used (RFC 7323 §2.2, §3.2; RFC 9293 §3.7.1)")
     func optionsOff() {
         let net = TCPTestNetwork()

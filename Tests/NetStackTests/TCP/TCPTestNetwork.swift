@@ -104,21 +104,23 @@ final class TCPTestNetwork {
     }
 
     /// Host 1 listens on `port`.
-    func listen(port: UInt16, configuration: TCPConfiguration = testConfiguration(), synQueue: Int = 128, acceptQueue: Int = 128) {
-        hosts[1].listener = TCPListener(port: port, configuration: configuration, synQueueLimit: synQueue,
+    func listen(port: UInt16, on host: Int = 1, configuration: TCPConfiguration = testConfiguration(),
+                synQueue: Int = 128, acceptQueue: Int = 128) {
+        hosts[host].listener = TCPListener(port: port, configuration: configuration, synQueueLimit: synQueue,
                                         acceptQueueLimit: acceptQueue, isn: isn)
     }
 
     /// Host 0 connects from `port` to host 1's `serverPort`; returns the
     /// connection's index on host 0.
     @discardableResult
-    func connect(port: UInt16 = 40000, serverPort: UInt16 = 80, configuration: TCPConfiguration = testConfiguration()) -> Int {
+    func connect(from host: Int = 0, port: UInt16 = 40000, serverPort: UInt16 = 80,
+                 configuration: TCPConfiguration = testConfiguration()) -> Int {
         var sink = CaptureSink()
-        let c = TCPConnection(connecting: endpoints(from: 0, port: port, to: 1, port: serverPort),
+        let c = TCPConnection(connecting: endpoints(from: host, port: port, to: 1 - host, port: serverPort),
                               configuration: configuration, isn: isn, now: now, sink: &sink)
-        hosts[0].connections.append(c)
+        hosts[host].connections.append(c)
         transmit(sink)
-        return hosts[0].connections.count - 1
+        return hosts[host].connections.count - 1
     }
 
     /// Runs `body` on a connection and sends what it emits.
