@@ -21,6 +21,7 @@ let benchmarks: @Sendable () -> Void = {
     demuxBenchmarks()
     workerBenchmarks()
     outputBenchmarks()
+    tcpBenchmarks()
 }
 
 func pcqBenchmarks() {

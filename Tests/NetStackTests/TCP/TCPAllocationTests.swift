@@ -3,7 +3,9 @@ import Glibc
 import Testing
 @testable import NetStack
 
-/// Steady-state allocations of the TCP engine per segment. Counted only
+/// Steady-state allocations of the TCP engine per segment. The gate that
+/// always runs is the Benchmarks package's `TCP.segmentAndAck` (a
+/// `mallocCountTotal` threshold of 0, in CI). Here they are counted only
 /// when the test binary runs with an LD_PRELOAD shim exporting
 /// `test_malloc_count()` (as ReassemblyAllocationTests); without it the
 /// transfer runs uncounted (and still checks the bytes). The counted window
