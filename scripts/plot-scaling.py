@@ -132,26 +132,31 @@ def churn_table(lines):
     print()
 
 
+def throughput_panel(ax, lines, workload, xlabel, ylabel, title):
+    """Median and min..max of `mops` per size, one line per impl (ours first)."""
+    mops = collect(lines, workload, "mops")
+    for impl in sorted({i for s in mops.values() for i in s}, key=lambda i: (i != OWN[workload], i)):
+        xs = [n for n in sorted(mops) if impl in mops[n]]
+        vals = [list(mops[n][impl].values()) for n in xs]
+        m = [med(v) for v in vals]
+        ax.errorbar(xs, m, yerr=[[a - min(v) for a, v in zip(m, vals)], [max(v) - a for a, v in zip(m, vals)]],
+                    marker="o", capsize=4, label=impl + (" (ours)" if impl == OWN[workload] else " (C peer)"))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+
+
 def plot(lines, out):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.8))
-    mpps = collect(lines, "demux", "mops")
-    for impl in sorted({i for s in mpps.values() for i in s}, key=lambda i: (i != OWN["demux"], i)):
-        xs = [n for n in sorted(mpps) if impl in mpps[n]]
-        vals = [list(mpps[n][impl].values()) for n in xs]
-        m = [med(v) for v in vals]
-        ax1.errorbar(xs, m, yerr=[[a - min(v) for a, v in zip(m, vals)], [max(v) - a for a, v in zip(m, vals)]],
-                     marker="o", capsize=4, label=impl + (" (ours)" if impl == OWN["demux"] else " (C peer)"))
-    ax1.set_xscale("log", base=2)
-    ax1.set_xlabel("flows (sockets)")
-    ax1.set_ylabel("Mpps offered (median, min–max)")
-    ax1.set_title("demux: throughput")
-    ax1.set_ylim(bottom=0)
-    ax1.legend()
-    ax1.grid(True, alpha=0.3)
+    throughput_panel(ax1, lines, "demux", "flows (sockets)", "Mpps offered (median, min–max)", "demux: throughput")
     for field, style in (("rss_setup_kb", "-"), ("rss_peak_kb", "--")):
         rss = collect(lines, "demux", field)
         for impl in sorted({i for s in rss.values() for i in s}, key=lambda i: (i != OWN["demux"], i)):
@@ -166,20 +171,7 @@ def plot(lines, out):
     ax2.set_title("demux: resident memory")
     ax2.legend(fontsize=7)
     ax2.grid(True, alpha=0.3)
-    mops = collect(lines, "rcu-churn", "mops")
-    for impl in sorted({i for s in mops.values() for i in s}, key=lambda i: (i != OWN["rcu-churn"], i)):
-        xs = [n for n in sorted(mops) if impl in mops[n]]
-        vals = [list(mops[n][impl].values()) for n in xs]
-        m = [med(v) for v in vals]
-        ax3.errorbar(xs, m, yerr=[[a - min(v) for a, v in zip(m, vals)], [max(v) - a for a, v in zip(m, vals)]],
-                     marker="o", capsize=4, label=impl + (" (ours)" if impl == OWN["rcu-churn"] else " (C peer)"))
-    ax3.set_xscale("log", base=2)
-    ax3.set_xlabel("keys")
-    ax3.set_ylabel("reader Mops (median, min–max)")
-    ax3.set_title("rcu-churn: reader under a writer")
-    ax3.set_ylim(bottom=0)
-    ax3.legend()
-    ax3.grid(True, alpha=0.3)
+    throughput_panel(ax3, lines, "rcu-churn", "keys", "reader Mops (median, min–max)", "rcu-churn: reader under a writer")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}", file=sys.stderr)
