@@ -17,6 +17,7 @@
 # libck-dev dpdk-dev libconcurrentqueue-dev).
 set -u
 cd "$(dirname "$0")/.."
+source scripts/bench-tag.sh   # tag BUILD ROUND COMMAND...
 B=$PWD/.build/release/fastdemux
 P=${PEERS:?bench-vs-peers: set PEERS to the C reference harness directory}
 ROUNDS=${ROUNDS:-1}
@@ -25,25 +26,6 @@ BASELINE=${BASELINE:-}
 [ -z "$BASELINE" ] || [ -x "$BASELINE" ] || { echo "bench-vs-peers: BASELINE $BASELINE is not executable" >&2; exit 2; }
 make -s -C "$P" all >&2 || { echo "bench-vs-peers: cannot build the peers in $P" >&2; exit 2; }
 cd "$P"
-
-# Adds "build" and "round" to every JSON line of the command's output;
-# passes anything else (a stray diagnostic) to stderr.
-tag() {
-  local build=$1 round=$2; shift 2
-  "$@" | python3 -c '
-import json, sys
-build, rnd = sys.argv[1], int(sys.argv[2])
-for line in sys.stdin:
-    line = line.strip()
-    try:
-        d = json.loads(line)
-    except ValueError:
-        print(line, file=sys.stderr)
-        continue
-    d["build"], d["round"] = build, rnd
-    print(json.dumps(d, separators=(",", ":")), flush=True)
-' "$build" "$round"
-}
 
 peer() {
   case $1 in

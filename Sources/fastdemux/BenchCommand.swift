@@ -1,4 +1,5 @@
 import ArgumentParser
+import DemuxLab
 import Glibc
 import Workloads
 
@@ -40,12 +41,29 @@ struct BenchCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Per-implementation wall-clock cap in seconds.", valueName: "seconds"))
     var cap: Double = 30
 
+    @Option(help: ArgumentHelp("demux only: connected flows (default 4096; Zipf over N ranks, same frames).",
+                               valueName: "N"))
+    var flows: Int?
+
+    @Option(help: ArgumentHelp("rcu-lookup and rcu-churn only: keys in the table, a power of two (default 65536).",
+                               valueName: "N"))
+    var keys: Int?
+
+    /// The range of `--flows` and of `--keys` (rcu-churn needs more than
+    /// its 1,024 stable keys; a power of two, as the C peer's tables mask
+    /// their hashes).
+    static let flowRange = 2...DemuxBenchmarkTraffic.maxFlowCount
+    static let keyRange = 2_048...(1 << 24)
+
     @OptionGroup(title: "stack-udp-echo")
     var echo: StackUDPEchoOptions
 
     func validate() throws {
         if let n, n <= 0 { throw ValidationError("--n must be positive") }
         if !(cap > 0) { throw ValidationError("--cap must be positive") }
+        try validateSize("--flows", flows, range: Self.flowRange, workloads: ["demux"])
+        try validateSize("--keys", keys, range: Self.keyRange, workloads: ["rcu-lookup", "rcu-churn"])
+        if let keys, keys & (keys - 1) != 0 { throw ValidationError("--keys must be a power of two, not \(keys)") }
         if workload.isStackUDPEcho {
             let names = StackUDPEchoBenchmark.Implementation.allCases.map(\.rawValue)
             if case .named(let name) = impl, !names.contains(name) {
@@ -63,9 +81,20 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
+    /// A size option: given only with one of `workloads`, within `range`.
+    private func validateSize(_ option: String, _ value: Int?, range: ClosedRange<Int>, workloads: [String]) throws {
+        guard let value else { return }
+        guard case .named(let name) = workload, workloads.contains(name) else {
+            throw ValidationError("\(option) is an option of \(workloads.joined(separator: " and ")) only")
+        }
+        guard range.contains(value) else {
+            throw ValidationError("\(option) must be between \(range.lowerBound) and \(range.upperBound), not \(value)")
+        }
+    }
+
     func run() throws {
         if workload.isStackUDPEcho { return try runStackUDPEcho() }
-        let options = WorkloadOptions(n: n, capSeconds: cap)
+        let options = WorkloadOptions(n: n, capSeconds: cap, size: flows ?? keys)
         var failed = false
         for w in workload.workloads {
             for entry in impl.implementations(of: w) {

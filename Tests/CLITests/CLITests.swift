@@ -109,6 +109,31 @@ import Workloads
         }
     }
 
+    @Test func benchSizeOptions() throws {
+        #expect(try BenchCommand.parse(["demux", "--flows", "65536"]).flows == 65_536)
+        #expect(try BenchCommand.parse(["rcu-churn", "--keys", "1048576"]).keys == 1_048_576)
+        #expect(try BenchCommand.parse(["rcu-lookup", "--keys", "2048"]).keys == 2_048)
+        let bad: [([String], String)] = [
+            (["demux", "--flows", "1"], "--flows must be between 2 and 16777216, not 1"),
+            (["demux", "--flows", "16777217"], "--flows must be between 2 and 16777216, not 16777217"),
+            (["rcu-churn", "--flows", "4096"], "--flows is an option of demux only"),
+            (["all", "--flows", "4096"], "--flows is an option of demux only"),
+            (["demux", "--keys", "65536"], "--keys is an option of rcu-lookup and rcu-churn only"),
+            (["rcu-churn", "--keys", "1024"], "--keys must be between 2048 and 16777216, not 1024"),
+            (["rcu-churn", "--keys", "100000"], "--keys must be a power of two, not 100000"),
+        ]
+        for (arguments, message) in bad {
+            do {
+                _ = try BenchCommand.parse(arguments)
+                Issue.record("parsed \(arguments)")
+            } catch {
+                #expect(BenchCommand.message(for: error) == message, "\(arguments)")
+                #expect(BenchCommand.exitCode(for: error) != .success)
+            }
+        }
+        #expect(throws: (any Error).self) { try BenchCommand.parse(["demux", "--flows", "many"]) }
+    }
+
     @Test func benchRejects() {
         for arguments in [["nope"], ["pcq-1p1c", "--impl", "nope"], ["pcq-1p1c", "--n", "0"], ["pcq-1p1c", "--cap", "0"]] {
             #expect(throws: (any Error).self, "\(arguments)") { try BenchCommand.parse(arguments) }

@@ -18,6 +18,17 @@ import Testing
         }
     }
 
+    /// `--keys` (size): every table holds that many keys and checks out.
+    @Test(arguments: ["rcu-lookup", "rcu-churn"])
+    func keyCountOption(workload: String) throws {
+        let w = try #require(WorkloadRegistry.named(workload))
+        for impl in w.impls {
+            let r = impl.run(WorkloadOptions(n: 20_000, size: 8_192))
+            #expect(r.checked, "\(workload) \(impl.name): \(r.summary)")
+            #expect(r[extra: "keys"] == .int(8_192), "\(impl.name)")
+        }
+    }
+
     @Test func cappedRunReportsIncompleteButChecked() throws {
         let w = try #require(WorkloadRegistry.named("rcu-lookup"))
         let r = w.impls[0].run(WorkloadOptions(n: 2_000_000, capSeconds: 0))

@@ -56,17 +56,28 @@ public struct Xoshiro256StarStar: Sendable {
 /// popularity through a fixed shuffle, 64..128-byte frames at a 128-byte
 /// stride in one slab, TCP sequence numbers advancing by the payload.
 ///
-/// Socket numbering: flows are sockets `0..<4096`; listening TCP socket j is
-/// `4096 + j`, wildcard UDP socket j is `4112 + j`.
+/// `flowCount` scales the set (`fastdemux bench demux --flows N`, the C
+/// peer's `--flows N`): N flows, the first N/2 UDP, Zipf(s = 1.0) over N
+/// ranks, everything else as above. With the default 4,096 the frames are
+/// byte for byte those of the defined workload.
+///
+/// Socket numbering: flows are sockets `0..<flowCount`; listening TCP
+/// socket j is `flowCount + j`, wildcard UDP socket j is
+/// `flowCount + 16 + j`.
 ///
 /// Immutable after `init`; any thread may read it.
 public final class DemuxBenchmarkTraffic: @unchecked Sendable {
     // @unchecked Sendable: all storage is written in init and read-only after.
+    /// The sizes of the defined workload (the default set); a set built
+    /// with another flow count has its own ``flowCount``,
+    /// ``udpFlowCount`` and ``socketCount``.
     public static let flowCount = 4096
-    public static let udpFlowCount = 2048
+    public static let udpFlowCount = flowCount / 2
     public static let listenCount = 16
     public static let wildcardCount = 16
     public static let socketCount = flowCount + listenCount + wildcardCount
+    /// The largest flow count a set may have (sockets are numbered in 32 bits).
+    public static let maxFlowCount = 1 << 24
     public static let stride = 128
     public static let defaultFrameCount = 1 << 20
     public static let seed: UInt64 = 0xdead_beef_0001
@@ -81,11 +92,16 @@ public final class DemuxBenchmarkTraffic: @unchecked Sendable {
     }
 
     public let frameCount: Int
+    /// Connected flows (one socket each): the first half UDP, the rest TCP.
+    public let flowCount: Int
+    public let udpFlowCount: Int
+    /// Flows plus the listening and wildcard sockets.
+    public let socketCount: Int
     /// `frameCount * stride` bytes; frame i at `i * stride`.
     public let frames: UnsafeMutableRawPointer
     public let lengths: UnsafeMutablePointer<UInt8>
     /// The socket each frame must reach.
-    public let truth: UnsafeMutablePointer<UInt16>
+    public let truth: UnsafeMutablePointer<UInt32>
     /// TCP: sequence space each socket's flow consumes per pass (for
     /// replaying the set as if re-stamped; 0 for non-TCP-flow sockets).
     public let sequenceAdvance: UnsafeMutablePointer<UInt32>
@@ -98,9 +114,18 @@ public final class DemuxBenchmarkTraffic: @unchecked Sendable {
     public let initialSequence: [UInt32]
     public static let localAddresses: [UInt32] = [0x0a00_0001, 0x0a00_0002, 0x0a00_0003, 0x0a00_0004]
 
-    public init(frameCount: Int = DemuxBenchmarkTraffic.defaultFrameCount) {
+    public init(frameCount: Int = DemuxBenchmarkTraffic.defaultFrameCount,
+                flowCount: Int = DemuxBenchmarkTraffic.flowCount) {
         precondition(frameCount >= 1 && frameCount <= 1 << 20)
+        precondition(flowCount >= 2 && flowCount <= Self.maxFlowCount)
         self.frameCount = frameCount
+        // `flowCount` here is the parameter; these locals shadow the
+        // properties of the same names for the rest of init.
+        let udpFlowCount = flowCount / 2
+        let socketCount = flowCount + Self.listenCount + Self.wildcardCount
+        self.flowCount = flowCount
+        self.udpFlowCount = udpFlowCount
+        self.socketCount = socketCount
         var r = Xoshiro256StarStar(seed: Self.seed)
         let local = Self.localAddresses
         var lports: [UInt16] = []
@@ -112,14 +137,15 @@ public final class DemuxBenchmarkTraffic: @unchecked Sendable {
         var wports: [UInt16] = []
         for i in 0..<Self.wildcardCount { wports.append(UInt16(5000 + 61 * UInt32(i) + r.below(61))) }
         var flows: [Flow] = []
-        var flowSet = Set<Flow>()
-        for i in 0..<Self.flowCount {
+        flows.reserveCapacity(flowCount)
+        var flowSet = Set<Flow>(minimumCapacity: flowCount)
+        for i in 0..<flowCount {
             var t: Flow
             repeat {
                 let saddr = 0x6440_0000 | r.below(1 << 22)
                 let daddr = local[Int(r.below(4))]
                 let sport = UInt16(1024 + r.below(64512))
-                if i < Self.udpFlowCount {
+                if i < udpFlowCount {
                     t = Flow(saddr: saddr, daddr: daddr, sport: sport, dport: UInt16(20000 + r.below(40000)), proto: 17)
                 } else {
                     t = Flow(saddr: saddr, daddr: daddr, sport: sport, dport: lports[Int(r.below(16))], proto: 6)
@@ -129,21 +155,21 @@ public final class DemuxBenchmarkTraffic: @unchecked Sendable {
             flowSet.insert(t)
         }
         // Zipf(s = 1) over ranks; rank -> flow through a fixed shuffle.
-        var cdf = [Double](repeating: 0, count: Self.flowCount)
+        var cdf = [Double](repeating: 0, count: flowCount)
         var sum = 0.0
-        for k in 0..<Self.flowCount {
+        for k in 0..<flowCount {
             sum += 1.0 / Double(k + 1)
             cdf[k] = sum
         }
-        for k in 0..<Self.flowCount { cdf[k] /= sum }
-        var perm = Array(0..<Self.flowCount)
-        for k in Swift.stride(from: Self.flowCount - 1, to: 0, by: -1) {
+        for k in 0..<flowCount { cdf[k] /= sum }
+        var perm = Array(0..<flowCount)
+        for k in Swift.stride(from: flowCount - 1, to: 0, by: -1) {
             let j = Int(r.below(UInt32(k + 1)))
             perm.swapAt(k, j)
         }
-        var seq = [UInt32](repeating: 0, count: Self.flowCount)
-        var ackn = [UInt32](repeating: 0, count: Self.flowCount)
-        for k in 0..<Self.flowCount {
+        var seq = [UInt32](repeating: 0, count: flowCount)
+        var ackn = [UInt32](repeating: 0, count: flowCount)
+        for k in 0..<flowCount {
             seq[k] = UInt32(truncatingIfNeeded: r.next())
             ackn[k] = UInt32(truncatingIfNeeded: r.next())
         }
@@ -153,14 +179,14 @@ public final class DemuxBenchmarkTraffic: @unchecked Sendable {
         frames.initializeMemory(as: UInt8.self, repeating: 0, count: frameCount * Self.stride)
         lengths = .allocate(capacity: frameCount)
         truth = .allocate(capacity: frameCount)
-        sequenceAdvance = .allocate(capacity: Self.socketCount)
-        sequenceAdvance.initialize(repeating: 0, count: Self.socketCount)
-        var perSocket = [Int](repeating: 0, count: Self.socketCount)
+        sequenceAdvance = .allocate(capacity: socketCount)
+        sequenceAdvance.initialize(repeating: 0, count: socketCount)
+        var perSocket = [Int](repeating: 0, count: socketCount)
         for i in 0..<frameCount {
             let len = 64 + Int(r.below(65))
             var t: Flow
             var sock: Int
-            var flow = Self.flowCount
+            var flow = flowCount
             var syn = false
             if r.unit() < 0.01 {
                 let j = Int(r.below(UInt32(Self.listenCount + Self.wildcardCount)))
@@ -172,11 +198,11 @@ public final class DemuxBenchmarkTraffic: @unchecked Sendable {
                         ? Flow(saddr: saddr, daddr: daddr, sport: sport, dport: lports[j], proto: 6)
                         : Flow(saddr: saddr, daddr: daddr, sport: sport, dport: wports[j - Self.listenCount], proto: 17)
                 } while flowSet.contains(t)
-                sock = Self.flowCount + j
+                sock = flowCount + j
                 syn = t.proto == 6
             } else {
                 let u = r.unit()
-                var lo = 0, hi = Self.flowCount - 1
+                var lo = 0, hi = flowCount - 1
                 while lo < hi {
                     let mid = (lo + hi) / 2
                     if cdf[mid] < u { lo = mid + 1 } else { hi = mid }
@@ -189,7 +215,7 @@ public final class DemuxBenchmarkTraffic: @unchecked Sendable {
             let payload = len - 14 - 20 - l4len
             var tcp: TCPSegmentInfo?
             if t.proto == 6 {
-                if flow < Self.flowCount {
+                if flow < flowCount {
                     tcp = TCPSegmentInfo(sequenceNumber: seq[flow], acknowledgmentNumber: ackn[flow],
                                          flags: [.psh, .ack], window: 0xffff)
                     seq[flow] &+= UInt32(payload)
@@ -203,7 +229,7 @@ public final class DemuxBenchmarkTraffic: @unchecked Sendable {
             SyntheticFrame.write(into: buf, flow: t.key, tcp: tcp, payloadLength: payload,
                                  ipID: UInt16(truncatingIfNeeded: i)) { b in UInt8(truncatingIfNeeded: i + b) }
             lengths[i] = UInt8(len - 64)
-            truth[i] = UInt16(sock)
+            truth[i] = UInt32(sock)
             perSocket[sock] += 1
         }
         self.flows = flows

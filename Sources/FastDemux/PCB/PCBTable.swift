@@ -127,6 +127,14 @@ public final class PCBTable<Flavor: RCUFlavor>: SocketTableControl, @unchecked S
     /// load (as ``liveSockets``). ``Demux/barrier()`` brings it to 0.
     public var closingSockets: Int { closingSocketCount.load(ordering: .relaxed) }
 
+    /// The connected table's chains (``RCUHashTable/chainStatistics``) and
+    /// the nodes a lookup of `key` visits there
+    /// (``RCUHashTable/lookupProbes(_:)``): what `fastdemux bench demux`
+    /// reports as the table grows. Any thread; both take stripe locks
+    /// (updates wait, lookups do not). Diagnostics only.
+    package var connectedChainStatistics: RCUHashTableChainStatistics { connected.chainStatistics }
+    package func connectedLookupProbes(_ key: FlowKey) -> Int { connected.lookupProbes(key) }
+
     // MARK: SocketTableControl
 
     private static func bits(_ s: Socket) -> UInt {

@@ -12,7 +12,7 @@ func demuxResult(impl: DemuxBenchImpl, traffic: DemuxBenchmarkTraffic, report r:
     let s = r.input.stats
     let dropFull = r.dropFull.reduce(0, +)
     var mismatches = 0
-    for i in 0..<DemuxBenchmarkTraffic.socketCount
+    for i in 0..<traffic.socketCount
     where complete && r.consumer.delivered[i] + r.dropFull[i] != traffic.perSocketPerPass[i] * demuxPasses {
         mismatches += 1
     }

@@ -48,7 +48,7 @@ func demuxConsume(
     _ traffic: DemuxBenchmarkTraffic, control: DemuxControl, readySet: SocketReadySet,
     drain: (Int, (UInt) -> Void) -> Int
 ) -> DemuxConsumerReport {
-    let n = DemuxBenchmarkTraffic.socketCount
+    let n = traffic.socketCount
     var lastSeq = [Int](repeating: -1, count: n)
     var delivered = [Int](repeating: 0, count: n)
     var misdelivered = 0, orderErrors = 0, sleeps = 0, total = 0, queueOps = 0

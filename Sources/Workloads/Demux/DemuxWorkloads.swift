@@ -1,5 +1,7 @@
 // demux (specified in docs/BenchmarkWorkloads.md): packet input to socket
-// queues.
+// queues. `--flows N` (WorkloadOptions.size) scales the flow count from the
+// defined 4,096 (the same Zipf(s = 1.0) popularity over N ranks, the same
+// 1M frames); the lines then also say how the table and the memory grew.
 //
 // Frame set: DemuxBenchmarkTraffic, built exactly as the C peer harness
 // builds it (same seed and generator). An input thread pinned to CPU 0
@@ -55,7 +57,7 @@ import Synchronization
 let demuxWorkloads: [Workload] = [
     Workload(
         name: "demux",
-        summary: "1M pre-built frames (4096 flows, Zipf) x 10 passes: parse, look up and enqueue on CPU 0, drain 4128 sockets on CPU 1",
+        summary: "1M pre-built frames (4096 flows, Zipf; --flows N) x 10 passes: parse, look up and enqueue on CPU 0, drain 4128 sockets on CPU 1",
         impls: [
             ("fastpath", { runDemuxBench(impl: .fastpath, options: $0) }),
             ("mutex_dictionary", { runDemuxBench(impl: .mutexDictionary, options: $0) }),
@@ -73,14 +75,21 @@ let demuxSpinScans = 4096
 let demuxQueueCapacity = 256
 
 /// Builds (once per process and size) the frame set; building 1M frames
-/// takes about a second, and `--impl all` runs share it.
-private let trafficCache = Mutex<[Int: DemuxBenchmarkTraffic]>([:])
+/// takes about a second, and `--impl all` runs share it. Keyed by
+/// (frames, flows).
+private let trafficCache = Mutex<[[Int]: DemuxBenchmarkTraffic]>([:])
 
-func demuxTraffic(frameCount: Int) -> DemuxBenchmarkTraffic {
-    if let t = trafficCache.withLock({ $0[frameCount] }) { return t }
-    let t = DemuxBenchmarkTraffic(frameCount: frameCount)
-    trafficCache.withLock { $0[frameCount] = t }
+func demuxTraffic(frameCount: Int, flowCount: Int = DemuxBenchmarkTraffic.flowCount) -> DemuxBenchmarkTraffic {
+    let key = [frameCount, flowCount]
+    if let t = trafficCache.withLock({ $0[key] }) { return t }
+    let t = DemuxBenchmarkTraffic(frameCount: frameCount, flowCount: flowCount)
+    trafficCache.withLock { $0[key] = t }
     return t
+}
+
+/// `--flows` (``WorkloadOptions/size``), or the defined 4,096.
+func demuxFlowCount(options: WorkloadOptions) -> Int {
+    options.size ?? DemuxBenchmarkTraffic.flowCount
 }
 
 /// The sizes: `--n` is the number of packets offered (frames x 10 passes);
@@ -110,7 +119,7 @@ struct DemuxConsumerReport: Sendable {
     /// CPU time the thread used (see ``DemuxInputReport/cpuSeconds``).
     var cpuSeconds = 0.0
     /// Packets taken, per socket slot.
-    var delivered = [Int](repeating: 0, count: DemuxBenchmarkTraffic.socketCount)
+    var delivered: [Int] = []
     var deliveredTotal = 0
     var misdelivered = 0, orderErrors = 0, sleeps = 0, queueOps = 0
     var batches = Log2Histogram()
@@ -126,6 +135,11 @@ struct DemuxRunReport: Sendable {
     var dropFull: [Int]
     var acks = 0
     var timedOut: Bool
+    /// Resident memory once the sockets and tables were set up (before
+    /// the threads started).
+    var setupMemory = ResidentMemory()
+    /// The fast path's connected table (nil for the baseline).
+    var table: DemuxTableShape?
 }
 
 /// Shared stop/handshake words of one run.
@@ -140,13 +154,16 @@ final class DemuxControl: Sendable {
 }
 
 func runDemuxBench(impl: DemuxBenchImpl, options: WorkloadOptions) -> BenchResult {
-    let traffic = demuxTraffic(frameCount: demuxFrameCount(options: options))
+    let traffic = demuxTraffic(frameCount: demuxFrameCount(options: options), flowCount: demuxFlowCount(options: options))
+    // This run's own peak (the frames stay resident and count in it).
+    ResidentMemory.resetPeak()
     let load0 = CPULoadSample()
     let report = switch impl {
     case .fastpath: runFastPath(traffic, capSeconds: options.capSeconds)
     case .mutexDictionary: runMutexDictionary(traffic, capSeconds: options.capSeconds)
     }
     var result = demuxResult(impl: impl, traffic: traffic, report: report)
+    result.extra.append(contentsOf: demuxScalingFields(traffic: traffic, report: report))
     if let otherLoad = CPULoadSample.otherLoadField(since: load0) { result.extra.append(otherLoad) }
     return result
 }

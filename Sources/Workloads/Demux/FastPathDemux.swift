@@ -8,10 +8,10 @@ import Synchronization
 /// the listening and wildcard sockets, and a SocketReadySet.
 func runFastPath(_ traffic: DemuxBenchmarkTraffic, capSeconds: Double) -> DemuxRunReport {
     let demux = Demux<QSBR>(configuration: .init(queueCapacity: demuxQueueCapacity, ackPolicy: .default,
-                                                 expectedConnections: DemuxBenchmarkTraffic.flowCount))
-    let readySet = SocketReadySet(capacity: DemuxBenchmarkTraffic.socketCount)
+                                                 expectedConnections: traffic.flowCount))
+    let readySet = SocketReadySet(capacity: traffic.socketCount)
     var sockets: [Socket] = []
-    sockets.reserveCapacity(DemuxBenchmarkTraffic.socketCount)
+    sockets.reserveCapacity(traffic.socketCount)
     for (i, f) in traffic.flows.enumerated() {
         let s = demux.makeSocket(f.proto == 6 ? .tcp : .udp)
         try! s.connect(to: InetEndpoint(IPAddress(ipv4: f.saddr), f.sport),
@@ -35,6 +35,7 @@ func runFastPath(_ traffic: DemuxBenchmarkTraffic, capSeconds: Double) -> DemuxR
     let ackCount = Atomic<Int>(0)
     let frames = traffic.frameCount
     let socketTable = sockets.map(SocketReference.init(unretained:))
+    let setupMemory = ResidentMemory.now()
 
     let consumer = PinnedThread(cpu: 1, name: "demux-consumer") {
         demuxConsume(traffic, control: control, readySet: readySet,
@@ -82,7 +83,8 @@ func runFastPath(_ traffic: DemuxBenchmarkTraffic, capSeconds: Double) -> DemuxR
     let report = DemuxRunReport(input: inputReport, consumer: consumerReport,
                                 dropFull: sockets.map { $0.counters.droppedQueueFull },
                                 acks: ackCount.load(ordering: .relaxed),
-                                timedOut: control.abort.load(ordering: .relaxed))
+                                timedOut: control.abort.load(ordering: .relaxed),
+                                setupMemory: setupMemory, table: DemuxTableShape(demux.table, traffic))
     demux.table.close(sockets)
     withExtendedLifetime(readySet) {}
     return report

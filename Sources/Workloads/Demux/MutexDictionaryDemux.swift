@@ -40,21 +40,22 @@ func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, capSeconds: Double) ->
     var boundTable: [FlowKey: Int] = [:]
     for (i, f) in traffic.flows.enumerated() { exact[f.key] = i }
     for (j, p) in traffic.listenPorts.enumerated() {
-        boundTable[.bound(.tcp, local: .wildcard(.ipv4), port: p)] = DemuxBenchmarkTraffic.flowCount + j
+        boundTable[.bound(.tcp, local: .wildcard(.ipv4), port: p)] = traffic.flowCount + j
     }
     for (j, p) in traffic.wildcardPorts.enumerated() {
         boundTable[.bound(.udp, local: .wildcard(.ipv4), port: p)] =
-            DemuxBenchmarkTraffic.flowCount + DemuxBenchmarkTraffic.listenCount + j
+            traffic.flowCount + DemuxBenchmarkTraffic.listenCount + j
     }
     let exactTable = PthreadLocked(exact)
     let bound = PthreadLocked(boundTable)
-    let sockets = (0..<DemuxBenchmarkTraffic.socketCount).map { _ in MutexDequeSocket() }
-    let readySet = SocketReadySet(capacity: DemuxBenchmarkTraffic.socketCount)
+    let sockets = (0..<traffic.socketCount).map { _ in MutexDequeSocket() }
+    let readySet = SocketReadySet(capacity: traffic.socketCount)
     let control = DemuxControl()
     let frames = traffic.frameCount
     // Only the consumer thread uses it (allocated once, freed after the join).
     nonisolated(unsafe) let drainBuffer = UnsafeMutablePointer<UInt>.allocate(capacity: demuxQueueCapacity)
     defer { drainBuffer.deallocate() }
+    let setupMemory = ResidentMemory.now()
 
     let consumer = PinnedThread(cpu: 1, name: "demux-consumer") {
         demuxConsume(traffic, control: control, readySet: readySet,
@@ -148,5 +149,5 @@ func runMutexDictionary(_ traffic: DemuxBenchmarkTraffic, capSeconds: Double) ->
     let consumerReport = consumer.join()
     return DemuxRunReport(input: inputReport, consumer: consumerReport,
                           dropFull: sockets.map { $0.droppedFull.load(ordering: .relaxed) },
-                          timedOut: control.abort.load(ordering: .relaxed))
+                          timedOut: control.abort.load(ordering: .relaxed), setupMemory: setupMemory)
 }

@@ -40,7 +40,7 @@ final class LFHTBench: QSBRBenchTable, @unchecked Sendable {
     // read after it is joined).
     static var implName: String { "urcu_lfht" }
     static var note: String {
-        "liburcu cds_lfht QSBR (cds_lfht_new_flavor), 65,536 buckets, no auto-resize, quiescent state every 1024 "
+        "liburcu cds_lfht QSBR (cds_lfht_new_flavor), one bucket per key, no auto-resize, quiescent state every 1024 "
             + "lookups"
     }
     static var writerNote: String {
@@ -53,7 +53,7 @@ final class LFHTBench: QSBRBenchTable, @unchecked Sendable {
     nonisolated(unsafe) var peak = 0
 
     init(keys: UnsafeMutableBufferPointer<BenchFlowKey>) {
-        let n = UInt(rcuBenchKeyCount)
+        let n = UInt(keys.count)
         guard let ht = cds_lfht_new_flavor(n, n, n, 0, curcu_qsbr_flavor(), nil) else {
             fatalError("cds_lfht_new_flavor failed")
         }

@@ -44,14 +44,15 @@ struct RCUBenchInputs: @unchecked Sendable {
     let keys: UnsafeMutableBufferPointer<BenchFlowKey>
     let sequences: [UnsafeMutableBufferPointer<UInt32>]
 
-    /// 65,536 distinct keys from a fixed seed; `sequenceCount` index
-    /// sequences of `n` indices below `indexLimit`.
-    init(n: Int, sequenceCount: Int, indexLimit: Int) {
-        keys = .allocate(capacity: rcuBenchKeyCount)
+    /// `keyCount` distinct keys from a fixed seed (the first 65,536 the
+    /// same for every count); `sequenceCount` index sequences of `n`
+    /// indices below `indexLimit`.
+    init(n: Int, sequenceCount: Int, indexLimit: Int, keyCount: Int = rcuBenchKeyCount) {
+        keys = .allocate(capacity: keyCount)
         var rng = Xoshiro256StarStar(seed: 0x5eed_0001)
-        var seen = Set<BenchFlowKey>(minimumCapacity: rcuBenchKeyCount)
+        var seen = Set<BenchFlowKey>(minimumCapacity: keyCount)
         var i = 0
-        while i < rcuBenchKeyCount {
+        while i < keyCount {
             let x = rng.next(), y = rng.next()
             let k = BenchFlowKey(
                 srcAddr: UInt32(truncatingIfNeeded: x >> 32),

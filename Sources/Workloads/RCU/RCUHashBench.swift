@@ -7,14 +7,15 @@ import SMPPrimitives
 final class RCUHashBench: QSBRBenchTable, Sendable {
     static var implName: String { "rcu_hash" }
     static var note: String {
-        "RCUHashTable<BenchFlowKey, UInt, QSBR>, 65,536 buckets, QSBR.quiescentState every 1024 lookups"
+        "RCUHashTable<BenchFlowKey, UInt, QSBR>, one bucket per key, QSBR.quiescentState every 1024 lookups"
     }
     static var writerNote: String {
         "remove + insert, call_rcu reclamation (worker pinned to CPU 1, nodes recycled), QSBR.barrier at end"
     }
-    let table = RCUHashTable<BenchFlowKey, UInt, QSBR>(initialBucketCount: rcuBenchKeyCount)
+    let table: RCUHashTable<BenchFlowKey, UInt, QSBR>
 
     init(keys: UnsafeMutableBufferPointer<BenchFlowKey>) {
+        table = RCUHashTable(initialBucketCount: keys.count)
         for i in 0..<keys.count { precondition(table.insert(keys[i], value: rcuBenchValue(i))) }
     }
     @inline(__always) func lookup(_ key: BenchFlowKey) -> UInt { table.lookup(key) ?? 0 }

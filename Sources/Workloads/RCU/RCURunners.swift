@@ -56,7 +56,8 @@ private func rcuRunNote(_ implementation: String, truncated: Bool, cap: Double) 
 
 func runRCULookup<T: RCUBenchTable>(_: T.Type, _ options: WorkloadOptions) -> BenchResult {
     let n = options.n ?? rcuBenchDefaultLookups
-    let inputs = RCUBenchInputs(n: n, sequenceCount: 2, indexLimit: rcuBenchKeyCount)
+    let keyCount = rcuKeyCount(options)
+    let inputs = RCUBenchInputs(n: n, sequenceCount: 2, indexLimit: keyCount, keyCount: keyCount)
     defer { inputs.free() }
     let table = T(keys: inputs.keys)
     let barrier = SpinBarrier(parties: 2)
@@ -82,6 +83,7 @@ func runRCULookup<T: RCUBenchTable>(_: T.Type, _ options: WorkloadOptions) -> Be
             ("lookup_errors", .int(errors)),
             ("verify_errors", .int(bad)),
             ("complete", .bool(!truncated)),
+            ("keys", .int(keyCount)),
         ])
 }
 
@@ -95,7 +97,8 @@ struct RCUWriterResult: Sendable {
 
 func runRCUChurn<T: RCUBenchTable>(_: T.Type, _ options: WorkloadOptions) -> BenchResult {
     let n = options.n ?? rcuBenchDefaultLookups
-    let inputs = RCUBenchInputs(n: n, sequenceCount: 1, indexLimit: rcuBenchStableKeys)
+    let keyCount = rcuKeyCount(options)
+    let inputs = RCUBenchInputs(n: n, sequenceCount: 1, indexLimit: rcuBenchStableKeys, keyCount: keyCount)
     defer { inputs.free() }
     let table = T(keys: inputs.keys)
     let barrier = SpinBarrier(parties: 2)
@@ -116,7 +119,7 @@ func runRCUChurn<T: RCUBenchTable>(_: T.Type, _ options: WorkloadOptions) -> Ben
         barrier.wait()
         res.t0 = monotonicSeconds()
         while !readerDone.load(ordering: .acquiring) {
-            let idx = rcuBenchStableKeys + Int(rng.below(UInt32(rcuBenchKeyCount - rcuBenchStableKeys)))
+            let idx = rcuBenchStableKeys + Int(rng.below(UInt32(keyCount - rcuBenchStableKeys)))
             if !table.replace(idx, keys[idx]) { res.errors += 1 }
             res.updates += 2  // one remove + one insert
         }
@@ -142,5 +145,6 @@ func runRCUChurn<T: RCUBenchTable>(_: T.Type, _ options: WorkloadOptions) -> Ben
             ("writer_errors", .int(wr.errors)),
             ("verify_errors", .int(bad)),
             ("complete", .bool(!rr.truncated)),
+            ("keys", .int(keyCount)),
         ])
 }

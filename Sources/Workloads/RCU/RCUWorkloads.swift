@@ -1,10 +1,10 @@
 // rcu-lookup and rcu-churn (specified in docs/BenchmarkWorkloads.md).
 //
 // Implementations, ours first:
-// - rcu_hash:         RCUHashTable<BenchFlowKey, UInt, QSBR>, 65,536 buckets;
+// - rcu_hash:         RCUHashTable<BenchFlowKey, UInt, QSBR>, one bucket per key;
 //                     readers report a quiescent state every 1024 lookups.
-// - urcu_lfht:        liburcu's cds_lfht with the QSBR flavour, 65,536
-//                     buckets, no auto-resize; call_rcu reclamation.
+// - urcu_lfht:        liburcu's cds_lfht with the QSBR flavour, one bucket
+//                     per key, no auto-resize; call_rcu reclamation.
 // - mutex_dictionary: Synchronization.Mutex around a Swift Dictionary.
 //
 // All three hash with the same keyed mix (rcuHashMix) so hashing costs the
@@ -22,7 +22,7 @@
 let rcuWorkloads: [Workload] = [
     Workload(
         name: "rcu-lookup",
-        summary: "65,536 IPv4 5-tuple keys; 2 readers (CPU 0, 1) x N lookups (default 10,000,000) of present keys",
+        summary: "65,536 IPv4 5-tuple keys (--keys); 2 readers (CPU 0, 1) x N lookups (default 10,000,000) of present keys",
         impls: rcuImpls(.lookup)),
     Workload(
         name: "rcu-churn",
@@ -47,7 +47,10 @@ private func rcuImpl<T: RCUBenchTable>(_: T.Type, _ kind: RCUWorkloadKind) -> (n
     }
 }
 
+/// The defined key count; `--keys` (``WorkloadOptions/size``) changes it.
 let rcuBenchKeyCount = 65_536
+/// Keys of a run: `--keys`, or the defined 65,536.
+func rcuKeyCount(_ options: WorkloadOptions) -> Int { options.size ?? rcuBenchKeyCount }
 let rcuBenchStableKeys = 1_024
 let rcuBenchDefaultLookups = 10_000_000
 /// Quiescent state (QSBR) / batch boundary every this many lookups.
