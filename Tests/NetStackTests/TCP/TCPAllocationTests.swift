@@ -131,14 +131,17 @@ import Testing
         #expect(server?.state == .established)
         for _ in 0..<20 { round() }  // warm up
         let count = Self.counter ?? { 0 }
+        // Uncounted, a short run checks the bytes (the transfer tests move
+        // far more): 500 rounds take 98 s under ThreadSanitizer.
+        let rounds = Self.counter == nil ? 40 : 500
         let before = count()
         let segmentsBefore = client.counters.segmentsSent
-        for _ in 0..<500 { round() }
+        for _ in 0..<rounds { round() }
         let allocations = count() - before
         let segments = client.counters.segmentsSent - segmentsBefore
         #expect(mismatches == 0)
-        #expect(received > 10 << 20)
-        #expect(segments > 5000)
+        #expect(received > rounds * 20_000)
+        #expect(segments > rounds * 10)
         if Self.counter != nil {
             print("TCP engine allocations: \(allocations) for \(segments) segments")
             #expect(allocations == 0)
