@@ -9,7 +9,7 @@ import Synchronization
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Be an IPv4/IPv6 host on a multi-queue TUN device: answer ping and ping -6, and run a UDP echo service.",
+        abstract: "Be an IPv4/IPv6 host on a multi-queue TUN device: answer ping and ping -6, and run UDP and TCP echo services.",
         discussion: """
             Opens (or creates) TUN interface NAME with one queue per core (IFF_MULTI_QUEUE) and answers as \
             the --address(es) given: ICMP and ICMPv6 echo, UDP echo (RFC 862) on --udp-echo PORT written on \

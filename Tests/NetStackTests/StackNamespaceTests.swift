@@ -195,11 +195,17 @@ private func within(seconds: Double, _ condition: () -> Bool) -> Bool {
     return condition()
 }
 
-/// The TCP gauges all at zero (no connection, socket object, PCB or
-/// demux socket of a connection left).
-private func tcpConnectionsGone(_ g: StackGauges, listeners: Int) -> Bool {
-    g.tcpConnections == 0 && g.tcpSocketObjects == 0 && g.connectedEntries == 0 && g.closingSockets == 0
-        && g.liveSockets == 1 + listeners   // the UDP echo and the listeners
+/// Expects the TCP gauges back at zero within 10 s (no connection, socket
+/// object, PCB or demux socket of a connection left; the UDP echo and the
+/// two listeners are the live demux sockets).
+private func expectTCPConnectionsGone(_ stack: EndpointStack, sourceLocation: SourceLocation = #_sourceLocation) {
+    var last = StackGauges()
+    let gone = within(seconds: 10) {
+        last = stack.gauges
+        return last.tcpConnections == 0 && last.tcpSocketObjects == 0 && last.connectedEntries == 0
+            && last.closingSockets == 0 && last.liveSockets == 3
+    }
+    #expect(gone, "\(last.nonZero)", sourceLocation: sourceLocation)
 }
 
 /// Sends `payload` and waits for one datagram back: the bytes, or the
@@ -262,12 +268,7 @@ struct StackNamespaceTests {
             tcpEchoClient(to: server, port: 7, total: 16 << 20, seconds: 90)
         }
         #expect(failure == nil, "\(failure ?? "")")
-        var last = StackGauges()
-        let gone = within(seconds: 10) {
-            last = f.stack.gauges
-            return tcpConnectionsGone(last, listeners: 2)
-        }
-        #expect(gone, "\(last.nonZero)")
+        expectTCPConnectionsGone(f.stack)
         let s = f.stack.totalStatistics
         #expect(s.tcpConnectionsAccepted == 1)
         #expect(s.isConserved, "\(s)")
@@ -292,12 +293,7 @@ struct StackNamespaceTests {
         }   // the client closes here: its FIN puts the server in TIME-WAIT
         #expect(greeting == Array("bye\n".utf8))
         #expect(within(seconds: 0.5) { f.stack.gauges.tcpConnections == 1 }, "in TIME-WAIT")
-        var last = StackGauges()
-        let gone = within(seconds: 10) {
-            last = f.stack.gauges
-            return tcpConnectionsGone(last, listeners: 2)
-        }
-        #expect(gone, "\(last.nonZero)")
+        expectTCPConnectionsGone(f.stack)
     }
 
     @Test(arguments: [stackV4, stackV6])

@@ -63,6 +63,21 @@ private final class EngineTimer: @unchecked Sendable {
         }
     }
 
+    /// The two continuations of an engine's socket, both on core `core`'s
+    /// executor and both running `run`: the socket's worker (scheduled by
+    /// the input cores, no coalescing delay) and the timer returned. Each
+    /// holds a worker token (``StackGauges/socketWorkers``).
+    static func attach(to socket: Socket, stack: EndpointStack, core: Int,
+                       _ run: @escaping @Sendable () -> Void) -> EngineTimer {
+        let executor = stack.group.executors[core]
+        let token = stack.live.workerToken()
+        socket.attachWorker(on: executor, delay: .zero) { _ in
+            withExtendedLifetime(token) {}
+            run()
+        }
+        return EngineTimer(on: executor, token: stack.live.workerToken(), run)
+    }
+
     /// Arms for `deadline` (µs of ``tcpNow()``), or cancels for nil.
     func arm(_ deadline: UInt64?, now: UInt64) {
         guard let deadline else {
@@ -134,17 +149,14 @@ public final class TCPListenerSocket: @unchecked Sendable {
                                acceptQueueLimit: backlog, isn: stack.isn)
         socket = stack.demux.makeSocket(.tcp)
         socket.v6Only.store(v6Only, ordering: .relaxed)
-        let executor = stack.group.executors[core]
-        timer = EngineTimer(on: executor, token: stack.live.workerToken()) { [weak self] in self?.run() }
-        let token = stack.live.workerToken()
-        socket.attachWorker(on: executor, delay: .zero) { [weak self] _ in
-            withExtendedLifetime(token) {}
-            self?.run()
-        }
+        timer = EngineTimer.attach(to: socket, stack: stack, core: core) { [weak self] in self?.run() }
         do throws(SocketError) {
             try socket.bind(local)
             try socket.listen()
         } catch {
+            // deinit still runs (the object is initialized): it must not
+            // count a listener that never was.
+            closed.store(true, ordering: .relaxed)
             socket.close()
             throw error
         }
@@ -280,13 +292,7 @@ public final class TCPSocket: @unchecked Sendable {
         endpoints = connection.endpoints
         socket = stack.demux.makeSocket(.tcp)
         stack.live.tcpSocketObjects.add(1, ordering: .relaxed)
-        let executor = stack.group.executors[core]
-        timer = EngineTimer(on: executor, token: stack.live.workerToken()) { [weak self] in self?.run() }
-        let token = stack.live.workerToken()
-        socket.attachWorker(on: executor, delay: .zero) { [weak self] _ in
-            withExtendedLifetime(token) {}
-            self?.run()
-        }
+        timer = EngineTimer.attach(to: socket, stack: stack, core: core) { [weak self] in self?.run() }
     }
 
     deinit { stack.live.tcpSocketObjects.subtract(1, ordering: .relaxed) }
@@ -318,8 +324,14 @@ public final class TCPSocket: @unchecked Sendable {
 
     /// Puts `p` (a segment another path took) on `owner`'s receive queue
     /// and schedules its worker; a full queue drops it (TCP retransmits).
+    ///
+    /// Safe against a concurrent close of `owner`: the caller found it in
+    /// the table just before, and the executor (a QSBR reader) passes no
+    /// quiescent point between that lookup and this put (only a waiting
+    /// mailbox send or call is one), so the close's teardown drain, which
+    /// waits for a grace period, comes after the put and frees the packet.
     static func forward(_ p: PacketRef, to owner: Socket, core c: StackCore) {
-        guard owner.queue.put(p) else {
+        guard owner.stateWord.load(ordering: .relaxed) != SocketState.closed.rawValue, owner.queue.put(p) else {
             c.release(p)
             return
         }
