@@ -179,6 +179,8 @@ private func summaryText(_ s: StackStatistics, _ g: StackGauges, queues: [TUNQue
                  "  reassembled         \(s.datagramsReassembled) datagrams from \(s.fragmentsToReassembly) fragments",
                  "  port unreachable    \(s.portUnreachableSent) sent, \(s.icmpErrorsSuppressed) suppressed, "
                     + "\(s.icmpErrorsRateLimited) rate-limited",
+                 "  TCP                 \(s.tcpConnectionsAccepted) connections accepted, \(s.tcpSegmentsSent) segments sent, "
+                    + "\(s.tcpResetsSent) RSTs to no socket",
                  "  dropped             \(s.droppedTotal)"]
     for r in StackDropReason.allCases where s.dropped(r) > 0 {
         lines.append("    \(padRight(r.description, 18)) \(s.dropped(r))")

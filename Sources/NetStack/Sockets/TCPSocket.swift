@@ -433,6 +433,7 @@ extension EndpointStack {
     ///
     /// - Parameters:
     ///   - family: IPv4 or IPv6 (dual stack unless `v6Only`).
+    ///   - v6Only: IPV6_V6ONLY (IPv6 only): no IPv4 connections.
     ///   - port: the port (no ephemeral port: a listener names its port).
     ///   - configuration: buffers, options, timers of the connections
     ///     (``TCPConfiguration/maximumSegmentLifetime`` sets TIME-WAIT).
