@@ -173,7 +173,7 @@ private func summaryText(_ s: StackStatistics, _ g: StackGauges, queues: [TUNQue
                          seconds: Double) -> String {
     var lines = ["serve: \(fixed(seconds, 1)) s",
                  "  packets in          \(s.packetsIn) (handed between cores \(s.handedOff))",
-                 "  delivered (UDP)     \(s.delivered) (socket worker continuation runs \(s.socketWorkerRuns))",
+                 "  delivered           \(s.delivered) (socket worker continuation runs \(s.socketWorkerRuns))",
                  "  echo requests       \(s.echoRequestsAnswered) answered",
                  "  datagrams sent      \(s.datagramsSent) (failed \(s.sendFailures))",
                  "  reassembled         \(s.datagramsReassembled) datagrams from \(s.fragmentsToReassembly) fragments",
