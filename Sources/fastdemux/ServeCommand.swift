@@ -9,7 +9,7 @@ import Synchronization
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Be an IPv4/IPv6 host on a multi-queue TUN device: answer ping and ping -6, and run a UDP echo service.",
+        abstract: "Be an IPv4/IPv6 host on a multi-queue TUN device: answer ping and ping -6, and run UDP and TCP echo services.",
         discussion: """
             Opens (or creates) TUN interface NAME with one queue per core (IFF_MULTI_QUEUE) and answers as \
             the --address(es) given: ICMP and ICMPv6 echo, UDP echo (RFC 862) on --udp-echo PORT written on \
@@ -17,7 +17,7 @@ struct ServeCommand: ParsableCommand {
             yourself, e.g. 'ip addr add 198.18.0.1/24 dev NAME; ip -6 addr add fd00:18::1/64 dev NAME nodad; \
             ip link set NAME up' with --address 198.18.0.2 --address fd00:18::2, inside a network namespace \
             of its own. A status line per second on a terminal; a summary at exit (Ctrl-C or --duration). \
-            Needs root or CAP_NET_ADMIN. TCP (--tcp-echo, --http) is not implemented yet.
+            Needs root or CAP_NET_ADMIN. HTTP (--http) is not implemented yet.
             """
     )
 
@@ -41,15 +41,14 @@ struct ServeCommand: ParsableCommand {
     @Flag(help: "Print the summary as one JSON object (one line, with schemaVersion and version).")
     var json = false
 
-    @Option(name: .customLong("tcp-echo"), help: .hidden)
-    var tcpEcho: String?
+    @Option(name: .customLong("tcp-echo"), help: ArgumentHelp("Run the TCP echo service on this port.", valueName: "PORT"))
+    var tcpEcho: Int?
 
     @Option(help: .hidden)
     var http: String?
 
     func validate() throws {
-        if tcpEcho != nil { throw ValidationError("--tcp-echo: not yet: TCP is not implemented (only --udp-echo)") }
-        if http != nil { throw ValidationError("--http: not yet: TCP is not implemented (only --udp-echo)") }
+        if http != nil { throw ValidationError("--http: not yet: the HTTP server is not implemented") }
         if tun.isEmpty || tun.utf8.count > 15 { throw ValidationError("--tun: a name of 1 to 15 bytes") }
         if addresses.isEmpty { throw ValidationError("--address: give at least one address to answer as") }
         var seen: [IPAddress] = []
@@ -62,6 +61,7 @@ struct ServeCommand: ParsableCommand {
             throw ValidationError("--queues: 1 to \(TUNDevice.maximumQueues)")
         }
         if let udpEcho, !(1...65535).contains(udpEcho) { throw ValidationError("--udp-echo \(udpEcho): a port from 1 to 65535") }
+        if let tcpEcho, !(1...65535).contains(tcpEcho) { throw ValidationError("--tcp-echo \(tcpEcho): a port from 1 to 65535") }
         if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
     }
 
@@ -102,9 +102,21 @@ struct ServeCommand: ParsableCommand {
                 throw ExitCode.failure
             }
         }
+        var tcpListener: TCPListenerSocket?
+        if let tcpEcho {
+            do {
+                tcpListener = try StackTCPEcho.start(on: stack, port: UInt16(tcpEcho))
+            } catch {
+                writeStderr("fastdemux serve: error: listen on TCP port \(tcpEcho): \(error)")
+                echo?.close()
+                stack.shutdown()
+                throw ExitCode.failure
+            }
+        }
         writeStderr("fastdemux serve: \(device.name), \(queues) queue\(queues == 1 ? "" : "s"), answering as "
                     + addresses.joined(separator: ", ")
                     + (udpEcho.map { ", UDP echo on port \($0)" } ?? "")
+                    + (tcpEcho.map { ", TCP echo on port \($0)" } ?? "")
                     + " (" + (duration.map { "\($0) s or Ctrl-C" } ?? "until Ctrl-C") + ")")
 
         let start = ContinuousClock.now
@@ -128,6 +140,8 @@ struct ServeCommand: ParsableCommand {
         if terminal { writeStderr("") }
         echo?.close()
         echo = nil   // its last reference: the gauges at exit must not count it
+        tcpListener?.close()
+        tcpListener = nil
         let queueStats = (0..<queues).compactMap { stack.queueStatistics(queue: $0) }
         stack.shutdown()
         let total = stack.totalStatistics
@@ -159,12 +173,14 @@ private func summaryText(_ s: StackStatistics, _ g: StackGauges, queues: [TUNQue
                          seconds: Double) -> String {
     var lines = ["serve: \(fixed(seconds, 1)) s",
                  "  packets in          \(s.packetsIn) (handed between cores \(s.handedOff))",
-                 "  delivered (UDP)     \(s.delivered) (socket worker continuation runs \(s.socketWorkerRuns))",
+                 "  delivered           \(s.delivered) (socket worker continuation runs \(s.socketWorkerRuns))",
                  "  echo requests       \(s.echoRequestsAnswered) answered",
                  "  datagrams sent      \(s.datagramsSent) (failed \(s.sendFailures))",
                  "  reassembled         \(s.datagramsReassembled) datagrams from \(s.fragmentsToReassembly) fragments",
                  "  port unreachable    \(s.portUnreachableSent) sent, \(s.icmpErrorsSuppressed) suppressed, "
                     + "\(s.icmpErrorsRateLimited) rate-limited",
+                 "  TCP                 \(s.tcpConnectionsAccepted) connections accepted, \(s.tcpSegmentsSent) segments sent, "
+                    + "\(s.tcpResetsSent) RSTs to no socket",
                  "  dropped             \(s.droppedTotal)"]
     for r in StackDropReason.allCases where s.dropped(r) > 0 {
         lines.append("    \(padRight(r.description, 18)) \(s.dropped(r))")

@@ -23,9 +23,13 @@ private final class StackFixture: Sendable {
     let tun: TUNDevice
     let stack: EndpointStack
     let echo: UDPSocket
+    /// TCP echo on port 7 and, on port 9, a server that closes first (its
+    /// connections go through TIME-WAIT), when `tcp` is given.
+    let tcpListeners: [TCPListenerSocket]
 
     init(queues: Int = 2,
-         reassembly: ReassemblyConfiguration = ReassemblyConfiguration(maxQueues: 64, maxFragments: 1024)) throws {
+         reassembly: ReassemblyConfiguration = ReassemblyConfiguration(maxQueues: 64, maxFragments: 1024),
+         tcp: TCPConfiguration? = nil) throws {
         ns = try TestNetworkNamespace()
         let name = "fdstack0"
         tun = try ns.inside { () throws -> TUNDevice in try TUNDevice(name: name, mode: .multiQueue(queues)) }
@@ -45,9 +49,37 @@ private final class StackFixture: Sendable {
             while s.tryReceive({ d in try? s.send(d.payload, to: d.peer) }) != nil {}
         }
         try echo.bind(port: 7)
+        if let tcp {
+            // Echo as a user writes it: what fits the send buffer, FIN
+            // once the peer finished and everything went back.
+            let echo = try stack.makeTCPListener(.ipv6, port: 7, configuration: tcp) { s in
+                withUnsafeTemporaryAllocation(byteCount: 16 * 1024, alignment: 16) { buffer in
+                    while case let n = min(s.readableBytes, s.writableBytes, buffer.count), n > 0 {
+                        let got = s.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+                        _ = s.write(UnsafeRawBufferPointer(rebasing: buffer[0..<got]))
+                    }
+                }
+                if s.atEndOfFile && s.state == .closeWait { s.shutdownWrite() }
+            }
+            // Closes first: a greeting and a FIN, whatever the peer sends
+            // is read and dropped.
+            let closer = try stack.makeTCPListener(.ipv6, port: 9, configuration: tcp) { s in
+                if s.writableBytes > 0 && s.state == .established {
+                    _ = Array("bye\n".utf8).withUnsafeBytes { s.write($0) }
+                    s.shutdownWrite()
+                }
+                withUnsafeTemporaryAllocation(byteCount: 4096, alignment: 16) { buffer in
+                    while s.read(into: buffer) > 0 {}
+                }
+            }
+            tcpListeners = [echo, closer]
+        } else {
+            tcpListeners = []
+        }
     }
 
     func tearDown() {
+        for l in tcpListeners { l.close() }
         echo.close()
         stack.shutdown()
         tun.close()
@@ -78,10 +110,102 @@ private func kernelSocket(type: Int32, proto: Int32 = 0, to address: String, por
     let s = TestSocket(fd: fd)
     var tv = timeval(tv_sec: timeout, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    // A blocking TCP connect waits at most this long too.
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     let sa = sockaddrBytes(address, port)
     let rc = sa.withUnsafeBytes { connect(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count)) }
     guard rc == 0 else { throw TUNError(operation: "connect", code: errno) }
     return s
+}
+
+/// A pseudo-random block whose period (65,521 bytes, a prime) lines up
+/// with no segment size; stored twice so that any run of up to one period
+/// from any offset is contiguous.
+private let tcpPattern: [UInt8] = {
+    var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+    let period = (0..<65_521).map { _ -> UInt8 in
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17
+        return UInt8(truncatingIfNeeded: x)
+    }
+    return period + period
+}()
+
+/// A kernel TCP client: connects to `server`:`port`, sends `total` bytes
+/// of the pattern, half-closes, and reads until end-of-file, comparing
+/// every byte back with what was sent (nil: all identical; else what went
+/// wrong). Non-blocking, every wait under `seconds`.
+private func tcpEchoClient(to server: String, port: UInt16, total: Int, seconds: Double) -> String? {
+    let s: TestSocket
+    do {
+        s = try kernelSocket(type: Int32(SOCK_STREAM.rawValue), to: server, port: port)
+    } catch {
+        return "connect: \(error)"
+    }
+    _ = fcntl(s.fd, F_SETFL, fcntl(s.fd, F_GETFL) | O_NONBLOCK)
+    let period = 65_521
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    var sent = 0, received = 0, finSent = false
+    var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    return tcpPattern.withUnsafeBytes { pattern -> String? in
+        while true {
+            if ContinuousClock.now > deadline { return "deadline: sent \(sent), received \(received) of \(total)" }
+            var pfd = pollfd(fd: s.fd, events: Int16(POLLIN) | (sent < total ? Int16(POLLOUT) : 0), revents: 0)
+            _ = poll(&pfd, 1, 100)
+            if sent < total {
+                let n = min(total - sent, period)
+                let w = send(s.fd, pattern.baseAddress! + sent % period, n, Int32(MSG_NOSIGNAL))
+                if w > 0 { sent += w } else if w < 0 && errno != EAGAIN { return "send: errno \(errno)" }
+            } else if !finSent {
+                shutdown(s.fd, Int32(SHUT_WR))
+                finSent = true
+            }
+            while true {
+                let r = buffer.withUnsafeMutableBytes { recv(s.fd, $0.baseAddress, $0.count, 0) }
+                if r == 0 {
+                    return received == total ? nil : "end of file after \(received) of \(total) bytes"
+                }
+                if r < 0 {
+                    if errno == EAGAIN { break }
+                    return "recv: errno \(errno) after \(received) bytes"
+                }
+                // Compare in pieces of at most one period (contiguous in the pattern).
+                var done = 0
+                while done < r {
+                    let piece = min(r - done, period)
+                    let equal = buffer.withUnsafeBytes {
+                        memcmp($0.baseAddress! + done, pattern.baseAddress! + (received + done) % period, piece) == 0
+                    }
+                    if !equal { return "bytes \(received + done)..<\(received + done + piece) differ" }
+                    done += piece
+                }
+                received += r
+                if received > total { return "\(received) bytes back for \(total)" }
+            }
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms for up to `seconds`; its last value.
+private func within(seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
+
+/// Expects the TCP gauges back at zero within 10 s (no connection, socket
+/// object, PCB or demux socket of a connection left; the UDP echo and the
+/// two listeners are the live demux sockets).
+private func expectTCPConnectionsGone(_ stack: EndpointStack, sourceLocation: SourceLocation = #_sourceLocation) {
+    var last = StackGauges()
+    let gone = within(seconds: 10) {
+        last = stack.gauges
+        return last.tcpConnections == 0 && last.tcpSocketObjects == 0 && last.connectedEntries == 0
+            && last.closingSockets == 0 && last.liveSockets == 3
+    }
+    #expect(gone, "\(last.nonZero)", sourceLocation: sourceLocation)
 }
 
 /// Sends `payload` and waits for one datagram back: the bytes, or the
@@ -132,6 +256,62 @@ struct StackNamespaceTests {
         let s = f.stack.totalStatistics
         #expect(s.delivered >= count && s.datagramsSent >= count)
         #expect(s.isConserved, "\(s)")
+    }
+
+    @Test(arguments: [stackV4, stackV6])
+    func aKernelTCPClientGets16MiBEchoedByteIdenticalAndTheConnectionIsFreed(server: String) throws {
+        var tcp = TCPConfiguration()
+        tcp.maximumSegmentLifetime = 500_000   // TIME-WAIT 1 s
+        let f = try StackFixture(tcp: tcp)
+        defer { f.tearDown() }
+        let failure = try f.ns.inside { () -> String? in
+            tcpEchoClient(to: server, port: 7, total: 16 << 20, seconds: 90)
+        }
+        #expect(failure == nil, "\(failure ?? "")")
+        expectTCPConnectionsGone(f.stack)
+        let s = f.stack.totalStatistics
+        #expect(s.tcpConnectionsAccepted == 1)
+        #expect(s.isConserved, "\(s)")
+    }
+
+    @Test(arguments: [stackV4, stackV6])
+    func aServerThatClosesFirstGoesThroughTimeWaitAndIsFreed(server: String) throws {
+        var tcp = TCPConfiguration()
+        tcp.maximumSegmentLifetime = 500_000   // TIME-WAIT 1 s
+        let f = try StackFixture(tcp: tcp)
+        defer { f.tearDown() }
+        let greeting = try f.ns.inside { () throws -> [UInt8] in
+            let s = try kernelSocket(type: Int32(SOCK_STREAM.rawValue), to: server, port: 9)
+            var got: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 64)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { recv(s.fd, $0.baseAddress, $0.count, 0) }
+                if n <= 0 { break }   // end of file (or the 2 s receive timeout)
+                got += buffer[0..<n]
+            }
+            return got
+        }   // the client closes here: its FIN puts the server in TIME-WAIT
+        #expect(greeting == Array("bye\n".utf8))
+        #expect(within(seconds: 0.5) { f.stack.gauges.tcpConnections == 1 }, "in TIME-WAIT")
+        expectTCPConnectionsGone(f.stack)
+    }
+
+    @Test(arguments: [stackV4, stackV6])
+    func aTCPConnectToAClosedPortIsRefused(server: String) throws {
+        let f = try StackFixture(tcp: TCPConfiguration())
+        defer { f.tearDown() }
+        let error = try f.ns.inside { () -> Int32 in
+            do {
+                _ = try kernelSocket(type: Int32(SOCK_STREAM.rawValue), to: server, port: 8)
+                return 0
+            } catch let e as TUNError {
+                return e.code
+            } catch {
+                return -1
+            }
+        }
+        #expect(error == ECONNREFUSED)
+        #expect(f.stack.totalStatistics.tcpResetsSent >= 1)
     }
 
     @Test(arguments: [stackV4, stackV6])

@@ -119,6 +119,8 @@ public final class EndpointStack: @unchecked Sendable {
     /// SO_REUSEPORT groups by bound endpoint (a pthread lock: joins and
     /// leaves on several threads contend, see `PthreadMutex`).
     let reuseGroups = PthreadLockedValue<[InetEndpoint: ReusePortGroup]>([:])
+    /// The ISN generator of every TCP listener (RFC 6528: one secret key).
+    let isn = TCPISNGenerator()
     /// The live counts of ``StackGauges`` no table keeps.
     let live = StackLiveCounts()
     let capture: Capture?
@@ -246,6 +248,9 @@ public final class EndpointStack: @unchecked Sendable {
         g.openSockets = live.openSockets.load(ordering: .relaxed)
         g.socketWorkers = live.workers.load(ordering: .relaxed)
         g.reusePortMemberLists = live.memberLists.load(ordering: .relaxed)
+        g.tcpListeners = live.tcpListeners.load(ordering: .relaxed)
+        g.tcpConnections = live.tcpConnections.load(ordering: .relaxed)
+        g.tcpSocketObjects = live.tcpSocketObjects.load(ordering: .relaxed)
         g.liveSockets = demux.table.liveSockets
         g.closingSockets = demux.table.closingSockets
         g.boundEntries = demux.table.boundCount

@@ -178,7 +178,7 @@ final class StackCore: @unchecked Sendable {
     }
 
     func transport(_ p: PacketRef, _ t: ParsedPacket, _ bytes: UnsafeRawBufferPointer, handedOff: Bool) {
-        guard t.flow.transport == .udp else { return drop(p, .tcpNotYet) }
+        guard t.flow.transport == .udp || t.flow.transport == .tcp else { return drop(p, .unsupportedTransport) }
         guard isLocal(t.flow.destination) else { return drop(p, .notLocal) }
         if !handedOff {
             let o = owner(local: t.flow.destination, localPort: t.flow.destinationPort,
@@ -213,6 +213,9 @@ final class StackCore: @unchecked Sendable {
         switch input.deliver(p, key: key, to: socket, payloadLength: t.payloadLength) {
         case .queued:
             stats.delivered &+= 1
+        case .dropped(.noSocket) where t.flow.transport == .tcp:
+            resetUnmatched(t, bytes)
+            drop(p, .noSocket)
         case .dropped(.noSocket):
             portUnreachable(UnsafeRawBufferPointer(rebasing: bytes[t.networkOffset...]), family: key.family)
             drop(p, .noSocket)
@@ -371,21 +374,81 @@ final class StackCore: @unchecked Sendable {
         }
         stats.datagramsSent &+= 1
         let o = owner(local: local.address, localPort: local.port, remote: remote.address, remotePort: remote.port)
+        queue(UnsafeBufferPointer(rebasing: scratch[0..<count]), owner: o)
+    }
+
+    /// Queues built packets for core `o`'s queue: this core's batch, or
+    /// `o`'s mailbox. Not inside a burst (a full ring may wait; while it
+    /// waits it drains this core's own mailboxes, whose hand-ins may build
+    /// echo replies into `scratch`: the words are copied out first, a
+    /// stack allocation).
+    func queue(_ packets: UnsafeBufferPointer<PacketRef>, owner o: Int) {
         if o == index {
-            append(UnsafeBufferPointer(rebasing: scratch[0..<count]))
+            append(packets)
             return
         }
-        // Not inside a burst, so a full ring may wait; while it waits it
-        // drains this core's own mailboxes, whose hand-ins may build echo
-        // replies into `scratch`: the words are copied out first (a stack
-        // allocation).
-        withUnsafeTemporaryAllocation(of: PacketRef.self, capacity: count) { words in
-            _ = words.initialize(fromContentsOf: scratch[0..<count])
+        withUnsafeTemporaryAllocation(of: PacketRef.self, capacity: packets.count) { words in
+            _ = words.initialize(fromContentsOf: packets)
             for w in words {
                 executor.send(MailboxMessage(function: writeEntry, w.word, stackBits), to: peers[o])
                 stats.writesHandedOff &+= 1
             }
         }
+    }
+
+    /// Sends one TCP segment the engine (or the input path) decided on:
+    /// an IP header, then ``TCPHeader/write(payload:into:source:destination:)``
+    /// in one buffer of this core's cache (the engine's segments fit the
+    /// MTU: their payload is at most the peer's MSS), to the flow owner's
+    /// queue. On executor k; no allocation. A segment that cannot be built
+    /// (pool exhausted) is counted and lost: TCP retransmits.
+    func sendTCP(_ h: TCPHeader, payload: TCPPayload, endpoints e: TCPEndpoints) {
+        guard let p = cache.allocate() else {
+            stats.sendFailures &+= 1
+            return
+        }
+        let buffer = buffers.pool.buffer(p)
+        let v4 = e.local.family == .ipv4
+        let ip = v4 ? IPv4Output.headerLength : IPv6Output.headerLength
+        let length: Int
+        do throws(OutputError) {
+            length = try h.write(payload: payload, into: UnsafeMutableRawBufferPointer(rebasing: buffer[ip...]),
+                                 source: e.local, destination: e.remote)
+        } catch {
+            cache.free(p)
+            stats.sendFailures &+= 1
+            return
+        }
+        if v4 {
+            // DF (RFC 9293 §3.7.1: TCP sizes its segments to the path).
+            IPv4Output.writeHeader(into: buffer, source: e.local, destination: e.remote, protocol: 6,
+                                   totalLength: ip + length,
+                                   identification: ids.nextIPv4(source: e.local, destination: e.remote, protocol: 6),
+                                   dontFragment: true)
+        } else {
+            let label = IPv6Output.flowLabel(source: e.local, destination: e.remote, nextHeader: 6,
+                                             sourcePort: e.localPort, destinationPort: e.remotePort, seed: seed)
+            IPv6Output.writeHeader(into: buffer, source: e.local, destination: e.remote, nextHeader: 6,
+                                   payloadLength: length, flowLabel: label)
+        }
+        buffers.pool.setLength(ip + length, of: p)
+        stats.tcpSegmentsSent &+= 1
+        let o = owner(local: e.local, localPort: e.localPort, remote: e.remote, remotePort: e.remotePort)
+        if o == index { return append(p) }
+        withUnsafePointer(to: p) { queue(UnsafeBufferPointer(start: $0, count: 1), owner: o) }
+    }
+
+    /// The RST for a TCP segment that reached no connection and no
+    /// listener (RFC 9293 §3.10.7.1, Linux's tcp_v4_send_reset): sent from
+    /// the input path, counted. Inside a burst: the RST goes to this
+    /// core's batch (this core owns the flow: the packet was handed here).
+    func resetUnmatched(_ t: ParsedPacket, _ bytes: UnsafeRawBufferPointer) {
+        let end = min(bytes.count, t.payloadOffset + t.capturedPayloadLength)
+        guard let (h, _) = try? TCPHeader.parse(UnsafeRawBufferPointer(rebasing: bytes[t.transportOffset..<end])),
+              let r = h.resetReply(payloadLength: t.payloadLength) else { return }
+        stats.tcpResetsSent &+= 1
+        sendTCP(r, payload: .empty, endpoints: TCPEndpoints(replyTo: h, source: t.flow.source,
+                                                             destination: t.flow.destination))
     }
 
     /// A packet another core built for this core's queue.

@@ -87,6 +87,17 @@ public struct StackGauges: Sendable, Equatable {
     /// Reuseport member lists not yet freed: each group's published list,
     /// and replaced lists waiting for their grace period.
     public var reusePortMemberLists = 0
+    /// ``TCPListenerSocket``s made and not yet closed.
+    public var tcpListeners = 0
+    /// ``TCPSocket``s (connections) not yet in CLOSED: from the completed
+    /// handshake until TIME-WAIT ends, a reset, an abort or a timeout
+    /// closes them (then their PCB entry is removed and the FastDemux
+    /// socket freed after a grace period: ``connectedEntries``,
+    /// ``liveSockets``, ``closingSockets``).
+    public var tcpConnections = 0
+    /// ``TCPSocket`` objects not yet deinitialized (closed ones included
+    /// while a continuation run or the application still holds them).
+    public var tcpSocketObjects = 0
     /// The receive pool (2 KiB buffers: reads, fragments, output).
     public var receiveBuffers = Pool()
     /// The pool of reassembled datagrams (64 KiB buffers).
@@ -113,7 +124,9 @@ public struct StackGauges: Sendable, Equatable {
          ("socket_workers", socketWorkers), ("bound_entries", boundEntries),
          ("connected_entries", connectedEntries), ("table_nodes_pending_reclaim", tableNodesPendingReclaim),
          ("port_reservations", portReservations), ("reuseport_groups", reusePortGroups),
-         ("reuseport_member_lists", reusePortMemberLists), ("receive_buffers_in_use", receiveBuffers.inUse),
+         ("reuseport_member_lists", reusePortMemberLists), ("tcp_listeners", tcpListeners),
+         ("tcp_connections", tcpConnections), ("tcp_socket_objects", tcpSocketObjects),
+         ("receive_buffers_in_use", receiveBuffers.inUse),
          ("datagram_buffers_in_use", datagramBuffers.inUse), ("output_batched", outputBatched),
          ("reassembly_queues", reassemblyQueues), ("reassembly_fragments", reassemblyFragments),
          ("reassembly_bytes", reassemblyBytes)]
@@ -152,6 +165,9 @@ final class StackLiveCounts: Sendable {
     let openSockets = Atomic<Int>(0)
     let workers = Atomic<Int>(0)
     let memberLists = Atomic<Int>(0)
+    let tcpListeners = Atomic<Int>(0)
+    let tcpConnections = Atomic<Int>(0)
+    let tcpSocketObjects = Atomic<Int>(0)
 
     /// A token that counts as one worker until it is freed (the worker's
     /// body holds it, so it lives exactly as long as the continuation).

@@ -11,8 +11,9 @@ public enum StackDropReason: UInt8, CaseIterable, Sendable, BitwiseCopyable, Cus
     /// Not addressed to one of the stack's addresses (Linux would forward
     /// or drop it; the stack is an endpoint and forwards nothing).
     case notLocal
-    /// TCP: not handled yet.
-    case tcpNotYet
+    /// Neither UDP nor TCP: a transport the stack does not serve (SCTP,
+    /// ...). The slot of the former `tcpNotYet`.
+    case unsupportedTransport
     /// UDP to a port with no socket (an ICMP port unreachable may have
     /// gone out, see ``StackStatistics/portUnreachableSent``).
     case noSocket
@@ -36,7 +37,7 @@ public enum StackDropReason: UInt8, CaseIterable, Sendable, BitwiseCopyable, Cus
         switch self {
         case .parse: return "parse"
         case .notLocal: return "not_local"
-        case .tcpNotYet: return "tcp_not_yet"
+        case .unsupportedTransport: return "unsupported_transport"
         case .noSocket: return "no_socket"
         case .socketQueueFull: return "socket_queue_full"
         case .socketClosed: return "socket_closed"
@@ -102,6 +103,13 @@ public struct StackStatistics: Sendable, Equatable {
     /// proposal's kcont: the socket's deferred work, scheduled by the
     /// demultiplexer when it queues a datagram, coalesced while pending).
     public var socketWorkerRuns = 0
+    /// TCP segments built and queued (the engines' and the input path's RSTs).
+    public var tcpSegmentsSent = 0
+    /// RSTs the input path sent for segments to no connection and no
+    /// listener (RFC 9293 §3.10.7.1).
+    public var tcpResetsSent = 0
+    /// Connections a listener's handshake completed (accepted sockets made).
+    public var tcpConnectionsAccepted = 0
 
     /// An empty set of counters.
     public init() {}
@@ -124,6 +132,7 @@ public struct StackStatistics: Sendable, Equatable {
         \.packetsIn, \.handedIn, \.datagramsReassembled, \.delivered, \.echoRequestsAnswered, \.handedOff,
         \.fragmentsToReassembly, \.portUnreachableSent, \.icmpErrorsSuppressed, \.icmpErrorsRateLimited,
         \.datagramsSent, \.sendFailures, \.writesHandedOff, \.packetsOut, \.socketWorkerRuns,
+        \.tcpSegmentsSent, \.tcpResetsSent, \.tcpConnectionsAccepted,
     ]
 
     /// The sum of two sets of counters (control path: allocates).

@@ -27,3 +27,40 @@ package enum StackUDPEcho {
         return s
     }
 }
+
+/// TCP echo (RFC 862, the TCP service) on an ``EndpointStack``, written
+/// as a user of the public socket API would write it: a dual-stack IPv6
+/// listener on the wildcard address; each connection's readiness handler
+/// moves what it can from the receive side to the send side, bounded by
+/// ``TCPSocket/writableBytes`` (backpressure: what does not fit stays in
+/// the receive buffer, whose window then closes), and half-closes once
+/// the peer finished and everything was echoed. What `fastdemux serve
+/// --tcp-echo` runs.
+///
+/// Concurrency: `start` from any thread that is not an executor of the
+/// stack; close the returned listener (any thread) to stop accepting.
+/// The handler runs on each connection's core; it allocates nothing (a
+/// 16 KiB stack buffer per run).
+package enum StackTCPEcho {
+    /// Listens on `port` and returns the listener.
+    /// - Throws: the listen's `SocketError` (`addressInUse`).
+    package static func start(on stack: EndpointStack, port: UInt16,
+                              configuration: TCPConfiguration = TCPConfiguration()) throws(SocketError)
+        -> TCPListenerSocket
+    {
+        try stack.makeTCPListener(.ipv6, port: port, configuration: configuration) { s in echo(s) }
+    }
+
+    /// One run of a connection's handler: echo what fits, FIN at the end.
+    package static func echo(_ s: TCPSocket) {
+        withUnsafeTemporaryAllocation(byteCount: 16 * 1024, alignment: 16) { buffer in
+            while true {
+                let n = min(s.readableBytes, s.writableBytes, buffer.count)
+                guard n > 0 else { break }
+                let got = s.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+                _ = s.write(UnsafeRawBufferPointer(rebasing: buffer[0..<got]))
+            }
+        }
+        if s.atEndOfFile && s.state == .closeWait { s.shutdownWrite() }
+    }
+}
