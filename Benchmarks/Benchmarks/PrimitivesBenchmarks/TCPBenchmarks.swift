@@ -74,9 +74,12 @@ func tcpBenchmarks() {
             }
             toA.drain { h, p in client.receive(h, payload: p, now: now, sink: &toB) }
         }
-        guard var connection = server, connection.state == .established, client.state == .established else {
+        guard var connection = server.take(), connection.state == .established, client.state == .established else {
             fatalError("TCP.segmentAndAck: the handshake did not complete")
         }
+        // `take()`: `connection` must hold the only reference to the
+        // engine's rings (a copy left in `server` would make the first
+        // write copy them, copy-on-write).
         let mss = client.negotiated.sendMSS
         var received = 0
         benchmark.startMeasurement()
