@@ -9,15 +9,17 @@ import Synchronization
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Be an IPv4/IPv6 host on a multi-queue TUN device: answer ping and ping -6, and run UDP and TCP echo services.",
+        abstract: "Be an IPv4/IPv6 host on a multi-queue TUN device: answer ping and ping -6, run UDP and TCP echo and an HTTP/1.1 server.",
         discussion: """
             Opens (or creates) TUN interface NAME with one queue per core (IFF_MULTI_QUEUE) and answers as \
             the --address(es) given: ICMP and ICMPv6 echo, UDP echo (RFC 862) on --udp-echo PORT written on \
-            the stack's public socket API, ICMP port unreachable for other ports. Configure the kernel side \
+            the stack's public socket API, TCP echo on --tcp-echo PORT, an HTTP/1.1 server on --http PORT \
+            (keep-alive; GET / a short page, GET /bytes/N N bytes of a fixed pattern), ICMP port unreachable \
+            for other UDP ports and a TCP reset for other TCP ports. Configure the kernel side \
             yourself, e.g. 'ip addr add 198.18.0.1/24 dev NAME; ip -6 addr add fd00:18::1/64 dev NAME nodad; \
             ip link set NAME up' with --address 198.18.0.2 --address fd00:18::2, inside a network namespace \
             of its own. A status line per second on a terminal; a summary at exit (Ctrl-C or --duration). \
-            Needs root or CAP_NET_ADMIN. HTTP (--http) is not implemented yet.
+            Needs root or CAP_NET_ADMIN.
             """
     )
 
@@ -44,11 +46,10 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("tcp-echo"), help: ArgumentHelp("Run the TCP echo service on this port.", valueName: "PORT"))
     var tcpEcho: Int?
 
-    @Option(help: .hidden)
-    var http: String?
+    @Option(help: ArgumentHelp("Run the HTTP/1.1 server on this port.", valueName: "PORT"))
+    var http: Int?
 
     func validate() throws {
-        if http != nil { throw ValidationError("--http: not yet: the HTTP server is not implemented") }
         if tun.isEmpty || tun.utf8.count > 15 { throw ValidationError("--tun: a name of 1 to 15 bytes") }
         if addresses.isEmpty { throw ValidationError("--address: give at least one address to answer as") }
         var seen: [IPAddress] = []
@@ -62,6 +63,8 @@ struct ServeCommand: ParsableCommand {
         }
         if let udpEcho, !(1...65535).contains(udpEcho) { throw ValidationError("--udp-echo \(udpEcho): a port from 1 to 65535") }
         if let tcpEcho, !(1...65535).contains(tcpEcho) { throw ValidationError("--tcp-echo \(tcpEcho): a port from 1 to 65535") }
+        if let http, !(1...65535).contains(http) { throw ValidationError("--http \(http): a port from 1 to 65535") }
+        if let http, http == tcpEcho { throw ValidationError("--http \(http): the TCP echo's port too") }
         if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
     }
 
@@ -113,10 +116,23 @@ struct ServeCommand: ParsableCommand {
                 throw ExitCode.failure
             }
         }
+        var httpListener: TCPListenerSocket?
+        if let http {
+            do {
+                httpListener = try StackHTTPServer.start(on: stack, port: UInt16(http))
+            } catch {
+                writeStderr("fastdemux serve: error: listen on TCP port \(http): \(error)")
+                echo?.close()
+                tcpListener?.close()
+                stack.shutdown()
+                throw ExitCode.failure
+            }
+        }
         writeStderr("fastdemux serve: \(device.name), \(queues) queue\(queues == 1 ? "" : "s"), answering as "
                     + addresses.joined(separator: ", ")
                     + (udpEcho.map { ", UDP echo on port \($0)" } ?? "")
                     + (tcpEcho.map { ", TCP echo on port \($0)" } ?? "")
+                    + (http.map { ", HTTP on port \($0)" } ?? "")
                     + " (" + (duration.map { "\($0) s or Ctrl-C" } ?? "until Ctrl-C") + ")")
 
         let start = ContinuousClock.now
@@ -142,6 +158,8 @@ struct ServeCommand: ParsableCommand {
         echo = nil   // its last reference: the gauges at exit must not count it
         tcpListener?.close()
         tcpListener = nil
+        httpListener?.close()
+        httpListener = nil
         let queueStats = (0..<queues).compactMap { stack.queueStatistics(queue: $0) }
         stack.shutdown()
         let total = stack.totalStatistics

@@ -304,7 +304,8 @@ import Workloads
             (base + ["--udp-echo", "0"], "--udp-echo 0: a port from 1 to 65535"),
             (base + ["--udp-echo", "65536"], "--udp-echo 65536: a port from 1 to 65535"),
             (base + ["--tcp-echo", "0"], "--tcp-echo 0: a port from 1 to 65535"),
-            (base + ["--http", "80"], "--http: not yet: the HTTP server is not implemented"),
+            (base + ["--http", "0"], "--http 0: a port from 1 to 65535"),
+            (base + ["--http", "80", "--tcp-echo", "80"], "--http 80: the TCP echo's port too"),
             (["--tun", "t0"], "--address: give at least one address to answer as"),
             (["--tun", "t0", "--address", "nope"], "--address nope: not an IPv4 or IPv6 address"),
             (base + ["--queues", "0"], "--queues: 1 to 256"),
@@ -319,5 +320,6 @@ import Workloads
             }
         }
         #expect((try? ServeCommand.parse(base + ["--address", "fd00:18::2", "--udp-echo", "7", "--queues", "2"])) != nil)
+        #expect((try? ServeCommand.parse(base + ["--tcp-echo", "7", "--http", "80"])) != nil)
     }
 }

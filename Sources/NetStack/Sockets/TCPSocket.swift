@@ -261,9 +261,9 @@ public final class TCPListenerSocket: @unchecked Sendable {
 /// insert) and before scheduling the worker (released by the schedule,
 /// acquired by the run).
 public final class TCPSocket: @unchecked Sendable {
-    // @unchecked Sendable: `connection`, `keepAlive` and `finished` are
-    // touched only on executor `core` (see the contract); the rest is
-    // immutable or thread-safe.
+    // @unchecked Sendable: `connection`, `keepAlive`, `finished`,
+    // `isRunning` and `applicationContext` are touched only on executor
+    // `core` (see the contract); the rest is immutable or thread-safe.
 
     /// The stack the socket belongs to.
     public let stack: EndpointStack
@@ -282,6 +282,8 @@ public final class TCPSocket: @unchecked Sendable {
     /// A run is in progress: what the handler writes goes out at its end,
     /// with no other schedule (a job on the executor schedules a run).
     private var isRunning = false
+    /// ``context``'s storage.
+    private var applicationContext: AnyObject?
 
     init(stack: EndpointStack, connection: TCPConnection, core: Int,
          onReadable: @escaping @Sendable (TCPSocket) -> Void) {
@@ -369,6 +371,7 @@ public final class TCPSocket: @unchecked Sendable {
         timer.stop()
         socket.closeDeferred()
         stack.live.tcpConnections.subtract(1, ordering: .relaxed)
+        applicationContext = nil
         keepAlive = nil
     }
 
@@ -390,6 +393,18 @@ public final class TCPSocket: @unchecked Sendable {
     public var atEndOfFile: Bool { checkOwner(); return connection.atEndOfFile }
     /// The engine's counters.
     public var counters: TCPCounters { checkOwner(); return connection.counters }
+
+    /// The application's per-connection state (a protocol parser, a
+    /// response in progress), kept by the socket for its handler; nil at
+    /// first. Set it on the first run; it is released when the socket
+    /// finishes (after the handler's last run, with ``state`` `.closed`),
+    /// so a context that refers back to the socket makes no lasting cycle.
+    /// On executor ``core`` only; reading it retains it (once per run, not
+    /// per byte).
+    public var context: AnyObject? {
+        get { checkOwner(); return applicationContext }
+        set { checkOwner(); applicationContext = newValue }
+    }
 
     /// Copies up to ``writableBytes`` bytes into the send buffer; sent at
     /// the end of this run (or the next, if called from a job). Returns
