@@ -3,9 +3,9 @@
 #   liburcu-dev   RCU (SMPPrimitives)          libpcap-dev  capture replay (FastDemux)
 #   tshark        the independent oracle        iproute2     network namespaces (TUN test)
 #   python3       oracle scripts                liburing-dev batched TUN writes (PacketIO)
-#   iputils-ping  scripts/serve-demo.sh
+#   iputils-ping  scripts/serve-demo.sh          curl, nftables  HTTP tests (a real client; loss)
 set -euo pipefail
-want=(liburcu-dev libpcap-dev liburing-dev tshark iproute2 iputils-ping python3 pkg-config)
+want=(liburcu-dev libpcap-dev liburing-dev tshark iproute2 iputils-ping python3 pkg-config curl nftables)
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

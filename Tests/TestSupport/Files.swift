@@ -22,6 +22,13 @@ package func readFile(_ path: String) -> [UInt8]? {
     return out
 }
 
+/// Writes `bytes` to `path` (created or truncated); false on failure.
+package func writeFile(_ path: String, _ bytes: [UInt8]) -> Bool {
+    guard let f = fopen(path, "wb") else { return false }
+    defer { fclose(f) }
+    return bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) } == bytes.count
+}
+
 /// A temporary file removed on deinit.
 package final class ScratchFile {
     package let path: String

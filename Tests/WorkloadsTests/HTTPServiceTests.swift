@@ -160,6 +160,22 @@ private func request(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n") && text.contains("Content-Length: 5\r\n") && text.hasSuffix("\r\n\r\n"))
     }
 
+    @Test func expectContinueDrawsAnInterimResponseAndTheAnswerFollowsTheBody() {
+        let c = HTTPConnection()
+        var io = MemoryIO()
+        io.incoming = request("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        #expect(c.run(&io) == .waiting)
+        #expect(String(decoding: io.output, as: UTF8.self) == "HTTP/1.1 100 Continue\r\n\r\n")
+        io.output = []
+        io.incoming += [UInt8](repeating: 0x62, count: 4999)
+        #expect(c.run(&io) == .waiting)
+        #expect(io.output.isEmpty, "no answer before the whole body")
+        io.incoming += [0x62]
+        #expect(c.run(&io) == .waiting)
+        #expect(takeResponse(&io.output)?.body == HTTPService.page)
+        #expect(c.responses == 1)
+    }
+
     @Test func bareLineFeedsAreAccepted() {
         let c = HTTPConnection()
         var io = MemoryIO()

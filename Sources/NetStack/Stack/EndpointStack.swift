@@ -74,6 +74,12 @@ public final class EndpointStack: @unchecked Sendable {
         public var hashSeed: UInt64
         /// Reassembly limits per core.
         public var reassembly: ReassemblyConfiguration
+        /// The fraction (0 to 1) of packets read from the device that the
+        /// input path drops before parsing, at random (each core its own
+        /// generator, seeded from ``hashSeed``), counted as
+        /// ``StackDropReason/injectedLoss``: packet loss in the stack's own
+        /// input, for testing the transports' recovery. 0 (off) by default.
+        public var inputLoss: Double = 0
 
         /// A configuration; every parameter sets the property of the same name.
         public init(addresses: [IPAddress], cores: Int = 1, mtu: Int = 1500, bufferCount: Int = 8192,

@@ -49,6 +49,10 @@ final class StackCore: @unchecked Sendable {
     @exclusivity(unchecked) nonisolated(unsafe) var peers: [CoreExecutor] = []
     /// When reassembly queues are next expired.
     @exclusivity(unchecked) var nextExpiry = ContinuousClock.now
+    /// The configured input loss as a threshold on a 64-bit random draw
+    /// (0: off), and the draw's xorshift state.
+    let lossThreshold: UInt64
+    @exclusivity(unchecked) var lossState: UInt64
 
     init(index: Int, executor: CoreExecutor, configuration c: EndpointStack.Configuration,
          demux: Demux<QSBR>, buffers: StackBuffers) {
@@ -70,6 +74,9 @@ final class StackCore: @unchecked Sendable {
         ids = IPIdentificationGenerator(seed: c.hashSeed ^ 0x5bd1_e995)
         out = .allocate(capacity: Self.outCapacity)
         scratch = .allocate(capacity: 64)
+        let loss = min(max(c.inputLoss, 0), 1)
+        lossThreshold = loss >= 1 ? .max : UInt64(loss * 18_446_744_073_709_551_615.0)
+        lossState = (c.hashSeed ^ (0x9E37_79B9_7F4A_7C15 &* UInt64(index + 1))) | 1
     }
 
     deinit {
@@ -117,9 +124,21 @@ final class StackCore: @unchecked Sendable {
     func input(_ packets: UnsafeBufferPointer<PacketRef>) {
         stats.packetsIn &+= packets.count
         input.burst { _ in
-            for p in packets { process(p, handedOff: false) }
+            for p in packets {
+                if lossThreshold != 0 && lost() { drop(p, .injectedLoss); continue }
+                process(p, handedOff: false)
+            }
         }
         flush()
+    }
+
+    /// One draw of the configured input loss (xorshift64).
+    @inline(__always)
+    private func lost() -> Bool {
+        lossState ^= lossState << 13
+        lossState ^= lossState >> 7
+        lossState ^= lossState << 17
+        return lossState < lossThreshold
     }
 
     /// A copy of `bytes` processed as if read here (tests, tools).

@@ -28,6 +28,10 @@ public enum StackDropReason: UInt8, CaseIterable, Sendable, BitwiseCopyable, Cus
     case handoffFull
     /// A reply could not be built (pool exhausted, too large).
     case outputFailed
+    /// Dropped on arrival by the configured input loss
+    /// (``EndpointStack/Configuration/inputLoss``: a test of the
+    /// transports' recovery, never set in service).
+    case injectedLoss
 
     /// Number of reasons.
     public static let count = StackDropReason.allCases.count
@@ -44,6 +48,7 @@ public enum StackDropReason: UInt8, CaseIterable, Sendable, BitwiseCopyable, Cus
         case .icmpIgnored: return "icmp_ignored"
         case .handoffFull: return "handoff_full"
         case .outputFailed: return "output_failed"
+        case .injectedLoss: return "injected_loss"
         }
     }
 }

@@ -12,7 +12,9 @@ package protocol HTTPConnectionIO {
 /// One HTTP/1.1 connection of the service (``HTTPService``): requests
 /// parsed from its input in order (pipelined ones too), each answered in
 /// full before the next is read, so a client that stops reading stops the
-/// server reading (its receive window closes: backpressure end to end).
+/// server reading (its receive window closes: backpressure end to end). A
+/// request body is read and dropped before the answer (after an interim
+/// 100 Continue when the client asked for one, RFC 9110 §10.1.1).
 ///
 /// Allocates its two buffers (8 KiB of input, a response head) when made;
 /// ``run(_:)`` allocates nothing. Not thread-safe: one owner (a
@@ -37,6 +39,8 @@ package final class HTTPConnection {
     private var pattern: (offset: Int, remaining: Int) = (0, 0)
     /// Bytes of a request body still to skip.
     private var discard = 0
+    /// The request whose body is being skipped; answered after it.
+    private var pending: HTTPRequestHead?
     private var closeAfterResponse = false
     private var shut = false
 
@@ -74,6 +78,11 @@ package final class HTTPConnection {
                 discard -= n
                 continue
             }
+            if let h = pending {
+                pending = nil
+                answer(h)
+                continue
+            }
             switch HTTPRequestHead.parse(UnsafeRawBufferPointer(rebasing: input[0..<used])) {
             case .request(let h):
                 consume(h.headLength)
@@ -81,10 +90,14 @@ package final class HTTPConnection {
                 let buffered = min(h.bodyLength, used)
                 consume(buffered)
                 discard = h.bodyLength - buffered
-                let r = HTTPService.response(to: h.route)
-                respond(status: r.status, type: r.type, length: r.length, keepAlive: h.keepAlive)
-                if !h.isHead {
-                    if case .bytes = h.route { pattern = (0, r.length) } else if r.status == 200 { page = (0, r.length) }
+                if discard == 0 {
+                    answer(h)
+                } else {
+                    pending = h
+                    if h.expectsContinue {
+                        headLength = HTTPService.writeContinue(into: head)
+                        headSent = 0
+                    }
                 }
                 continue
             case .refused(let status):
@@ -118,6 +131,13 @@ package final class HTTPConnection {
             (input.baseAddress!).copyMemory(from: input.baseAddress! + n, byteCount: used - n)
         }
         used -= n
+    }
+
+    private func answer(_ h: HTTPRequestHead) {
+        let r = HTTPService.response(to: h.route)
+        respond(status: r.status, type: r.type, length: r.length, keepAlive: h.keepAlive)
+        guard !h.isHead else { return }
+        if case .bytes = h.route { pattern = (0, r.length) } else if r.status == 200 { page = (0, r.length) }
     }
 
     private func respond(status: Int, type: StaticString, length: Int, keepAlive: Bool) {

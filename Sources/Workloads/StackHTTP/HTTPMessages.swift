@@ -29,6 +29,9 @@ package struct HTTPRequestHead: Equatable, Sendable {
     package var headLength: Int
     /// The request body's length (Content-Length), skipped by the server.
     package var bodyLength: Int
+    /// `Expect: 100-continue` (RFC 9110 §10.1.1): the client waits for an
+    /// interim 100 response before it sends the body.
+    package var expectsContinue: Bool = false
 
     /// The outcome of a parse.
     package enum Parse: Equatable, Sendable {
@@ -79,6 +82,7 @@ package struct HTTPRequestHead: Equatable, Sendable {
         var keepAlive = minor == 1
         var hasHost = false
         var bodyLength = 0
+        var expectsContinue = false
         while let line = lines.next() {
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex else {
                 return .refused(status: 400)
@@ -95,6 +99,8 @@ package struct HTTPRequestHead: Equatable, Sendable {
             } else if equalsIgnoringCase(name, "content-length") {
                 guard let n = decimal(value), n <= 1 << 40 else { return .refused(status: 400) }
                 bodyLength = n
+            } else if equalsIgnoringCase(name, "expect") {
+                expectsContinue = containsToken(value, "100-continue")
             } else if equalsIgnoringCase(name, "transfer-encoding") {
                 return .refused(status: 501)
             }
@@ -111,7 +117,8 @@ package struct HTTPRequestHead: Equatable, Sendable {
             route = .notFound
         }
         return .request(HTTPRequestHead(isHead: isHead, route: route, keepAlive: keepAlive,
-                                        headLength: end.headLength, bodyLength: bodyLength))
+                                        headLength: end.headLength, bodyLength: bodyLength,
+                                        expectsContinue: expectsContinue))
     }
 
     /// Where the head ends: the offset of its empty line and its length
@@ -245,6 +252,14 @@ package enum HTTPService {
         w.append("\r\nContent-Length: ")
         w.append(decimal: contentLength)
         w.append(keepAlive ? "\r\nConnection: keep-alive\r\n\r\n" : "\r\nConnection: close\r\n\r\n")
+        return w.count
+    }
+
+    /// Renders the interim `100 Continue` (RFC 9110 §15.2.1) into
+    /// `buffer`; returns its length.
+    package static func writeContinue(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        var w = HeadWriter(buffer: buffer)
+        w.append("HTTP/1.1 100 Continue\r\n\r\n")
         return w.count
     }
 
