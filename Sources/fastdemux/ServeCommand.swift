@@ -199,6 +199,9 @@ private func summaryText(_ s: StackStatistics, _ g: StackGauges, queues: [TUNQue
                     + "\(s.icmpErrorsRateLimited) rate-limited",
                  "  TCP                 \(s.tcpConnectionsAccepted) connections accepted, \(s.tcpSegmentsSent) segments sent, "
                     + "\(s.tcpResetsSent) RSTs to no socket",
+                 "  TCP ACKs            \(s.tcpImmediateAcks) immediate (input path), \(s.tcpDeferredAcks) deferred "
+                    + "(continuation), \(s.tcpTryLockFailures) try-lock failures; input-path runs \(s.tcpInputPathRuns) "
+                    + "for \(s.tcpInputPathSegments) segments",
                  "  dropped             \(s.droppedTotal)"]
     for r in StackDropReason.allCases where s.dropped(r) > 0 {
         lines.append("    \(padRight(r.description, 18)) \(s.dropped(r))")
@@ -221,6 +224,12 @@ struct ServeSummaryJSON: Encodable {
     let packetsIn, handedOff, delivered, echoReplies, datagramsSent, reassembled, portUnreachable, dropped, packetsOut: Int
     /// Runs of the sockets' worker continuations (kcont), all cores.
     let socketWorkerRuns: Int
+    /// The TCP hand-off: connections accepted, segments sent, pure ACKs
+    /// sent from the input path (immediate) and by the continuations
+    /// (deferred), immediate-ACK try-lock failures, the input path's engine
+    /// runs and the segments they took.
+    let tcpAccepted, tcpSegmentsSent, tcpImmediateAcks, tcpDeferredAcks, tcpTryLockFailures: Int
+    let tcpInputPathRuns, tcpInputPathSegments: Int
     let drops: [String: Int]
     let queues: [Queue]
     let conserved: Bool
@@ -245,6 +254,13 @@ struct ServeSummaryJSON: Encodable {
         dropped = s.droppedTotal
         packetsOut = s.packetsOut
         socketWorkerRuns = s.socketWorkerRuns
+        tcpAccepted = s.tcpConnectionsAccepted
+        tcpSegmentsSent = s.tcpSegmentsSent
+        tcpImmediateAcks = s.tcpImmediateAcks
+        tcpDeferredAcks = s.tcpDeferredAcks
+        tcpTryLockFailures = s.tcpTryLockFailures
+        tcpInputPathRuns = s.tcpInputPathRuns
+        tcpInputPathSegments = s.tcpInputPathSegments
         drops = Dictionary(uniqueKeysWithValues: StackDropReason.allCases.map { ($0.description, s.dropped($0)) })
         queues = q.map { Queue(read: $0.packetsRead, written: $0.packetsWritten, misplaced: $0.misplaced) }
         conserved = s.isConserved
@@ -256,5 +272,9 @@ struct ServeSummaryJSON: Encodable {
         case packetsIn = "packets_in", handedOff = "handed_off", echoReplies = "echo_replies"
         case datagramsSent = "datagrams_sent", reassembled, portUnreachable = "port_unreachable"
         case packetsOut = "packets_out", socketWorkerRuns = "socket_worker_runs"
+        case tcpAccepted = "tcp_accepted", tcpSegmentsSent = "tcp_segments_sent"
+        case tcpImmediateAcks = "tcp_immediate_acks", tcpDeferredAcks = "tcp_deferred_acks"
+        case tcpTryLockFailures = "tcp_try_lock_failures", tcpInputPathRuns = "tcp_input_path_runs"
+        case tcpInputPathSegments = "tcp_input_path_segments"
     }
 }

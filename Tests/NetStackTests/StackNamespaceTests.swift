@@ -272,6 +272,12 @@ struct StackNamespaceTests {
         let s = f.stack.totalStatistics
         #expect(s.tcpConnectionsAccepted == 1)
         #expect(s.isConserved, "\(s)")
+        // The NetBSD fast path: the input path ran the engine on what it
+        // queued and sent the ACKs due at once (16 MiB is about 11,600
+        // full segments: an immediate ACK at least every second one).
+        #expect(s.tcpInputPathSegments > 5_000, "\(s)")
+        #expect(s.tcpImmediateAcks > 2_000, "\(s)")
+        #expect(s.tcpTryLockFailures == 0, "flow-affine cores: the input never meets a run of the engine")
     }
 
     @Test(arguments: [stackV4, stackV6])

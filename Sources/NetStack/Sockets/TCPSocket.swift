@@ -19,7 +19,7 @@ struct StackTCPSink: TCPSegmentSink {
 
 /// A received TCP segment in a packet buffer: the header, the payload in
 /// place and the arriving flow key (IPv4 addresses unmapped).
-private struct ArrivedSegment {
+struct ArrivedSegment {
     var header: TCPHeader
     var payload: UnsafeRawBufferPointer
     var key: FlowKey
@@ -236,10 +236,12 @@ public final class TCPListenerSocket: @unchecked Sendable {
 /// (the flow's owner, so its output goes to that core's own queue), takes
 /// them, runs ``TCPConnection/receive(_:payload:now:sink:)`` for each,
 /// then the readiness handler (the application), then
-/// ``TCPConnection/output(now:sink:)``: the ACKs the engine decides (and
-/// delayed ACKs, on the timer) are sent from the continuation. The
-/// NetBSD fast path's immediate ACK from the input path under the socket's
-/// try-lock is not used: the input path queues the segment only.
+/// ``TCPConnection/output(now:sink:)``. The ACKs the engine decides are
+/// sent by the input path first: the NetBSD fast path's immediate ACK,
+/// under the socket lock (TCPSocket+FastPath.swift), runs the queued
+/// segments through the engine right after the input queued them; the
+/// continuation sends the delayed ACKs (on the timer), window updates and
+/// what the handler wrote.
 ///
 /// Timers: the engine's ``TCPConnection/nextDeadline`` is put on a second
 /// continuation on the same executor, filed on its timer wheel; its run
@@ -272,16 +274,18 @@ public final class TCPSocket: @unchecked Sendable {
     /// The two ends (IPv4 addresses as IPv4, also on a dual-stack listener).
     public let endpoints: TCPEndpoints
     let socket: Socket
-    private var connection: TCPConnection
+    var connection: TCPConnection
     private let onReadable: @Sendable (TCPSocket) -> Void
     private var timer: EngineTimer!
     /// The socket keeps itself alive until CLOSED (its continuations hold
     /// it weakly; the application needs no reference).
     private var keepAlive: TCPSocket?
-    private var finished = false
-    /// A run is in progress: what the handler writes goes out at its end,
-    /// with no other schedule (a job on the executor schedules a run).
-    private var isRunning = false
+    var finished = false
+    /// The socket lock: the engine is in use, by a run of the continuation
+    /// or by the input path's immediate-ACK step (TCPSocket+FastPath.swift).
+    /// During a run, what the handler writes goes out at its end, with no
+    /// other schedule (a job on the executor schedules a run).
+    var isRunning = false
     /// ``context``'s storage.
     private var applicationContext: AnyObject?
 
@@ -305,10 +309,12 @@ public final class TCPSocket: @unchecked Sendable {
     func start() throws(SocketError) {
         keepAlive = self
         stack.live.tcpConnections.add(1, ordering: .relaxed)
+        publishEngine()
         do throws(SocketError) {
             try socket.connect(to: InetEndpoint(endpoints.remote, endpoints.remotePort),
                                from: InetEndpoint(endpoints.local, endpoints.localPort))
         } catch {
+            withdrawEngine()
             keepAlive = nil
             stack.live.tcpConnections.subtract(1, ordering: .relaxed)
             throw error
@@ -349,6 +355,10 @@ public final class TCPSocket: @unchecked Sendable {
         isRunning = true
         defer { isRunning = false }
         var sink = StackTCPSink(core: c)
+        let acksBefore = connection.counters.pureAcksSent
+        // Segments the input path's immediate-ACK step did not take (it
+        // found the engine in use, or there was none: the listener's
+        // forward, the first run).
         while let p = socket.tryReceive() {
             if let seg = ArrivedSegment(stack.buffers.bytes(p)) {
                 connection.receive(seg.header, payload: seg.payload, now: now, sink: &sink)
@@ -358,6 +368,7 @@ public final class TCPSocket: @unchecked Sendable {
         if let d = connection.nextDeadline, d <= now { connection.handleTimers(now: now, sink: &sink) }
         onReadable(self)
         connection.output(now: now, sink: &sink)
+        c.stats.tcpDeferredAcks &+= connection.counters.pureAcksSent &- acksBefore
         if connection.state == .closed { return finish() }
         timer.arm(connection.nextDeadline, now: now)
     }
@@ -368,6 +379,7 @@ public final class TCPSocket: @unchecked Sendable {
     /// saw `.closed`.
     private func finish() {
         finished = true
+        withdrawEngine()
         timer.stop()
         socket.closeDeferred()
         stack.live.tcpConnections.subtract(1, ordering: .relaxed)

@@ -113,6 +113,11 @@ final class StackCore: @unchecked Sendable {
 
     // MARK: Input
 
+    /// Bit 0 of a demux socket's stack word set: the rest is an unretained
+    /// ``TCPSocket`` (objects are at least 16-byte aligned; an SO_REUSEPORT
+    /// member list, the word's other use, leaves the bit clear).
+    static let tcpEngineTag: UInt = 1
+
     /// A batch read from queue k.
     func input(_ packets: UnsafeBufferPointer<PacketRef>, reader: TUNQueueReader) {
         if tun == nil { tun = reader }
@@ -219,10 +224,15 @@ final class StackCore: @unchecked Sendable {
                 socket = s
             }
         }
+        // The stack word: an SO_REUSEPORT group's member list (on its
+        // anchor) or, tagged, a connection's TCPSocket (its engine).
+        var engine: UInt = 0
         if let s = socket {
-            // An SO_REUSEPORT group's anchor: the flow's member instead.
             let w = s.withSocket { $0.stackWord.load(ordering: .acquiring) }
-            if w != 0 {
+            if w & Self.tcpEngineTag != 0 {
+                engine = w & ~Self.tcpEngineTag
+            } else if w != 0 {
+                // An SO_REUSEPORT group's anchor: the flow's member instead.
                 let h = mix64(keyedHash(seed: seed, t.flow.destination.unmapped, t.flow.source.unmapped,
                                         UInt64(t.flow.destinationPort) << 16 | UInt64(t.flow.sourcePort)))
                 socket = Unmanaged<ReusePortMembers>.fromOpaque(UnsafeRawPointer(bitPattern: w)!)
@@ -232,6 +242,13 @@ final class StackCore: @unchecked Sendable {
         switch input.deliver(p, key: key, to: socket, payloadLength: t.payloadLength) {
         case .queued:
             stats.delivered &+= 1
+            // The NetBSD fast path's immediate ACK (TCPSocket+FastPath.swift).
+            // The socket is alive: its word is cleared, on this core, before
+            // it is released.
+            if engine != 0 {
+                Unmanaged<TCPSocket>.fromOpaque(UnsafeRawPointer(bitPattern: engine)!)
+                    ._withUnsafeGuaranteedRef { $0.inputFastPath(core: self) }
+            }
         case .dropped(.noSocket) where t.flow.transport == .tcp:
             resetUnmatched(t, bytes)
             drop(p, .noSocket)

@@ -115,6 +115,21 @@ public struct StackStatistics: Sendable, Equatable {
     public var tcpResetsSent = 0
     /// Connections a listener's handshake completed (accepted sockets made).
     public var tcpConnectionsAccepted = 0
+    /// Runs of the input path's immediate-ACK step (the NetBSD fast
+    /// path's try-lock taken): the queued segments went through the engine
+    /// on the input path.
+    public var tcpInputPathRuns = 0
+    /// Segments the immediate-ACK step took from the socket queues (per
+    /// run: the queue depth at the hand-off).
+    public var tcpInputPathSegments = 0
+    /// Pure ACKs sent from the input path (immediate ACKs).
+    public var tcpImmediateAcks = 0
+    /// Pure ACKs sent by the sockets' continuations (delayed ACKs, window
+    /// updates, ACKs of segments the input path left queued).
+    public var tcpDeferredAcks = 0
+    /// Immediate-ACK steps that found the engine in use (the try-lock
+    /// failed): the segment waited for the holder.
+    public var tcpTryLockFailures = 0
 
     /// An empty set of counters.
     public init() {}
@@ -137,7 +152,8 @@ public struct StackStatistics: Sendable, Equatable {
         \.packetsIn, \.handedIn, \.datagramsReassembled, \.delivered, \.echoRequestsAnswered, \.handedOff,
         \.fragmentsToReassembly, \.portUnreachableSent, \.icmpErrorsSuppressed, \.icmpErrorsRateLimited,
         \.datagramsSent, \.sendFailures, \.writesHandedOff, \.packetsOut, \.socketWorkerRuns,
-        \.tcpSegmentsSent, \.tcpResetsSent, \.tcpConnectionsAccepted,
+        \.tcpSegmentsSent, \.tcpResetsSent, \.tcpConnectionsAccepted, \.tcpInputPathRuns,
+        \.tcpInputPathSegments, \.tcpImmediateAcks, \.tcpDeferredAcks, \.tcpTryLockFailures,
     ]
 
     /// The sum of two sets of counters (control path: allocates).
