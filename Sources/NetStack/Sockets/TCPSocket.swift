@@ -284,13 +284,20 @@ public final class TCPSocket: @unchecked Sendable {
     private var isRunning = false
     /// ``context``'s storage.
     private var applicationContext: AnyObject?
+    /// An active open's SYN, built where the engine was made (any thread)
+    /// and sent by the first run, on core ``core``: after the PCB entry
+    /// went in, so that the SYN-ACK finds the socket.
+    private var heldSYN: HeldSegmentSink.Segment?
 
     init(stack: EndpointStack, connection: TCPConnection, core: Int,
-         onReadable: @escaping @Sendable (TCPSocket) -> Void) {
+         onReadable: @escaping @Sendable (TCPSocket) -> Void,
+         heldSYN: HeldSegmentSink.Segment? = nil, context: AnyObject? = nil) {
         self.stack = stack
         self.core = core
         self.connection = connection
         self.onReadable = onReadable
+        self.heldSYN = heldSYN
+        applicationContext = context
         endpoints = connection.endpoints
         socket = stack.demux.makeSocket(.tcp)
         stack.live.tcpSocketObjects.add(1, ordering: .relaxed)
@@ -299,9 +306,10 @@ public final class TCPSocket: @unchecked Sendable {
 
     deinit { stack.live.tcpSocketObjects.subtract(1, ordering: .relaxed) }
 
-    /// Inserts the PCB entry and schedules the first run (which sends
-    /// nothing new but runs the handler: the handshake's ACK may have
-    /// carried data). On the listener's executor.
+    /// Inserts the PCB entry and schedules the first run (which runs the
+    /// handler: the handshake's ACK may have carried data; for an active
+    /// open it sends the held SYN first). On the listener's executor, or
+    /// on the thread of ``EndpointStack/connectTCP(to:from:configuration:onReadable:)``.
     func start() throws(SocketError) {
         keepAlive = self
         stack.live.tcpConnections.add(1, ordering: .relaxed)
@@ -322,6 +330,14 @@ public final class TCPSocket: @unchecked Sendable {
         var sink = sink
         connection.abort(now: tcpNow(), sink: &sink)
         socket.closeDeferred()
+    }
+
+    /// An active open whose PCB entry could not go in (its 4-tuple was
+    /// taken meanwhile): its demux socket goes, nothing was sent (the SYN
+    /// is still held). On the connecting thread, before any run.
+    func discardUnstarted() {
+        heldSYN = nil
+        if CoreExecutor.current != nil { socket.closeDeferred() } else { socket.close() }
     }
 
     /// Puts `p` (a segment another path took) on `owner`'s receive queue
@@ -349,6 +365,10 @@ public final class TCPSocket: @unchecked Sendable {
         isRunning = true
         defer { isRunning = false }
         var sink = StackTCPSink(core: c)
+        if let syn = heldSYN {
+            heldSYN = nil
+            sink.send(syn.header, payload: .empty, endpoints: syn.endpoints)
+        }
         while let p = socket.tryReceive() {
             if let seg = ArrivedSegment(stack.buffers.bytes(p)) {
                 connection.receive(seg.header, payload: seg.payload, now: now, sink: &sink)
@@ -417,9 +437,15 @@ public final class TCPSocket: @unchecked Sendable {
     }
 
     /// Copies up to `buffer.count` received bytes out. No allocation.
+    /// From a job (not the handler) a read that took bytes schedules a
+    /// run, whose output sends the window update the freed buffer may be
+    /// due (RFC 9293 §3.8.6.2.2): a peer stopped by a zero window would
+    /// otherwise wait for its persist timer.
     public func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         checkOwner()
-        return connection.read(into: buffer)
+        let n = connection.read(into: buffer)
+        if n > 0 && !isRunning { socket.worker?._withUnsafeGuaranteedRef { _ = $0.schedule() } }
+        return n
     }
 
     /// Half-close (shutdown(SHUT_WR)): a FIN after the data written.
