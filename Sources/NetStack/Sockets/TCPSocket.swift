@@ -229,7 +229,9 @@ public final class TCPListenerSocket: @unchecked Sendable {
 
 /// A TCP connection socket of an ``EndpointStack``: a ``TCPConnection``
 /// driven by the socket's worker continuation, made by a
-/// ``TCPListenerSocket`` when a handshake completes.
+/// ``TCPListenerSocket`` when a handshake completes, or by
+/// ``EndpointStack/connectTCP(to:from:configuration:onReadable:)`` (active
+/// open, in SYN-SENT). ``TCPStream`` is the async form on top of it.
 ///
 /// Input: its PCB entry (the exact 5-tuple) sends the flow's segments to
 /// the socket's receive queue; the worker continuation, on core ``core``
@@ -257,9 +259,9 @@ public final class TCPListenerSocket: @unchecked Sendable {
 /// handler (or a job on that executor). The input cores and the listener
 /// only put packets on the receive queue (a PCQ) and schedule the worker.
 /// The engine reached this thread by a happens-before chain: the listener
-/// stored it before inserting the PCB entry (released by the table's
-/// insert) and before scheduling the worker (released by the schedule,
-/// acquired by the run).
+/// (or the connecting thread, for an active open) stored it before
+/// inserting the PCB entry (released by the table's insert) and before
+/// scheduling the worker (released by the schedule, acquired by the run).
 public final class TCPSocket: @unchecked Sendable {
     // @unchecked Sendable: `connection`, `keepAlive`, `finished`,
     // `isRunning` and `applicationContext` are touched only on executor
