@@ -376,7 +376,7 @@ private func echoServer(_ stack: EndpointStack, family: AddressFamily = .ipv4, v
 
 /// Polls `condition` until it holds or `seconds` pass, suspending (not
 /// blocking a cooperative thread) between polls.
-private func eventuallyAsync(seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
+func eventuallyAsync(seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     while !condition() {
         if ContinuousClock.now > deadline { return false }

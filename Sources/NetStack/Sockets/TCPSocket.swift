@@ -229,7 +229,9 @@ public final class TCPListenerSocket: @unchecked Sendable {
 
 /// A TCP connection socket of an ``EndpointStack``: a ``TCPConnection``
 /// driven by the socket's worker continuation, made by a
-/// ``TCPListenerSocket`` when a handshake completes.
+/// ``TCPListenerSocket`` when a handshake completes, or by
+/// ``EndpointStack/connectTCP(to:from:configuration:onReadable:)`` (active
+/// open, in SYN-SENT). ``TCPStream`` is the async form on top of it.
 ///
 /// Input: its PCB entry (the exact 5-tuple) sends the flow's segments to
 /// the socket's receive queue; the worker continuation, on core ``core``
@@ -259,9 +261,9 @@ public final class TCPListenerSocket: @unchecked Sendable {
 /// handler (or a job on that executor). The input cores and the listener
 /// only put packets on the receive queue (a PCQ) and schedule the worker.
 /// The engine reached this thread by a happens-before chain: the listener
-/// stored it before inserting the PCB entry (released by the table's
-/// insert) and before scheduling the worker (released by the schedule,
-/// acquired by the run).
+/// (or the connecting thread, for an active open) stored it before
+/// inserting the PCB entry (released by the table's insert) and before
+/// scheduling the worker (released by the schedule, acquired by the run).
 public final class TCPSocket: @unchecked Sendable {
     // @unchecked Sendable: `connection`, `keepAlive`, `finished`,
     // `isRunning` and `applicationContext` are touched only on executor
@@ -288,13 +290,20 @@ public final class TCPSocket: @unchecked Sendable {
     var isRunning = false
     /// ``context``'s storage.
     private var applicationContext: AnyObject?
+    /// An active open's SYN, built where the engine was made (any thread)
+    /// and sent by the first run, on core ``core``: after the PCB entry
+    /// went in, so that the SYN-ACK finds the socket.
+    private var heldSYN: HeldSegmentSink.Segment?
 
     init(stack: EndpointStack, connection: TCPConnection, core: Int,
-         onReadable: @escaping @Sendable (TCPSocket) -> Void) {
+         onReadable: @escaping @Sendable (TCPSocket) -> Void,
+         heldSYN: HeldSegmentSink.Segment? = nil, context: AnyObject? = nil) {
         self.stack = stack
         self.core = core
         self.connection = connection
         self.onReadable = onReadable
+        self.heldSYN = heldSYN
+        applicationContext = context
         endpoints = connection.endpoints
         socket = stack.demux.makeSocket(.tcp)
         stack.live.tcpSocketObjects.add(1, ordering: .relaxed)
@@ -303,9 +312,10 @@ public final class TCPSocket: @unchecked Sendable {
 
     deinit { stack.live.tcpSocketObjects.subtract(1, ordering: .relaxed) }
 
-    /// Inserts the PCB entry and schedules the first run (which sends
-    /// nothing new but runs the handler: the handshake's ACK may have
-    /// carried data). On the listener's executor.
+    /// Inserts the PCB entry and schedules the first run (which runs the
+    /// handler: the handshake's ACK may have carried data; for an active
+    /// open it sends the held SYN first). On the listener's executor, or
+    /// on the thread of ``EndpointStack/connectTCP(to:from:configuration:onReadable:)``.
     func start() throws(SocketError) {
         keepAlive = self
         stack.live.tcpConnections.add(1, ordering: .relaxed)
@@ -328,6 +338,14 @@ public final class TCPSocket: @unchecked Sendable {
         var sink = sink
         connection.abort(now: tcpNow(), sink: &sink)
         socket.closeDeferred()
+    }
+
+    /// An active open whose PCB entry could not go in (its 4-tuple was
+    /// taken meanwhile): its demux socket goes, nothing was sent (the SYN
+    /// is still held). On the connecting thread, before any run.
+    func discardUnstarted() {
+        heldSYN = nil
+        if CoreExecutor.current != nil { socket.closeDeferred() } else { socket.close() }
     }
 
     /// Puts `p` (a segment another path took) on `owner`'s receive queue
@@ -356,6 +374,10 @@ public final class TCPSocket: @unchecked Sendable {
         defer { isRunning = false }
         var sink = StackTCPSink(core: c)
         let acksBefore = connection.counters.pureAcksSent
+        if let syn = heldSYN {
+            heldSYN = nil
+            sink.send(syn.header, payload: .empty, endpoints: syn.endpoints)
+        }
         // Segments the input path's immediate-ACK step did not take (it
         // found the engine in use, or there was none: the listener's
         // forward, the first run).
@@ -429,9 +451,15 @@ public final class TCPSocket: @unchecked Sendable {
     }
 
     /// Copies up to `buffer.count` received bytes out. No allocation.
+    /// From a job (not the handler) a read that took bytes schedules a
+    /// run, whose output sends the window update the freed buffer may be
+    /// due (RFC 9293 §3.8.6.2.2): a peer stopped by a zero window would
+    /// otherwise wait for its persist timer.
     public func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
         checkOwner()
-        return connection.read(into: buffer)
+        let n = connection.read(into: buffer)
+        if n > 0 && !isRunning { socket.worker?._withUnsafeGuaranteedRef { _ = $0.schedule() } }
+        return n
     }
 
     /// Half-close (shutdown(SHUT_WR)): a FIN after the data written.

@@ -176,11 +176,11 @@ public final class UDPSocket: @unchecked Sendable {
 
     /// The source address (never IPv4-mapped) for sending to `remote`.
     private func sourceAddress(bound: IPAddress, remote: IPAddress) throws(UDPSocketError) -> IPAddress {
-        let r = remote.unmapped
-        let a = bound.isWildcard ? stack.localAddress(r.family) : bound.unmapped
-        guard let a else { throw .addressNotAvailable }
-        guard a.family == r.family else { throw .familyMismatch }
-        return a
+        do throws(SourceAddressFailure) {
+            return try stack.sourceAddress(bound: bound, remote: remote)
+        } catch {
+            throw error == .notAvailable ? .addressNotAvailable : .familyMismatch
+        }
     }
 
     /// Closes the socket: its port is free again, queued datagrams go back

@@ -125,8 +125,12 @@ public final class EndpointStack: @unchecked Sendable {
     /// SO_REUSEPORT groups by bound endpoint (a pthread lock: joins and
     /// leaves on several threads contend, see `PthreadMutex`).
     let reuseGroups = PthreadLockedValue<[InetEndpoint: ReusePortGroup]>([:])
-    /// The ISN generator of every TCP listener (RFC 6528: one secret key).
+    /// The ISN generator of every TCP listener and active open (RFC 6528:
+    /// one secret key).
     let isn = TCPISNGenerator()
+    /// RFC 6056's next_ephemeral of TCP's active opens (a relaxed
+    /// counter: it only spreads the attempts, the PCB insert arbitrates).
+    let tcpEphemeralCounter = Atomic<UInt32>(UInt32.random(in: 0 ... .max))
     /// The live counts of ``StackGauges`` no table keeps.
     let live = StackLiveCounts()
     let capture: Capture?
