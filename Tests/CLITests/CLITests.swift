@@ -76,8 +76,10 @@ import Workloads
     }
 
     @Test func benchWorkloadAndImplementation() throws {
-        // stack-udp-echo (root, rounds of its own) is a choice but not in the registry's `all`.
-        #expect(WorkloadChoice.allValueStrings == ["all"] + WorkloadRegistry.all.map(\.name) + ["stack-udp-echo"])
+        // stack-udp-echo, stack-http and stack-tcp-stream (root, rounds of
+        // their own) are choices but not in the registry's `all`.
+        #expect(WorkloadChoice.allValueStrings
+                == ["all"] + WorkloadRegistry.all.map(\.name) + ["stack-udp-echo", "stack-http", "stack-tcp-stream"])
         #expect(ImplChoice.allValueStrings.contains("netstack") && ImplChoice.allValueStrings.contains("linux_udp_epoll"))
         for w in WorkloadRegistry.all {
             for i in w.impls { #expect(ImplChoice.allValueStrings.contains(i.name)) }
