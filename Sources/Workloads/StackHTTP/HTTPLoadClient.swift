@@ -1,7 +1,7 @@
 // The load of stack-http and stack-tcp-stream when wrk is not used: the
 // project's own HTTP/1.1 client on kernel sockets. Keep-alive connections,
 // one request outstanding on each, over epoll on a few threads; every
-// response checked (status, Content-Length, the body byte for byte).
+// response checked byte for byte (head and body against the service's).
 import CPacketIO
 import Glibc
 import SMPPrimitives
@@ -79,18 +79,12 @@ private struct ClientConnection {
     var fd: Int32 = -1
     var sentAt = 0
     var inFlight = false
-    /// The head received so far (until its empty line).
+    /// Bytes of the head received so far.
     var headLength = 0
     var inBody = false
     var bodyOffset = 0
     var bodyLength = 0
     var dead = false
-}
-
-/// The service's expected response to `route`: status and body length.
-private func expectedResponse(_ route: HTTPRoute) -> (status: Int, length: Int) {
-    let r = HTTPService.response(to: route)
-    return (r.status, r.length)
 }
 
 /// Connects `configuration.connections` kernel sockets to `target` on the
@@ -167,13 +161,16 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
                                window: HTTPLoadWindow, stop: EchoStopFlag) -> HTTPLoadResult {
     var r = HTTPLoadResult()
     let n = fds.count
-    let expected = expectedResponse(c.route)
     let isBytes: Bool
     if case .bytes = c.route { isBytes = true } else { isBytes = false }
     let bufferSize = 256 * 1024
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 64)
-    let headCapacity = 1024
-    let heads = UnsafeMutableRawBufferPointer.allocate(byteCount: headCapacity * n, alignment: 16)
+    // The response head the service sends for the route (keep-alive).
+    let headStorage = UnsafeMutableRawBufferPointer.allocate(byteCount: HTTPService.maximumHeadLength, alignment: 16)
+    let service = HTTPService.response(to: c.route)
+    let expectedHead = UnsafeRawBufferPointer(rebasing: headStorage[0..<HTTPService.writeHead(
+        status: service.status, contentLength: service.length, contentType: service.type, keepAlive: true,
+        into: headStorage)])
     let tokens = UnsafeMutablePointer<UInt32>.allocate(capacity: max(n, 1))
     var conns = [ClientConnection](repeating: ClientConnection(), count: n)
     for i in 0..<n { conns[i].fd = fds[i] }
@@ -181,7 +178,7 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
     defer {
         for c in conns where c.fd >= 0 { _ = close(c.fd) }
         buffer.deallocate()
-        heads.deallocate()
+        headStorage.deallocate()
         tokens.deallocate()
         if epollFD >= 0 { _ = close(epollFD) }
     }
@@ -202,9 +199,13 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
     let windowCap = windowStart + Int(min(c.capSeconds, c.requests == nil ? c.seconds : c.capSeconds) * 1e9)
     var outstanding = 0
 
+    /// Connection `i` failed: closed (which takes it out of the epoll set),
+    /// its request abandoned.
     func fail(_ i: Int) {
         guard !conns[i].dead else { return }
         conns[i].dead = true
+        _ = close(conns[i].fd)
+        conns[i].fd = -1
         r.connectionErrors += 1
         if conns[i].inFlight {
             conns[i].inFlight = false
@@ -227,19 +228,6 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
         conns[i].inBody = false
         r.sent += 1
         outstanding += 1
-    }
-
-    /// The head of connection `i` is complete at `length` bytes: checks
-    /// the status and Content-Length.
-    func parseHead(_ i: Int, _ head: UnsafeRawBufferPointer) -> Bool {
-        guard let text = String(validating: head, as: UTF8.self) else { return false }
-        let lines = text.split(separator: "\r\n")
-        guard let status = lines.first, status.hasPrefix("HTTP/1.1 \(expected.status) ") else { return false }
-        guard let field = lines.first(where: { $0.lowercased().hasPrefix("content-length:") }),
-              let length = Int(field.dropFirst("content-length:".count).trimmingCharacters()) else { return false }
-        guard length == expected.length else { return false }
-        conns[i].bodyLength = length
-        return true
     }
 
     /// Checks `bytes` as the body of connection `i` from its offset.
@@ -273,33 +261,20 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
                 return fail(i)
             }
             if !conns[i].inBody {
-                let head = UnsafeMutableRawBufferPointer(rebasing: heads[(i * headCapacity)..<((i + 1) * headCapacity)])
-                var h = conns[i].headLength
-                var ended = false
-                while p < got {
-                    guard h < headCapacity else { break }
-                    head[h] = buffer[p]
-                    h += 1
-                    p += 1
-                    if h >= 4 && head[h - 4] == 13 && head[h - 3] == 10 && head[h - 2] == 13 && head[h - 1] == 10 {
-                        ended = true
-                        break
-                    }
-                }
-                conns[i].headLength = h
-                if !ended {
-                    if h >= headCapacity {
-                        r.mismatches += 1
-                        fail(i)
-                    }
-                    return
-                }
-                guard parseHead(i, UnsafeRawBufferPointer(rebasing: head[0..<h])) else {
+                // The head, compared byte for byte with the service's
+                // (status line, fields, Content-Length: one rendering).
+                let h = conns[i].headLength
+                let take = min(got - p, expectedHead.count - h)
+                guard memcmp(buffer.baseAddress! + p, expectedHead.baseAddress! + h, take) == 0 else {
                     r.mismatches += 1
                     return fail(i)
                 }
+                conns[i].headLength = h + take
+                p += take
+                guard conns[i].headLength == expectedHead.count else { return }
                 conns[i].inBody = true
                 conns[i].bodyOffset = 0
+                conns[i].bodyLength = service.length
             }
             let take = min(got - p, conns[i].bodyLength - conns[i].bodyOffset)
             if take > 0 {
@@ -364,24 +339,11 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
                 consume(i, got, now: monotonicNanoseconds())
             } else if got == 0 || (errno != EAGAIN && errno != EINTR) {
                 // The server closed or reset a keep-alive connection.
-                // Closing it takes it out of the epoll set.
                 fail(i)
-                _ = close(conns[i].fd)
-                conns[i].fd = -1
             }
             if case .some = r.fatalError { break loop }
         }
     }
     r.unanswered = outstanding
     return r
-}
-
-extension Substring {
-    /// Without leading and trailing spaces and tabs.
-    fileprivate func trimmingCharacters() -> Substring {
-        var s = self
-        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-        return s
-    }
 }

@@ -197,6 +197,8 @@ public struct StackHTTPBenchmark: Sendable {
         let load0 = CPULoadSample()
         var m = Measured()
         if usesWrk {
+            m.cpuAtStart = ProcessCPU()
+            defer { m.cpuAtEnd = ProcessCPU() }
             let w = try WrkLoad.run(in: topology.client, url: "http://\(address)/", connections: c.connections,
                                     threads: c.clientThreads, seconds: c.seconds, cpu: clientCPU)
             m.responses = w.requests
@@ -371,7 +373,11 @@ public struct StackHTTPBenchmark: Sendable {
             ("load", .string(usesWrk ? "wrk" : "builtin")), ("path", .string(routeTarget(route))),
             ("connections", .int(c.connections)), ("client_threads", .int(c.clientThreads)),
             ("queues", .int(c.queues)), ("spin_passes", .int(c.spinPasses)), ("pinned", .bool(c.pinned)),
-            ("sent", .int(m.sent)), ("responses", .int(m.answered)), ("unanswered", .int(m.unanswered)),
+            ("responses", .int(m.answered)),
+        ]
+        // (wrk reports neither.)
+        if !usesWrk { extra += [("sent", .int(m.sent)), ("unanswered", .int(m.unanswered))] }
+        extra += [
             ("loss_reasons", .object(reasons)),
             ("cpu", cpu), ("client", .object(m.client)), ("server", server),
             ("complete", .bool(complete)),

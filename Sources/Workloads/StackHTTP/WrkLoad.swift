@@ -75,7 +75,7 @@ enum WrkLoad {
 
     /// "612.00us", "1.23ms", "2.00s", "1.50m" in nanoseconds.
     static func duration(_ s: Substring) -> Int? {
-        Double(wrkSeconds: s).map { Int($0 * 1e9) }
+        Double(wrkSeconds: s).map { Int(($0 * 1e9).rounded()) }
     }
 }
 
