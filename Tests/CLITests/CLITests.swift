@@ -111,6 +111,25 @@ import Workloads
         }
     }
 
+    @Test func benchStackHTTPOptions() throws {
+        let b = try BenchCommand.parse(["stack-http", "--rounds", "2", "--connections", "16", "--client-threads", "2",
+                                        "--load", "builtin", "--duration", "1", "--queues", "2", "--pin", "off",
+                                        "--impl", "linux_http_epoll"])
+        #expect(b.workload.stackHTTPKind == .http)
+        #expect(b.echo.rounds == 2 && b.echo.duration == 1 && b.echo.queues == 2 && b.echo.pin == .off)
+        #expect(b.http.connections == 16 && b.http.clientThreads == 2 && b.http.load == .builtin)
+        #expect(b.workload.workloads.isEmpty)
+        let s = try BenchCommand.parse(["stack-tcp-stream", "--response-bytes", "1048576", "--connections", "2"])
+        #expect(s.workload.stackHTTPKind == .tcpStream && s.http.responseBytes == 1_048_576)
+        #expect(ImplChoice.allValueStrings.contains("linux_http_epoll"))
+        for arguments in [["stack-http", "--sockets", "4"], ["stack-http", "--response-bytes", "100"],
+                          ["stack-tcp-stream", "--load", "wrk"], ["stack-http", "--impl", "linux_udp_epoll"],
+                          ["stack-http", "--connections", "0"], ["stack-udp-echo", "--connections", "4"],
+                          ["demux", "--connections", "4"], ["stack-http", "--load", "wrk", "--n", "100"]] {
+            #expect(throws: (any Error).self, "\(arguments)") { try BenchCommand.parse(arguments) }
+        }
+    }
+
     @Test func benchSizeOptions() throws {
         #expect(try BenchCommand.parse(["demux", "--flows", "65536"]).flows == 65_536)
         #expect(try BenchCommand.parse(["rcu-churn", "--keys", "1048576"]).keys == 1_048_576)
