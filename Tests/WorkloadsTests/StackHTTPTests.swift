@@ -8,100 +8,102 @@ import SMPPrimitives
 // client (which checks every response byte for byte), in namespaces the
 // run makes and deletes. Needs root, /dev/net/tun and ip netns (skipped
 // otherwise, as the other TUN suites). Every window is bounded by
-// `capSeconds`, every wait in the run by its own deadline.
+// `capSeconds`, every wait in the run by its own deadline. Nested in
+// StackUDPEchoTests, whose traits it inherits: serialized with its tests,
+// so that "no namespace of this process is left" holds between runs.
 
-@Suite(.enabled(if: tunTestsCanRun, "needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN), /dev/net/tun and ip netns"),
-       .serialized)
-struct StackHTTPBenchTests {
-    private func ownNamespaces() -> [String] {
-        let prefix = EchoTopology.prefix + "\(getpid())-"
-        return directoryEntries("/run/netns").filter { $0.hasPrefix(prefix) }
-    }
-
-    private func int(_ v: JSONValue?) -> Int? {
-        if case .int(let i)? = v { return i }
-        return nil
-    }
-
-    private func object(_ v: JSONValue?) -> [(String, JSONValue)] {
-        if case .object(let o)? = v { return o }
-        return []
-    }
-
-    /// The checks both workloads share: checked, the client's bookkeeping
-    /// conserved (every request sent answered or in flight), no mismatch
-    /// or failed connection, the stack's accounting (in `checked`) and
-    /// its hand-off counters, the JSON round trip, the namespaces gone.
-    private func expectSound(_ lines: [BenchResult], workload: String) throws {
-        #expect(lines.map(\.impl) == ["netstack", "linux_http_epoll"])
-        for line in lines {
-            #expect(line.checked, "\(line.impl): \(line.note ?? "")")
-            #expect(line.workload == workload)
-            #expect(line.ops > 0)
-            #expect(line[extra: "load"] == .string("builtin"))
-            #expect(line[extra: "complete"] == .bool(true))
-            #expect(line[extra: "ratio"] != nil)
-            let client = object(line[extra: "client"])
-            #expect(client.first { $0.0 == "mismatches" }?.1 == .int(0))
-            #expect(client.first { $0.0 == "connection_errors" }?.1 == .int(0))
-            if let sent = int(line[extra: "sent"]), let answered = int(line[extra: "responses"]),
-               let inFlight = int(line[extra: "unanswered"]) {
-                #expect(answered > 0)
-                #expect(sent == answered + inFlight)
-            } else {
-                Issue.record("\(line.impl): sent/responses/unanswered missing")
-            }
-            let server = object(line[extra: "server"])
-            if line.impl == "netstack" {
-                let handoff = object(server.first { $0.0 == "handoff" }?.1)
-                #expect(handoff.first { $0.0 == "immediate_acks" }?.1 == .int(0))
-                #expect((int(handoff.first { $0.0 == "segments_delivered" }?.1) ?? 0) > 0)
-                #expect((int(handoff.first { $0.0 == "socket_worker_runs" }?.1) ?? 0) > 0)
-                // Every connection the listener accepted closed, and its
-                // handler counted it.
-                #expect(server.first { $0.0 == "connections_counted" }?.1
-                        == server.first { $0.0 == "connections_accepted" }?.1)
-            }
-            let decoded = try JSONLine.decode(BenchResult.self, from: line.jsonLine())
-            #expect(decoded.impl == line.impl && decoded.checked == line.checked)
+extension StackUDPEchoTests {
+    @Suite struct StackHTTPBenchTests {
+        private func ownNamespaces() -> [String] {
+            let prefix = EchoTopology.prefix + "\(getpid())-"
+            return directoryEntries("/run/netns").filter { $0.hasPrefix(prefix) }
         }
-        #expect(ownNamespaces().isEmpty, "\(ownNamespaces())")
-    }
 
-    @Test func stackHTTPBothServersAnswerEveryRequestIdentically() throws {
-        var c = StackHTTPBenchmark.Configuration(kind: .http)
-        c.rounds = 1
-        c.connections = 8
-        c.load = .builtin
-        c.warmupSeconds = 0
-        c.requests = 300
-        c.capSeconds = 5
-        c.spinPasses = 50   // the test machine is shared: park soon when idle
-        var reported: [String] = []
-        let lines = try StackHTTPBenchmark(c).run { reported.append($0.impl) }
-        #expect(reported == lines.map(\.impl))
-        try expectSound(lines, workload: "stack-http")
-        for line in lines {
-            #expect(line.ops >= 300)
-            // With the drain, every request was answered.
-            #expect(line[extra: "unanswered"] == .int(0))
+        private func int(_ v: JSONValue?) -> Int? {
+            if case .int(let i)? = v { return i }
+            return nil
         }
-    }
 
-    @Test func stackTCPStreamTransfersCheckedBodies() throws {
-        var c = StackHTTPBenchmark.Configuration(kind: .tcpStream)
-        c.rounds = 1
-        c.connections = 2
-        c.responseBytes = 1 << 20
-        c.warmupSeconds = 0
-        c.requests = 4   // whole transfers
-        c.capSeconds = 5
-        c.spinPasses = 50
-        let lines = try StackHTTPBenchmark(c).run()
-        try expectSound(lines, workload: "stack-tcp-stream")
-        for line in lines {
-            #expect(line.ops >= 4 << 20, "\(line.impl): \(line.ops) body bytes")
-            #expect((int(line[extra: "transfers"]) ?? 0) >= 4)
+        private func object(_ v: JSONValue?) -> [(String, JSONValue)] {
+            if case .object(let o)? = v { return o }
+            return []
+        }
+
+        /// The checks both workloads share: checked, the client's bookkeeping
+        /// conserved (every request sent answered or in flight), no mismatch
+        /// or failed connection, the stack's accounting (in `checked`) and
+        /// its hand-off counters, the JSON round trip, the namespaces gone.
+        private func expectSound(_ lines: [BenchResult], workload: String) throws {
+            #expect(lines.map(\.impl) == ["netstack", "linux_http_epoll"])
+            for line in lines {
+                #expect(line.checked, "\(line.impl): \(line.note ?? "")")
+                #expect(line.workload == workload)
+                #expect(line.ops > 0)
+                #expect(line[extra: "load"] == .string("builtin"))
+                #expect(line[extra: "complete"] == .bool(true))
+                #expect(line[extra: "ratio"] != nil)
+                let client = object(line[extra: "client"])
+                #expect(client.first { $0.0 == "mismatches" }?.1 == .int(0))
+                #expect(client.first { $0.0 == "connection_errors" }?.1 == .int(0))
+                if let sent = int(line[extra: "sent"]), let answered = int(line[extra: "responses"]),
+                   let inFlight = int(line[extra: "unanswered"]) {
+                    #expect(answered > 0)
+                    #expect(sent == answered + inFlight)
+                } else {
+                    Issue.record("\(line.impl): sent/responses/unanswered missing")
+                }
+                let server = object(line[extra: "server"])
+                if line.impl == "netstack" {
+                    let handoff = object(server.first { $0.0 == "handoff" }?.1)
+                    #expect(handoff.first { $0.0 == "immediate_acks" }?.1 == .int(0))
+                    #expect((int(handoff.first { $0.0 == "segments_delivered" }?.1) ?? 0) > 0)
+                    #expect((int(handoff.first { $0.0 == "socket_worker_runs" }?.1) ?? 0) > 0)
+                    // Every connection the listener accepted closed, and its
+                    // handler counted it.
+                    #expect(server.first { $0.0 == "connections_counted" }?.1
+                            == server.first { $0.0 == "connections_accepted" }?.1)
+                }
+                let decoded = try JSONLine.decode(BenchResult.self, from: line.jsonLine())
+                #expect(decoded.impl == line.impl && decoded.checked == line.checked)
+            }
+            #expect(ownNamespaces().isEmpty, "\(ownNamespaces())")
+        }
+
+        @Test func stackHTTPBothServersAnswerEveryRequestIdentically() throws {
+            var c = StackHTTPBenchmark.Configuration(kind: .http)
+            c.rounds = 1
+            c.connections = 8
+            c.load = .builtin
+            c.warmupSeconds = 0
+            c.requests = 300
+            c.capSeconds = 5
+            c.spinPasses = 50   // the test machine is shared: park soon when idle
+            var reported: [String] = []
+            let lines = try StackHTTPBenchmark(c).run { reported.append($0.impl) }
+            #expect(reported == lines.map(\.impl))
+            try expectSound(lines, workload: "stack-http")
+            for line in lines {
+                #expect(line.ops >= 300)
+                // With the drain, every request was answered.
+                #expect(line[extra: "unanswered"] == .int(0))
+            }
+        }
+
+        @Test func stackTCPStreamTransfersCheckedBodies() throws {
+            var c = StackHTTPBenchmark.Configuration(kind: .tcpStream)
+            c.rounds = 1
+            c.connections = 2
+            c.responseBytes = 1 << 20
+            c.warmupSeconds = 0
+            c.requests = 4   // whole transfers
+            c.capSeconds = 5
+            c.spinPasses = 50
+            let lines = try StackHTTPBenchmark(c).run()
+            try expectSound(lines, workload: "stack-tcp-stream")
+            for line in lines {
+                #expect(line.ops >= 4 << 20, "\(line.impl): \(line.ops) body bytes")
+                #expect((int(line[extra: "transfers"]) ?? 0) >= 4)
+            }
         }
     }
 }

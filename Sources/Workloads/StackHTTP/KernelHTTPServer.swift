@@ -28,9 +28,7 @@ final class KernelHTTPCounters: Sendable {
     let errors = Atomic<Int>(0)
 
     @inline(__always)
-    static func add(_ a: borrowing Atomic<Int>, _ n: Int) {
-        a.store(a.load(ordering: .relaxed) &+ n, ordering: .relaxed)
-    }
+    static func add(_ a: borrowing Atomic<Int>, _ n: Int) { addRelaxed(a, n) }
 }
 
 /// A sum of the server threads' counters.
@@ -157,31 +155,8 @@ final class KernelHTTPServer: Sendable {
 
     /// `pinned`: thread k on CPU k, as the stack's executor k.
     init(in ns: BenchNamespace, address: String, port: UInt16, threads count: Int, pinned: Bool) throws {
-        let listeners: [Int32] = try ns.inside { () throws -> [Int32] in
-            var fds: [Int32] = []
-            do {
-                for _ in 0..<count {
-                    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
-                                    | Int32(SOCK_CLOEXEC.rawValue), 0)
-                    guard fd >= 0 else { throw EchoSetupError(description: "server socket: \(String(cString: strerror(errno)))") }
-                    fds.append(fd)
-                    var one: Int32 = 1
-                    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
-                    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-                    var sa = ipv4SocketAddress(address, port: port)
-                    let rc = withUnsafePointer(to: &sa) {
-                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                    }
-                    guard rc == 0, listen(fd, 1024) == 0 else {
-                        throw EchoSetupError(description: "server bind/listen \(address):\(port): \(String(cString: strerror(errno)))")
-                    }
-                }
-            } catch {
-                for fd in fds { _ = close(fd) }
-                throw error
-            }
-            return fds
-        }
+        let listeners = try reusePortSockets(in: ns, type: Int32(SOCK_STREAM.rawValue), address: address, port: port,
+                                             count: count)
         self.listeners = listeners
         let counters = listeners.map { _ in KernelHTTPCounters() }
         self.counters = counters
@@ -291,13 +266,4 @@ final class KernelHTTPServer: Sendable {
     }
 
     deinit { stop() }
-}
-
-/// An IPv4 socket address.
-func ipv4SocketAddress(_ address: String, port: UInt16) -> sockaddr_in {
-    var sa = sockaddr_in()
-    sa.sin_family = sa_family_t(AF_INET)
-    sa.sin_port = port.bigEndian
-    _ = inet_pton(AF_INET, address, &sa.sin_addr)
-    return sa
 }

@@ -71,6 +71,7 @@ func spawnCommand(_ argv: [String], captureOutput: Bool = false) -> (status: Int
 }
 
 private let commandCounter = Atomic<Int>(0)
+private let topologyCounter = Atomic<Int>(0)
 
 /// Runs `argv` and throws its standard error if it fails.
 func runChecked(_ argv: [String]) throws(EchoSetupError) {
@@ -138,7 +139,7 @@ final class EchoTopology: Sendable {
     /// The veth ends' link-layer addresses (locally administered).
     static let clientMAC = "02:fd:b0:00:00:01"
     static let serverMAC = "02:fd:b0:00:00:02"
-    /// Prefix of every namespace this workload makes (followed by the pid).
+    /// Prefix of every namespace this workload makes (followed by the pid, a count and -c or -s).
     static let prefix = "fdbench-"
 
     let client: BenchNamespace
@@ -150,7 +151,9 @@ final class EchoTopology: Sendable {
     /// is deleted again.
     init(queues: Int) throws {
         EchoTopology.deleteStale()
-        let base = EchoTopology.prefix + "\(getpid())"
+        // The pid and a count of this process's topologies: runs of one
+        // process at the same time (test suites in parallel) do not collide.
+        let base = EchoTopology.prefix + "\(getpid())-\(topologyCounter.add(1, ordering: .relaxed).newValue)"
         var made: [BenchNamespace] = []
         do {
             let client = try BenchNamespace(base + "-c")
@@ -209,8 +212,9 @@ final class EchoTopology: Sendable {
     /// exists.
     static func deleteStale() {
         for name in directoryEntries("/run/netns") {
-            guard name.hasPrefix(prefix), let dash = name.lastIndex(of: "-"),
-                  let pid = Int32(name[name.index(name.startIndex, offsetBy: prefix.count)..<dash]),
+            // fdbench-PID-N-c / -s
+            let rest = name.dropFirst(prefix.count)
+            guard name.hasPrefix(prefix), let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]),
                   pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
             _ = spawnCommand(["ip", "netns", "del", name])
         }
