@@ -193,10 +193,8 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
         }
     }
 
-    var measuring = false, draining = false
-    var windowBegan = 0, drainDeadline = 0
-    let windowStart = start + Int(c.warmupSeconds * 1e9)
-    let windowCap = windowStart + Int(min(c.capSeconds, c.requests == nil ? c.seconds : c.capSeconds) * 1e9)
+    var phase = LoadPhases(start: start, warmupSeconds: c.warmupSeconds, seconds: c.seconds,
+                           byCount: c.requests != nil, capSeconds: c.capSeconds, drainSeconds: c.drainSeconds)
     var outstanding = 0
 
     /// Connection `i` failed: closed (which takes it out of the epoll set),
@@ -253,7 +251,7 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
     /// Consumes `got` bytes read from connection `i`.
     func consume(_ i: Int, _ got: Int, now: Int) {
         var p = 0
-        if measuring { r.measuredBytes += got }
+        if phase.measuring { r.measuredBytes += got }
         while p < got && !conns[i].dead {
             guard conns[i].inFlight else {
                 // Bytes nobody asked for.
@@ -284,19 +282,19 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
                 }
                 conns[i].bodyOffset += take
                 p += take
-                if measuring { r.measuredBodyBytes += take }
+                if phase.measuring { r.measuredBodyBytes += take }
             }
             if conns[i].bodyOffset == conns[i].bodyLength {
                 // The response is complete.
                 conns[i].inFlight = false
                 outstanding -= 1
                 r.responses += 1
-                if measuring {
+                if phase.measuring {
                     r.measuredResponses += 1
                     _ = window.measured.add(1, ordering: .relaxed)
                     r.latency.record(now - conns[i].sentAt)
                 }
-                if !draining { send(i, now: monotonicNanoseconds()) }
+                if !phase.draining { send(i, now: monotonicNanoseconds()) }
             }
         }
     }
@@ -305,22 +303,8 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
     for i in 0..<n { send(i, now: first) }
     loop: while true {
         let now = monotonicNanoseconds()
-        if !measuring && !draining && now >= windowStart {
-            measuring = true
-            windowBegan = now
-            r.cpuAtStart = ProcessCPU()
-        }
         let enough = window.requests.map { window.measured.load(ordering: .relaxed) >= $0 } ?? false
-        if !draining && (now >= windowCap || enough || stop.isSet) {
-            if measuring {
-                r.measuredSeconds = Double(now - windowBegan) / 1e9
-                r.cpuAtEnd = ProcessCPU()
-            }
-            measuring = false
-            draining = true
-            drainDeadline = now + Int(c.drainSeconds * 1e9)
-        }
-        if draining && (outstanding == 0 || now >= drainDeadline) { break }
+        if phase.advance(now: now, enough: enough, stop: stop.isSet, outstanding: outstanding) { break }
         let ready = smp_epoll_wait_tokens(epollFD, tokens, Int32(n), 5)
         r.epollWaits += 1
         if ready < 0 {
@@ -345,5 +329,8 @@ private func runHTTPLoadThread(_ c: HTTPLoadConfiguration, fds: [Int32], request
         }
     }
     r.unanswered = outstanding
+    r.measuredSeconds = phase.measuredSeconds
+    r.cpuAtStart = phase.cpuAtStart
+    r.cpuAtEnd = phase.cpuAtEnd
     return r
 }

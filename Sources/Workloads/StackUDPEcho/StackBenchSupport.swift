@@ -66,3 +66,54 @@ func cpuField(from start: ProcessCPU, to end: ProcessCPU, client: [String], serv
         ("machine_us_per_" + unit, per(busyTicks)),
     ])
 }
+
+/// The phases of a client run, shared by the stack benchmarks' clients:
+/// warm-up (load, not counted), the measured window (until `seconds`
+/// passed, or until the caller has enough replies, never past the cap),
+/// then a drain (the replies still in flight, for at most `drainSeconds`).
+/// Records the window's length and the process's CPU time at its ends.
+///
+/// Concurrency: a value owned by one client thread.
+struct LoadPhases {
+    let windowStart: Int
+    let windowCap: Int
+    let drain: Int
+    private(set) var measuring = false
+    private(set) var draining = false
+    private var began = 0
+    private var drainDeadline = 0
+    private(set) var measuredSeconds = 0.0
+    private(set) var cpuAtStart = ProcessCPU()
+    private(set) var cpuAtEnd = ProcessCPU()
+
+    /// `start` (ns of `monotonicNanoseconds()`): when the load began.
+    /// With `byCount` the window ends when the caller says it has enough
+    /// (bounded by `capSeconds`), otherwise after `seconds`.
+    init(start: Int, warmupSeconds: Double, seconds: Double, byCount: Bool, capSeconds: Double, drainSeconds: Double) {
+        windowStart = start + Int(warmupSeconds * 1e9)
+        windowCap = windowStart + Int(min(capSeconds, byCount ? capSeconds : seconds) * 1e9)
+        drain = Int(drainSeconds * 1e9)
+    }
+
+    /// Moves to `now`: opens the window after the warm-up; closes it at
+    /// its end, when `enough` or on `stop`, and starts the drain. True
+    /// when the run is over (drained: nothing `outstanding`, or the drain's
+    /// deadline passed).
+    mutating func advance(now: Int, enough: Bool, stop: Bool, outstanding: Int) -> Bool {
+        if !measuring && !draining && now >= windowStart {
+            measuring = true
+            began = now
+            cpuAtStart = ProcessCPU()
+        }
+        if !draining && (now >= windowCap || enough || stop) {
+            if measuring {
+                measuredSeconds = Double(now - began) / 1e9
+                cpuAtEnd = ProcessCPU()
+            }
+            measuring = false
+            draining = true
+            drainDeadline = now + drain
+        }
+        return draining && (outstanding == 0 || now >= drainDeadline)
+    }
+}
