@@ -122,6 +122,14 @@ int smp_epoll_wait_tokens(int epfd, unsigned int *tokens, int max, int timeout_m
     return n;
 }
 
+int smp_epoll_add_stream(int epfd, int fd, unsigned int token) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u32 = token;
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
 static int epoll_oneshot(int epfd, int op, int fd, unsigned int token) {
     struct epoll_event ev;
     memset(&ev, 0, sizeof ev);

@@ -64,14 +64,22 @@ enum WorkloadChoice: NamedChoice, Hashable {
     case all
     case named(String)
 
-    /// `all`, the registry's workloads, then stack-udp-echo (which `all`
-    /// does not run: it needs root and runs in rounds of its own).
+    /// `all`, the registry's workloads, then stack-udp-echo, stack-http
+    /// and stack-tcp-stream (which `all` does not run: they need root and
+    /// run in rounds of their own).
     static var allCases: [WorkloadChoice] {
         [.all] + WorkloadRegistry.all.map { .named($0.name) } + [.named(StackUDPEchoBenchmark.workload)]
+            + StackHTTPBenchmark.Kind.allCases.map { .named($0.rawValue) }
     }
 
     /// Whether this is stack-udp-echo.
     var isStackUDPEcho: Bool { self == .named(StackUDPEchoBenchmark.workload) }
+
+    /// stack-http or stack-tcp-stream, if this is one of them.
+    var stackHTTPKind: StackHTTPBenchmark.Kind? {
+        guard case .named(let name) = self else { return nil }
+        return StackHTTPBenchmark.Kind(rawValue: name)
+    }
 
     var description: String {
         switch self {
@@ -103,8 +111,9 @@ enum ImplChoice: NamedChoice, Hashable {
         for w in WorkloadRegistry.all {
             for i in w.impls where !names.contains(i.name) { names.append(i.name) }
         }
-        for i in StackUDPEchoBenchmark.Implementation.allCases where !names.contains(i.rawValue) {
-            names.append(i.rawValue)
+        for i in StackUDPEchoBenchmark.Implementation.allCases.map(\.rawValue)
+            + StackHTTPBenchmark.Implementation.allCases.map(\.rawValue) where !names.contains(i) {
+            names.append(i)
         }
         return [.project, .all] + names.map { .named($0) }
     }

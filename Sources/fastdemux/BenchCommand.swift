@@ -23,6 +23,17 @@ struct BenchCommand: ParsableCommand {
             behind a veth pair (linux_udp_epoll), alternating for --rounds rounds of --duration seconds \
             each (or --n replies); one line per implementation per round, with requests/s, median and p99 \
             round trip and the ratio stack/kernel. Its default --impl runs both.
+
+            - stack-http (needs root; not part of 'all'): on the same topology, --connections (64) kernel TCP \
+            keep-alive connections, one request outstanding each, GET / (the HTTP service of 'serve --http'), \
+            against the stack (netstack) and a Linux epoll HTTP server running the same HTTPConnection code \
+            (linux_http_epoll: one thread per queue, SO_REUSEPORT listeners), alternating for --rounds rounds; \
+            requests/s, median and p99 latency, the ratio stack/kernel, and the stack's hand-off counters. \
+            --load: wrk if installed (auto), or the built-in client, which checks every response byte for byte.
+            - stack-tcp-stream (needs root; not part of 'all'): bulk transfer from server to client: each of \
+            --connections (1) connections downloads GET /bytes/N (--response-bytes, 256 MiB) again and again \
+            over keep-alive, from both servers, alternating; Gbit/s of body bytes in the window (every byte \
+            checked) and the ratio stack/kernel.
             """
     )
 
@@ -55,8 +66,11 @@ struct BenchCommand: ParsableCommand {
     static let flowRange = 2...DemuxBenchmarkTraffic.maxFlowCount
     static let keyRange = 2_048...(1 << 24)
 
-    @OptionGroup(title: "stack-udp-echo")
+    @OptionGroup(title: "stack-udp-echo (--rounds, --duration, --warmup, --queues, --spin-passes, --pin: also stack-http, stack-tcp-stream)")
     var echo: StackUDPEchoOptions
+
+    @OptionGroup(title: "stack-http and stack-tcp-stream")
+    var http: StackHTTPOptions
 
     func validate() throws {
         if let n, n <= 0 { throw ValidationError("--n must be positive") }
@@ -71,10 +85,32 @@ struct BenchCommand: ParsableCommand {
                                       + names.joined(separator: ", "))
             }
             try echo.validate()
+            if let option = http.given.first {
+                throw ValidationError("\(option) is an option of stack-http and stack-tcp-stream only")
+            }
             return
         }
-        if let option = echo.given.first {
+        if let kind = workload.stackHTTPKind {
+            let names = StackHTTPBenchmark.Implementation.allCases.map(\.rawValue)
+            if case .named(let name) = impl, !names.contains(name) {
+                throw ValidationError("workload \(kind.rawValue) has no impl '\(name)'; known: " + names.joined(separator: ", "))
+            }
+            try echo.validate()
+            if let option = echo.udpOnlyGiven.first {
+                throw ValidationError("\(option) is an option of \(StackUDPEchoBenchmark.workload) only")
+            }
+            try http.validate(kind)
+            if n != nil && http.load == .wrk { throw ValidationError("--n needs the built-in load (wrk runs for --duration)") }
+            return
+        }
+        if let option = echo.udpOnlyGiven.first {
             throw ValidationError("\(option) is an option of \(StackUDPEchoBenchmark.workload) only")
+        }
+        if let option = echo.sharedGiven.first {
+            throw ValidationError("\(option) is an option of stack-udp-echo, stack-http and stack-tcp-stream only")
+        }
+        if let option = http.given.first {
+            throw ValidationError("\(option) is an option of stack-http and stack-tcp-stream only")
         }
         for w in workload.workloads where impl.implementations(of: w).isEmpty {
             throw ValidationError("workload \(w.name) has no impl '\(impl)'; known: \(w.impls.map(\.name).joined(separator: ", "))")
@@ -94,6 +130,7 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         if workload.isStackUDPEcho { return try runStackUDPEcho() }
+        if let kind = workload.stackHTTPKind { return try runStackHTTP(kind) }
         let options = WorkloadOptions(n: n, capSeconds: cap, size: flows ?? keys)
         var failed = false
         for w in workload.workloads {

@@ -5,8 +5,10 @@ import Glibc
 import SMPPrimitives
 import Workloads
 
-/// The options only stack-udp-echo has (all optional, so that `bench`
-/// can refuse them for the other workloads).
+/// The options of stack-udp-echo, of which stack-http and stack-tcp-stream
+/// share --rounds, --duration, --warmup, --queues, --spin-passes and --pin
+/// (all optional, so that `bench` can refuse them for the other
+/// workloads).
 struct StackUDPEchoOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Rounds, each running both servers once (default 3).", valueName: "N"))
     var rounds: Int?
@@ -39,12 +41,21 @@ struct StackUDPEchoOptions: ParsableArguments {
     var pin: OnOff?
 
     /// The options given, by their flag.
-    var given: [String] {
+    var given: [String] { udpOnlyGiven + sharedGiven }
+
+    /// The options only stack-udp-echo has, given.
+    var udpOnlyGiven: [String] {
         var g: [String] = []
-        if rounds != nil { g.append("--rounds") }
         if sockets != nil { g.append("--sockets") }
         if inflight != nil { g.append("--inflight") }
         if payload != nil { g.append("--payload") }
+        return g
+    }
+
+    /// The options stack-http and stack-tcp-stream share with it, given.
+    var sharedGiven: [String] {
+        var g: [String] = []
+        if rounds != nil { g.append("--rounds") }
         if duration != nil { g.append("--duration") }
         if warmup != nil { g.append("--warmup") }
         if queues != nil { g.append("--queues") }
@@ -67,11 +78,6 @@ struct StackUDPEchoOptions: ParsableArguments {
 
 extension BenchCommand {
     func runStackUDPEcho() throws {
-        let name = StackUDPEchoBenchmark.workload
-        if let reason = StackUDPEchoBenchmark.unavailableReason {
-            writeStderr("fastdemux bench \(name): error: \(reason)")
-            throw ExitCode(2)
-        }
         var c = StackUDPEchoBenchmark.Configuration()
         if let v = echo.rounds { c.rounds = v }
         if let v = echo.sockets { c.sockets = v }
@@ -88,6 +94,23 @@ extension BenchCommand {
             c.implementations = [i]
         }
 
+        try runStackBenchmark(name: StackUDPEchoBenchmark.workload, unavailableReason: StackUDPEchoBenchmark.unavailableReason,
+                              summary: stackUDPEchoSummary) { stop, report in
+            try StackUDPEchoBenchmark(c).run(stop: stop, report: report)
+        }
+    }
+
+    /// Runs a stack-against-kernel benchmark (`body`, which reports each
+    /// line as its round ends) with SIGINT/SIGTERM handling, prints its
+    /// lines (JSON or summaries) and `summary` of them, and exits as
+    /// `bench` does: 2 if it cannot run here (`unavailableReason`), 1 if
+    /// a line is unchecked, 128 + the signal if interrupted.
+    func runStackBenchmark(name: String, unavailableReason: String?, summary: ([BenchResult]) -> String,
+                           _ body: (EchoStopFlag, (BenchResult) -> Void) throws -> [BenchResult]) throws {
+        if let reason = unavailableReason {
+            writeStderr("fastdemux bench \(name): error: \(reason)")
+            throw ExitCode(2)
+        }
         // SIGINT/SIGTERM are taken by a watcher thread that asks the run to
         // stop; the run then deletes its namespaces as on any other exit.
         // Blocked before any thread starts, so every thread inherits it.
@@ -120,7 +143,7 @@ extension BenchCommand {
         var lines: [BenchResult] = []
         var failure: (any Error)?
         do {
-            lines = try StackUDPEchoBenchmark(c).run(stop: stop) { line in
+            lines = try body(stop) { line in
                 if json {
                     print((try? line.jsonLine()) ?? "{}")
                 } else {
@@ -137,8 +160,8 @@ extension BenchCommand {
             writeStderr("fastdemux bench \(name): error: \(failure)")
             throw ExitCode.failure
         }
-        let summary = stackUDPEchoSummary(lines)
-        if json { writeStderr(summary) } else { print(summary) }
+        let text = summary(lines)
+        if json { writeStderr(text) } else { print(text) }
         fflush(nil)
         if signal != 0 {
             writeStderr("fastdemux bench \(name): interrupted; namespaces and devices removed")
@@ -151,6 +174,16 @@ extension BenchCommand {
 /// Median and spread over the rounds: requests/s of each server and the
 /// ratio stack/kernel.
 func stackUDPEchoSummary(_ lines: [BenchResult]) -> String {
+    stackBenchSummary(lines, workload: StackUDPEchoBenchmark.workload,
+                      implementations: StackUDPEchoBenchmark.Implementation.allCases.map(\.rawValue),
+                      stack: StackUDPEchoBenchmark.Implementation.netstack.rawValue,
+                      fields: [("requests/s", "rps", 0), ("median RTT µs", "median_us", 1), ("p99 µs", "p99_us", 1)])
+}
+
+/// Median and spread over the rounds of each `fields` value (label, JSON
+/// key, decimals) per implementation, and of the ratio stack/kernel.
+func stackBenchSummary(_ lines: [BenchResult], workload: String, implementations: [String], stack: String,
+                       fields: [(label: String, key: String, digits: Int)]) -> String {
     func number(_ v: JSONValue?) -> Double? {
         switch v {
         case .double(let d)?: return d
@@ -165,16 +198,15 @@ func stackUDPEchoSummary(_ lines: [BenchResult]) -> String {
         return "\(fixed(median, digits)) (min \(fixed(s.first!, digits)), max \(fixed(s.last!, digits)), "
             + "\(s.count) round\(s.count == 1 ? "" : "s"))"
     }
-    var text = ["\(StackUDPEchoBenchmark.workload) summary, median over rounds:"]
-    for impl in StackUDPEchoBenchmark.Implementation.allCases {
-        let mine = lines.filter { $0.impl == impl.rawValue }
+    var text = ["\(workload) summary, median over rounds:"]
+    for impl in implementations {
+        let mine = lines.filter { $0.impl == impl }
         guard !mine.isEmpty else { continue }
-        text.append("  \(padRight(impl.rawValue, 16)) requests/s \(spread(mine.compactMap { number($0[extra: "rps"]) }, 0)), "
-                    + "median RTT µs \(spread(mine.compactMap { number($0[extra: "median_us"]) }, 1)), "
-                    + "p99 µs \(spread(mine.compactMap { number($0[extra: "p99_us"]) }, 1))")
+        text.append("  \(padRight(impl, 16)) " + fields.map { f in
+            "\(f.label) \(spread(mine.compactMap { number($0[extra: f.key]) }, f.digits))"
+        }.joined(separator: ", "))
     }
-    let ratios = lines.filter { $0.impl == StackUDPEchoBenchmark.Implementation.netstack.rawValue }
-        .compactMap { number($0[extra: "ratio"]) }
+    let ratios = lines.filter { $0.impl == stack }.compactMap { number($0[extra: "ratio"]) }
     if !ratios.isEmpty { text.append("  ratio stack/kernel \(spread(ratios, 3))") }
     return text.joined(separator: "\n")
 }

@@ -76,8 +76,10 @@ import Workloads
     }
 
     @Test func benchWorkloadAndImplementation() throws {
-        // stack-udp-echo (root, rounds of its own) is a choice but not in the registry's `all`.
-        #expect(WorkloadChoice.allValueStrings == ["all"] + WorkloadRegistry.all.map(\.name) + ["stack-udp-echo"])
+        // stack-udp-echo, stack-http and stack-tcp-stream (root, rounds of
+        // their own) are choices but not in the registry's `all`.
+        #expect(WorkloadChoice.allValueStrings
+                == ["all"] + WorkloadRegistry.all.map(\.name) + ["stack-udp-echo", "stack-http", "stack-tcp-stream"])
         #expect(ImplChoice.allValueStrings.contains("netstack") && ImplChoice.allValueStrings.contains("linux_udp_epoll"))
         for w in WorkloadRegistry.all {
             for i in w.impls { #expect(ImplChoice.allValueStrings.contains(i.name)) }
@@ -105,6 +107,25 @@ import Workloads
                           ["stack-udp-echo", "--rounds", "0"], ["stack-udp-echo", "--impl", "fastpath"],
                           ["stack-udp-echo", "--duration", "0"], ["pcq-1p1c", "--rounds", "2"],
                           ["demux", "--pin", "on"]] {
+            #expect(throws: (any Error).self, "\(arguments)") { try BenchCommand.parse(arguments) }
+        }
+    }
+
+    @Test func benchStackHTTPOptions() throws {
+        let b = try BenchCommand.parse(["stack-http", "--rounds", "2", "--connections", "16", "--client-threads", "2",
+                                        "--load", "builtin", "--duration", "1", "--queues", "2", "--pin", "off",
+                                        "--impl", "linux_http_epoll"])
+        #expect(b.workload.stackHTTPKind == .http)
+        #expect(b.echo.rounds == 2 && b.echo.duration == 1 && b.echo.queues == 2 && b.echo.pin == .off)
+        #expect(b.http.connections == 16 && b.http.clientThreads == 2 && b.http.load == .builtin)
+        #expect(b.workload.workloads.isEmpty)
+        let s = try BenchCommand.parse(["stack-tcp-stream", "--response-bytes", "1048576", "--connections", "2"])
+        #expect(s.workload.stackHTTPKind == .tcpStream && s.http.responseBytes == 1_048_576)
+        #expect(ImplChoice.allValueStrings.contains("linux_http_epoll"))
+        for arguments in [["stack-http", "--sockets", "4"], ["stack-http", "--response-bytes", "100"],
+                          ["stack-tcp-stream", "--load", "wrk"], ["stack-http", "--impl", "linux_udp_epoll"],
+                          ["stack-http", "--connections", "0"], ["stack-udp-echo", "--connections", "4"],
+                          ["demux", "--connections", "4"], ["stack-http", "--load", "wrk", "--n", "100"]] {
             #expect(throws: (any Error).self, "\(arguments)") { try BenchCommand.parse(arguments) }
         }
     }

@@ -49,6 +49,12 @@ int smp_epoll_add_readable(int epfd, int fd, unsigned int token);
 /// their number, 0 on timeout, or -1 (errno).
 int smp_epoll_wait_tokens(int epfd, unsigned int *tokens, int max, int timeout_ms);
 
+/// Adds a stream socket `fd` edge-triggered for EPOLLIN | EPOLLOUT |
+/// EPOLLRDHUP with `token` as its data: reported when it becomes readable
+/// or writable (after a write that hit EAGAIN) or the peer shut down; the
+/// owner reads and writes until EAGAIN before it waits again. 0 or -1 (errno).
+int smp_epoll_add_stream(int epfd, int fd, unsigned int token);
+
 /// Adds `fd` for EPOLLIN | EPOLLONESHOT with `token` as its data: reported
 /// once, then disarmed until smp_epoll_rearm_oneshot. 0 or -1 (errno).
 int smp_epoll_add_oneshot(int epfd, int fd, unsigned int token);

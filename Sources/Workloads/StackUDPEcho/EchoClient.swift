@@ -178,34 +178,16 @@ func runEchoClient(_ c: EchoClientConfiguration, target: sockaddr_in, stop: Echo
         for slot in 0..<k { resend[slot] = UInt32(slot) }
         send(s, k, now: start)
     }
-    let windowStart = start + Int(c.warmupSeconds * 1e9)
-    let windowCap = windowStart + Int(min(c.capSeconds, c.requests == nil ? c.seconds : c.capSeconds) * 1e9)
+    var phase = LoadPhases(start: start, warmupSeconds: c.warmupSeconds, seconds: c.seconds,
+                           byCount: c.requests != nil, capSeconds: c.capSeconds, drainSeconds: c.drainSeconds)
     let lossTimeout = Int(c.lossTimeoutSeconds * 1e9)
-    var measuring = false
-    var draining = false
-    var drainDeadline = 0
-    var windowBegan = 0
     var nextScan = start + lossTimeout / 4
     var outstanding = n * k
 
     loop: while true {
         let now = monotonicNanoseconds()
-        if !measuring && !draining && now >= windowStart {
-            measuring = true
-            windowBegan = now
-            r.cpuAtStart = ProcessCPU()
-        }
         let enough = c.requests.map { r.measuredReplies >= $0 } ?? false
-        if !draining && (now >= windowCap || enough || stop.isSet) {
-            if measuring {
-                r.measuredSeconds = Double(now - windowBegan) / 1e9
-                r.cpuAtEnd = ProcessCPU()
-            }
-            measuring = false
-            draining = true
-            drainDeadline = now + Int(c.drainSeconds * 1e9)
-        }
-        if draining && (outstanding == 0 || now >= drainDeadline) { break }
+        if phase.advance(now: now, enough: enough, stop: stop.isSet, outstanding: outstanding) { break }
         if now >= nextScan {
             nextScan = now + lossTimeout / 4
             for s in 0..<n {
@@ -217,7 +199,7 @@ func runEchoClient(_ c: EchoClientConfiguration, target: sockaddr_in, stop: Echo
                     resend[m] = UInt32(slot)
                     m += 1
                 }
-                if m > 0 && !draining {
+                if m > 0 && !phase.draining {
                     send(s, m, now: now)
                     outstanding += m
                 }
@@ -263,11 +245,11 @@ func runEchoClient(_ c: EchoClientConfiguration, target: sockaddr_in, stop: Echo
                     guard pending[i] else { r.duplicates += 1; continue }
                     pending[i] = false
                     outstanding -= 1
-                    if measuring {
+                    if phase.measuring {
                         r.measuredReplies += 1
                         r.latency.record(t - sentAt[i])
                     }
-                    if !draining {
+                    if !phase.draining {
                         resend[m] = UInt32(slot)
                         m += 1
                     }
@@ -281,6 +263,9 @@ func runEchoClient(_ c: EchoClientConfiguration, target: sockaddr_in, stop: Echo
         }
     }
     r.unanswered = outstanding
+    r.measuredSeconds = phase.measuredSeconds
+    r.cpuAtStart = phase.cpuAtStart
+    r.cpuAtEnd = phase.cpuAtEnd
     return r
 }
 

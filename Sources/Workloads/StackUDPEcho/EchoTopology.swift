@@ -28,17 +28,24 @@ public struct EchoSetupError: Error, CustomStringConvertible, Sendable {
     public let description: String
 }
 
-/// Runs `argv` (PATH lookup) with standard output discarded and an empty
-/// signal mask (the bench blocks SIGINT in its own threads; a child must
-/// not inherit that). Returns the exit status (-1 if it could not be
-/// started or was killed) and what it wrote to standard error.
-func spawnCommand(_ argv: [String]) -> (status: Int32, stderr: String) {
-    let errFile = "/tmp/fdbench-\(getpid())-\(commandCounter.add(1, ordering: .relaxed).newValue).err"
-    defer { unlink(errFile) }
+/// Runs `argv` (PATH lookup) with standard output discarded (or, with
+/// `captureOutput`, returned) and an empty signal mask (the bench blocks
+/// SIGINT in its own threads; a child must not inherit that). Returns the
+/// exit status (-1 if it could not be started or was killed), what it
+/// wrote to standard error (newlines removed) and its standard output
+/// (empty unless captured).
+func spawnCommand(_ argv: [String], captureOutput: Bool = false) -> (status: Int32, stderr: String, stdout: String) {
+    let base = "/tmp/fdbench-\(getpid())-\(commandCounter.add(1, ordering: .relaxed).newValue)"
+    let errFile = base + ".err", outFile = base + ".out"
+    defer {
+        unlink(errFile)
+        if captureOutput { unlink(outFile) }
+    }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, captureOutput ? outFile : "/dev/null",
+                                     O_WRONLY | (captureOutput ? O_CREAT | O_TRUNC : 0), 0o600)
     posix_spawn_file_actions_addopen(&actions, 2, errFile, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
@@ -51,18 +58,20 @@ func spawnCommand(_ argv: [String]) -> (status: Int32, stderr: String) {
     defer { for p in cargs { free(p) } }
     var pid = pid_t()
     guard posix_spawnp(&pid, argv[0], &actions, &attributes, &cargs, environ) == 0 else {
-        return (-1, "cannot run \(argv[0])")
+        return (-1, "cannot run \(argv[0])", "")
     }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 {
-        if errno != EINTR { return (-1, "waitpid failed") }
+        if errno != EINTR { return (-1, "waitpid failed", "") }
     }
     let text = readTextLines(errFile)?.joined() ?? ""
+    let output = captureOutput ? (readTextLines(outFile)?.joined() ?? "") : ""
     // WIFEXITED / WEXITSTATUS
-    return ((status & 0x7f) == 0 ? (status >> 8) & 0xff : -1, text.filter { $0 != "\n" })
+    return ((status & 0x7f) == 0 ? (status >> 8) & 0xff : -1, text.filter { $0 != "\n" }, output)
 }
 
 private let commandCounter = Atomic<Int>(0)
+private let topologyCounter = Atomic<Int>(0)
 
 /// Runs `argv` and throws its standard error if it fails.
 func runChecked(_ argv: [String]) throws(EchoSetupError) {
@@ -130,7 +139,7 @@ final class EchoTopology: Sendable {
     /// The veth ends' link-layer addresses (locally administered).
     static let clientMAC = "02:fd:b0:00:00:01"
     static let serverMAC = "02:fd:b0:00:00:02"
-    /// Prefix of every namespace this workload makes (followed by the pid).
+    /// Prefix of every namespace this workload makes (followed by the pid, a count and -c or -s).
     static let prefix = "fdbench-"
 
     let client: BenchNamespace
@@ -142,7 +151,9 @@ final class EchoTopology: Sendable {
     /// is deleted again.
     init(queues: Int) throws {
         EchoTopology.deleteStale()
-        let base = EchoTopology.prefix + "\(getpid())"
+        // The pid and a count of this process's topologies: runs of one
+        // process at the same time (test suites in parallel) do not collide.
+        let base = EchoTopology.prefix + "\(getpid())-\(topologyCounter.add(1, ordering: .relaxed).newValue)"
         var made: [BenchNamespace] = []
         do {
             let client = try BenchNamespace(base + "-c")
@@ -201,8 +212,9 @@ final class EchoTopology: Sendable {
     /// exists.
     static func deleteStale() {
         for name in directoryEntries("/run/netns") {
-            guard name.hasPrefix(prefix), let dash = name.lastIndex(of: "-"),
-                  let pid = Int32(name[name.index(name.startIndex, offsetBy: prefix.count)..<dash]),
+            // fdbench-PID-N-c / -s
+            let rest = name.dropFirst(prefix.count)
+            guard name.hasPrefix(prefix), let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]),
                   pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
             _ = spawnCommand(["ip", "netns", "del", name])
         }

@@ -16,9 +16,59 @@ final class KernelEchoCounters: Sendable {
     let sendCalls = Atomic<Int>(0)
 
     @inline(__always)
-    static func add(_ a: borrowing Atomic<Int>, _ n: Int) {
-        a.store(a.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    static func add(_ a: borrowing Atomic<Int>, _ n: Int) { addRelaxed(a, n) }
+}
+
+/// Adds `n` to a counter with a single writer (a load and a store, no
+/// read-modify-write: nobody else writes it; readers take relaxed
+/// snapshots).
+@inline(__always)
+func addRelaxed(_ a: borrowing Atomic<Int>, _ n: Int) {
+    a.store(a.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+}
+
+/// `count` non-blocking IPv4 sockets of `type` made in namespace `ns`,
+/// each bound with SO_REUSEPORT to `address`:`port` (the kernel spreads
+/// datagrams or connections over them by the 4-tuple's hash) and, for
+/// SOCK_STREAM, listening. All closed again if one fails.
+func reusePortSockets(in ns: BenchNamespace, type: Int32, address: String, port: UInt16,
+                      count: Int) throws -> [Int32] {
+    try ns.inside { () throws -> [Int32] in
+        var fds: [Int32] = []
+        do {
+            for _ in 0..<count {
+                let fd = socket(AF_INET, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                guard fd >= 0 else { throw EchoSetupError(description: "server socket: \(String(cString: strerror(errno)))") }
+                fds.append(fd)
+                var one: Int32 = 1
+                setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+                // A listener: bind past the last window's TIME-WAIT connections.
+                if type == Int32(SOCK_STREAM.rawValue) {
+                    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+                }
+                var sa = ipv4SocketAddress(address, port: port)
+                let rc = withUnsafePointer(to: &sa) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                guard rc == 0, type != Int32(SOCK_STREAM.rawValue) || listen(fd, 1024) == 0 else {
+                    throw EchoSetupError(description: "server bind \(address):\(port): \(String(cString: strerror(errno)))")
+                }
+            }
+        } catch {
+            for fd in fds { _ = close(fd) }
+            throw error
+        }
+        return fds
     }
+}
+
+/// An IPv4 socket address.
+func ipv4SocketAddress(_ address: String, port: UInt16) -> sockaddr_in {
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = port.bigEndian
+    _ = inet_pton(AF_INET, address, &sa.sin_addr)
+    return sa
 }
 
 /// A sum of the server threads' counters (of a server started for one
@@ -48,31 +98,8 @@ final class KernelEchoServer: Sendable {
     /// `pinned`: thread k on CPU k, as the stack's executor k.
     init(in ns: BenchNamespace, address: String, port: UInt16, threads count: Int, payloadBytes: Int,
          pinned: Bool) throws {
-        let fds: [Int32] = try ns.inside { () throws -> [Int32] in
-            var fds: [Int32] = []
-            do {
-                for _ in 0..<count {
-                    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
-                                    | Int32(SOCK_CLOEXEC.rawValue), 0)
-                    guard fd >= 0 else { throw EchoSetupError(description: "server socket: \(String(cString: strerror(errno)))") }
-                    fds.append(fd)
-                    var one: Int32 = 1
-                    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
-                    var sa = sockaddr_in()
-                    sa.sin_family = sa_family_t(AF_INET)
-                    sa.sin_port = port.bigEndian
-                    _ = inet_pton(AF_INET, address, &sa.sin_addr)
-                    let rc = withUnsafePointer(to: &sa) {
-                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                    }
-                    guard rc == 0 else { throw EchoSetupError(description: "server bind \(address):\(port): \(String(cString: strerror(errno)))") }
-                }
-            } catch {
-                for fd in fds { _ = close(fd) }
-                throw error
-            }
-            return fds
-        }
+        let fds = try reusePortSockets(in: ns, type: Int32(SOCK_DGRAM.rawValue), address: address, port: port,
+                                       count: count)
         self.fds = fds
         let counters = fds.map { _ in KernelEchoCounters() }
         self.counters = counters

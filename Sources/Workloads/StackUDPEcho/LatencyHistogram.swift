@@ -35,6 +35,13 @@ struct LatencyHistogram {
         return linear + (e - 7) * subBuckets + (top - 64)
     }
 
+    /// Adds another histogram's counts (another thread's, after it stopped).
+    mutating func merge(_ other: LatencyHistogram) {
+        for i in counts.indices { counts[i] &+= other.counts[i] }
+        total &+= other.total
+        maximum = max(maximum, other.maximum)
+    }
+
     /// The smallest value bucket `i` holds and its width.
     static func range(_ i: Int) -> (low: Int, width: Int) {
         if i < linear { return (i, 1) }

@@ -105,27 +105,11 @@ public struct StackUDPEchoBenchmark: Sendable {
         let c = configuration
         let topology = try EchoTopology(queues: c.queues)
         defer { topology.destroy() }
-        var all: [BenchResult] = []
-        rounds: for round in 1...c.rounds {
-            var lines: [(Implementation, BenchResult, Double, Int)] = []
-            for impl in c.implementations {
-                if stop.isSet { break }
-                let (line, rps, median) = try runOne(impl, round: round, topology: topology, stop: stop)
-                lines.append((impl, line, rps, median))
-            }
-            // The ratio of the round: stack over kernel, on both lines.
-            let stackLine = lines.first { $0.0 == .netstack }, kernelLine = lines.first { $0.0 == .kernel }
-            for (_, var line, _, _) in lines {
-                if let s = stackLine, let k = kernelLine, k.2 > 0, k.3 > 0 {
-                    line.extra.append(("ratio", .double(s.2 / k.2)))
-                    line.extra.append(("latency_ratio", .double(Double(s.3) / Double(k.3))))
-                }
-                report(line)
-                all.append(line)
-            }
-            if stop.isSet { break rounds }
+        return try alternatingRounds(c.rounds, c.implementations, stack: .netstack, kernel: .kernel, stop: stop,
+                                     report: report) { impl, round in
+            let (line, rps, median) = try runOne(impl, round: round, topology: topology, stop: stop)
+            return RoundWindow(line: line, rate: rps, latency: Double(median))
         }
-        return all
     }
 
     /// One implementation's window of one round: the line, its requests/s
@@ -214,23 +198,9 @@ public struct StackUDPEchoBenchmark: Sendable {
                         ("server_send_errors", .int(kernelDelta.sendErrors))]
         }
 
-        let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let window = max(r.measuredSeconds, 1e-9)
         let serverThreads = impl == .netstack ? ["smp-core-", "tun-waker"] : ["echo-kserver-"]
-        let clientTicks = Double(r.cpuAtEnd.ticks(since: r.cpuAtStart, prefixes: ["echo-client"]))
-        let serverTicks = Double(r.cpuAtEnd.ticks(since: r.cpuAtStart, prefixes: serverThreads))
-        let busyTicks = Double(r.cpuAtEnd.machineBusy - r.cpuAtStart.machineBusy)
-        let softirqTicks = Double(r.cpuAtEnd.machineSoftirq - r.cpuAtStart.machineSoftirq)
-        let perRequest = { (ticks: Double) -> JSONValue in
-            .double(r.measuredReplies > 0 ? ticks / hz * 1e6 / Double(r.measuredReplies) : 0)
-        }
-        let cpus = { (ticks: Double) -> JSONValue in .double(ticks / hz / window) }
-        let cpu: JSONValue = .object([
-            ("client_cpus", cpus(clientTicks)), ("server_cpus", cpus(serverTicks)),
-            ("softirq_cpus", cpus(softirqTicks)), ("machine_cpus", cpus(busyTicks)),
-            ("client_us_per_request", perRequest(clientTicks)), ("server_us_per_request", perRequest(serverTicks)),
-            ("machine_us_per_request", perRequest(busyTicks)),
-        ])
+        let cpu = cpuField(from: r.cpuAtStart, to: r.cpuAtEnd, client: ["echo-client"], server: serverThreads,
+                           window: r.measuredSeconds, units: Double(r.measuredReplies), unit: "request")
         let perReply = { (n: Int) -> JSONValue in .double(r.replies > 0 ? Double(n) / Double(r.replies) : 0) }
         let client: JSONValue = .object([
             ("epoll_waits_per_reply", perReply(r.epollWaits)), ("recvmmsg_per_reply", perReply(r.recvCalls)),
@@ -298,6 +268,10 @@ struct StackSnapshot {
     var conserved = true
     var packetsRead = 0, readBatches = 0, writeSystemCalls = 0, writeErrors = 0, wakeups = 0, misplaced = 0
     var parks = 0, loopPasses = 0, mailboxMessages = 0
+    /// Packets put on a socket's receive queue (datagrams, TCP segments),
+    /// runs of the sockets' worker continuations, TCP segments sent, RSTs
+    /// of the input path, connections accepted.
+    var delivered = 0, socketWorkerRuns = 0, tcpSegmentsSent = 0, tcpResetsSent = 0, tcpConnectionsAccepted = 0
 
     init() {}
 
@@ -310,6 +284,11 @@ struct StackSnapshot {
         dropped = s.droppedTotal
         sendFailures = s.sendFailures
         conserved = s.isConserved
+        delivered = s.delivered
+        socketWorkerRuns = s.socketWorkerRuns
+        tcpSegmentsSent = s.tcpSegmentsSent
+        tcpResetsSent = s.tcpResetsSent
+        tcpConnectionsAccepted = s.tcpConnectionsAccepted
         for q in 0..<stack.configuration.cores {
             guard let t = stack.queueStatistics(queue: q) else { continue }
             packetsRead += t.packetsRead
