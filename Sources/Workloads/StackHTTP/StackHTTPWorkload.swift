@@ -306,20 +306,23 @@ public struct StackHTTPBenchmark: Sendable {
             }
             reasons += [("stack_drops", .int(s.dropped)), ("tun_write_errors", .int(s.writeErrors)),
                         ("tcp_drops", .int(tcp.drops)), ("retransmissions", .int(tcp.retransmissions))]
-            // Hand-off statistics, as the stack counts them. Immediate ACKs:
-            // the input path sends none (it only queues the segment; every
-            // ACK comes from the socket's continuation, TCPSocket's
-            // contract), so all ACKs are deferred ones. Try-lock failures
-            // and the receive queue's depth at hand-off are not reported by
-            // EndpointStack and are left out.
+            // Hand-off statistics, as the stack counts them: pure ACKs sent
+            // from the input path (the NetBSD fast path's immediate ACK,
+            // under the socket lock) and by the continuations (deferred),
+            // try-lock failures, and the socket queue's depth when the
+            // input path took it (segments per input-path run).
             server = .object([
                 ("packets_in", .int(s.packetsIn)), ("packets_out", .int(s.packetsOut)),
                 ("connections_accepted", .int(s.tcpConnectionsAccepted)),
                 ("connections_counted", .int(tcp.connections)),
                 ("responses", .int(tcp.responses)),
                 ("handoff", .object([
-                    ("immediate_acks", .int(0)),
-                    ("deferred_acks", .int(tcp.pureAcksSent)),
+                    ("immediate_acks", .int(s.tcpImmediateAcks)),
+                    ("deferred_acks", .int(s.tcpDeferredAcks)),
+                    ("try_lock_failures", .int(s.tcpTryLockFailures)),
+                    ("input_path_runs", .int(s.tcpInputPathRuns)),
+                    ("queue_depth_at_handoff",
+                     .double(s.tcpInputPathRuns > 0 ? Double(s.tcpInputPathSegments) / Double(s.tcpInputPathRuns) : 0)),
                     ("delayed_acks_by_timer", .int(tcp.delayedAcksSent)),
                     ("segments_delivered", .int(segments)),
                     ("segments_received_by_engines", .int(tcp.segmentsReceived)),

@@ -272,6 +272,11 @@ struct StackSnapshot {
     /// runs of the sockets' worker continuations, TCP segments sent, RSTs
     /// of the input path, connections accepted.
     var delivered = 0, socketWorkerRuns = 0, tcpSegmentsSent = 0, tcpResetsSent = 0, tcpConnectionsAccepted = 0
+    /// The TCP fast path's hand-off: ACKs sent from the input path and by
+    /// the continuations, try-lock failures, input-path engine runs and
+    /// the segments they took.
+    var tcpImmediateAcks = 0, tcpDeferredAcks = 0, tcpTryLockFailures = 0, tcpInputPathRuns = 0
+    var tcpInputPathSegments = 0
 
     init() {}
 
@@ -289,6 +294,11 @@ struct StackSnapshot {
         tcpSegmentsSent = s.tcpSegmentsSent
         tcpResetsSent = s.tcpResetsSent
         tcpConnectionsAccepted = s.tcpConnectionsAccepted
+        tcpImmediateAcks = s.tcpImmediateAcks
+        tcpDeferredAcks = s.tcpDeferredAcks
+        tcpTryLockFailures = s.tcpTryLockFailures
+        tcpInputPathRuns = s.tcpInputPathRuns
+        tcpInputPathSegments = s.tcpInputPathSegments
         for q in 0..<stack.configuration.cores {
             guard let t = stack.queueStatistics(queue: q) else { continue }
             packetsRead += t.packetsRead
