@@ -74,8 +74,10 @@ final class StackCore: @unchecked Sendable {
         ids = IPIdentificationGenerator(seed: c.hashSeed ^ 0x5bd1_e995)
         out = .allocate(capacity: Self.outCapacity)
         scratch = .allocate(capacity: 64)
-        let loss = min(max(c.inputLoss, 0), 1)
-        lossThreshold = loss >= 1 ? .max : UInt64(loss * 18_446_744_073_709_551_615.0)
+        // 0 for 0, negative or NaN; .max from where loss·2⁶⁴ no longer fits
+        // (a UInt64 conversion of 2⁶⁴ would trap).
+        let scaled = c.inputLoss * 0x1p64
+        lossThreshold = !(scaled > 0) ? 0 : scaled >= 0x1p64 ? .max : UInt64(scaled)
         lossState = (c.hashSeed ^ (0x9E37_79B9_7F4A_7C15 &* UInt64(index + 1))) | 1
     }
 

@@ -57,10 +57,15 @@ package struct HTTPRequestHead: Equatable, Sendable {
         guard let end = headEnd(bytes) else { return .incomplete }
         var lines = LineCursor(bytes: bytes, end: end.contentEnd)
         guard let requestLine = lines.next() else { return .refused(status: 400) }
-        // request-line = method SP request-target SP HTTP-version
-        let parts = requestLine.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else { return .refused(status: 400) }
-        let version = parts[2]
+        // request-line = method SP request-target SP HTTP-version (found
+        // by index, not `split`, which would allocate an array per request)
+        let base = requestLine.base
+        guard let sp1 = requestLine.firstIndex(of: 0x20),
+              let sp2 = base[(sp1 + 1)..<requestLine.endIndex].firstIndex(of: 0x20)
+        else { return .refused(status: 400) }
+        let method = base[requestLine.startIndex..<sp1], target = base[(sp1 + 1)..<sp2]
+        let version = base[(sp2 + 1)..<requestLine.endIndex]
+        guard !method.isEmpty, !target.isEmpty else { return .refused(status: 400) }
         let minor: Int
         if version.elementsEqual("HTTP/1.1".utf8) {
             minor = 1
@@ -72,9 +77,9 @@ package struct HTTPRequestHead: Equatable, Sendable {
             return .refused(status: 400)
         }
         let isHead: Bool
-        if parts[0].elementsEqual("GET".utf8) {
+        if method.elementsEqual("GET".utf8) {
             isHead = false
-        } else if parts[0].elementsEqual("HEAD".utf8) {
+        } else if method.elementsEqual("HEAD".utf8) {
             isHead = true
         } else {
             return .refused(status: 405)
@@ -106,7 +111,6 @@ package struct HTTPRequestHead: Equatable, Sendable {
             }
         }
         if minor == 1 && !hasHost { return .refused(status: 400) }
-        let target = parts[1]
         let route: HTTPRoute
         if target.elementsEqual("/".utf8) {
             route = .page
@@ -153,9 +157,12 @@ package struct HTTPRequestHead: Equatable, Sendable {
 
     /// A comma-separated list (RFC 9110 §5.6.1) has `token` (any case).
     private static func containsToken(_ s: Slice<UnsafeRawBufferPointer>, _ token: StaticString) -> Bool {
-        for element in s.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true)
-        where equalsIgnoringCase(trimmed(s.base[element.startIndex..<element.endIndex]), token) {
-            return true
+        // Element by element, by index (no array of pieces).
+        var start = s.startIndex
+        while start <= s.endIndex {
+            let end = s.base[start..<s.endIndex].firstIndex(of: UInt8(ascii: ",")) ?? s.endIndex
+            if equalsIgnoringCase(trimmed(s.base[start..<end]), token) { return true }
+            start = end + 1
         }
         return false
     }
