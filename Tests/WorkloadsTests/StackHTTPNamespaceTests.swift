@@ -355,7 +355,9 @@ struct StackHTTPNamespaceTests {
         let f = try HTTPFixture(inputLoss: 0.03, virtioHeader: true)
         defer { f.tearDown() }
         try checkSuperSegmentDownload(f, server: server)
-        #expect(f.stack.totalStatistics.dropped(.injectedLoss) > 20)
+        // The kernel ACKs each super-segment once: ~450 ACKs for 16 MiB,
+        // so 3 % of them is a dozen (never 0 in practice: e^-13).
+        #expect(f.stack.totalStatistics.dropped(.injectedLoss) > 3)
     }
 
     /// curl downloads 16 MiB; the body is the pattern and the stack sent
