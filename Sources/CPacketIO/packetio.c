@@ -7,6 +7,8 @@
 #include <linux/sockios.h>
 #include <liburing.h>
 #include <linux/if_tun.h>
+#include <linux/virtio_net.h>
+#include <sys/uio.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,18 +148,32 @@ int smp_epoll_rearm_oneshot(int epfd, int fd, unsigned int token) {
     return epoll_oneshot(epfd, EPOLL_CTL_MOD, fd, token);
 }
 
-int smp_tun_open(const char *name, char *actual_name, int nonblocking, int multi_queue) {
+int smp_tun_open(const char *name, char *actual_name, int nonblocking, int multi_queue, int vnet_header) {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | (nonblocking ? O_NONBLOCK : 0));
     if (fd < 0) return -errno;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     // IFF_NO_PI: every read/write is exactly one IP packet, no 4-byte header.
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0);
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0) | (vnet_header ? IFF_VNET_HDR : 0);
     if (name) strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
         int e = errno;
         close(fd);
         return -e;
+    }
+    if (vnet_header) {
+        // The plain 10-byte struct virtio_net_hdr (no num_buffers: that
+        // field belongs to mergeable receive buffers, which a TUN read
+        // never uses). Offloads 0: the kernel segments and checksums what
+        // it sends us (tun_net_fix_features keeps TSO/CSUM off), so reads
+        // stay plain packets; writes with gso_type set are accepted anyway
+        // (tun_get_user hands every header to virtio_net_hdr_to_skb).
+        int size = (int)sizeof(struct virtio_net_hdr);
+        if (ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 || ioctl(fd, TUNSETOFFLOAD, 0UL) < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
     }
     if (actual_name) {
         memcpy(actual_name, ifr.ifr_name, IFNAMSIZ);
@@ -190,6 +206,9 @@ int smp_netdev_driver(const char *name, char *driver, char *bus) {
 struct smp_uring {
     struct io_uring ring;
     unsigned int entries;
+    /// Two iovecs per entry (prefix, packet) for prefixed writes: they must
+    /// stay valid until the submission is consumed.
+    struct iovec *iov;
 };
 
 struct smp_uring *smp_uring_create(unsigned int entries) {
@@ -202,24 +221,47 @@ struct smp_uring *smp_uring_create(unsigned int entries) {
         return NULL;
     }
     r->entries = entries;
+    r->iov = calloc((size_t)entries * 2, sizeof *r->iov);
+    if (!r->iov) {
+        io_uring_queue_exit(&r->ring);
+        free(r);
+        errno = ENOMEM;
+        return NULL;
+    }
     return r;
 }
 
 void smp_uring_destroy(struct smp_uring *r) {
     if (!r) return;
     io_uring_queue_exit(&r->ring);
+    free(r->iov);
     free(r);
 }
 
 int smp_uring_write_batch(struct smp_uring *r, int fd, const void *const *buffers,
                           const unsigned int *lengths, int *results, unsigned int count) {
+    return smp_uring_write_batch_prefixed(r, fd, NULL, 0, buffers, lengths, results, count);
+}
+
+int smp_uring_write_batch_prefixed(struct smp_uring *r, int fd, const void *prefix, unsigned int prefix_length,
+                                   const void *const *buffers, const unsigned int *lengths, int *results,
+                                   unsigned int count) {
     if (count == 0) return 0;
     if (count > r->entries) return -EINVAL;
     for (unsigned int i = 0; i < count; i++) {
         results[i] = -EIO;   // until its completion says otherwise
         struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
         // Offset 0: a TUN descriptor is a stream (no file position).
-        io_uring_prep_write(sqe, fd, buffers[i], lengths[i], 0);
+        if (prefix_length > 0) {
+            struct iovec *v = r->iov + 2 * i;
+            v[0].iov_base = (void *)prefix;
+            v[0].iov_len = prefix_length;
+            v[1].iov_base = (void *)buffers[i];
+            v[1].iov_len = lengths[i];
+            io_uring_prep_writev(sqe, fd, v, 2, 0);
+        } else {
+            io_uring_prep_write(sqe, fd, buffers[i], lengths[i], 0);
+        }
         io_uring_sqe_set_data64(sqe, i);
     }
     int enters = 0;
@@ -260,4 +302,32 @@ int smp_enter_netns(const char *path) {
     int e = errno;
     close(fd);
     return rc == 0 ? 0 : -e;
+}
+
+long smp_readv2(int fd, void *first, unsigned long first_length, void *second, unsigned long second_length) {
+    struct iovec v[2] = {{first, first_length}, {second, second_length}};
+    return readv(fd, v, 2);
+}
+
+long smp_writev2(int fd, const void *first, unsigned long first_length, const void *second,
+                 unsigned long second_length) {
+    struct iovec v[2] = {{(void *)first, first_length}, {(void *)second, second_length}};
+    return writev(fd, v, 2);
+}
+
+unsigned int smp_virtio_net_hdr_size(void) { return (unsigned int)sizeof(struct virtio_net_hdr); }
+
+void smp_virtio_net_hdr_tcp(void *header, unsigned int ip_header_length, unsigned int tcp_header_length,
+                            unsigned int segment_size, int ipv6) {
+    struct virtio_net_hdr h;
+    memset(&h, 0, sizeof h);
+    // Little-endian fields: a TUN device without TUNSETVNETLE/BE uses the
+    // host's order (tun16_to_cpu on a little-endian machine).
+    h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    h.gso_type = ipv6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
+    h.hdr_len = (unsigned short)(ip_header_length + tcp_header_length);
+    h.gso_size = (unsigned short)segment_size;
+    h.csum_start = (unsigned short)ip_header_length;
+    h.csum_offset = 16;   // offsetof(struct tcphdr, check)
+    memcpy(header, &h, sizeof h);
 }

@@ -85,6 +85,15 @@ public final class TUNDevice: Sendable {
     public let queues: [TUNQueue]
     /// The mode the device was opened in.
     public let mode: QueueMode
+    /// The bytes of `struct virtio_net_hdr` before every packet on the
+    /// descriptor: ``virtioHeaderLength`` with `virtioHeader` opened, else 0.
+    /// The queues' reads and writes strip and add it, so callers see plain
+    /// IP packets either way (see <doc:TUN>, "The virtio-net header").
+    public let virtioHeaderSize: Int
+
+    /// `sizeof(struct virtio_net_hdr)`: the header of a device opened with
+    /// `IFF_VNET_HDR` (10; the 12-byte mergeable-buffer form is not used).
+    public static let virtioHeaderLength = Int(smp_virtio_net_hdr_size())
 
     /// The largest packet a read can return with the default MTU headroom.
     public static let maximumPacketSize = 65_535
@@ -102,11 +111,15 @@ public final class TUNDevice: Sendable {
     ///     kernel choose `tunN`.
     ///   - mode: ``QueueMode/single`` (the default) or
     ///     ``QueueMode/multiQueue(_:)``.
+    ///   - virtioHeader: open with `IFF_VNET_HDR` (offloads 0, see
+    ///     <doc:TUN>): the queues accept TCP super-segments
+    ///     (``TUNQueueReader/writeFramed(_:queue:)``). Every queue of one
+    ///     interface must agree (the kernel keeps the flag per device).
     /// - Throws: ``TUNError`` with the `errno` of the failing call and a
     ///   hint or diagnosis (permission, missing /dev/net/tun, busy, the
     ///   name taken by a device that is not TUN, a queue-mode mismatch).
     ///   Queues opened before the failure are closed again.
-    public init(name: String, mode: QueueMode = .single) throws(TUNError) {
+    public init(name: String, mode: QueueMode = .single, virtioHeader: Bool = false) throws(TUNError) {
         guard name.utf8.count < 16 else { throw TUNError(operation: "TUN name '\(name)' longer than 15 bytes", code: EINVAL) }
         let count: Int
         switch mode {
@@ -122,7 +135,8 @@ public final class TUNDevice: Sendable {
         var fds: [Int32] = []
         for q in 0..<count {
             var actual = [CChar](repeating: 0, count: 16)
-            let fd = smp_tun_open(actualName.isEmpty ? nil : actualName, &actual, 1, mode == .single ? 0 : 1)
+            let fd = smp_tun_open(actualName.isEmpty ? nil : actualName, &actual, 1, mode == .single ? 0 : 1,
+                                  virtioHeader ? 1 : 0)
             if fd < 0 {
                 for f in fds { _ = Glibc.close(f) }
                 let what = count == 1 ? "open /dev/net/tun as '\(name)'"
@@ -135,7 +149,11 @@ public final class TUNDevice: Sendable {
         }
         self.name = actualName
         self.mode = mode
-        self.queues = fds.enumerated().map { TUNQueue(index: $0.offset, fileDescriptor: $0.element, deviceName: actualName) }
+        let header = virtioHeader ? TUNDevice.virtioHeaderLength : 0
+        self.virtioHeaderSize = header
+        self.queues = fds.enumerated().map {
+            TUNQueue(index: $0.offset, fileDescriptor: $0.element, deviceName: actualName, virtioHeaderSize: header)
+        }
     }
 
     /// Why `TUNSETIFF` failed with `code` for `name`, when the bare errno
@@ -197,12 +215,15 @@ public final class TUNQueue: Sendable {
     public let fileDescriptor: Int32
     /// The device's interface name (for error messages).
     public let deviceName: String
+    /// The device's ``TUNDevice/virtioHeaderSize`` (0 or 10).
+    public let virtioHeaderSize: Int
     private let closed = Atomic<Bool>(false)
 
-    init(index: Int, fileDescriptor: Int32, deviceName: String) {
+    init(index: Int, fileDescriptor: Int32, deviceName: String, virtioHeaderSize: Int) {
         self.index = index
         self.fileDescriptor = fileDescriptor
         self.deviceName = deviceName
+        self.virtioHeaderSize = virtioHeaderSize
     }
 
     /// Reads one packet into `buffer`. The reader thread; one non-blocking
@@ -212,10 +233,12 @@ public final class TUNQueue: Sendable {
     ///   A packet longer than the buffer is truncated by the kernel and its
     ///   full length is not known; pass a buffer of
     ///   ``TUNDevice/maximumPacketSize`` or the interface MTU.
-    @inlinable
+    /// With a virtio-net header, the header is read into a scratch word
+    /// (one `readv`) and dropped: the offloads are 0, so the kernel's
+    /// header carries nothing (see <doc:TUN>).
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(TUNError) -> Int? {
         while true {
-            let n = Glibc.read(fileDescriptor, buffer.baseAddress, buffer.count)
+            let n = readPacket(fileDescriptor, virtioHeaderSize, buffer)
             if n >= 0 { return n }
             let e = errno
             if e == EINTR { continue }
@@ -244,9 +267,11 @@ public final class TUNQueue: Sendable {
     /// a multi-queue device, records the packet's flow as this queue's
     /// (see the type's documentation). Any thread; one `write`, no
     /// allocation unless it throws.
+    /// With a virtio-net header, a zeroed one goes first (one `writev`):
+    /// a plain packet with a complete checksum.
     public func write(_ packet: UnsafeRawBufferPointer) throws(TUNError) {
         while true {
-            let n = Glibc.write(fileDescriptor, packet.baseAddress, packet.count)
+            let n = writePacket(fileDescriptor, virtioHeaderSize, packet)
             if n == packet.count { return }
             if n >= 0 { throw TUNError(operation: "write \(deviceName) (short write \(n) of \(packet.count))", code: EIO) }
             if errno == EINTR { continue }
@@ -264,4 +289,51 @@ public final class TUNQueue: Sendable {
     // The last reference gone (the device's and any other holder's): nobody
     // can be inside a call.
     deinit { close() }
+}
+
+/// Sixteen zero bytes: the virtio-net header of a plain packet (flags 0,
+/// GSO_NONE), shared read-only by every write.
+nonisolated(unsafe) let zeroVirtioHeader: UnsafeMutableRawPointer = {
+    let p = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
+    p.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
+    return p
+}()
+
+/// One packet read from `fd` into `buffer`, a `header`-byte virtio-net
+/// header first (read into a stack scratch and dropped): the packet's
+/// length, or -1 with `errno` set. A read shorter than the header (not
+/// expected from the kernel) counts as an empty packet.
+@inline(__always)
+func readPacket(_ fd: Int32, _ header: Int, _ buffer: UnsafeMutableRawBufferPointer) -> Int {
+    if header == 0 { return Glibc.read(fd, buffer.baseAddress, buffer.count) }
+    return withUnsafeTemporaryAllocation(byteCount: 16, alignment: 16) { scratch in
+        let n = smp_readv2(fd, scratch.baseAddress, UInt(header), buffer.baseAddress, UInt(buffer.count))
+        return n < 0 ? -1 : Swift.max(n - header, 0)
+    }
+}
+
+/// One plain packet written to `fd` behind a zeroed `header`-byte
+/// virtio-net header: the packet bytes written, or -1 with `errno` set.
+@inline(__always)
+func writePacket(_ fd: Int32, _ header: Int, _ packet: UnsafeRawBufferPointer) -> Int {
+    if header == 0 { return Glibc.write(fd, packet.baseAddress, packet.count) }
+    let n = smp_writev2(fd, zeroVirtioHeader, UInt(header), packet.baseAddress, UInt(packet.count))
+    return n < 0 ? -1 : Swift.max(n - header, 0)
+}
+
+extension TUNDevice {
+    /// Writes the virtio-net header of a TCP super-segment into the first
+    /// ``virtioHeaderLength`` bytes of `header`: `VIRTIO_NET_HDR_F_NEEDS_CSUM`
+    /// (csum_start at the TCP header, csum_offset 16: the TCP checksum
+    /// field, which must hold the pseudo-header sum as Linux's
+    /// __tcp_v4_send_check leaves it), gso_type TCPV4 or TCPV6, gso_size
+    /// `segmentSize` (the MSS: the kernel's tcp_gso_segment cuts the
+    /// payload into pieces of that size, the last one shorter), hdr_len
+    /// the IP and TCP headers. Any thread; no system call.
+    public static func writeTCPSegmentationHeader(into header: UnsafeMutableRawBufferPointer, ipHeaderLength: Int,
+                                                  tcpHeaderLength: Int, segmentSize: Int, ipv6: Bool) {
+        precondition(header.count >= virtioHeaderLength && segmentSize > 0 && segmentSize <= 65535)
+        smp_virtio_net_hdr_tcp(header.baseAddress, UInt32(ipHeaderLength), UInt32(tcpHeaderLength),
+                               UInt32(segmentSize), ipv6 ? 1 : 0)
+    }
 }

@@ -172,6 +172,24 @@ public final class TUNQueueReader: Sendable {
         return c.write(packets)
     }
 
+    /// Writes `frames` on queue `queue`, in their order: each frame is a
+    /// virtio-net header (``TUNDevice/virtioHeaderLength`` bytes, e.g. from
+    /// ``TUNDevice/writeTCPSegmentationHeader(into:ipHeaderLength:tcpHeaderLength:segmentSize:ipv6:)``)
+    /// followed by the packet, up to 64 KiB: a TCP super-segment the kernel
+    /// cuts into MSS-sized segments (tcp_gso_segment) as it forwards or
+    /// delivers it. The device must have been opened with `virtioHeader`.
+    /// Executor `queue` only; the caller keeps the memory (written when
+    /// this returns). One io_uring submission per ``batchSize`` frames.
+    /// - Returns: how many the kernel accepted (the rest are counted in
+    ///   ``Statistics/writeErrors``).
+    @discardableResult
+    public func writeFramed(_ frames: UnsafeBufferPointer<UnsafeRawBufferPointer>, queue: Int) -> Int {
+        let c = cores[queue]
+        precondition(c.executor.isCurrent, "TUNQueueReader.writeFramed(_:queue: \(queue)) off executor \(queue)")
+        precondition(c.queue.virtioHeaderSize > 0, "TUNQueueReader.writeFramed on a device without virtio header")
+        return c.writeFramed(frames)
+    }
+
     /// Frees `packets` (buffers of this reader's pool) to queue `queue`'s
     /// core cache. Executor `queue` only; no lock in the steady state.
     public func free(_ packets: UnsafeBufferPointer<PacketRef>, queue: Int) {
@@ -360,7 +378,7 @@ final class TUNQueueCore: @unchecked Sendable {
                 break
             }
             let buffer = pool.buffer(ref)
-            let r = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            let r = readPacket(fd, queue.virtioHeaderSize, buffer)
             if r < 0 {
                 cache.free(ref)
                 let e = errno
@@ -394,42 +412,68 @@ final class TUNQueueCore: @unchecked Sendable {
     }
 
     /// Writes `packets` in chunks of `batchSize`: one io_uring submission
-    /// per chunk when the ring exists, else one `write(2)` per packet. Every
+    /// per chunk when the ring exists, else one `write(2)` per packet (each
+    /// behind a zeroed virtio-net header on a device that has one). Every
     /// buffer is freed.
     func write(_ packets: UnsafeBufferPointer<PacketRef>) -> Int {
+        let header = queue.virtioHeaderSize
+        let written = writeChunks(count: packets.count, prefix: header) { i in
+            let bytes = pool.bytes(packets[i])
+            return (bytes.baseAddress, bytes.count)
+        } done: { range in
+            for i in range { cache.free(packets[i]) }
+        }
+        return written
+    }
+
+    /// Writes `frames` (each its own virtio-net header and packet) as they
+    /// are, in chunks of `batchSize`; the caller keeps the memory.
+    func writeFramed(_ frames: UnsafeBufferPointer<UnsafeRawBufferPointer>) -> Int {
+        writeChunks(count: frames.count, prefix: 0) { i in (frames[i].baseAddress, frames[i].count) } done: { _ in }
+    }
+
+    /// The write loop of ``write(_:)`` and ``writeFramed(_:)``: items
+    /// 0..<count, item i's bytes from `item`, `prefix` bytes of the zero
+    /// header before each; `done` after each chunk. Counts writes, system
+    /// calls and refusals.
+    @inline(__always)
+    private func writeChunks(count: Int, prefix: Int, item: (Int) -> (UnsafeRawPointer?, Int),
+                             done: (Range<Int>) -> Void) -> Int {
         let fd = queue.fileDescriptor
         var written = 0
         var calls = 0
         var start = 0
-        while start < packets.count {
-            let n = min(batchSize, packets.count - start)
+        while start < count {
+            let n = min(batchSize, count - start)
             if let ring {
                 for i in 0..<n {
-                    let bytes = pool.bytes(packets[start + i])
-                    writeBuffers[i] = bytes.baseAddress
-                    writeLengths[i] = UInt32(bytes.count)
+                    let (base, length) = item(start + i)
+                    writeBuffers[i] = base
+                    writeLengths[i] = UInt32(length)
                 }
-                let r = smp_uring_write_batch(ring, fd, writeBuffers, writeLengths, writeResults, UInt32(n))
+                let r = smp_uring_write_batch_prefixed(ring, fd, zeroVirtioHeader, UInt32(prefix), writeBuffers,
+                                                       writeLengths, writeResults, UInt32(n))
                 calls += max(Int(r), 1)
-                for i in 0..<n where writeResults[i] == Int32(writeLengths[i]) { written += 1 }
+                for i in 0..<n where writeResults[i] == Int32(writeLengths[i]) + Int32(prefix) { written += 1 }
             } else {
                 for i in 0..<n {
-                    let bytes = pool.bytes(packets[start + i])
+                    let (base, length) = item(start + i)
+                    let bytes = UnsafeRawBufferPointer(start: base, count: length)
                     var r: Int
                     repeat {
-                        r = Glibc.write(fd, bytes.baseAddress, bytes.count)
+                        r = writePacket(fd, prefix, bytes)
                         calls += 1
                     } while r < 0 && errno == EINTR
-                    if r == bytes.count { written += 1 }
+                    if r == length { written += 1 }
                 }
             }
-            for i in 0..<n { cache.free(packets[start + i]) }
+            done(start ..< start + n)
             start += n
         }
         packetsWritten.store(packetsWritten.load(ordering: .relaxed) &+ written, ordering: .relaxed)
         writeCalls.store(writeCalls.load(ordering: .relaxed) &+ calls, ordering: .relaxed)
-        if written < packets.count {
-            writeErrors.store(writeErrors.load(ordering: .relaxed) &+ (packets.count - written), ordering: .relaxed)
+        if written < count {
+            writeErrors.store(writeErrors.load(ordering: .relaxed) &+ (count - written), ordering: .relaxed)
         }
         return written
     }

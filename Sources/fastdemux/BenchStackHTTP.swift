@@ -22,6 +22,10 @@ struct StackHTTPOptions: ParsableArguments {
                                valueName: "auto|builtin|wrk"))
     var load: StackHTTPBenchmark.Load?
 
+    @Flag(name: .customLong("no-gso"),
+          help: "Open the stack's TUN device without the virtio-net header: no TCP segmentation offload.")
+    var noGSO = false
+
     /// The options given, by their flag.
     var given: [String] {
         var g: [String] = []
@@ -29,6 +33,7 @@ struct StackHTTPOptions: ParsableArguments {
         if clientThreads != nil { g.append("--client-threads") }
         if responseBytes != nil { g.append("--response-bytes") }
         if load != nil { g.append("--load") }
+        if noGSO { g.append("--no-gso") }
         return g
     }
 
@@ -58,6 +63,7 @@ extension BenchCommand {
         if let v = http.clientThreads { c.clientThreads = v }
         if let v = http.responseBytes { c.responseBytes = v }
         if let v = http.load { c.load = v }
+        c.segmentationOffload = !http.noGSO
         c.requests = n
         c.capSeconds = cap
         if case .named(let one) = impl, let i = StackHTTPBenchmark.Implementation(rawValue: one) {

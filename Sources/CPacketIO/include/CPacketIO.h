@@ -66,9 +66,25 @@ int smp_epoll_rearm_oneshot(int epfd, int fd, unsigned int token);
 /// Opens /dev/net/tun and attaches it to TUN interface `name` (created if
 /// absent; NULL lets the kernel pick tunN) with IFF_TUN | IFF_NO_PI, plus
 /// IFF_MULTI_QUEUE if `multi_queue` (each call then attaches one more
-/// queue). Writes the interface name (16 bytes incl. NUL) to `actual_name`
-/// if not NULL. Returns the file descriptor, or -errno.
-int smp_tun_open(const char *name, char *actual_name, int nonblocking, int multi_queue);
+/// queue), plus IFF_VNET_HDR if `vnet_header` (then TUNSETVNETHDRSZ of
+/// sizeof(struct virtio_net_hdr) = 10 and TUNSETOFFLOAD 0: every read and
+/// write carries a 10-byte header before the packet). Writes the interface
+/// name (16 bytes incl. NUL) to `actual_name` if not NULL. Returns the file
+/// descriptor, or -errno.
+int smp_tun_open(const char *name, char *actual_name, int nonblocking, int multi_queue, int vnet_header);
+/// readv(2) of two pieces. Returns the bytes read or -1 (errno).
+long smp_readv2(int fd, void *first, unsigned long first_length, void *second, unsigned long second_length);
+/// writev(2) of two pieces. Returns the bytes written or -1 (errno).
+long smp_writev2(int fd, const void *first, unsigned long first_length, const void *second,
+                 unsigned long second_length);
+/// sizeof(struct virtio_net_hdr) (10).
+unsigned int smp_virtio_net_hdr_size(void);
+/// Writes a struct virtio_net_hdr (10 bytes) to `header` for a TCP
+/// super-segment: NEEDS_CSUM from the TCP header (csum_start = the IP
+/// header length, csum_offset 16), gso_type TCPV4 or TCPV6, gso_size
+/// `segment_size`, hdr_len the IP and TCP headers.
+void smp_virtio_net_hdr_tcp(void *header, unsigned int ip_header_length, unsigned int tcp_header_length,
+                            unsigned int segment_size, int ipv6);
 /// The driver and bus names ethtool reports for interface `name` in the
 /// calling thread's network namespace (ETHTOOL_GDRVINFO; TUN devices say
 /// driver "tun", bus "tun" or "tap"), each up to 32 bytes incl. NUL.
@@ -89,6 +105,12 @@ void smp_uring_destroy(struct smp_uring *ring);
 /// completion was not seen then report -EIO (they may have happened).
 int smp_uring_write_batch(struct smp_uring *ring, int fd, const void *const *buffers,
                           const unsigned int *lengths, int *results, unsigned int count);
+/// smp_uring_write_batch with `prefix_length` bytes of `prefix` written
+/// before each buffer (one writev of two pieces each; results[i] counts
+/// both). A `prefix_length` of 0 is smp_uring_write_batch.
+int smp_uring_write_batch_prefixed(struct smp_uring *ring, int fd, const void *prefix, unsigned int prefix_length,
+                                   const void *const *buffers, const unsigned int *lengths, int *results,
+                                   unsigned int count);
 
 /// Moves the calling thread (only) into the network namespace at `path`
 /// (e.g. /run/netns/NAME). Needs CAP_SYS_ADMIN. Returns 0 or -errno.

@@ -150,6 +150,7 @@ extension EndpointStack {
         // Our SYN's MSS: what fits the device MTU behind the larger (IPv6)
         // header, as the listener's SYN-ACK.
         c.maximumSegmentSize = min(c.maximumSegmentSize, self.configuration.mtu - 60)
+        c.maximumSegmentsPerSend = tcpSegmentsPerSend
 
         func attempt(_ port: UInt16) -> TCPSocket? {
             guard tcpTupleIsFree(local: source, port: port, remote: peer) else { return nil }

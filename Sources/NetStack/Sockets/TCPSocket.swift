@@ -15,6 +15,10 @@ struct StackTCPSink: TCPSegmentSink {
     mutating func send(_ header: TCPHeader, payload: TCPPayload, endpoints: TCPEndpoints) {
         core.sendTCP(header, payload: payload, endpoints: endpoints)
     }
+
+    mutating func send(_ header: TCPHeader, payload: TCPPayload, endpoints: TCPEndpoints, segmentSize: Int) {
+        core.sendTCP(header, payload: payload, endpoints: endpoints, segmentSize: segmentSize)
+    }
 }
 
 /// A received TCP segment in a packet buffer: the header, the payload in
@@ -145,6 +149,7 @@ public final class TCPListenerSocket: @unchecked Sendable {
         // Our SYN-ACK's MSS: what fits the device MTU behind the larger
         // (IPv6) header, so one value serves both families.
         c.maximumSegmentSize = min(c.maximumSegmentSize, stack.configuration.mtu - 60)
+        c.maximumSegmentsPerSend = stack.tcpSegmentsPerSend
         listener = TCPListener(port: local.port, configuration: c, synQueueLimit: backlog,
                                acceptQueueLimit: backlog, isn: stack.isn)
         socket = stack.demux.makeSocket(.tcp)

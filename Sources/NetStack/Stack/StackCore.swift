@@ -32,6 +32,11 @@ final class StackCore: @unchecked Sendable {
     let input: DemuxInput<QSBR>
     let reassembly: ReassemblyTable
     @exclusivity(unchecked) var cache: PacketPool.Cache
+    /// This core's cache of the super-segment pool (nil without
+    /// segmentation offload).
+    @exclusivity(unchecked) var segmentCache: PacketPool.Cache?
+    /// The frames of one run of super-segments in ``flush()``.
+    let frames: UnsafeMutablePointer<UnsafeRawBufferPointer>
     @exclusivity(unchecked) var limiter: ICMPRateLimiter
     @exclusivity(unchecked) var ids: IPIdentificationGenerator
     @exclusivity(unchecked) var stats = StackStatistics()
@@ -69,6 +74,8 @@ final class StackCore: @unchecked Sendable {
         reassembly = ReassemblyTable(configuration: c.reassembly, fragmentPool: buffers.pool,
                                      datagramPool: buffers.datagramPool)
         cache = PacketPool.Cache(pool: buffers.pool)
+        segmentCache = buffers.segmentPool.map { PacketPool.Cache(pool: $0) }
+        frames = .allocate(capacity: Self.outCapacity)
         limiter = ICMPRateLimiter(messagesPerSecond: c.icmpErrorsPerSecond, burst: c.icmpErrorBurst,
                                   now: monotonicNanoseconds())
         ids = IPIdentificationGenerator(seed: c.hashSeed ^ 0x5bd1_e995)
@@ -84,6 +91,7 @@ final class StackCore: @unchecked Sendable {
     deinit {
         for i in 0..<outCount { release(out[i]) }
         out.deallocate()
+        frames.deallocate()
         scratch.deallocate()
         addresses.deallocate()
     }
@@ -185,10 +193,17 @@ final class StackCore: @unchecked Sendable {
         release(p)
     }
 
-    /// Frees a buffer: receive-pool buffers to this core's cache (no lock).
+    /// Frees a buffer: receive-pool and super-segment buffers to this
+    /// core's caches (no lock).
     @inline(__always)
     func release(_ p: PacketRef) {
-        if StackBuffers.isDatagram(p) { buffers.free(p) } else { cache.free(p) }
+        if StackBuffers.isSegment(p) {
+            segmentCache!.free(StackBuffers.segmentUntagged(p))
+        } else if StackBuffers.isDatagram(p) {
+            buffers.free(p)
+        } else {
+            cache.free(p)
+        }
     }
 
     /// Hands `p` to core `owner`, which processes it as its own. Inside a
@@ -355,13 +370,35 @@ final class StackCore: @unchecked Sendable {
         for p in packets { append(p) }
     }
 
-    /// Writes the output batch on queue k (or hands it to the capture).
+    /// Writes the output batch on queue k (or hands it to the capture), in
+    /// its order: runs of plain packets through
+    /// `TUNQueueReader.write(_:queue:)` (which frees them), runs of
+    /// super-segments through `TUNQueueReader.writeFramed(_:queue:)`
+    /// (freed here). Only a device with a virtio-net header has
+    /// super-segments.
     func flush() {
         guard outCount > 0 else { return }
         let batch = UnsafeBufferPointer(start: out, count: outCount)
         stats.packetsOut &+= outCount
         if let tun {
-            tun.write(batch, queue: index)
+            var start = 0, i = 0
+            while i < outCount {
+                guard StackBuffers.isSegment(out[i]) else {
+                    i &+= 1
+                    continue
+                }
+                if i > start { tun.write(UnsafeBufferPointer(start: out + start, count: i - start), queue: index) }
+                var n = 0
+                while i < outCount && StackBuffers.isSegment(out[i]) {
+                    frames[n] = buffers.bytes(out[i])
+                    n &+= 1
+                    i &+= 1
+                }
+                tun.writeFramed(UnsafeBufferPointer(start: frames, count: n), queue: index)
+                for k in (i - n) ..< i { release(out[k]) }
+                start = i
+            }
+            if start < outCount { tun.write(UnsafeBufferPointer(start: out + start, count: outCount - start), queue: index) }
         } else if let capture {
             capture(index, batch, buffers)
         } else {
@@ -446,16 +483,68 @@ final class StackCore: @unchecked Sendable {
             return
         }
         let buffer = buffers.pool.buffer(p)
+        guard let length = frameTCP(h, payload: payload, endpoints: e, into: buffer, partialChecksum: false) else {
+            cache.free(p)
+            stats.sendFailures &+= 1
+            return
+        }
+        buffers.pool.setLength(length, of: p)
+        stats.tcpSegmentsSent &+= 1
+        queueTCP(p, endpoints: e)
+    }
+
+    /// Sends a super-segment (a payload of more than `segmentSize` bytes,
+    /// see `TCPSegmentSink.send(_:payload:endpoints:segmentSize:)`): with
+    /// segmentation offload one buffer of the super-segment pool, its
+    /// virtio-net header (GSO TCPV4/TCPV6, gso_size `segmentSize`, the
+    /// checksum left partial) before the packet, which the kernel cuts
+    /// into segments (tcp_gso_segment). Without offload, or with that pool
+    /// exhausted, the segments are cut here, each through
+    /// ``sendTCP(_:payload:endpoints:)``: sequence numbers advanced, PSH
+    /// and FIN on the last only.
+    func sendTCP(_ h: TCPHeader, payload: TCPPayload, endpoints e: TCPEndpoints, segmentSize: Int) {
+        if let pool = buffers.segmentPool, let p = segmentCache!.allocate() {
+            let buffer = pool.buffer(p)
+            let header = TUNDevice.virtioHeaderLength
+            let v4 = e.local.family == .ipv4
+            let ip = v4 ? IPv4Output.headerLength : IPv6Output.headerLength
+            if let length = frameTCP(h, payload: payload, endpoints: e,
+                                     into: UnsafeMutableRawBufferPointer(rebasing: buffer[header...]),
+                                     partialChecksum: true) {
+                TUNDevice.writeTCPSegmentationHeader(into: buffer, ipHeaderLength: ip,
+                                                     tcpHeaderLength: h.encodedLength, segmentSize: segmentSize,
+                                                     ipv6: !v4)
+                pool.setLength(header + length, of: p)
+                stats.tcpSegmentsSent &+= 1
+                stats.tcpSuperSegmentsSent &+= 1
+                return queueTCP(StackBuffers.segmentTagged(p), endpoints: e)
+            }
+            segmentCache!.free(p)
+        }
+        var offset = 0
+        let total = payload.count
+        while offset < total {
+            let n = min(segmentSize, total - offset)
+            var piece = h
+            piece.sequenceNumber = h.sequenceNumber &+ UInt32(offset)
+            if offset + n < total { piece.flags.subtract([.fin, .psh]) }
+            sendTCP(piece, payload: payload.slice(offset: offset, count: n), endpoints: e)
+            offset += n
+        }
+    }
+
+    /// Frames `h` and `payload` behind an IP header at the start of
+    /// `buffer`: the packet's length, or nil if it does not fit.
+    private func frameTCP(_ h: TCPHeader, payload: TCPPayload, endpoints e: TCPEndpoints,
+                          into buffer: UnsafeMutableRawBufferPointer, partialChecksum: Bool) -> Int? {
         let v4 = e.local.family == .ipv4
         let ip = v4 ? IPv4Output.headerLength : IPv6Output.headerLength
         let length: Int
         do throws(OutputError) {
             length = try h.write(payload: payload, into: UnsafeMutableRawBufferPointer(rebasing: buffer[ip...]),
-                                 source: e.local, destination: e.remote)
+                                 source: e.local, destination: e.remote, partialChecksum: partialChecksum)
         } catch {
-            cache.free(p)
-            stats.sendFailures &+= 1
-            return
+            return nil
         }
         if v4 {
             // DF (RFC 9293 §3.7.1: TCP sizes its segments to the path).
@@ -469,8 +558,12 @@ final class StackCore: @unchecked Sendable {
             IPv6Output.writeHeader(into: buffer, source: e.local, destination: e.remote, nextHeader: 6,
                                    payloadLength: length, flowLabel: label)
         }
-        buffers.pool.setLength(ip + length, of: p)
-        stats.tcpSegmentsSent &+= 1
+        return ip + length
+    }
+
+    /// Queues a built TCP packet for the flow owner's queue.
+    @inline(__always)
+    private func queueTCP(_ p: PacketRef, endpoints e: TCPEndpoints) {
         let o = owner(local: e.local, localPort: e.localPort, remote: e.remote, remotePort: e.remotePort)
         if o == index { return append(p) }
         withUnsafePointer(to: p) { queue(UnsafeBufferPointer(start: $0, count: 1), owner: o) }

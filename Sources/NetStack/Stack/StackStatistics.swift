@@ -108,8 +108,13 @@ public struct StackStatistics: Sendable, Equatable {
     /// proposal's kcont: the socket's deferred work, scheduled by the
     /// demultiplexer when it queues a datagram, coalesced while pending).
     public var socketWorkerRuns = 0
-    /// TCP segments built and queued (the engines' and the input path's RSTs).
+    /// TCP segments built and queued (the engines' and the input path's
+    /// RSTs); a super-segment counts once (it is one packet to the device).
     public var tcpSegmentsSent = 0
+    /// TCP super-segments written (GSO packets of more than one MSS behind
+    /// a virtio-net header, see ``EndpointStack/Configuration/tcpSegmentationOffload``),
+    /// counted as they are built; each is also in ``tcpSegmentsSent``.
+    public var tcpSuperSegmentsSent = 0
     /// RSTs the input path sent for segments to no connection and no
     /// listener (RFC 9293 §3.10.7.1).
     public var tcpResetsSent = 0
@@ -152,7 +157,7 @@ public struct StackStatistics: Sendable, Equatable {
         \.packetsIn, \.handedIn, \.datagramsReassembled, \.delivered, \.echoRequestsAnswered, \.handedOff,
         \.fragmentsToReassembly, \.portUnreachableSent, \.icmpErrorsSuppressed, \.icmpErrorsRateLimited,
         \.datagramsSent, \.sendFailures, \.writesHandedOff, \.packetsOut, \.socketWorkerRuns,
-        \.tcpSegmentsSent, \.tcpResetsSent, \.tcpConnectionsAccepted, \.tcpInputPathRuns,
+        \.tcpSegmentsSent, \.tcpSuperSegmentsSent, \.tcpResetsSent, \.tcpConnectionsAccepted, \.tcpInputPathRuns,
         \.tcpInputPathSegments, \.tcpImmediateAcks, \.tcpDeferredAcks, \.tcpTryLockFailures,
     ]
 

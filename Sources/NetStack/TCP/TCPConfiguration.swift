@@ -53,6 +53,15 @@ public struct TCPConfiguration: Sendable, Hashable {
     /// First persist (zero-window probe) interval; backs off like the RTO
     /// (RFC 9293 §3.8.6.1, RFC 1122 §4.2.2.17).
     public var persistTimeout: UInt64 = 500_000
+    /// The most MSS-sized segments one sink call may carry (a TCP
+    /// super-segment for a device with segmentation offload, see
+    /// ``TCPSegmentSink/send(_:payload:endpoints:segmentSize:)``). 1 (the
+    /// default): every call is one segment of at most the MSS. Above 1, new
+    /// data within the windows goes out in calls of up to this many MSS,
+    /// never beyond 64 KiB of IP packet; retransmissions stay one MSS.
+    /// ``EndpointStack`` sets it from its device (see
+    /// ``EndpointStack/Configuration/tcpSegmentationOffload``).
+    public var maximumSegmentsPerSend = 1
     /// Largest persist interval.
     public var maximumPersistTimeout: UInt64 = 60_000_000
 

@@ -28,7 +28,18 @@ extension TCPConnection {
             let inFlight = TCPSeq.distance(sndNxt, from: sndUna)
             // RFC 9293 §3.8.6.2.1 usable window, limited by cwnd (RFC 5681 §3.1).
             let usable = Swift.max(Swift.min(sndWnd, cc.cwnd) - inFlight, 0)
-            let len = Swift.min(remaining, usable, sendMSS)
+            // New data may go out as a super-segment; what SND.NXT resends
+            // after a timeout goes one MSS at a time (as it would without).
+            let limit = TCPSeq.lt(sndNxt, sndMax) ? sendMSS : maximumSendLength
+            var len = Swift.min(remaining, usable, limit)
+            if len > sendMSS {
+                // Whole MSS pieces; a short last piece only where the loop
+                // below would send it as a segment of its own right after
+                // the full ones: all that is queued, and Nagle off (with
+                // Nagle the full pieces are in flight, which holds it).
+                let tail = len % sendMSS
+                if tail != 0 && !(len == remaining && !configuration.nagle) { len -= tail }
+            }
             let finDue = finQueued && sndNxt &+ UInt32(len) == finSeq && len == remaining
             if len == 0 && !finDue { break }
             if len > 0 && len < sendMSS {
@@ -65,6 +76,7 @@ extension TCPConnection {
             if rttSeq == nil && !timestampsOn && len > 0 { rttSeq = seq; rttStart = now }
         }
         sendRing.withPieces(offset: offset, count: len) { emit(h, payload: $0, sink: &sink) }
+        if len > sendMSS { counters.superSegmentsSent += 1 }
         sndNxt = seq &+ UInt32(len) &+ (fin ? 1 : 0)
         sndMax = TCPSeq.max(sndMax, sndNxt)
         // RFC 6298 §5.1: start the timer if it is not running.
@@ -213,9 +225,27 @@ extension TCPConnection {
         }
     }
 
-    /// Hands one segment to the sink and counts it.
+    /// The longest payload one sink call carries:
+    /// ``TCPConfiguration/maximumSegmentsPerSend`` MSS, and no more whole
+    /// MSS than fit a 64 KiB IP packet behind the largest headers (IPv6's
+    /// 40 bytes, a 60-byte TCP header; ``TCPHeader/write(payload:into:source:destination:)``'s
+    /// limit).
+    var maximumSendLength: Int {
+        let k = configuration.maximumSegmentsPerSend
+        if k <= 1 { return sendMSS }
+        return sendMSS * Swift.max(Swift.min(k, (65535 - 40 - 60) / sendMSS), 1)
+    }
+
+    /// Hands one segment (or a super-segment of more than one MSS) to the
+    /// sink and counts it by its MSS-sized pieces.
     mutating func emit(_ h: TCPHeader, payload: TCPPayload, sink: inout some TCPSegmentSink) {
-        counters.segmentsSent += 1
-        sink.send(h, payload: payload, endpoints: endpoints)
+        let n = payload.count
+        if n > sendMSS {
+            counters.segmentsSent += (n + sendMSS - 1) / sendMSS
+            sink.send(h, payload: payload, endpoints: endpoints, segmentSize: sendMSS)
+        } else {
+            counters.segmentsSent += 1
+            sink.send(h, payload: payload, endpoints: endpoints)
+        }
     }
 }

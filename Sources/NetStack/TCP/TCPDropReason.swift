@@ -51,8 +51,12 @@ public enum TCPDropReason: Int, Error, Sendable, CaseIterable, Hashable {
 public struct TCPCounters: Sendable, Hashable {
     /// Segments handed to ``TCPConnection/receive(_:payload:now:sink:)`` (or the listener).
     public var segmentsReceived = 0
-    /// Segments given to the sink.
+    /// Segments given to the sink (a super-segment counts its MSS-sized
+    /// pieces, as they go out on the wire).
     public var segmentsSent = 0
+    /// Super-segments given to the sink: calls carrying more than one MSS
+    /// (``TCPConfiguration/maximumSegmentsPerSend``).
+    public var superSegmentsSent = 0
     /// Data bytes sent for the first time.
     public var bytesSent = 0
     /// Data bytes delivered in order to the receive buffer.

@@ -90,6 +90,18 @@ public struct TCPHeader: Sendable, BitwiseCopyable, Hashable {
     /// payload and one checksum pass, no allocation.
     public func write(payload: TCPPayload, into buffer: UnsafeMutableRawBufferPointer,
                       source: IPAddress, destination: IPAddress) throws(OutputError) -> Int {
+        try write(payload: payload, into: buffer, source: source, destination: destination, partialChecksum: false)
+    }
+
+    /// ``write(payload:into:source:destination:)``, or with
+    /// `partialChecksum` the checksum left to the kernel (Linux's
+    /// CHECKSUM_PARTIAL): the field holds the folded pseudo-header sum,
+    /// length included, not complemented (what __tcp_v4_send_check and
+    /// tcp_v6_send_check leave for the device), and the payload is copied
+    /// but not summed. For a super-segment behind a virtio-net header with
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+    public func write(payload: TCPPayload, into buffer: UnsafeMutableRawBufferPointer,
+                      source: IPAddress, destination: IPAddress, partialChecksum: Bool) throws(OutputError) -> Int {
         let hl = encodedLength
         let total = hl + payload.count
         guard buffer.count >= total else { throw .bufferTooSmall }
@@ -104,6 +116,12 @@ public struct TCPHeader: Sendable, BitwiseCopyable, Hashable {
         buffer.storeBytes(of: UInt32(0), toByteOffset: 16, as: UInt32.self)  // checksum 0, urgent pointer 0
         options.write(into: UnsafeMutableRawBufferPointer(rebasing: buffer[20..<hl]))
         payload.copy(into: UnsafeMutableRawBufferPointer(rebasing: buffer[hl..<total]))
+        if partialChecksum {
+            let pseudo = Checksum.pseudoHeader(addressSum: source.checksumWords &+ destination.checksumWords,
+                                               protocol: 6, length: total)
+            buffer.storeBytes(of: Checksum.fold16(pseudo).bigEndian, toByteOffset: 16, as: UInt16.self)
+            return total
+        }
         let bytes = UnsafeRawBufferPointer(buffer)
         var sum = Checksum.sum(bytes, from: 0, count: total)
         sum = Checksum.partial(sum) &+ Checksum.pseudoHeader(
@@ -136,6 +154,20 @@ public struct TCPPayload {
     /// The total length.
     public var count: Int { first.count + second.count }
 
+    /// The `count` bytes from `offset` (within ``count``), as one or two
+    /// pieces. A plain value; no copy.
+    public func slice(offset: Int, count n: Int) -> TCPPayload {
+        precondition(offset >= 0 && n >= 0 && offset + n <= count)
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        func piece(_ p: UnsafeRawBufferPointer, _ from: Int, _ to: Int) -> UnsafeRawBufferPointer {
+            let a = Swift.max(from, 0), b = Swift.min(to, p.count)
+            return a < b ? UnsafeRawBufferPointer(rebasing: p[a..<b]) : empty
+        }
+        let f = piece(first, offset, offset + n)
+        let s = piece(second, offset - first.count, offset + n - first.count)
+        return f.isEmpty ? TCPPayload(first: s) : TCPPayload(first: f, second: s)
+    }
+
     /// Copies both pieces to the start of `destination` (which holds
     /// ``count`` bytes).
     public func copy(into destination: UnsafeMutableRawBufferPointer) {
@@ -159,6 +191,23 @@ public protocol TCPSegmentSink {
     /// One segment to send from `endpoints.local`/`localPort` to
     /// `endpoints.remote`/`remotePort` (the header's ports are the same).
     mutating func send(_ header: TCPHeader, payload: TCPPayload, endpoints: TCPEndpoints)
+
+    /// A super-segment (``TCPConfiguration/maximumSegmentsPerSend`` above
+    /// 1): `payload` is longer than `segmentSize` (the send MSS) and is to
+    /// go out as segments of `segmentSize` bytes, the last one shorter,
+    /// each with this header's sequence number advanced, PSH and FIN on
+    /// the last only (what Linux's tcp_gso_segment does with a GSO packet).
+    /// The default sends it as one segment through
+    /// ``send(_:payload:endpoints:)`` (a simulated channel that does not
+    /// care about the MTU).
+    mutating func send(_ header: TCPHeader, payload: TCPPayload, endpoints: TCPEndpoints, segmentSize: Int)
+}
+
+extension TCPSegmentSink {
+    /// Sends the super-segment whole (see the requirement).
+    public mutating func send(_ header: TCPHeader, payload: TCPPayload, endpoints: TCPEndpoints, segmentSize: Int) {
+        send(header, payload: payload, endpoints: endpoints)
+    }
 }
 
 /// The two ends of a connection as this host sees them.

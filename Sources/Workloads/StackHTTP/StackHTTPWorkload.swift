@@ -93,6 +93,9 @@ public struct StackHTTPBenchmark: Sendable {
         /// The stack executors' idle spin passes before parking.
         public var spinPasses = EndpointStack.Configuration(addresses: []).spinPasses
         public var load = Load.automatic
+        /// Open the stack's TUN device with the virtio-net header, so that
+        /// its TCP sends 64 KiB super-segments (`EndpointStack.Configuration.tcpSegmentationOffload`).
+        public var segmentationOffload = true
 
         public init(kind: Kind) {
             self.kind = kind
@@ -139,7 +142,7 @@ public struct StackHTTPBenchmark: Sendable {
         if let reason = Self.unavailableReason { throw EchoSetupError(description: reason) }
         let c = configuration
         if usesWrk && !Self.wrkInstalled { throw EchoSetupError(description: "--load wrk: wrk is not installed") }
-        let topology = try EchoTopology(queues: c.queues)
+        let topology = try EchoTopology(queues: c.queues, virtioHeader: c.segmentationOffload)
         defer { topology.destroy() }
         return try alternatingRounds(c.rounds, c.implementations, stack: .netstack, kernel: .kernel, stop: stop,
                                      report: report) { impl, round in
@@ -327,6 +330,7 @@ public struct StackHTTPBenchmark: Sendable {
                     ("segments_delivered", .int(segments)),
                     ("segments_received_by_engines", .int(tcp.segmentsReceived)),
                     ("segments_sent", .int(s.tcpSegmentsSent)),
+                    ("tcp_gso_segments", .int(s.tcpSuperSegmentsSent)),
                     ("socket_worker_runs", .int(s.socketWorkerRuns)),
                     ("segments_per_worker_run",
                      .double(s.socketWorkerRuns > 0 ? Double(segments) / Double(s.socketWorkerRuns) : 0)),
@@ -384,10 +388,13 @@ public struct StackHTTPBenchmark: Sendable {
             ("loss_reasons", .object(reasons)),
             ("cpu", cpu), ("client", .object(m.client)), ("server", server),
             ("complete", .bool(complete)),
+            ("gso", .bool(c.segmentationOffload)),
         ]
         if let otherLoad { extra.append(otherLoad) }
         var note = impl == .netstack
-            ? "EndpointStack on a \(c.queues)-queue TUN device, the HTTP service on the public TCPSocket API"
+            ? "EndpointStack on a \(c.queues)-queue TUN device"
+                + (c.segmentationOffload ? " with the virtio-net header (TCP GSO)" : " without GSO")
+                + ", the HTTP service on the public TCPSocket API"
             : "Linux TCP, \(c.queues) epoll thread(s) with SO_REUSEPORT listeners, the same HTTPConnection, behind a veth pair"
         if c.pinned { note += "; server thread k on CPU k, client on CPU \(onlineCPUCount - 1)" }
         note += "; client: " + (usesWrk ? "wrk" : "built-in") + ", \(c.clientThreads) thread(s), \(c.connections) keep-alive "

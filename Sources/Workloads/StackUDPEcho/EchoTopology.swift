@@ -149,7 +149,9 @@ final class EchoTopology: Sendable {
     /// Makes the namespaces, the veth pair and a TUN device of `queues`
     /// queues in the client's namespace. On failure everything made so far
     /// is deleted again.
-    init(queues: Int) throws {
+    /// `virtioHeader`: open the TUN device with the virtio-net header (the
+    /// stack's TCP segmentation offload).
+    init(queues: Int, virtioHeader: Bool = false) throws {
         EchoTopology.deleteStale()
         // The pid and a count of this process's topologies: runs of one
         // process at the same time (test suites in parallel) do not collide.
@@ -181,7 +183,7 @@ final class EchoTopology: Sendable {
             try server.ip("neigh", "replace", EchoTopology.clientVethAddress, "lladdr", EchoTopology.clientMAC,
                           "dev", EchoTopology.serverVeth, "nud", "permanent")
             let tun = try client.inside { () throws -> TUNDevice in
-                try TUNDevice(name: EchoTopology.tunName, mode: .multiQueue(queues))
+                try TUNDevice(name: EchoTopology.tunName, mode: .multiQueue(queues), virtioHeader: virtioHeader)
             }
             do {
                 try client.ip("addr", "add", EchoTopology.tunKernelAddress + "/24", "dev", EchoTopology.tunName)

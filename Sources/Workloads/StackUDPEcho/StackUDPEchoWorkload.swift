@@ -277,6 +277,8 @@ struct StackSnapshot {
     /// the segments they took.
     var tcpImmediateAcks = 0, tcpDeferredAcks = 0, tcpTryLockFailures = 0, tcpInputPathRuns = 0
     var tcpInputPathSegments = 0
+    /// TCP super-segments written behind a virtio-net header.
+    var tcpSuperSegmentsSent = 0
 
     init() {}
 
@@ -299,6 +301,7 @@ struct StackSnapshot {
         tcpTryLockFailures = s.tcpTryLockFailures
         tcpInputPathRuns = s.tcpInputPathRuns
         tcpInputPathSegments = s.tcpInputPathSegments
+        tcpSuperSegmentsSent = s.tcpSuperSegmentsSent
         for q in 0..<stack.configuration.cores {
             guard let t = stack.queueStatistics(queue: q) else { continue }
             packetsRead += t.packetsRead

@@ -22,9 +22,34 @@ struct WireSegment {
     var payloadLength: Int { bytes.count - header.encodedLength }
 }
 
-/// Serialises every segment the engine emits.
+/// One super-segment call the engine made (its header, payload length
+/// and segment size).
+struct SuperSegmentCall {
+    var header: TCPHeader
+    var length: Int
+    var segmentSize: Int
+}
+
+/// Serialises every segment the engine emits; a super-segment is cut into
+/// `segmentSize` pieces as Linux's tcp_gso_segment cuts a GSO packet
+/// (sequence numbers advanced, PSH and FIN on the last piece only), and
+/// recorded in `superSegments`.
 struct CaptureSink: TCPSegmentSink {
     var segments: [WireSegment] = []
+    var superSegments: [SuperSegmentCall] = []
+
+    mutating func send(_ header: TCPHeader, payload: TCPPayload, endpoints: TCPEndpoints, segmentSize: Int) {
+        superSegments.append(SuperSegmentCall(header: header, length: payload.count, segmentSize: segmentSize))
+        var offset = 0
+        while offset < payload.count {
+            let n = min(segmentSize, payload.count - offset)
+            var piece = header
+            piece.sequenceNumber = header.sequenceNumber &+ UInt32(offset)
+            if offset + n < payload.count { piece.flags.subtract([.fin, .psh]) }
+            send(piece, payload: payload.slice(offset: offset, count: n), endpoints: endpoints)
+            offset += n
+        }
+    }
     mutating func send(_ header: TCPHeader, payload: TCPPayload, endpoints: TCPEndpoints) {
         var bytes = [UInt8](repeating: 0, count: header.encodedLength + payload.count)
         let n = bytes.withUnsafeMutableBytes { buf in
@@ -147,7 +172,12 @@ final class TCPTestNetwork {
         }
     }
 
+    /// Every super-segment call the connections made (recorded always:
+    /// a few hundred per 16 MiB).
+    var superSegmentLog: [SuperSegmentCall] = []
+
     func transmit(_ sink: CaptureSink) {
+        superSegmentLog += sink.superSegments
         for s in sink.segments { enqueue(s) }
     }
 
