@@ -400,6 +400,7 @@ public final class TCPSocket: @unchecked Sendable {
     /// an executor, a QSBR reader). The last run of the handler already
     /// saw `.closed`.
     private func finish() {
+        if connection.closeReason == .finWait2Timeout, let c = stack.currentCore { c.stats.tcpFinWait2Timeouts &+= 1 }
         finished = true
         withdrawEngine()
         timer.stop()
@@ -466,6 +467,19 @@ public final class TCPSocket: @unchecked Sendable {
     public func shutdownWrite() {
         checkOwner()
         connection.shutdownWrite()
+        if !isRunning { socket.worker?._withUnsafeGuaranteedRef { _ = $0.schedule() } }
+    }
+
+    /// Closes the connection (close(2), not shutdown(2)): a FIN after the
+    /// data written, and the application reads nothing more: what is
+    /// readable and what arrives later is dropped. Once in FIN-WAIT-2 the
+    /// connection waits at most ``TCPConfiguration/finWait2Timeout`` for
+    /// the peer's FIN (Linux's tcp_fin_timeout), then finishes (counted in
+    /// ``StackStatistics/tcpFinWait2Timeouts``). The handler still runs
+    /// until CLOSED (writing is over: ``writableBytes`` is 0).
+    public func close() {
+        checkOwner()
+        connection.close(now: tcpNow())
         if !isRunning { socket.worker?._withUnsafeGuaranteedRef { _ = $0.schedule() } }
     }
 

@@ -34,7 +34,6 @@ final class TCPStreamWaiters: @unchecked Sendable {
             opener = nil
             k.resume(returning: state == .closed ? .failure(TCPSocketError(s.closeReason)) : .success(()))
         }
-        if discarding { drain(s) }
         if let r = reader {
             let n = s.read(into: r.buffer)
             if n > 0 || s.atEndOfFile || state == .closed {
@@ -68,20 +67,14 @@ final class TCPStreamWaiters: @unchecked Sendable {
         writer = w
     }
 
-    /// Reads and drops what is readable (a closed stream).
-    func drain(_ s: TCPSocket) {
-        withUnsafeTemporaryAllocation(byteCount: 4096, alignment: 16) { buffer in
-            while s.read(into: buffer) > 0 {}
-        }
-    }
-
     /// ``TCPStream/close()`` on the core: FIN after what was written,
     /// later data dropped, waiting calls ended.
     func close(_ s: TCPSocket) {
         discarding = true
         writeShut = true
-        s.shutdownWrite()
-        drain(s)
+        // The engine's orphan close: it drops what arrives, and an orphan
+        // in FIN-WAIT-2 ends after TCPConfiguration.finWait2Timeout.
+        s.close()
         if let r = reader {
             reader = nil
             r.k.resume(returning: 0)
