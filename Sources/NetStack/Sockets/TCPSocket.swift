@@ -488,6 +488,9 @@ public final class TCPSocket: @unchecked Sendable {
         checkOwner()
         guard let c = stack.currentCore else { return }
         var sink = StackTCPSink(core: c)
+        // An active open aborted before its first run (a cancelled
+        // connect): its SYN never leaves.
+        heldSYN = nil
         connection.abort(now: tcpNow(), sink: &sink)
         if !isRunning { socket.worker?._withUnsafeGuaranteedRef { _ = $0.schedule() } }
     }
