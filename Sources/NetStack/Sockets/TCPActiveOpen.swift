@@ -48,7 +48,7 @@ public enum TCPSocketError: Error, Sendable, Hashable {
     init(_ reason: TCPCloseReason?) {
         switch reason {
         case .refused: self = .refused
-        case .timedOut: self = .timedOut
+        case .timedOut, .finWait2Timeout: self = .timedOut
         case .reset: self = .reset
         case .aborted: self = .aborted
         case .normal, nil: self = .closed

@@ -405,6 +405,7 @@ public final class TCPSocket: @unchecked Sendable {
     /// an executor, a QSBR reader). The last run of the handler already
     /// saw `.closed`.
     private func finish() {
+        if connection.closeReason == .finWait2Timeout, let c = stack.currentCore { c.stats.tcpFinWait2Timeouts &+= 1 }
         finished = true
         withdrawEngine()
         timer.stop()
@@ -474,11 +475,27 @@ public final class TCPSocket: @unchecked Sendable {
         if !isRunning { socket.worker?._withUnsafeGuaranteedRef { _ = $0.schedule() } }
     }
 
+    /// Closes the connection (close(2), not shutdown(2)): a FIN after the
+    /// data written, and the application reads nothing more: what is
+    /// readable and what arrives later is dropped. Once in FIN-WAIT-2 the
+    /// connection waits at most ``TCPConfiguration/finWait2Timeout`` for
+    /// the peer's FIN (Linux's tcp_fin_timeout), then finishes (counted in
+    /// ``StackStatistics/tcpFinWait2Timeouts``). The handler still runs
+    /// until CLOSED (writing is over: ``writableBytes`` is 0).
+    public func close() {
+        checkOwner()
+        connection.close(now: tcpNow())
+        if !isRunning { socket.worker?._withUnsafeGuaranteedRef { _ = $0.schedule() } }
+    }
+
     /// Resets the connection (RST in a synchronized state) and closes it.
     public func abort() {
         checkOwner()
         guard let c = stack.currentCore else { return }
         var sink = StackTCPSink(core: c)
+        // An active open aborted before its first run (a cancelled
+        // connect): its SYN never leaves.
+        heldSYN = nil
         connection.abort(now: tcpNow(), sink: &sink)
         if !isRunning { socket.worker?._withUnsafeGuaranteedRef { _ = $0.schedule() } }
     }

@@ -13,9 +13,13 @@ final class TCPStreamWaiters: @unchecked Sendable {
     // (a mutex-protected queue or a mailbox ring) orders what the posting
     // task did before it; a continuation's resume orders what the core did
     // before it for the resumed task.
-    var reader: (buffer: UnsafeMutableRawBufferPointer, k: CheckedContinuation<Int, Never>)?
-    var writer: (bytes: [UInt8], offset: Int, k: CheckedContinuation<Result<Void, TCPSocketError>, Never>)?
-    var opener: CheckedContinuation<Result<Void, TCPSocketError>, Never>?
+    /// The pending read: its buffer, its call's id, its task (resumed with
+    /// nil when cancelled).
+    var reader: (buffer: UnsafeMutableRawBufferPointer, id: UInt64, k: CheckedContinuation<Int?, Never>)?
+    var writer: (bytes: [UInt8], offset: Int, id: UInt64, k: CheckedContinuation<Result<Void, any Error>, Never>)?
+    var opener: (id: UInt64, k: CheckedContinuation<Result<Void, any Error>, Never>)?
+    /// Cancellations that overtook their calls' jobs, per kind of call.
+    var reads = TCPStreamCancellation(), writes = TCPStreamCancellation(), opens = TCPStreamCancellation()
     /// ``TCPStream/shutdownWrite()`` or ``TCPStream/close()`` ran.
     var writeShut = false
     /// ``TCPStream/close()`` ran: what arrives is read and dropped.
@@ -30,11 +34,10 @@ final class TCPStreamWaiters: @unchecked Sendable {
     /// One run of the handler: resumes what the run made possible.
     func service(_ s: TCPSocket) {
         let state = s.state
-        if let k = opener, state != .synSent && state != .synReceived {
+        if let o = opener, state != .synSent && state != .synReceived {
             opener = nil
-            k.resume(returning: state == .closed ? .failure(TCPSocketError(s.closeReason)) : .success(()))
+            o.k.resume(returning: state == .closed ? .failure(TCPSocketError(s.closeReason)) : .success(()))
         }
-        if discarding { drain(s) }
         if let r = reader {
             let n = s.read(into: r.buffer)
             if n > 0 || s.atEndOfFile || state == .closed {
@@ -68,25 +71,100 @@ final class TCPStreamWaiters: @unchecked Sendable {
         writer = w
     }
 
-    /// Reads and drops what is readable (a closed stream).
-    func drain(_ s: TCPSocket) {
-        withUnsafeTemporaryAllocation(byteCount: 4096, alignment: 16) { buffer in
-            while s.read(into: buffer) > 0 {}
-        }
-    }
-
     /// ``TCPStream/close()`` on the core: FIN after what was written,
     /// later data dropped, waiting calls ended.
     func close(_ s: TCPSocket) {
         discarding = true
         writeShut = true
-        s.shutdownWrite()
-        drain(s)
+        // The engine's orphan close: it drops what arrives, and an orphan
+        // in FIN-WAIT-2 ends after TCPConfiguration.finWait2Timeout.
+        s.close()
         if let r = reader {
             reader = nil
             r.k.resume(returning: 0)
         }
         pumpWriter(s)
+    }
+}
+
+extension TCPStreamWaiters {
+    /// The cancel of read `id`, on the core: resumes the read with nil if
+    /// it waits, marks it if its job has not run yet, else nothing (it
+    /// completed: its resume happened in an earlier job or run on this
+    /// thread, so there is no second one).
+    func cancelRead(_ id: UInt64) {
+        if let r = reader, r.id == id {
+            // The buffer is not touched after this: the handler's runs
+            // only read into `reader`'s buffer, now gone.
+            reader = nil
+            r.k.resume(returning: nil)
+        } else {
+            reads.cancel(id)
+        }
+    }
+
+    /// The cancel of write `id`, on the core (as ``cancelRead(_:)``). What
+    /// was already copied into the send buffer stays there and is sent.
+    func cancelWrite(_ id: UInt64) {
+        if let w = writer, w.id == id {
+            writer = nil
+            w.k.resume(returning: .failure(CancellationError()))
+        } else {
+            writes.cancel(id)
+        }
+    }
+
+    /// The cancel of connect `id`, on the core: ABORT (RFC 9293 §3.10.5:
+    /// in SYN-SENT the connection is dropped without a segment, in
+    /// SYN-RECEIVED a RST goes out), which finishes and frees the socket
+    /// at the end of its next run.
+    func cancelOpen(_ id: UInt64, _ s: TCPSocket) {
+        if let o = opener, o.id == id {
+            opener = nil
+            s.abort()
+            o.k.resume(returning: .failure(CancellationError()))
+        } else {
+            opens.cancel(id)
+        }
+    }
+}
+
+/// The cancellation bookkeeping of one kind of call (read, write, connect)
+/// of a ``TCPStream``, on the socket's core.
+///
+/// The race it settles: a call posts its job onto the core from its task;
+/// its cancel handler (`withTaskCancellationHandler`'s `onCancel`) runs on
+/// whatever thread cancels the task, at any time: before the call's job
+/// was even posted (a task cancelled already runs the handler at once), or
+/// while the task waits. The handler touches nothing itself: it posts a
+/// second job onto the same core, so the waiter fields stay confined to
+/// that one thread and every resume of the call's continuation happens
+/// there, in some order of the two jobs and the handler's runs. Whichever
+/// of them first finds the call does the single resume: the cancel job
+/// finds a registered waiter with the call's id (takes it out, resumes
+/// it); or it comes before the call's job (``started`` is older) and
+/// leaves the id in ``cancelledEarly``, where the call's job finds it
+/// and resumes with the cancellation instead of registering; or it comes
+/// after the call completed (``started`` is the id, no waiter) and does
+/// nothing. Ids come from one counter per stream, and calls of one kind
+/// are sequential (a second concurrent read traps), so a kind's ids grow
+/// in the order their jobs run.
+struct TCPStreamCancellation {
+    /// The id of the last call whose job ran.
+    var started: UInt64 = 0
+    /// A call cancelled before its job ran.
+    var cancelledEarly: UInt64 = 0
+
+    /// The call's job runs: true if it was cancelled already (resume it
+    /// with the cancellation, do nothing else).
+    mutating func start(_ id: UInt64) -> Bool {
+        started = id
+        return cancelledEarly == id
+    }
+
+    /// A cancel that found no waiter with its id.
+    mutating func cancel(_ id: UInt64) {
+        if started < id { cancelledEarly = id }
     }
 }
 
@@ -114,9 +192,11 @@ final class TCPStreamWaiters: @unchecked Sendable {
 /// Concurrency contract: a `Sendable` handle, usable from any task or
 /// thread. One ``read(into:)`` and one ``write(_:)`` may be pending at a
 /// time (a reader task and a writer task may run concurrently); a second
-/// concurrent read (or write) traps. The calls are not cancellable: a
-/// cancelled task stays suspended until its call completes (``close()``
-/// from another task completes it). Calls need the stack running: a call
+/// concurrent read (or write) traps. The calls that wait (``read(into:)``,
+/// ``write(_:)``, ``EndpointStack/connectTCPStream(to:from:configuration:)``,
+/// ``TCPStreamListener/accept()``) are cancellable: a cancelled task's call
+/// ends promptly (one hop onto the core) with `CancellationError`; a
+/// cancelled connect aborts its connection. Calls need the stack running: a call
 /// made after ``EndpointStack/shutdown()`` never completes. Dropping the
 /// last reference closes the stream (``close()``).
 public final class TCPStream: Sendable {
@@ -125,6 +205,8 @@ public final class TCPStream: Sendable {
     public let socket: TCPSocket
     let waiters: TCPStreamWaiters
     private let closed = Atomic<Bool>(false)
+    /// The ids of the calls (``TCPStreamCancellation``).
+    private let calls = Atomic<UInt64>(0)
 
     init(socket: TCPSocket, waiters: TCPStreamWaiters) {
         self.socket = socket
@@ -138,35 +220,50 @@ public final class TCPStream: Sendable {
 
     private var executor: CoreExecutor { socket.stack.group.executors[socket.core] }
 
+    /// A new call's id (never 0).
+    private func nextCall() -> UInt64 { calls.wrappingAdd(1, ordering: .relaxed).newValue }
+
     /// Reads up to `buffer.count` bytes, suspending until at least one is
     /// there; 0 at end of file (the peer's FIN, after every byte before
     /// it), after a reset or a timeout (see ``closeReason``), or once
-    /// ``close()`` ran. `buffer` must stay valid until the call returns.
-    public func read(into buffer: UnsafeMutableRawBufferPointer) async -> Int {
+    /// ``close()`` ran. `buffer` must stay valid until the call returns
+    /// (nothing writes it after that, a cancelled call included).
+    /// - Throws: `CancellationError` when the task is cancelled before a
+    ///   byte arrived (no byte was taken).
+    public func read(into buffer: UnsafeMutableRawBufferPointer) async throws(CancellationError) -> Int {
         // The caller keeps `buffer` alive and untouched while suspended;
         // only the job (then the handler) writes it, on the core.
         nonisolated(unsafe) let buffer = buffer
-        let socket = socket, waiters = waiters
-        return await withCheckedContinuation { (k: CheckedContinuation<Int, Never>) in
-            executor.execute {
-                precondition(waiters.reader == nil, "TCPStream.read: another read is pending")
-                let n = socket.read(into: buffer)
-                if n > 0 || socket.atEndOfFile || socket.state == .closed || waiters.discarding {
-                    k.resume(returning: n)
-                } else {
-                    waiters.reader = (buffer, k)
+        let socket = socket, waiters = waiters, executor = executor, id = nextCall()
+        let n = await withTaskCancellationHandler {
+            await withCheckedContinuation { (k: CheckedContinuation<Int?, Never>) in
+                executor.execute {
+                    if waiters.reads.start(id) { return k.resume(returning: nil) }
+                    precondition(waiters.reader == nil, "TCPStream.read: another read is pending")
+                    let n = socket.read(into: buffer)
+                    if n > 0 || socket.atEndOfFile || socket.state == .closed || waiters.discarding {
+                        k.resume(returning: n)
+                    } else {
+                        waiters.reader = (buffer, id, k)
+                    }
                 }
             }
+        } onCancel: {
+            // Any thread: settled on the core (see TCPStreamCancellation).
+            executor.execute { waiters.cancelRead(id) }
         }
+        guard let n else { throw CancellationError() }
+        return n
     }
 
     /// Reads up to `maximum` bytes into a new array (empty at end of file).
-    public func read(upTo maximum: Int) async -> [UInt8] {
+    /// - Throws: `CancellationError` (see ``read(into:)``).
+    public func read(upTo maximum: Int) async throws(CancellationError) -> [UInt8] {
         // A buffer of its own (the array's storage cannot be lent across
         // a suspension): two allocations per call.
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maximum, 1), alignment: 16)
         defer { buffer.deallocate() }
-        let n = await read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<maximum]))
+        let n = try await read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<maximum]))
         return Array(buffer[0..<n])
     }
 
@@ -175,16 +272,24 @@ public final class TCPStream: Sendable {
     /// when every byte is in the send buffer (not yet acknowledged).
     /// - Throws: ``TCPSocketError/writeShutDown`` after ``shutdownWrite()``,
     ///   ``TCPSocketError/closed`` after ``close()``, or the connection's
-    ///   end (``TCPSocketError/reset``, ``TCPSocketError/timedOut``, ...).
-    public func write(_ bytes: [UInt8]) async throws(TCPSocketError) {
+    ///   end (``TCPSocketError/reset``, ``TCPSocketError/timedOut``, ...);
+    ///   `CancellationError` when the task is cancelled while it waits
+    ///   for room (a prefix of `bytes` may be in the send buffer already,
+    ///   and is sent).
+    public func write(_ bytes: [UInt8]) async throws {
         guard !bytes.isEmpty else { return }
-        let socket = socket, waiters = waiters
-        let result = await withCheckedContinuation { (k: CheckedContinuation<Result<Void, TCPSocketError>, Never>) in
-            executor.execute {
-                precondition(waiters.writer == nil, "TCPStream.write: another write is pending")
-                waiters.writer = (bytes, 0, k)
-                waiters.pumpWriter(socket)
+        let socket = socket, waiters = waiters, executor = executor, id = nextCall()
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (k: CheckedContinuation<Result<Void, any Error>, Never>) in
+                executor.execute {
+                    if waiters.writes.start(id) { return k.resume(returning: .failure(CancellationError())) }
+                    precondition(waiters.writer == nil, "TCPStream.write: another write is pending")
+                    waiters.writer = (bytes, 0, id, k)
+                    waiters.pumpWriter(socket)
+                }
             }
+        } onCancel: {
+            executor.execute { waiters.cancelWrite(id) }
         }
         try result.get()
     }
@@ -240,28 +345,42 @@ public final class TCPStream: Sendable {
 final class TCPAcceptQueue: Sendable {
     struct State {
         var ready: [TCPStream] = []
-        var waiters: [CheckedContinuation<TCPStream?, Never>] = []
+        /// Waiting accepts, by call id (nil: the listener closed).
+        var waiters: [(id: UInt64, k: CheckedContinuation<Result<TCPStream, any Error>, Never>)] = []
         var closed = false
     }
     /// A pthread lock: the connections' cores and accepting tasks contend
     /// (see `PthreadMutex` for the thread sanitizer).
     let state = PthreadLockedValue(State())
     let limit: Int
+    /// The ids of the accept calls (their cancel handlers find them by it).
+    let calls = Atomic<UInt64>(0)
 
     init(limit: Int) { self.limit = limit }
 
     /// Hands `stream` to a waiting task or queues it; false when the
     /// listener is closed or `limit` streams already wait.
     func offer(_ stream: TCPStream) -> Bool {
-        let (taken, waiter): (Bool, CheckedContinuation<TCPStream?, Never>?) = state.withLock { s in
+        let (taken, waiter): (Bool, CheckedContinuation<Result<TCPStream, any Error>, Never>?) = state.withLock { s in
             if s.closed { return (false, nil) }
-            if !s.waiters.isEmpty { return (true, s.waiters.removeFirst()) }
+            if !s.waiters.isEmpty { return (true, s.waiters.removeFirst().k) }
             guard s.ready.count < limit else { return (false, nil) }
             s.ready.append(stream)
             return (true, nil)
         }
-        waiter?.resume(returning: stream)
+        waiter?.resume(returning: .success(stream))
         return taken
+    }
+
+    /// The cancel of accept `id` (any thread): resumes it if it still
+    /// waits. One resume only: the waiter leaves the list under the lock,
+    /// either here or in ``offer(_:)`` or ``TCPStreamListener/close()``,
+    /// and only the one that took it resumes it.
+    func cancel(_ id: UInt64) {
+        let waiter = state.withLock { s in
+            s.waiters.firstIndex { $0.id == id }.map { s.waiters.remove(at: $0).k }
+        }
+        waiter?.resume(returning: .failure(CancellationError()))
     }
 }
 
@@ -279,6 +398,7 @@ final class TCPAcceptQueue: Sendable {
 /// Concurrency contract: any task or thread; several tasks may wait in
 /// ``accept()`` (served in order). ``close()`` ends every waiting accept
 /// (they throw ``TCPSocketError/closed``) and closes the queued streams.
+/// A cancelled task's accept ends with `CancellationError`.
 /// Cost per accept: one lock, and when it waits one continuation resumed
 /// from the connection's core.
 public final class TCPStreamListener: Sendable {
@@ -297,20 +417,33 @@ public final class TCPStreamListener: Sendable {
     public var local: InetEndpoint { listener.local }
 
     /// The next connection, suspending until one is established.
-    /// - Throws: ``TCPSocketError/closed`` once the listener is closed.
-    public func accept() async throws(TCPSocketError) -> TCPStream {
+    /// - Throws: ``TCPSocketError/closed`` once the listener is closed;
+    ///   `CancellationError` when the task is cancelled while it waits.
+    public func accept() async throws -> TCPStream {
         let queue = queue
-        let stream = await withCheckedContinuation { (k: CheckedContinuation<TCPStream?, Never>) in
-            let now: TCPStream?? = queue.state.withLock { s in
-                if !s.ready.isEmpty { return .some(s.ready.removeFirst()) }
-                if s.closed { return .some(nil) }
-                s.waiters.append(k)
-                return .none
+        let id = queue.calls.wrappingAdd(1, ordering: .relaxed).newValue
+        return try await withTaskCancellationHandler {
+            await withCheckedContinuation { (k: CheckedContinuation<Result<TCPStream, any Error>, Never>) in
+                let now: Result<TCPStream, any Error>? = queue.state.withLock { s in
+                    // The race with the cancel handler, settled by the lock:
+                    // the task's cancelled flag is set before its handler
+                    // runs, and the handler takes this lock. If the handler's
+                    // section comes first, the flag's store happens before
+                    // this section (the lock's release/acquire), so this
+                    // check sees it and the call ends here; if this section
+                    // comes first and the flag was not yet seen, the waiter
+                    // is in the list when the handler looks.
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    if !s.ready.isEmpty { return .success(s.ready.removeFirst()) }
+                    if s.closed { return .failure(TCPSocketError.closed) }
+                    s.waiters.append((id, k))
+                    return nil
+                }
+                if let now { k.resume(returning: now) }
             }
-            if let now { k.resume(returning: now) }
-        }
-        guard let stream else { throw .closed }
-        return stream
+        } onCancel: {
+            queue.cancel(id)
+        }.get()
     }
 
     /// Stops listening (see ``TCPListenerSocket/close()``), ends waiting
@@ -323,7 +456,7 @@ public final class TCPStreamListener: Sendable {
             return (s.ready, s.waiters)
         }
         listener.close()
-        for k in waiters { k.resume(returning: nil) }
+        for w in waiters { w.k.resume(returning: .failure(TCPSocketError.closed)) }
         for s in ready { s.close() }
     }
 }
@@ -334,24 +467,37 @@ extension EndpointStack {
     /// stream once the connection is established. Any task.
     /// - Throws: the errors of ``connectTCP(to:from:configuration:onReadable:)``,
     ///   ``TCPSocketError/refused`` (the peer's RST),
-    ///   ``TCPSocketError/timedOut`` (no answer to the SYNs).
+    ///   ``TCPSocketError/timedOut`` (no answer to the SYNs), or
+    ///   `CancellationError`: the task was cancelled before the handshake
+    ///   completed; the connection is aborted (RFC 9293 §3.10.5: dropped
+    ///   in SYN-SENT, reset in SYN-RECEIVED) and freed.
     public func connectTCPStream(to remote: InetEndpoint, from local: InetEndpoint? = nil,
-                                 configuration: TCPConfiguration = TCPConfiguration()) async throws(TCPSocketError)
+                                 configuration: TCPConfiguration = TCPConfiguration()) async throws
         -> TCPStream
     {
         let waiters = TCPStreamWaiters()
         let s = try openTCP(to: remote, from: local, configuration: configuration,
                             onReadable: TCPStreamWaiters.handler, context: waiters)
         let stream = TCPStream(socket: s, waiters: waiters)
-        let result = await withCheckedContinuation { (k: CheckedContinuation<Result<Void, TCPSocketError>, Never>) in
-            group.executors[s.core].execute {
-                let state = s.state
-                if state == .synSent || state == .synReceived {
-                    waiters.opener = k
-                } else {
-                    k.resume(returning: state == .closed ? .failure(TCPSocketError(s.closeReason)) : .success(()))
+        let executor = group.executors[s.core], id: UInt64 = 1
+        let result = await withTaskCancellationHandler {
+            await withCheckedContinuation { (k: CheckedContinuation<Result<Void, any Error>, Never>) in
+                executor.execute {
+                    if waiters.opens.start(id) {
+                        s.abort()
+                        return k.resume(returning: .failure(CancellationError()))
+                    }
+                    let state = s.state
+                    if state == .synSent || state == .synReceived {
+                        waiters.opener = (id, k)
+                    } else {
+                        k.resume(returning: state == .closed ? .failure(TCPSocketError(s.closeReason)) : .success(()))
+                    }
                 }
             }
+        } onCancel: {
+            // Any thread: settled on the core (see TCPStreamCancellation).
+            executor.execute { waiters.cancelOpen(id, s) }
         }
         try result.get()
         return stream

@@ -135,6 +135,10 @@ public struct StackStatistics: Sendable, Equatable {
     /// Immediate-ACK steps that found the engine in use (the try-lock
     /// failed): the segment waited for the holder.
     public var tcpTryLockFailures = 0
+    /// Orphaned connections (closed by the application) dropped in
+    /// FIN-WAIT-2 after ``TCPConfiguration/finWait2Timeout`` (Linux's
+    /// tcp_fin_timeout): their peers never sent a FIN.
+    public var tcpFinWait2Timeouts = 0
 
     /// An empty set of counters.
     public init() {}
@@ -159,6 +163,7 @@ public struct StackStatistics: Sendable, Equatable {
         \.datagramsSent, \.sendFailures, \.writesHandedOff, \.packetsOut, \.socketWorkerRuns,
         \.tcpSegmentsSent, \.tcpSuperSegmentsSent, \.tcpResetsSent, \.tcpConnectionsAccepted, \.tcpInputPathRuns,
         \.tcpInputPathSegments, \.tcpImmediateAcks, \.tcpDeferredAcks, \.tcpTryLockFailures,
+        \.tcpFinWait2Timeouts,
     ]
 
     /// The sum of two sets of counters (control path: allocates).

@@ -44,6 +44,16 @@ public struct TCPConfiguration: Sendable, Hashable {
     /// §3.10.7.4: MSL is 2 minutes). Configurable shorter (Linux uses 60 s
     /// for 2*MSL).
     public var maximumSegmentLifetime: UInt64 = 120_000_000
+    /// How long an orphaned connection (the application called
+    /// ``TCPConnection/close()``: it reads nothing more) may stay in
+    /// FIN-WAIT-2 waiting for the peer's FIN before it is dropped
+    /// (Linux's net.ipv4.tcp_fin_timeout, 60 s; RFC 9293 §3.10.7.4 and
+    /// RFC 1122 §4.2.2.13 allow ending it, since nothing can be delivered
+    /// any more). Counted from entering FIN-WAIT-2 (or from the close, if
+    /// later), not restarted by the peer's segments, as Linux's timer. A
+    /// half-closed connection (``TCPConnection/shutdownWrite()`` only,
+    /// still read) is never timed out.
+    public var finWait2Timeout: UInt64 = 60_000_000
     /// Initial congestion window in segments (RFC 6928 §2: min(10*MSS,
     /// max(2*MSS, 14600)); this count is the 10).
     public var initialWindowSegments = 10

@@ -332,6 +332,7 @@ extension TCPConnection {
         switch state {
         case .finWait1 where finAcked:
             state = .finWait2
+            armFinWait2Timeout(now: now)
         case .closing where finAcked:
             startTimeWait(now: now)
         case .lastAck where finAcked:
@@ -389,6 +390,9 @@ extension TCPConnection {
                     rcvNxt = end
                     filled = true
                 }
+                // An orphan (``close(now:)``) drops what it receives; the
+                // window stays open so that the peer can reach its FIN.
+                if isOrphaned { recvRing.consume(recvRing.count) }
                 ackPending = true
                 if data.count >= rcvMSS { fullSegmentsUnacked += 1 }
                 // RFC 5681 §4.2: ACK at least every second full-sized
@@ -436,6 +440,7 @@ extension TCPConnection {
         state = .timeWait
         retransmitDeadline = nil
         persistDeadline = nil
+        finWait2Deadline = nil
         timeWaitDeadline = now + 2 * configuration.maximumSegmentLifetime
     }
 }

@@ -1,12 +1,22 @@
 extension TCPConnection {
     /// Runs every timer that has expired at `now` (see ``nextDeadline``):
     /// the end of TIME-WAIT, the delayed ACK, the retransmission timeout,
-    /// the persist timer. Sends what they cause to `sink`.
+    /// the persist timer, an orphan's FIN-WAIT-2 timeout. Sends what they
+    /// cause to `sink`.
     public mutating func handleTimers(now: UInt64, sink: inout some TCPSegmentSink) {
         if let t = timeWaitDeadline, now >= t {
             // RFC 9293 §3.10.8: "If the time-wait timeout expires on a
             // connection, delete the TCB".
             enterClosed(.normal)
+            return
+        }
+        if let t = finWait2Deadline, now >= t {
+            // An orphan whose peer never sent its FIN: dropped silently, as
+            // Linux's FIN-WAIT-2 timewait socket (tcp_time_wait with
+            // TCP_FIN_WAIT2) at the end of tcp_fin_timeout. A late segment
+            // of the peer's then draws a RST (no connection).
+            counters.finWait2Timeouts += 1
+            enterClosed(.finWait2Timeout)
             return
         }
         if let t = delayedAckDeadline, now >= t {

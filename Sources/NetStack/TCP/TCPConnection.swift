@@ -97,6 +97,10 @@ public struct TCPConnection: Sendable {
     var persistDeadline: UInt64?
     var persistBackoffs = 0
     var timeWaitDeadline: UInt64?
+    /// The end of an orphaned connection's FIN-WAIT-2 (``close()``).
+    var finWait2Deadline: UInt64?
+    /// ``close()`` ran: no application reads any more.
+    public internal(set) var isOrphaned = false
     var rtt: TCPRetransmissionTimer
     var cc: TCPCongestionControl
     /// Karn timing without timestamps: the segment timed and when it left.
@@ -227,6 +231,28 @@ public struct TCPConnection: Sendable {
         }
     }
 
+    /// CLOSE by an application that reads nothing more (close(2) of a
+    /// socket, not shutdown(2)): the half-close of ``shutdownWrite()``,
+    /// and the connection becomes an orphan: received data is discarded
+    /// (now and when it arrives: the window stays open so that the peer
+    /// can finish), and once in FIN-WAIT-2 the connection is dropped after
+    /// ``TCPConfiguration/finWait2Timeout`` unless the peer's FIN comes
+    /// first (RFC 9293 §3.10.7.4 and RFC 1122 §4.2.2.13 allow the timeout;
+    /// Linux's tcp_fin_timeout). Call ``output(now:sink:)`` to send the FIN.
+    public mutating func close(now: UInt64) {
+        shutdownWrite()
+        isOrphaned = true
+        recvRing.consume(recvRing.count)
+        armFinWait2Timeout(now: now)
+    }
+
+    /// Starts the orphan's FIN-WAIT-2 timer (on ``close(now:)`` in
+    /// FIN-WAIT-2, or on entering FIN-WAIT-2 after it).
+    mutating func armFinWait2Timeout(now: UInt64) {
+        guard isOrphaned, state == .finWait2, finWait2Deadline == nil else { return }
+        finWait2Deadline = now + configuration.finWait2Timeout
+    }
+
     /// ABORT (RFC 9293 §3.10.5): sends `<SEQ=SND.NXT><CTL=RST>` in a
     /// synchronized state and closes at once.
     public mutating func abort(now: UInt64, sink: inout some TCPSegmentSink) {
@@ -246,9 +272,11 @@ public struct TCPConnection: Sendable {
 
     /// The earliest time at which ``handleTimers(now:sink:)`` has work: the
     /// retransmission or persist timer, the delayed ACK, or the end of
-    /// TIME-WAIT. Nil when nothing is pending (CLOSED, or idle).
+    /// TIME-WAIT or of an orphan's FIN-WAIT-2. Nil when nothing is
+    /// pending (CLOSED, or idle).
     public var nextDeadline: UInt64? {
-        earliest(earliest(retransmitDeadline, persistDeadline), earliest(delayedAckDeadline, timeWaitDeadline))
+        earliest(earliest(earliest(retransmitDeadline, persistDeadline), earliest(delayedAckDeadline, timeWaitDeadline)),
+                 finWait2Deadline)
     }
 
     /// The smoothed RTT (µs), 0 before the first sample.
@@ -281,5 +309,6 @@ public struct TCPConnection: Sendable {
         persistDeadline = nil
         delayedAckDeadline = nil
         timeWaitDeadline = nil
+        finWait2Deadline = nil
     }
 }

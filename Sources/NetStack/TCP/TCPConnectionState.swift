@@ -57,4 +57,8 @@ public enum TCPCloseReason: Sendable, Hashable {
     case timedOut
     /// The application aborted (RST sent).
     case aborted
+    /// Orphaned in FIN-WAIT-2 longer than
+    /// ``TCPConfiguration/finWait2Timeout`` (the peer never sent its
+    /// FIN): dropped without a RST, as Linux's default tcp_fin_timeout.
+    case finWait2Timeout
 }

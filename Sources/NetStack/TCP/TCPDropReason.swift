@@ -81,6 +81,8 @@ public struct TCPCounters: Sendable, Hashable {
     public var delayedAcksSent = 0
     /// RSTs sent.
     public var resetsSent = 0
+    /// Orphaned connections ended by ``TCPConfiguration/finWait2Timeout``.
+    public var finWait2Timeouts = 0
     /// Out-of-order segments kept.
     public var outOfOrderSegments = 0
     /// Segments (partly) duplicate of data already received.
