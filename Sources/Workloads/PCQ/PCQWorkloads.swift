@@ -22,18 +22,19 @@ let pcqWorkloads: [Workload] = [
     Workload(
         name: "pcq-1p1c",
         summary: "one producer (CPU 0) puts 1...N into a 1024-item queue, one consumer (CPU 1) takes them in order",
-        impls: pcqImpls(producers: 1)),
+        impls: pcqImpls(producers: 1), projectImpls: 2),
     Workload(
         name: "pcq-2p1c",
         summary: "two producers sharing CPU 0 put N/2 tagged values each, one consumer (CPU 1) checks per-producer order",
-        impls: pcqImpls(producers: 2)),
+        impls: pcqImpls(producers: 2), projectImpls: 2),
 ]
 
 private func pcqImpls(producers: Int) -> [(name: String, run: Workload.Run)] {
     [
+        // The project's two designs first (`bench` runs both by default).
         pcqImpl(PCQBenchQueue.self, producers: producers),
-        pcqImpl(PCQPairBenchQueue.self, producers: producers),
         pcqImpl(LanedPCQBenchQueue.self, producers: producers),
+        pcqImpl(PCQPairBenchQueue.self, producers: producers),
         pcqImpl(MutexDequeBenchQueue.self, producers: producers),
         pcqImpl(WFCQBenchQueue.self, producers: producers),
     ]
