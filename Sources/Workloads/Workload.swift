@@ -26,13 +26,18 @@ public struct Workload: Sendable {
 
     public let name: String
     public let summary: String
-    /// (impl name, runner); the first is the project's implementation.
+    /// (impl name, runner); the first `projectImpls` are the project's
+    /// implementations.
     public let impls: [(name: String, run: Run)]
+    /// How many of `impls` are the project's own (what `bench` runs by
+    /// default): 1 unless the project has two designs of the same thing.
+    public let projectImpls: Int
 
-    public init(name: String, summary: String, impls: [(name: String, run: Run)]) {
+    public init(name: String, summary: String, impls: [(name: String, run: Run)], projectImpls: Int = 1) {
         self.name = name
         self.summary = summary
         self.impls = impls
+        self.projectImpls = projectImpls
     }
 }
 

@@ -130,7 +130,7 @@ enum ImplChoice: NamedChoice, Hashable {
     /// implementation of this name.
     func implementations(of workload: Workload) -> [(name: String, run: Workload.Run)] {
         switch self {
-        case .project: return Array(workload.impls.prefix(1))
+        case .project: return Array(workload.impls.prefix(workload.projectImpls))
         case .all: return workload.impls
         case .named(let name): return workload.impls.filter { $0.name == name }
         }

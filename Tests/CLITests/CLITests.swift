@@ -90,7 +90,9 @@ import Workloads
         #expect(b.workload.workloads.map(\.name) == ["pcq-1p1c"])
         let pcq = try #require(WorkloadRegistry.named("pcq-1p1c"))
         #expect(b.impl.implementations(of: pcq).map(\.name) == pcq.impls.map(\.name))
-        #expect(ImplChoice.project.implementations(of: pcq).map(\.name) == [pcq.impls[0].name])
+        #expect(ImplChoice.project.implementations(of: pcq).map(\.name) == ["pcq", "pcq_lanes"])
+        let demux = try #require(WorkloadRegistry.named("demux"))
+        #expect(ImplChoice.project.implementations(of: demux).map(\.name) == [demux.impls[0].name])
         #expect(try BenchCommand.parse(["all"]).workload.workloads.count == WorkloadRegistry.all.count)
         #expect(try BenchCommand.parse(["demux"]).impl == .project)
     }

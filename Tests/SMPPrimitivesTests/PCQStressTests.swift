@@ -319,23 +319,23 @@ fileprivate struct StressPair: BitwiseCopyable, Equatable, Sendable {
     var complement: UInt
 }
 
-fileprivate final class StressCounters: Sendable {
+final class StressCounters: Sendable {
     private let slots: [StressCounter]
     init(count: Int) { slots = (0..<count).map { _ in StressCounter() } }
     func add(_ i: Int, _ v: Int) { slots[i].value.add(v, ordering: .relaxed) }
     var total: Int { slots.reduce(0) { $0 + $1.value.load(ordering: .relaxed) } }
 }
 
-fileprivate final class StressCounter: Sendable {
+final class StressCounter: Sendable {
     let value = Atomic<Int>(0)
 }
 
-fileprivate final class StressReport: Sendable {
+final class StressReport: Sendable {
     let errors = Atomic<Int>(-1)
 }
 
 /// A tiny deterministic generator (SplitMix64) so rounds are reproducible.
-fileprivate struct SplitMix {
+struct SplitMix {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

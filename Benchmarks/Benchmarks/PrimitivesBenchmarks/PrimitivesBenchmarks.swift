@@ -46,6 +46,29 @@ func pcqBenchmarks() {
         _ = q.drain(max: 1024) { sum &+= $0 }
         blackHole(sum)
     }
+    Benchmark("LanedPCQ.putGet") { benchmark in
+        let q = LanedPCQ<UInt>(laneCapacity: 1024, maxLanes: 2)
+        guard var lane = q.register() else { fatalError("no lane") }
+        benchmark.startMeasurement()
+        for i in benchmark.scaledIterations {
+            _ = lane.put(UInt(i) &+ 1)
+            blackHole(q.get())
+        }
+    }
+    Benchmark("LanedPCQ.putDrain64") { benchmark in
+        let q = LanedPCQ<UInt>(laneCapacity: 1024, maxLanes: 2)
+        guard var lane = q.register() else { fatalError("no lane") }
+        var sum: UInt = 0
+        benchmark.startMeasurement()
+        for i in benchmark.scaledIterations {
+            _ = lane.put(UInt(i) &+ 1)
+            if i & 63 == 63 {
+                _ = q.drain(max: 64) { sum &+= $0 }
+            }
+        }
+        _ = q.drain(max: 1024) { sum &+= $0 }
+        blackHole(sum)
+    }
 }
 
 struct BenchKey: RCUHashKey {

@@ -4,7 +4,7 @@ import Synchronization
 
 /// A `Synchronization.Mutex` around a swift-collections Deque bounded to
 /// the workload's capacity; the consumer moves up to 64 items out per lock.
-final class MutexDequeBenchQueue: PCQBenchSubject, @unchecked Sendable {
+final class MutexDequeBenchQueue: PCQSharedBenchSubject, @unchecked Sendable {
     // @unchecked Sendable: because of `batch`, a raw buffer only the single
     // consumer thread touches; everything else is a Mutex or an Atomic.
     static var implName: String { "mutex_deque" }

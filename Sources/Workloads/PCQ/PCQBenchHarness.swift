@@ -89,16 +89,18 @@ private func produce<Q: PCQBenchSubject>(_ queue: Q, control: BenchControl, barr
                                          id: Int, count: Int) {
     let tag = UInt(id) << pcqBenchTagShift
     var sent = 0
-    barrier.wait()
-    outer: for s in 1...count {
-        let v = tag | UInt(s)
-        while !queue.tryPut(v, producer: id) {
-            // Relaxed: the flag carries no data, it only ends the run.
-            if control.stop.load(ordering: .relaxed) { break outer }
-            spinLoopHint()  // one PAUSE per retry, as the workload defines
+    queue.withProducer(id) { tryPut in
+        barrier.wait()
+        outer: for s in 1...count {
+            let v = tag | UInt(s)
+            while !tryPut(v) {
+                // Relaxed: the flag carries no data, it only ends the run.
+                if control.stop.load(ordering: .relaxed) { break outer }
+                spinLoopHint()  // one PAUSE per retry, as the workload defines
+            }
+            sent = s
+            if control.stop.load(ordering: .relaxed) { break }
         }
-        sent = s
-        if control.stop.load(ordering: .relaxed) { break }
     }
     control.producers[id].sent.store(sent, ordering: .relaxed)
     // Releasing: the consumer reads `sent` after acquiring `done`.

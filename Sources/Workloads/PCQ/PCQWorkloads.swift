@@ -6,13 +6,14 @@
 //
 // Files: this one (the workloads, their sizes, what the harness needs
 // from a queue), PCQBenchHarness.swift (the producer and consumer loops
-// and the check), PCQBenchQueues.swift (the project's queue, `pcq` and
-// `pcq_pair`), MutexDequeBenchQueue.swift and WFCQBenchQueue.swift (the
-// in-process baselines).
+// and the check), PCQBenchQueues.swift (the project's queues, `pcq`,
+// `pcq_pair` and `pcq_lanes`), MutexDequeBenchQueue.swift and
+// WFCQBenchQueue.swift (the in-process baselines).
 //
 // Implementations: `pcq` (the project's PCQ of words, batch drain),
 // `pcq_pair` (the same queue carrying a 16-byte struct: word vs two-word
-// element cost), `mutex_deque` (Synchronization.Mutex around a bounded
+// element cost), `pcq_lanes` (LanedPCQ: one single-producer lane per
+// producer, no order across producers), `mutex_deque` (Synchronization.Mutex around a bounded
 // swift-collections Deque) and `urcu_wfcq` (liburcu's wait-free concurrent
 // queue with a recycled node pool, as the C peer harness runs it).
 import SMPPrimitives
@@ -21,16 +22,18 @@ let pcqWorkloads: [Workload] = [
     Workload(
         name: "pcq-1p1c",
         summary: "one producer (CPU 0) puts 1...N into a 1024-item queue, one consumer (CPU 1) takes them in order",
-        impls: pcqImpls(producers: 1)),
+        impls: pcqImpls(producers: 1), projectImpls: 2),
     Workload(
         name: "pcq-2p1c",
         summary: "two producers sharing CPU 0 put N/2 tagged values each, one consumer (CPU 1) checks per-producer order",
-        impls: pcqImpls(producers: 2)),
+        impls: pcqImpls(producers: 2), projectImpls: 2),
 ]
 
 private func pcqImpls(producers: Int) -> [(name: String, run: Workload.Run)] {
     [
+        // The project's two designs first (`bench` runs both by default).
         pcqImpl(PCQBenchQueue.self, producers: producers),
+        pcqImpl(LanedPCQBenchQueue.self, producers: producers),
         pcqImpl(PCQPairBenchQueue.self, producers: producers),
         pcqImpl(MutexDequeBenchQueue.self, producers: producers),
         pcqImpl(WFCQBenchQueue.self, producers: producers),
@@ -70,8 +73,11 @@ protocol PCQBenchSubject: AnyObject, Sendable {
     /// Describes the implementation for the JSON `note`.
     static var note: String { get }
     init(producers: Int)
-    /// Producer `producer` (0..<P) offers one value; false if full.
-    func tryPut(_ value: UInt, producer: Int) -> Bool
+    /// Producer `id`'s whole run, on its own thread: calls `body` once
+    /// with that producer's put (which offers one value and returns false
+    /// if full). A queue with per-producer handles registers one here, on
+    /// the producer's thread, for the duration of `body`.
+    func withProducer(_ id: Int, _ body: (_ put: (UInt) -> Bool) -> Void)
     /// Consumer: takes what is available (some batch), calling `body` per
     /// item in queue order; returns the number taken.
     func take(_ body: (UInt) -> Void) -> Int
@@ -81,4 +87,17 @@ protocol PCQBenchSubject: AnyObject, Sendable {
 
 extension PCQBenchSubject {
     var pcqStatistics: PCQStatistics? { nil }
+}
+
+/// A queue any producer puts into directly (no per-producer handle).
+protocol PCQSharedBenchSubject: PCQBenchSubject {
+    /// Producer `producer` (0..<P) offers one value; false if full.
+    func tryPut(_ value: UInt, producer: Int) -> Bool
+}
+
+extension PCQSharedBenchSubject {
+    @inline(__always)
+    func withProducer(_ id: Int, _ body: (_ put: (UInt) -> Bool) -> Void) {
+        body { tryPut($0, producer: id) }
+    }
 }

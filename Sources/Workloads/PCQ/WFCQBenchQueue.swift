@@ -8,7 +8,7 @@ import Synchronization
 /// is reused only after the consumer cleared its busy flag, so at most 1024
 /// items are in flight. The consumer splices the whole queue into a private one (no
 /// dequeue lock: single consumer) and walks the batch.
-final class WFCQBenchQueue: PCQBenchSubject, @unchecked Sendable {
+final class WFCQBenchQueue: PCQSharedBenchSubject, @unchecked Sendable {
     // @unchecked Sendable: raw memory shared on purpose. Queue links are
     // managed by liburcu; `value` and `busy` are Atomics (release/acquire)
     // so that the hand-off is also visible to the thread sanitizer, which
