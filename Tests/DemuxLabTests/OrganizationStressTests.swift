@@ -91,25 +91,16 @@ struct OrganizationStressTests {
             #expect(y.contendedAcquisitions == 0)
             #expect(s.coreQueueConsumer.queueOps > 0)
         case .fastpath:
-            // One TCP try-lock per connection's group of a chunk (at most
-            // one per segment, at least one per 64); no table lock.
+            // One TCP try-lock per segment; no table lock.
             #expect(s.coreQueue.queueOps == 0)
-            #expect(y.lockAcquisitions >= r.delivered / DemuxInput<QSBR>.burstCapacity)
-            #expect(y.lockAcquisitions <= offered + y.threadWakeups)
+            #expect(y.lockAcquisitions >= r.delivered)
             #expect(s.stack.readSections > 0)
         case .fastpathDeferred:
             #expect(s.coreQueue.queueOps == offered)
             #expect(s.stack.readSections > 0)
             #expect(s.coreQueueConsumer.queueOps > 0)
         }
-        let puts = s.stack.enqueued + s.stack.drops[.queueFull]
-        if kind == .fastpath || kind == .fastpathDeferred {
-            // The batch path: one batch put per socket's group of a chunk.
-            #expect(s.stack.socketQueue.queueOps <= puts)
-            #expect(s.stack.socketQueue.queueOps >= puts / DemuxInput<QSBR>.burstCapacity)
-        } else {
-            #expect(s.stack.socketQueue.queueOps == puts)
-        }
+        #expect(s.stack.socketQueue.queueOps == s.stack.enqueued + s.stack.drops[.queueFull])
         #expect(s.socketQueueConsumer.queueOps > 0)
     }
 }

@@ -58,15 +58,7 @@ struct DemuxStressTests {
         }
     }
 
-    /// The same through the batch path (``DemuxInput/deliver(batch:onDrop:)``:
-    /// grouped per socket, one batch put per socket per burst).
-    @Test func batchInputsWithChurningSockets() throws {
-        for (round, inputs) in [2, 3, 4, 2].enumerated() {
-            try runRound(round: round, inputs: inputs, packetsPerInput: 6_000, batch: true)
-        }
-    }
-
-    func runRound(round: Int, inputs: Int, packetsPerInput: Int, batch useBatch: Bool = false) throws {
+    func runRound(round: Int, inputs: Int, packetsPerInput: Int) throws {
         let pool = PacketPool(bufferCount: 4096, bufferSize: 64, batchSize: 32)
         let demux = Demux<QSBR>(configuration: .init(queueCapacity: 64, ackPolicy: .delayed(mss: 8), pool: pool))
         let flowsPerInput = 4
@@ -158,25 +150,8 @@ struct DemuxStressTests {
                     sent < packetsPerInput
                         || (control.churnCloses.load(ordering: .relaxed) < 8 && sent < 20 * packetsPerInput)
                 }
-                let batch = UnsafeMutablePointer<DemuxPacket>.allocate(capacity: 16)
-                defer { batch.deallocate() }
-                var batchTCPSeq = [UInt32](repeating: 0, count: 16)
                 while more() {
                     input.burst { b in
-                        var m = 0
-                        defer {
-                            if useBatch && m > 0 {
-                                // A socket's drops are a suffix of its group: the TCP
-                                // flow's sequence resumes at its first dropped segment.
-                                var resume = tcpSeq
-                                b.deliver(batch: UnsafeBufferPointer(start: batch, count: m)) { i, _ in
-                                    drops += 1
-                                    cache.free(batch[i].packet)
-                                    if batch[i].tcp != nil { resume = min(resume, batchTCPSeq[i]) }
-                                }
-                                tcpSeq = resume
-                            }
-                        }
                         for _ in 0..<16 {
                             guard let p = cache.allocate() else { return }
                             sent += 1
@@ -186,11 +161,6 @@ struct DemuxStressTests {
                                 let key = FlowKey(transport: .udp, source: IPAddress(ipv4: 0xc633_6401), sourcePort: 9,
                                                   destination: Self.localAddress, destinationPort: port)
                                 writePayload(pool, p, tag: .max, seq: 0)
-                                if useBatch {
-                                    batch[m] = DemuxPacket(packet: p, key: key)
-                                    m += 1
-                                    continue
-                                }
                                 verdict = b.deliver(p, key: key)
                             } else {
                                 let j = sent % mine.count
@@ -200,19 +170,8 @@ struct DemuxStressTests {
                                 if f.tcp {
                                     let seg = TCPSegmentInfo(sequenceNumber: tcpSeq, acknowledgmentNumber: 0,
                                                              flags: sent % 3 == 0 ? [.ack, .psh] : .ack, window: 100)
-                                    if useBatch {
-                                        batch[m] = DemuxPacket(packet: p, key: f.key, tcp: seg, payloadLength: 8)
-                                        batchTCPSeq[m] = tcpSeq
-                                        m += 1
-                                        tcpSeq &+= 8
-                                        continue
-                                    }
                                     verdict = b.deliver(p, key: f.key, tcp: seg, payloadLength: 8)
                                     if verdict == .queued { tcpSeq &+= 8 }
-                                } else if useBatch {
-                                    batch[m] = DemuxPacket(packet: p, key: f.key)
-                                    m += 1
-                                    continue
                                 } else {
                                     verdict = b.deliver(p, key: f.key)
                                 }

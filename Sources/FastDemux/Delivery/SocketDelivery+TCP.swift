@@ -64,17 +64,11 @@ extension SocketDelivery {
             if counting { stats.sync.atomicRMWs &+= rmws }
         }
         if !inSequence { stats.outOfSequence &+= 1 }
-        if let ack { recordACK(key: key, ackNumber: ack, duplicate: !inSequence) }
-    }
-
-    /// Buffers an immediate ACK for the sink (handed over at the next flush,
-    /// or now if the buffer is full).
-    @inlinable
-    @inline(__always)
-    mutating func recordACK(key: FlowKey, ackNumber: UInt32, duplicate: Bool) {
-        stats.immediateACKs &+= 1
-        if ackCount == capacity { flushACKs() }
-        acks[ackCount] = TCPAck(key: key, ackNumber: ackNumber, duplicate: duplicate)
-        ackCount &+= 1
+        if let ack {
+            stats.immediateACKs &+= 1
+            if ackCount == capacity { flushACKs() }
+            acks[ackCount] = TCPAck(key: key, ackNumber: ack, duplicate: !inSequence)
+            ackCount &+= 1
+        }
     }
 }

@@ -150,23 +150,22 @@ package struct SocketDelivery: ~Copyable {
         return .queued
     }
 
-    /// Remembers `socket` for the readiness pass of the next flush, with
-    /// `runLength` packets just queued on it.
+    /// Remembers `socket` for the readiness pass of the next flush.
     @inlinable
     @inline(__always)
-    mutating func remember(_ socket: SocketReference, runLength: Int = 1, counting: Bool) {
+    mutating func remember(_ socket: SocketReference, counting: Bool) {
         let last = touchedCount &- 1
         if touchedCount > 0 && touched[last] == socket {
             // A load and a store, not `&+=` through the pointer: Swift 6.3
             // crashes compiling that in-place modify here with -sanitize=thread
             // ("Invalid bitcast" in its access instrumentation).
-            touchedRuns[last] = touchedRuns[last] &+ runLength
+            touchedRuns[last] = touchedRuns[last] &+ 1
             return
         }
         // Full: publish what we have (the sockets are still kept alive).
         if touchedCount == capacity { flush(counting: counting) }
         touched[touchedCount] = socket
-        touchedRuns[touchedCount] = runLength
+        touchedRuns[touchedCount] = 1
         touchedCount &+= 1
     }
 

@@ -27,8 +27,6 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     /// Keeps the warming loads of ``deliver(batch:onDrop:)`` from being
     /// optimized away.
     @exclusivity(unchecked) @usableFromInline var warmSink: UInt = 0
-    /// Scratch space of the batch path's grouping pass.
-    @usableFromInline let grouping: DemuxInputGrouping
 
     /// This thread's statistics (plain counters, written by the input
     /// thread only: read them after it stopped).
@@ -39,12 +37,10 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
         delivery = SocketDelivery(depthSampleInterval: demux.configuration.depthSampleInterval,
                                   capacity: Self.burstCapacity, ackSink: ackSink)
         resolved = .allocate(capacity: Self.burstCapacity)
-        grouping = DemuxInputGrouping(capacity: Self.burstCapacity)
     }
 
     deinit {
         resolved.deallocate()
-        grouping.deallocate()
     }
 
     /// Runs one burst: enters a read section, runs `body` (which calls
