@@ -353,15 +353,19 @@ struct StackHTTPNamespaceTests {
         #expect(f.kernelSideDrops() > 5, "the rules dropped packets")
     }
 
-    /// The same with 3 % loss in the stack's own input (the kernel's ACKs).
+    /// The same with loss in the stack's own input (the kernel's ACKs).
     @Test(arguments: [stackV4, stackV6])
     func superSegmentsRecoverFromLossInTheStacksInput(server: String) throws {
-        let f = try HTTPFixture(inputLoss: 0.03, virtioHeader: true)
+        // 20 %, not 3 %: the kernel ACKs a super-segment once, so a 16 MiB
+        // download brings the stack only some 70 to 450 packets (CI's ASan
+        // lane saw 2 of them dropped at 3 %); at 20 % no drop at all has a
+        // chance below 0.8^70 (2e-7), and lost ACKs, SYNs and requests are
+        // what the case is about.
+        let f = try HTTPFixture(inputLoss: 0.2, virtioHeader: true)
         defer { f.tearDown() }
         try checkSuperSegmentDownload(f, server: server)
-        // The kernel ACKs each super-segment once: ~450 ACKs for 16 MiB,
-        // so 3 % of them is a dozen (never 0 in practice: e^-13).
-        #expect(f.stack.totalStatistics.dropped(.injectedLoss) > 3)
+        #expect(f.stack.totalStatistics.dropped(.injectedLoss) > 0)
+        #expect(f.stack.totalStatistics.isConserved)
     }
 
     /// curl downloads `bytes` (16 MiB unless told); the body is the pattern and the stack sent
