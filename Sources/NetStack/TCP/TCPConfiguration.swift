@@ -45,7 +45,7 @@ public struct TCPConfiguration: Sendable, Hashable {
     /// for 2*MSL).
     public var maximumSegmentLifetime: UInt64 = 120_000_000
     /// How long an orphaned connection (the application called
-    /// ``TCPConnection/close()``: it reads nothing more) may stay in
+    /// ``TCPConnection/close(now:)``: it reads nothing more) may stay in
     /// FIN-WAIT-2 waiting for the peer's FIN before it is dropped
     /// (Linux's net.ipv4.tcp_fin_timeout, 60 s; RFC 9293 §3.10.7.4 and
     /// RFC 1122 §4.2.2.13 allow ending it, since nothing can be delivered

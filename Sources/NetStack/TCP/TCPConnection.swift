@@ -97,9 +97,9 @@ public struct TCPConnection: Sendable {
     var persistDeadline: UInt64?
     var persistBackoffs = 0
     var timeWaitDeadline: UInt64?
-    /// The end of an orphaned connection's FIN-WAIT-2 (``close()``).
+    /// The end of an orphaned connection's FIN-WAIT-2 (``close(now:)``).
     var finWait2Deadline: UInt64?
-    /// ``close()`` ran: no application reads any more.
+    /// ``TCPConnection/close(now:)`` ran: no application reads any more.
     public internal(set) var isOrphaned = false
     var rtt: TCPRetransmissionTimer
     var cc: TCPCongestionControl
