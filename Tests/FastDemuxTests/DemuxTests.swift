@@ -222,6 +222,29 @@ struct DemuxTests {
         s.close()
     }
 
+    /// Removing a socket clears its slot's pending readiness bit: the next
+    /// occupant of the slot is not handed a readiness it never had (the
+    /// reader's read of the member would otherwise race with the add that
+    /// writes it on another thread).
+    @Test func removeClearsTheSlotsPendingReadiness() throws {
+        let demux = Demux<Memb>()
+        let set = SocketReadySet(capacity: 2)
+        let s = demux.makeSocket(.udp)
+        try s.bind(InetEndpoint(v4("10.0.0.1"), 9))
+        #expect(set.add(s) == 0)
+        let key = packetKey(.udp, from: "192.0.2.1", 1, to: "10.0.0.1", 9)
+        #expect(deliverBurst(demux, key: key, words: [1]).stats.sync.wakeups == 1)
+        #expect(set.hasReadyBits)
+        s.close()
+        #expect(set.remove(slot: 0) == s.id)
+        #expect(!set.hasReadyBits)
+        #expect(set.takeReady { _ in } == 0)
+        let t = demux.makeSocket(.udp)
+        #expect(set.add(t) == 0)
+        #expect(set.takeReady { _ in } == 0)
+        t.close()
+    }
+
     @Test func workerContinuationIsCoalescedAndSendsOwedACK() throws {
         var config = CoreExecutorGroup.Configuration()
         config.pinned = false

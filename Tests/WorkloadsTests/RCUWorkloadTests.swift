@@ -5,7 +5,7 @@ import Testing
     @Test(arguments: ["rcu-lookup", "rcu-churn"])
     func everyImplementationChecksOut(workload: String) throws {
         let w = try #require(WorkloadRegistry.named(workload))
-        #expect(w.impls.map(\.name) == ["rcu_hash", "urcu_lfht", "mutex_dictionary"])
+        #expect(w.impls.map(\.name) == ["rcu_hash", "rcu_bucket", "urcu_lfht", "mutex_dictionary"])
         for impl in w.impls {
             let r = impl.run(WorkloadOptions(n: 20_000))
             #expect(r.checked, "\(workload) \(impl.name): \(r.summary)")

@@ -95,5 +95,21 @@ func rcuBenchmarks() {
             benchmark.stopMeasurement()
             blackHole(found)
         }
+        Benchmark(hit ? "RCUBucketTable.lookupHit" : "RCUBucketTable.lookupMiss") { benchmark in
+            let table = RCUBucketTable<BenchKey, UInt, Memb>(capacity: 65_536 + 1024)
+            for i in 0..<65_536 { _ = try? table.insert(BenchKey(a: UInt64(i), b: 7), value: UInt(i)) }
+            Memb.registerThread()
+            defer { Memb.unregisterThread() }
+            var found = 0
+            benchmark.startMeasurement()
+            Memb.withReadSection {
+                for i in benchmark.scaledIterations {
+                    let k = BenchKey(a: UInt64(i & 65_535), b: hit ? 7 : 8)
+                    if table.lookup(k) != nil { found &+= 1 }
+                }
+            }
+            benchmark.stopMeasurement()
+            blackHole(found)
+        }
     }
 }

@@ -86,12 +86,42 @@ package struct SocketDelivery: ~Copyable {
     ///
     /// `tcp` says what serializes the connection's TCP receive state (see
     /// ``TCPSerialization``). Per packet: a relaxed load of the socket's
-    /// state, one PCQ put, plain counter updates; for TCP the receive state.
+    /// state, one PCQ put, plain counter updates; for TCP the receive state
+    /// (run between the put's reservation and its publication: see
+    /// ``deliverReserving(_:to:tcp:counting:)``).
     @inlinable
     @inline(__always)
     @discardableResult
     package mutating func deliver(_ packet: DemuxPacket, to socket: SocketReference?, tcp: TCPSerialization,
                                   counting: Bool) -> DemuxVerdict {
+        switch deliverReserving(packet, to: socket, tcp: tcp, counting: counting) {
+        case .ticket(let t):
+            socket.unsafelyUnwrapped.withSocket { $0.queue.publish(packet.packet, at: t) }
+            return .queued
+        case .dropped(let reason):
+            return .dropped(reason)
+        }
+    }
+
+    /// ``deliver(_:to:tcp:counting:)`` except that the packet's value is
+    /// not written yet: on `.ticket(t)` everything else is done (counted
+    /// as enqueued, remembered for the readiness pass, TCP state and ACK)
+    /// and the caller must `socket.queue.publish(packet.packet, at: t)`
+    /// before the next ``flush(counting:)`` and before any
+    /// ``flush(counting:)`` this delivery could force, i.e. with at most
+    /// ``capacity`` runs and ACKs added since the last flush.
+    ///
+    /// Why split: every reservation (a CAS on the producer line) and every
+    /// TCP try-lock is a locked instruction, which waits until the store
+    /// buffer has drained. A value and flag store goes to lines the reader
+    /// took last, so it waits for their transfer from the reader's core;
+    /// interleaved with the locked instructions of the next packet, each
+    /// packet paid one such transfer after another. Reserving a chunk
+    /// first and publishing it after lets the chunk's stores overlap.
+    @inlinable
+    @inline(__always)
+    package mutating func deliverReserving(_ packet: DemuxPacket, to socket: SocketReference?, tcp: TCPSerialization,
+                                           counting: Bool) -> Reservation {
         stats.offered &+= 1
         guard let socket else {
             stats.drops.record(.noSocket)
@@ -100,14 +130,28 @@ package struct SocketDelivery: ~Copyable {
         // No retain: the caller keeps the socket alive (see the type's
         // contract).
         return socket.withSocket { s in
-            enqueue(packet, on: s, socket, tcp: tcp, counting: counting)
+            let r = reserve(packet, on: s, counting: counting)
+            if case .ticket = r { admitted(packet, on: s, socket, tcp: tcp, counting: counting) }
+            return r
         }
     }
 
+    /// Flushes now if `count` more runs or ACKs could overflow the
+    /// buffers (so that ``deliverReserving(_:to:tcp:counting:)`` of `count`
+    /// packets never forces a flush before their values are published).
+    @inlinable
+    package mutating func makeRoom(for count: Int, counting: Bool) {
+        if touchedCount &+ count > capacity || ackCount &+ count > capacity { flush(counting: counting) }
+    }
+
+    /// The first half of an enqueue: the closed check and the reservation
+    /// of a slot in `s`'s receive queue (the ticket), or the drop with its
+    /// counts. A `.ticket` must be published (`PCQ.publish`) exactly
+    /// once, before the next ``flush(counting:)``: until then the reader
+    /// sees the queue end before it (as behind a preempted producer).
     @inlinable
     @inline(__always)
-    mutating func enqueue(_ packet: DemuxPacket, on s: Socket, _ ref: SocketReference, tcp: TCPSerialization,
-                          counting: Bool) -> DemuxVerdict {
+    package mutating func reserve(_ packet: DemuxPacket, on s: Socket, counting: Bool) -> Reservation {
         // Not locking the socket (the NetBSD proposal): its state word is
         // read relaxed; a close racing with us is caught by the teardown
         // drain, which runs after a grace period or under the caller's lock.
@@ -117,23 +161,35 @@ package struct SocketDelivery: ~Copyable {
             if counting { stats.sync.atomicRMWs &+= 1 }
             return .dropped(.socketClosed)
         }
-        let accepted: Bool
+        let ticket: UInt?
         if counting {
             stats.socketQueue.queueOps &+= 1
             // The queue counts the RMWs of this put (its ticket CAS, lost
             // CASes retried, a failed put's counter, high-water CASes).
             var puts = PCQPutCounts()
-            accepted = s.queue.put(packet.packet, counting: &puts)
+            ticket = s.queue.reserve(&puts)
             stats.sync.add(puts)
         } else {
-            accepted = s.queue.put(packet.packet)
+            ticket = s.queue.reserve()
         }
-        guard accepted else {
+        guard let ticket else {
             stats.drops.record(.queueFull)
             s.droppedQueueFullCount.add(1, ordering: .relaxed)
             if counting { stats.sync.atomicRMWs &+= 1 }
             return .dropped(.queueFull)
         }
+        return .ticket(ticket)
+    }
+
+    /// The second half: the bookkeeping of a packet whose slot was
+    /// reserved (counted as enqueued; the hand-off classified, the depth
+    /// sampled, the socket remembered for the readiness pass) and for TCP
+    /// the receive state and the immediate ACK. Independent of whether the
+    /// slot is published yet: the ACK leaves at the next flush, after it.
+    @inlinable
+    @inline(__always)
+    package mutating func admitted(_ packet: DemuxPacket, on s: Socket, _ ref: SocketReference,
+                                   tcp: TCPSerialization, counting: Bool) {
         stats.enqueued &+= 1
         if counting {
             // First enqueue since the last flush: sample this thread's CPU
@@ -147,7 +203,6 @@ package struct SocketDelivery: ~Copyable {
             tcpInput(s, key: packet.key, segment: segment, payloadLength: packet.payloadLength,
                      serialization: tcp, counting: counting)
         }
-        return .queued
     }
 
     /// Remembers `socket` for the readiness pass of the next flush.
@@ -183,7 +238,8 @@ package struct SocketDelivery: ~Copyable {
         ackCount = 0
     }
 
-    /// Loads each resolved socket's hot line and its queue object (the
+    /// Loads each resolved socket's hot line, its queue object and the
+    /// queue's producer line (the
     /// middle pass of a batch delivery: the batch's lookups are done, its
     /// enqueues follow). The loads have no dependencies between packets, so
     /// the processor overlaps their cache misses instead of paying them one
@@ -194,11 +250,19 @@ package struct SocketDelivery: ~Copyable {
         var sink: UInt = 0
         for i in 0..<count {
             sockets[i]?.withSocket { s in
-                sink &+= UInt(s.stateWord.load(ordering: .relaxed)) &+ UInt(s.queue.capacity)
+                sink &+= UInt(s.stateWord.load(ordering: .relaxed)) &+ s.queue.warmProducerLine()
             }
         }
         return sink
     }
+}
+
+/// The outcome of ``SocketDelivery/reserve(_:on:counting:)``: a reserved
+/// receive-queue ticket to publish, or the drop (already counted).
+@usableFromInline
+package enum Reservation {
+    case ticket(UInt)
+    case dropped(DemuxDropReason)
 }
 
 /// What serializes a connection's TCP receive state during delivery.

@@ -24,6 +24,9 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
     @exclusivity(unchecked) @usableFromInline var inBurst = false
     /// Sockets resolved by the first pass of ``deliver(batch:onDrop:)``.
     @usableFromInline let resolved: UnsafeMutablePointer<SocketReference?>
+    /// The receive-queue tickets reserved by the third pass of
+    /// ``deliver(batch:onDrop:)``, published by its fourth.
+    @usableFromInline let tickets: UnsafeMutablePointer<UInt>
     /// Keeps the warming loads of ``deliver(batch:onDrop:)`` from being
     /// optimized away.
     @exclusivity(unchecked) @usableFromInline var warmSink: UInt = 0
@@ -37,10 +40,12 @@ public final class DemuxInput<Flavor: RCUFlavor>: @unchecked Sendable {
         delivery = SocketDelivery(depthSampleInterval: demux.configuration.depthSampleInterval,
                                   capacity: Self.burstCapacity, ackSink: ackSink)
         resolved = .allocate(capacity: Self.burstCapacity)
+        tickets = .allocate(capacity: Self.burstCapacity)
     }
 
     deinit {
         resolved.deallocate()
+        tickets.deallocate()
     }
 
     /// Runs one burst: enters a read section, runs `body` (which calls

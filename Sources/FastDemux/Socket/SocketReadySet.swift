@@ -73,13 +73,28 @@ public final class SocketReadySet: @unchecked Sendable {
     /// Only the set's single reader may call it (the thread that calls
     /// ``takeReady(_:)`` and ``socket(at:)``), and only for a socket no input
     /// thread can reach any more: closed, and its close returned (one grace
-    /// period after which no lookup holds it). A readiness bit still set
-    /// for the slot is harmless: the next occupant is drained once for
-    /// nothing. One lock (the free-slot list).
+    /// period after which no lookup holds it), and not from inside a
+    /// ``takeReady(_:)`` body (a bit that call already took for `slot`
+    /// would still reach the body). A readiness bit still set for the slot
+    /// is cleared. One atomic AND and one lock (the free-slot list).
     @discardableResult
     public func remove(slot: Int) -> Int? {
         precondition(slot >= 0 && slot < capacity)
         guard let r = members[slot] else { return nil }
+        // Clear the old occupant's readiness bit before the slot can be
+        // reused. Without this, a later takeReady would hand the stale bit
+        // to the reader, whose socket(at:) read of `members[slot]` would
+        // race with an add(_:) writing the next occupant on another thread
+        // (nothing orders the two: the bit was set before the add). No
+        // input thread can set the bit again: readiness is published
+        // inside a read section, and the socket's grace period has ended.
+        // The next occupant's bits are set only by traffic that reached it
+        // after its add (through the table's publication and markReady's
+        // release), so the reader's read of its member happens after the
+        // add's write. Relaxed: the bit orders nothing here; the free-slot
+        // lock below orders the slot's reuse.
+        let bit: UInt64 = 1 << UInt64(slot & 63)
+        words[slot >> 6].bitwiseAnd(~bit, ordering: .relaxed)
         members[slot] = nil
         let id = r.withSocket { $0.id }
         // The push (under the lock) happens before the pop of a later

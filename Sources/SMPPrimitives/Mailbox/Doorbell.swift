@@ -112,6 +112,21 @@ public final class Doorbell: @unchecked Sendable {
     /// RMW where it is issued; `rmws` is the caller's own. Any thread.
     @inlinable @discardableResult
     public func ring(countingRMWs rmws: inout Int) -> Bool {
+        Doorbell.ring(word, asymmetric: asymmetric, countingRMWs: &rmws)
+    }
+
+    /// ``ring(countingRMWs:)`` on a doorbell's word, for a caller that
+    /// keeps the doorbell alive itself and holds its `word` and
+    /// ``usesMembarrier`` (``MailboxMesh`` does, so that a send retains and
+    /// releases no `Doorbell` object: two atomic read-modify-writes per
+    /// message, each a full barrier on x86 that waits for the slot store's
+    /// cache-line transfer). The same operations in the same order as
+    /// ``ring()``: the lost-wake-up argument above is unchanged, only the
+    /// object is not touched (the caller's own reference keeps `word`
+    /// allocated).
+    @inlinable @inline(__always)
+    static func ring(_ word: UnsafeMutablePointer<Atomic<UInt32>>, asymmetric: Bool,
+                     countingRMWs rmws: inout Int) -> Bool {
         // Order the caller's publication (a store) before the load of the
         // word: the store/load half of the Dekker pair above — a compiler
         // barrier when the parking side issues membarrier, else a fence.
@@ -122,10 +137,10 @@ public final class Doorbell: @unchecked Sendable {
         }
         if word.pointee.load(ordering: .relaxed) != Doorbell.parked { return false }
         rmws &+= 1
-        return ringSlow()
+        return ringSlow(word)
     }
 
-    @usableFromInline func ringSlow() -> Bool {
+    @usableFromInline static func ringSlow(_ word: UnsafeMutablePointer<Atomic<UInt32>>) -> Bool {
         // Exchange so that of several concurrent ringers only one pays the
         // system call; the others see `running`.
         guard word.pointee.exchange(Doorbell.running, ordering: .sequentiallyConsistent) == Doorbell.parked else {

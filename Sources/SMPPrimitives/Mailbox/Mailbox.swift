@@ -120,6 +120,13 @@ public final class MailboxMesh: @unchecked Sendable {
     /// are race-free.
     @usableFromInline let rings: UnsafeMutablePointer<UnsafeMutableRawPointer>
     @usableFromInline let doorbells: [Doorbell]
+    /// Per receiver, its doorbell's parking word (kept alive by
+    /// `doorbells`), and whether the doorbells use the asymmetric fence
+    /// (the same for all: one `fence` argument). A send rings through
+    /// these instead of `doorbells[receiver]`, whose use retains and
+    /// releases the object — two atomic read-modify-writes per message.
+    @usableFromInline let doorbellWords: UnsafeMutablePointer<UnsafeMutablePointer<Atomic<UInt32>>>
+    @usableFromInline let doorbellsUseMembarrier: Bool
 
     @usableFromInline static let controlBytes = 256
     @usableFromInline static let slotBytes = 32
@@ -162,7 +169,11 @@ public final class MailboxMesh: @unchecked Sendable {
             }
             rings[i] = raw
         }
-        doorbells = (0..<cores).map { _ in Doorbell(fence: fence) }
+        let bells = (0..<cores).map { _ in Doorbell(fence: fence) }
+        doorbells = bells
+        doorbellWords = .allocate(capacity: cores)
+        for (k, bell) in bells.enumerated() { (doorbellWords + k).initialize(to: bell.word) }
+        doorbellsUseMembarrier = bells[0].usesMembarrier
     }
 
     deinit {
@@ -175,6 +186,7 @@ public final class MailboxMesh: @unchecked Sendable {
             rings[i].deallocate()
         }
         rings.deallocate()
+        doorbellWords.deallocate()
     }
 
     @inlinable @inline(__always)
@@ -246,7 +258,9 @@ public final class MailboxMesh: @unchecked Sendable {
     @inlinable
     public func ringDoorbell(of receiver: Int, from sender: Int) {
         let ctl = control(sender, receiver)
-        let word = doorbells[receiver].ring() ? MailboxMesh.rungWord : MailboxMesh.avoidedWord
+        var rmws = 0
+        let rang = Doorbell.ring(doorbellWords[receiver], asymmetric: doorbellsUseMembarrier, countingRMWs: &rmws)
+        let word = rang ? MailboxMesh.rungWord : MailboxMesh.avoidedWord
         let v = ctl[word].load(ordering: .relaxed)
         ctl[word].store(v &+ 1, ordering: .relaxed)
     }

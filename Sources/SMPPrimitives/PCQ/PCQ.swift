@@ -308,9 +308,11 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
 
     /// Takes a ticket whose slot is free, or returns nil if the queue is
     /// full. The caller must then `publish` exactly once for that ticket.
-    /// (Split from `put` so tests can stop a "producer" between the two.)
+    /// (Split from `put` so tests can stop a "producer" between the two,
+    /// and so FastDemux's batch delivery can take a chunk's tickets before
+    /// it writes the chunk's values: see `DemuxInput.deliver(batch:)`.)
     @inlinable
-    internal func reserve() -> UInt? {
+    package func reserve() -> UInt? {
         var unused = PCQPutCounts()
         return reserve(&unused)
     }
@@ -318,7 +320,7 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
     /// `reserve()`, counting its atomic RMWs into `counts` (see
     /// ``put(_:counting:)``).
     @inlinable
-    internal func reserve(_ counts: inout PCQPutCounts) -> UInt? {
+    package func reserve(_ counts: inout PCQPutCounts) -> UInt? {
         let p = producer
         let capacity = self.capacity
         // Relaxed: the tail value is only a candidate ticket, validated by
@@ -356,9 +358,17 @@ public final class PCQ<Element: BitwiseCopyable>: @unchecked Sendable {
         }
     }
 
+    /// Loads the producers' line (the ticket counter) and returns the
+    /// ticket a put would take now: for a producer that touches the lines
+    /// of several queues before it puts into them, so that their cache
+    /// misses overlap (FastDemux's batch delivery). Any thread; one relaxed
+    /// load, nothing published or reserved.
+    @inlinable
+    package func warmProducerLine() -> UInt { producer.pointee.tail.load(ordering: .relaxed) }
+
     /// Writes the value of a reserved ticket and makes it visible.
     @inlinable
-    internal func publish(_ item: Element, at ticket: UInt) {
+    package func publish(_ item: Element, at ticket: UInt) {
         let i = Int(bitPattern: ticket & mask)
         // A plain copy of all the value's bytes (one store per word for a
         // small struct). `initialize`, not assignment: the slot holds a

@@ -3,11 +3,15 @@
 // Implementations, ours first:
 // - rcu_hash:         RCUHashTable<BenchFlowKey, UInt, QSBR>, one bucket per key;
 //                     readers report a quiescent state every 1024 lookups.
+// - rcu_bucket:       RCUBucketTable<BenchFlowKey, UInt, QSBR>: fixed capacity,
+//                     8-entry buckets with 16-bit signatures, two choices,
+//                     key slots from a free list, one grace period per 1024
+//                     removes (RCUBucketBench.swift).
 // - urcu_lfht:        liburcu's cds_lfht with the QSBR flavour, one bucket
 //                     per key, no auto-resize; call_rcu reclamation.
 // - mutex_dictionary: Synchronization.Mutex around a Swift Dictionary.
 //
-// All three hash with the same keyed mix (rcuHashMix) so hashing costs the
+// All four hash with the same keyed mix (rcuHashMix) so hashing costs the
 // same; the writer's call_rcu worker is pinned to CPU 1 (the writer's CPU)
 // for both RCU tables, as the C peer harness does.
 //
@@ -15,8 +19,8 @@
 // and specialized, so the hot loop calls the table directly
 // (RCUHashTable.lookup is @inlinable). Files: this one (the workloads and
 // their sizes), RCUBenchInputs.swift (keys and lookup sequences),
-// RCUBenchTable.swift (the adapter), RCUHashBench.swift (the project's
-// table), LFHTBench.swift and MutexDictionaryBench.swift (the baselines),
+// RCUBenchTable.swift (the adapter), RCUHashBench.swift and RCUBucketBench.swift
+// (the project's tables), LFHTBench.swift and MutexDictionaryBench.swift (the baselines),
 // RCURunners.swift (the reader and writer loops and the checks).
 
 let rcuWorkloads: [Workload] = [
@@ -36,7 +40,7 @@ enum RCUWorkloadKind: Sendable {
 }
 
 private func rcuImpls(_ kind: RCUWorkloadKind) -> [(name: String, run: Workload.Run)] {
-    [rcuImpl(RCUHashBench.self, kind), rcuImpl(LFHTBench.self, kind), rcuImpl(MutexDictionaryBench.self, kind)]
+    [rcuImpl(RCUHashBench.self, kind), rcuImpl(RCUBucketBench.self, kind), rcuImpl(LFHTBench.self, kind), rcuImpl(MutexDictionaryBench.self, kind)]
 }
 
 /// One implementation's entry: the runner specialized for table `T`.
