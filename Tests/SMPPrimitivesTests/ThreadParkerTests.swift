@@ -137,4 +137,48 @@ final class SharedParker: Sendable {
         #expect(rings <= announced)
         print("thread parker: \(items) items, \(announced) announcements, \(parks) parks, \(rings) rings")
     }
+
+    /// ``producerConsumerCyclesLoseNoWakeUp()`` with an async consumer:
+    /// many parks, some resumed by a ring that lands before the task
+    /// reached its await (the continuation is resumed from the producer's
+    /// thread while the consumer is still suspending), the case in which
+    /// the thread sanitizer once reported the resume's reads of the
+    /// continuation racing with the consumer's next park. Every item is
+    /// taken, in order; a lost wake-up hangs the task, which the suite's
+    /// time limit turns into a failure.
+    @Test(.timeLimit(.minutes(5))) func asyncConsumerCyclesLoseNoWakeUp() async {
+        let items = runningUnderTSan ? 20_000 : 200_000
+        let shared = SharedParker()
+        let published = KAtomicInts(1)
+        let producer = PinnedThread(cpu: 0, name: "parker-producer") { () -> Int in
+            var rings = 0
+            for i in 1...items {
+                published[0] = i
+                atomicMemoryFence(ordering: .sequentiallyConsistent)
+                if shared.parker.ringIfArmed() { rings += 1 }
+                if i & 63 == 0 { sched_yield() }
+            }
+            return rings
+        }
+        var taken = 0, announced = 0, parks = 0
+        while taken < items {
+            if published[0] > taken {
+                taken += 1
+                continue
+            }
+            shared.parker.prepareToPark()
+            announced += 1
+            if published[0] > taken {
+                shared.parker.cancelPark()
+                continue
+            }
+            parks += 1
+            await shared.parker.parkAsync()
+        }
+        let rings = producer.join()
+        #expect(taken == items)
+        // A ring needs an announcement (it may land before the cancel).
+        #expect(rings <= announced)
+        print("thread parker (async): \(items) items, \(announced) announcements, \(parks) parks, \(rings) rings")
+    }
 }

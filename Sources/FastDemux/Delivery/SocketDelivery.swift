@@ -94,6 +94,11 @@ package struct SocketDelivery: ~Copyable {
     @discardableResult
     package mutating func deliver(_ packet: DemuxPacket, to socket: SocketReference?, tcp: TCPSerialization,
                                   counting: Bool) -> DemuxVerdict {
+        // A full run or ACK buffer is flushed here, before the reservation,
+        // not inside it: a flush between reserving and publishing would
+        // ring the reader for a slot it cannot take yet (it would spin
+        // until the publication below). The same test `remember` makes.
+        makeRoom(for: 1, counting: counting)
         switch deliverReserving(packet, to: socket, tcp: tcp, counting: counting) {
         case .ticket(let t):
             socket.unsafelyUnwrapped.withSocket { $0.queue.publish(packet.packet, at: t) }

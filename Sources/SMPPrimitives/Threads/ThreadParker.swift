@@ -174,8 +174,14 @@ public struct ThreadParker: ~Copyable, @unchecked Sendable {
         // The exchange makes exactly one ringer do the (expensive) signal;
         // release publishes the ringer's work to the waiter's acquire.
         guard armed.exchange(0, ordering: .acquiringAndReleasing) != 0 else { return false }
+        // The slot through a local copy of its pointer: `take()` through
+        // the stored property is instrumented (with -sanitize=thread) as a
+        // modifying access of the property itself, which `parkAsync()`
+        // reads without the mutex, and TSan reported the two as racing
+        // (a formal access only: the pointer never changes after `init`).
+        let slot = asyncWaiter
         sleep.pointee.mutex.lock()
-        let waiter = asyncWaiter.pointee.take()
+        let waiter = slot.pointee.take()
         sleep.pointee.condition.signal()
         sleep.pointee.mutex.unlock()
         waiter?.resume()
