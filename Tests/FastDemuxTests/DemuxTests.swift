@@ -261,8 +261,10 @@ struct DemuxTests {
         try u.bind(InetEndpoint(v4("10.0.0.1"), 9))
         let runs = Atomic<Int>(0)
         u.attachWorker(on: group.executor(for: 0), delay: .milliseconds(300)) { sock in
-            runs.add(1, ordering: .relaxed)
             _ = sock.receive(upTo: 100) { _ in }
+            // Counted after the receive: the test reads the socket's
+            // counters as soon as it sees the run.
+            runs.add(1, ordering: .releasing)
         }
         let ukey = packetKey(.udp, from: "192.0.2.1", 1, to: "10.0.0.1", 9)
         let input = demux.makeInput()
@@ -270,8 +272,8 @@ struct DemuxTests {
             for i: UInt in 1...3 { input.burst { b in _ = b.deliver(PacketRef(word: i), key: ukey) } }
         }
         #expect(input.stats.workerSchedules == 1)
-        waitFor { runs.load(ordering: .relaxed) == 1 }
-        #expect(runs.load(ordering: .relaxed) == 1)
+        waitFor { runs.load(ordering: .acquiring) == 1 }
+        #expect(runs.load(ordering: .acquiring) == 1)
         #expect(u.counters.delivered == 3)
 
         // TCP: the fast path cannot take the state, the worker sends the ACK.
