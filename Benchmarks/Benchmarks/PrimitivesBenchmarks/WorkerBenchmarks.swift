@@ -3,9 +3,14 @@ import SMPPrimitives
 
 /// Deferred work and mailboxes: the schedule, cancel and send/receive paths.
 func workerBenchmarks() {
+    // No ARC counts here: with the Swift 6.3 runtime on Linux the
+    // framework's retain/release hooks crash the process once an executor
+    // thread runs (ordo-one/benchmark issue 349); mallocs are counted.
+    let threaded = Benchmark.Configuration(metrics: [.wallClock, .mallocCountTotal],
+                                           thresholds: [.mallocCountTotal: .init(absolute: [.p90: 0])])
     // The coalesced path: the continuation is already pending (its delay is
     // long), so every schedule is a fence and a load.
-    Benchmark("KernelContinuation.scheduleCoalesced") { benchmark in
+    Benchmark("KernelContinuation.scheduleCoalesced", configuration: threaded) { benchmark in
         let group = CoreExecutorGroup(count: 1)
         defer { group.shutdown(runPending: false) }
         let c = KernelContinuation(on: group.executor(for: 0)) {}
@@ -21,7 +26,7 @@ func workerBenchmarks() {
     }
     // A full pending period from another thread: schedule (idle -> pending,
     // hand-off to the owner) then cancel (pending -> idle).
-    Benchmark("KernelContinuation.scheduleCancel") { benchmark in
+    Benchmark("KernelContinuation.scheduleCancel", configuration: threaded) { benchmark in
         let group = CoreExecutorGroup(count: 1)
         defer { group.shutdown(runPending: false) }
         let c = KernelContinuation(on: group.executor(for: 0)) {}
