@@ -6,9 +6,7 @@
 // The retain and release counts are per sample of 1,000 items
 // (`scalingFactor: .kilo`), and the framework itself adds one or two per
 // sample: the tolerance of 8 lets that through and fails on one per item
-// (1,000 per sample). Two benchmarks are at one per item today
-// (Output.sendUDPv4Fragmented, TCP.segmentAndAck: thresholds of 1,000,
-// see docs/Benchmarks.md), so a second one per item fails them too.
+// (1,000 per sample).
 import Benchmark
 import SMPPrimitives
 

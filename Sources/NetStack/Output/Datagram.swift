@@ -102,13 +102,17 @@ enum Datagram {
     static func emit(_ count: Int, cache: inout PacketPool.Cache, into out: UnsafeMutableBufferPointer<PacketRef>,
                      _ fill: (UnsafeMutableRawBufferPointer, Int) -> Int) throws(OutputError) -> Int {
         guard count <= out.count else { throw .tooManyFragments }
-        let pool = cache.pool
         for i in 0..<count {
             guard let p = cache.allocate() else {
                 release(out, count: i, to: &cache)
                 throw .poolExhausted
             }
-            pool.setLength(fill(pool.buffer(p), i), of: p)
+            // Through `cache.pool` each time, not a local copy of the
+            // reference: a copy taken out of the inout cache, which the
+            // loop goes on mutating, is retained and released (one of each
+            // per datagram, the benchmark's ARC counts showed).
+            let length = fill(cache.pool.buffer(p), i)
+            cache.pool.setLength(length, of: p)
             out[i] = p
         }
         return count

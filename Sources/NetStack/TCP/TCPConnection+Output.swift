@@ -75,7 +75,7 @@ extension TCPConnection {
             counters.bytesSent += len
             if rttSeq == nil && !timestampsOn && len > 0 { rttSeq = seq; rttStart = now }
         }
-        sendRing.withPieces(offset: offset, count: len) { emit(h, payload: $0, sink: &sink) }
+        emitFromSendRing(h, offset: offset, count: len, sink: &sink)
         if len > sendMSS { counters.superSegmentsSent += 1 }
         sndNxt = seq &+ UInt32(len) &+ (fin ? 1 : 0)
         sndMax = TCPSeq.max(sndMax, sndNxt)
@@ -97,7 +97,7 @@ extension TCPConnection {
         let h = header(seq: sndUna, flags: flags, now: now)
         counters.retransmissions += 1
         rttSeq = nil
-        sendRing.withPieces(offset: offset, count: len) { emit(h, payload: $0, sink: &sink) }
+        emitFromSendRing(h, offset: offset, count: len, sink: &sink)
     }
 
     /// A pure ACK `<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>`, where SND.NXT is
@@ -239,12 +239,37 @@ extension TCPConnection {
     /// Hands one segment (or a super-segment of more than one MSS) to the
     /// sink and counts it by its MSS-sized pieces.
     mutating func emit(_ h: TCPHeader, payload: TCPPayload, sink: inout some TCPSegmentSink) {
-        let n = payload.count
-        if n > sendMSS {
-            counters.segmentsSent += (n + sendMSS - 1) / sendMSS
+        countSegments(payload.count)
+        Self.transmit(h, payload: payload, endpoints: endpoints, sendMSS: sendMSS, sink: &sink)
+    }
+
+    /// `emit` of `len` bytes at `offset` in the send ring. The count comes
+    /// first and the send runs inside the ring's borrow without touching
+    /// `self` mutably: a mutating call inside `sendRing.withPieces` would
+    /// overlap the ring's read access, and Swift would copy the ring for
+    /// it, retaining and releasing its storage on every data segment (and
+    /// a non-mutating method of `self` there would copy all of `self`, six
+    /// buffers): the send is static, on copies of the two fields it needs.
+    mutating func emitFromSendRing(_ h: TCPHeader, offset: Int, count len: Int, sink: inout some TCPSegmentSink) {
+        countSegments(len)
+        let endpoints = self.endpoints, mss = sendMSS
+        sendRing.withPieces(offset: offset, count: len) {
+            Self.transmit(h, payload: $0, endpoints: endpoints, sendMSS: mss, sink: &sink)
+        }
+    }
+
+    /// Counts the segments a payload of `n` bytes leaves as (one, or a
+    /// super-segment's worth).
+    mutating func countSegments(_ n: Int) {
+        counters.segmentsSent += n > sendMSS ? (n + sendMSS - 1) / sendMSS : 1
+    }
+
+    /// Hands the segment to `sink` (split at the send MSS if larger).
+    static func transmit(_ h: TCPHeader, payload: TCPPayload, endpoints: TCPEndpoints, sendMSS: Int,
+                         sink: inout some TCPSegmentSink) {
+        if payload.count > sendMSS {
             sink.send(h, payload: payload, endpoints: endpoints, segmentSize: sendMSS)
         } else {
-            counters.segmentsSent += 1
             sink.send(h, payload: payload, endpoints: endpoints)
         }
     }

@@ -87,7 +87,7 @@ extension TCPConnection {
                 // the byte so that an ACK of it is acceptable.
                 let h = header(seq: sndNxt, flags: .ack, now: now)
                 counters.windowProbes += 1
-                sendRing.withPieces(offset: offset, count: 1) { emit(h, payload: $0, sink: &sink) }
+                emitFromSendRing(h, offset: offset, count: 1, sink: &sink)
                 sndMax = TCPSeq.max(sndMax, sndNxt &+ 1)
             } else if finQueued && sndNxt == finSeq {
                 counters.windowProbes += 1
