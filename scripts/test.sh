@@ -131,7 +131,7 @@ builds_lane() {
         watchdog 900 scripts/check-standalone-primitives.sh
     fi
     if [ "${SMP_TEST_BENCH:-0}" = 1 ]; then
-        step "Benchmarks: hot paths allocate nothing (mallocCountTotal thresholds of 0)"
+        step "Benchmarks: hot paths allocate nothing and retain nothing per item (malloc, retain and release thresholds)"
         (cd Benchmarks && watchdog 1800 swift package benchmark thresholds check --no-progress)
     fi
     step ""

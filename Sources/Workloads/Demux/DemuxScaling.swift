@@ -62,7 +62,10 @@ func demuxScalingFields(traffic: DemuxBenchmarkTraffic, report r: DemuxRunReport
         ("flows_seen", .int(seen)),
         ("exact_lookup_misses_per_pass", .int(misses)),
         ("rss_setup_kb", .int(r.setupMemory.rssKB)),
-        ("rss_peak_kb", .int(ResidentMemory.now().peakKB)),
+        // At least what was resident at set-up: the peak (VmHWM) is the
+        // process's, and another run in the same process (tests run in
+        // parallel) may have reset it since, to a resident size below ours.
+        ("rss_peak_kb", .int(max(ResidentMemory.now().peakKB, r.setupMemory.rssKB))),
     ]
     if let t = r.table {
         func round3(_ v: Double) -> JSONValue { .double((v * 1000).rounded() / 1000) }
