@@ -119,17 +119,7 @@ final class SharedParker: Sendable {
             }
             return (announced, parks, lost)
         }
-        let producer = PinnedThread(cpu: 0, name: "parker-producer") { () -> Int in
-            var rings = 0
-            for i in 1...items {
-                published[0] = i   // release store: the item
-                // The producer's half of the handshake: fence, then the load.
-                atomicMemoryFence(ordering: .sequentiallyConsistent)
-                if shared.parker.ringIfArmed() { rings += 1 }
-                if i & 63 == 0 { sched_yield() }
-            }
-            return rings
-        }
+        let producer = ringingProducer(shared, published, items: items)
         let rings = producer.join()
         let (announced, parks, lost) = consumer.join()
         #expect(lost == 0, "a wake-up was lost")
@@ -139,27 +129,17 @@ final class SharedParker: Sendable {
     }
 
     /// ``producerConsumerCyclesLoseNoWakeUp()`` with an async consumer:
-    /// many parks, some resumed by a ring that lands before the task
-    /// reached its await (the continuation is resumed from the producer's
-    /// thread while the consumer is still suspending), the case in which
-    /// the thread sanitizer once reported the resume's reads of the
-    /// continuation racing with the consumer's next park. Every item is
-    /// taken, in order; a lost wake-up hangs the task, which the suite's
-    /// time limit turns into a failure.
+    /// many parks, each resumed from the producer's thread while the
+    /// consumer's next `parkAsync` may already be reading the parker (the
+    /// thread sanitizer once reported `ring()`'s take of the waiter through
+    /// the stored slot pointer as a write racing that read). Every item is
+    /// taken; a lost wake-up hangs the task, which the time limit turns
+    /// into a failure.
     @Test(.timeLimit(.minutes(5))) func asyncConsumerCyclesLoseNoWakeUp() async {
         let items = runningUnderTSan ? 20_000 : 200_000
         let shared = SharedParker()
         let published = KAtomicInts(1)
-        let producer = PinnedThread(cpu: 0, name: "parker-producer") { () -> Int in
-            var rings = 0
-            for i in 1...items {
-                published[0] = i
-                atomicMemoryFence(ordering: .sequentiallyConsistent)
-                if shared.parker.ringIfArmed() { rings += 1 }
-                if i & 63 == 0 { sched_yield() }
-            }
-            return rings
-        }
+        let producer = ringingProducer(shared, published, items: items)
         var taken = 0, announced = 0, parks = 0
         while taken < items {
             if published[0] > taken {
@@ -180,5 +160,22 @@ final class SharedParker: Sendable {
         // A ring needs an announcement (it may land before the cancel).
         #expect(rings <= announced)
         print("thread parker (async): \(items) items, \(announced) announcements, \(parks) parks, \(rings) rings")
+    }
+}
+
+/// The producer of the cycle tests, on CPU 0: publishes `items` one by one
+/// and rings the parker only when the consumer announced parking. Returns
+/// how many rings woke it.
+private func ringingProducer(_ shared: SharedParker, _ published: KAtomicInts, items: Int) -> PinnedThread<Int> {
+    PinnedThread(cpu: 0, name: "parker-producer") { () -> Int in
+        var rings = 0
+        for i in 1...items {
+            published[0] = i   // release store: the item
+            // The producer's half of the handshake: fence, then the load.
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if shared.parker.ringIfArmed() { rings += 1 }
+            if i & 63 == 0 { sched_yield() }
+        }
+        return rings
     }
 }

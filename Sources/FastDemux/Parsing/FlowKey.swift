@@ -64,7 +64,6 @@ public struct FlowKey: Hashable, Sendable, BitwiseCopyable, CustomStringConverti
         set { destinationHigh = newValue.high; destinationLow = newValue.low; family = newValue.family }
     }
 
-    /// The same flow seen from the other end.
     /// Field-wise equality, as the derived `==` (and consistent with the
     /// derived `hash(into:)`), written out because the derived one compiles
     /// to a `memcmp` call: this is the key compare of every PCB table
@@ -77,6 +76,7 @@ public struct FlowKey: Hashable, Sendable, BitwiseCopyable, CustomStringConverti
             && a.transport == b.transport && a.family == b.family
     }
 
+    /// The same flow seen from the other end.
     @inlinable
     public var reversed: FlowKey {
         FlowKey(transport: transport, source: destination, sourcePort: destinationPort,

@@ -1,7 +1,6 @@
 // The raw memory of an RCUBucketTable: entries, key slots and the writer's
 // block. All preallocated at init and manually managed: no allocation and
 // no ARC after init.
-import Glibc
 import Synchronization
 
 /// One key slot: the key and its value, written by the writer before the
@@ -120,30 +119,14 @@ struct _RCUBucketWriter: ~Copyable {
         UnsafeMutableRawPointer(w).deallocate()
     }
 
-    /// One attempt at the lock (acquire on success, as in lockWriter).
+    /// One attempt at the lock (see `Atomic.tryLockWord`).
     @inlinable @inline(__always)
-    func tryLockWriter() -> Bool {
-        lock.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
-    }
+    func tryLockWriter() -> Bool { lock.tryLockWord() }
+
+    /// Takes the lock, spinning then yielding (see `Atomic.lockWord`).
+    @inlinable
+    func lockWriter() { lock.lockWord() }
 
     @inlinable
-    func lockWriter() {
-        var spins = 0
-        // Acquire on success: the previous holder's writes (released by its
-        // unlock) happen before this critical section.
-        while !lock.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
-            repeat {
-                spins += 1
-                // Yield soon: the holder may be preempted, or waiting for a
-                // grace period.
-                if spins < 100 { spinLoopHint() } else { sched_yield() }
-            } while lock.load(ordering: .relaxed) != 0
-        }
-    }
-
-    @inlinable
-    func unlockWriter() {
-        // Release: this critical section happens before the next holder's.
-        lock.store(0, ordering: .releasing)
-    }
+    func unlockWriter() { lock.unlockWord() }
 }

@@ -44,23 +44,12 @@ extension RCUHashTable {
 
     @inlinable
     func lock(_ s: UnsafeMutablePointer<Atomic<UInt32>>) {
-        var spins = 0
-        // Acquire on success: the previous holder's writes (released by
-        // its unlock) are visible in the critical section.
-        while !s.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
-            repeat {
-                spins += 1
-                // Yield soon: the holder may be preempted (oversubscription).
-                if spins < 100 { spinLoopHint() } else { sched_yield() }
-            } while s.pointee.load(ordering: .relaxed) != 0
-        }
+        s.pointee.lockWord()
     }
 
     @inlinable
     func unlockStripe(_ s: UnsafeMutablePointer<Atomic<UInt32>>) {
-        // Release: the critical section's writes happen before the next
-        // holder's acquire.
-        s.pointee.store(0, ordering: .releasing)
+        s.pointee.unlockWord()
     }
 
     func lockAllStripes() {
