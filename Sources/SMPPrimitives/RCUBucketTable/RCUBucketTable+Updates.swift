@@ -39,9 +39,9 @@ extension RCUBucketTable {
         _lockWriter()
         defer { w.pointee.unlockWriter() }
         if _findEntry(first, tag, key) != nil || _findEntry(second, tag, key) != nil { return false }
-        // First bucket first: lookups scan it first, so a key there costs
-        // one cache line.
-        // A slot first: if there is none, nothing has moved.
+        // A slot first: if there is none, nothing has moved. Then an entry,
+        // in the first bucket if it has room: lookups scan it first, so a
+        // key there costs one cache line.
         let slot = try _takeSlot()
         guard let e = _emptyEntry(first) ?? _emptyEntry(second) ?? _makeRoom(first, second) else {
             _returnSlot(slot)
